@@ -84,7 +84,7 @@ pki: build ## Create a tunnel CA and server/client certificates in ./pki.
 	$(BIN)/smartproxy-server pki init --dir $(CURDIR)/pki
 
 .PHONY: tools
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Install the pinned tools into ./bin.
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl ## Install the pinned tools into ./bin.
 
 $(BIN)/buf:
 	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
