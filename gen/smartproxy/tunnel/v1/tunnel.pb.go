@@ -1519,6 +1519,11 @@ type Partner struct {
 	// Upper bound for the exchange buffer size (SSIDSDEB) passed on for this partner; 0 means no
 	// override.
 	MaxBufferSize uint32 `protobuf:"varint,9,opt,name=max_buffer_size,json=maxBufferSize,proto3" json:"max_buffer_size,omitempty"`
+	// The password (SSIDPSWD, up to 8 characters) the partner must present in its SSID; empty
+	// means the password is not checked by the DMZ server (the internal OFTP2 server may still
+	// check it). Compared in constant time after upper-casing and trimming trailing spaces, as
+	// the field is space-padded on the wire. Secret: never logged.
+	Password      string `protobuf:"bytes,10,opt,name=password,proto3" json:"password,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1616,6 +1621,13 @@ func (x *Partner) GetMaxBufferSize() uint32 {
 	return 0
 }
 
+func (x *Partner) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
 // CertificateBinding ties a certificate to a partner. Every non-empty field must match.
 type CertificateBinding struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1694,7 +1706,16 @@ type Limits struct {
 	// Time allowed for the partner's SSID after SSRM.
 	SsidTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=ssid_timeout,json=ssidTimeout,proto3" json:"ssid_timeout,omitempty"`
 	// A session without any command in either direction for this long is ended.
-	IdleTimeout   *durationpb.Duration `protobuf:"bytes,6,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
+	IdleTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
+	// Maximum concurrent TLS handshakes and SSID exchanges (connections admitted but not yet
+	// verified). Connections beyond it are closed before TLS.
+	MaxHandshakes uint32 `protobuf:"varint,7,opt,name=max_handshakes,json=maxHandshakes,proto3" json:"max_handshakes,omitempty"`
+	// Upper bound for the SSID credit (SSIDCRED) passed on to the internal OFTP2 server for
+	// every partner without its own Partner.max_credit; 0 means the server's default.
+	MaxCredit uint32 `protobuf:"varint,8,opt,name=max_credit,json=maxCredit,proto3" json:"max_credit,omitempty"`
+	// Upper bound for the exchange buffer size (SSIDSDEB) passed on to the internal OFTP2 server
+	// for every partner without its own Partner.max_buffer_size; 0 means the server's default.
+	MaxBufferSize uint32 `protobuf:"varint,9,opt,name=max_buffer_size,json=maxBufferSize,proto3" json:"max_buffer_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1769,6 +1790,27 @@ func (x *Limits) GetIdleTimeout() *durationpb.Duration {
 		return x.IdleTimeout
 	}
 	return nil
+}
+
+func (x *Limits) GetMaxHandshakes() uint32 {
+	if x != nil {
+		return x.MaxHandshakes
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxCredit() uint32 {
+	if x != nil {
+		return x.MaxCredit
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxBufferSize() uint32 {
+	if x != nil {
+		return x.MaxBufferSize
+	}
+	return 0
 }
 
 // Route binds an outgoing listener of the client to a partner the server dials.
@@ -3183,7 +3225,7 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x10\n" +
 	"\x03der\x18\x03 \x01(\fR\x03der\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x05 \x01(\fR\x06sha256\"\xc1\x03\n" +
+	"\x06sha256\x18\x05 \x01(\fR\x06sha256\"\xdd\x03\n" +
 	"\aPartner\x12\x1b\n" +
 	"\todette_id\x18\x01 \x01(\tR\bodetteId\x12\x18\n" +
 	"\aenabled\x18\x02 \x01(\bR\aenabled\x12\x12\n" +
@@ -3194,11 +3236,13 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\x0echarset_policy\x18\a \x01(\x0e2#.smartproxy.tunnel.v1.CharsetPolicyR\rcharsetPolicy\x12\x1d\n" +
 	"\n" +
 	"max_credit\x18\b \x01(\rR\tmaxCredit\x12&\n" +
-	"\x0fmax_buffer_size\x18\t \x01(\rR\rmaxBufferSize\"\x91\x01\n" +
+	"\x0fmax_buffer_size\x18\t \x01(\rR\rmaxBufferSize\x12\x1a\n" +
+	"\bpassword\x18\n" +
+	" \x01(\tR\bpassword\"\x91\x01\n" +
 	"\x12CertificateBinding\x122\n" +
 	"\x15subject_serial_number\x18\x01 \x01(\tR\x13subjectSerialNumber\x12-\n" +
 	"\x12sha256_fingerprint\x18\x02 \x01(\fR\x11sha256Fingerprint\x12\x18\n" +
-	"\asubject\x18\x03 \x01(\tR\asubject\"\xb1\x02\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\"\x9f\x03\n" +
 	"\x06Limits\x12!\n" +
 	"\fmax_sessions\x18\x01 \x01(\rR\vmaxSessions\x12\x1e\n" +
 	"\vper_ip_rate\x18\x02 \x01(\x01R\tperIpRate\x12 \n" +
@@ -3206,7 +3250,11 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"perIpBurst\x12F\n" +
 	"\x11handshake_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x10handshakeTimeout\x12<\n" +
 	"\fssid_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vssidTimeout\x12<\n" +
-	"\fidle_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\"\xb8\x01\n" +
+	"\fidle_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12%\n" +
+	"\x0emax_handshakes\x18\a \x01(\rR\rmaxHandshakes\x12\x1d\n" +
+	"\n" +
+	"max_credit\x18\b \x01(\rR\tmaxCredit\x12&\n" +
+	"\x0fmax_buffer_size\x18\t \x01(\rR\rmaxBufferSize\"\xb8\x01\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x12'\n" +
