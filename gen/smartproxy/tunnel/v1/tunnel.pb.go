@@ -1521,8 +1521,8 @@ type Partner struct {
 	MaxBufferSize uint32 `protobuf:"varint,9,opt,name=max_buffer_size,json=maxBufferSize,proto3" json:"max_buffer_size,omitempty"`
 	// The password (SSIDPSWD, up to 8 characters) the partner must present in its SSID; empty
 	// means the password is not checked by the DMZ server (the internal OFTP2 server may still
-	// check it). Compared in constant time after upper-casing and trimming trailing spaces, as
-	// the field is space-padded on the wire. Secret: never logged.
+	// check it). Compared exactly (case-sensitive) and in constant time, after removing the
+	// trailing spaces that pad the field on the wire. Secret: never logged.
 	Password      string `protobuf:"bytes,10,opt,name=password,proto3" json:"password,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
