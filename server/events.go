@@ -1,0 +1,202 @@
+package server
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+)
+
+// Stable names of the server's events: the `event` field of the log line and Event.name on the
+// tunnel. docs/security-events.md describes each one with its fields. Never rename one: intrusion
+// detection rules and fail2ban filters match on them.
+const (
+	// EventPartnerRateLimited: a source exceeded its connection rate; closed before TLS.
+	EventPartnerRateLimited = "partner_rate_limited"
+	// EventPartnerOverloaded: the session or handshake limit was reached; closed before TLS.
+	EventPartnerOverloaded = "partner_connection_limit"
+	// EventPartnerTLSRejected: the TLS handshake failed (no client certificate, untrusted CA,
+	// old protocol version, timeout, garbage).
+	EventPartnerTLSRejected = "partner_tls_rejected"
+	// EventPartnerCertExpired: the client certificate is outside its validity period.
+	EventPartnerCertExpired = "partner_cert_expired"
+	// EventPartnerRevoked: a configured CRL lists the client certificate.
+	EventPartnerRevoked = "partner_revoked"
+	// EventPartnerCRLMissing: no configured CRL covers the client certificate (accepted).
+	EventPartnerCRLMissing = "partner_crl_missing"
+	// EventPartnerSSIDTimeout: no SSID within the SSID deadline after SSRM.
+	EventPartnerSSIDTimeout = "partner_ssid_timeout"
+	// EventPartnerSSIDInvalid: the first command was not a valid SSID.
+	EventPartnerSSIDInvalid = "partner_ssid_invalid"
+	// EventPartnerLevel: the SSID asks for a protocol level other than OFTP 2.0 (5).
+	EventPartnerLevel = "partner_level_unsupported"
+	// EventPartnerUnknown: the SSID's Odette ID is not a configured partner.
+	EventPartnerUnknown = "partner_unknown"
+	// EventPartnerDisabled: the Odette ID belongs to a disabled partner.
+	EventPartnerDisabled = "partner_disabled"
+	// EventPartnerPassword: the SSID password is wrong.
+	EventPartnerPassword = "partner_password_invalid"
+	// EventPartnerCertMismatch: the certificate is not bound to the SSID's Odette ID.
+	EventPartnerCertMismatch = "partner_cert_mismatch"
+	// EventPartnerNetworkDenied: the partner connected from a network its entry does not allow.
+	EventPartnerNetworkDenied = "partner_network_denied"
+	// EventPartnerDirectionDenied: the partner may not start sessions (outgoing only).
+	EventPartnerDirectionDenied = "partner_direction_denied"
+	// EventLicenseInvalid: a partner session was refused because the license is not valid.
+	EventLicenseInvalid = "license_invalid"
+	// EventSessionRefused: the client refused the session (internal server unreachable, ...).
+	EventSessionRefused = "session_refused"
+	// EventProtocolViolation: a command in an established session broke RFC 5024.
+	EventProtocolViolation = "protocol_violation"
+
+	// EventSessionStarted: a verified session was opened on a tunnel (INFO).
+	EventSessionStarted = "session_started"
+	// EventSessionEnded: a session ended (INFO).
+	EventSessionEnded = "session_ended"
+	// EventConfigApplied: a configuration version is in force (INFO).
+	EventConfigApplied = "config_applied"
+	// EventConfigRejected: a configuration version was refused (ERROR).
+	EventConfigRejected = "config_rejected"
+	// EventConfigWarning: a configuration was applied with a warning (WARN).
+	EventConfigWarning = "config_warning"
+	// EventListenerOpened: the partner listener accepts connections (INFO).
+	EventListenerOpened = "partner_listener_opened"
+	// EventListenerClosed: the partner listener was closed (INFO).
+	EventListenerClosed = "partner_listener_closed"
+	// EventListenerFailed: the partner listener could not bind (ERROR).
+	EventListenerFailed = "partner_listener_failed"
+	// EventTunnelConnected: a client tunnel completed Hello/Welcome (INFO).
+	EventTunnelConnected = "tunnel_connected"
+	// EventTunnelDisconnected: a client tunnel ended (INFO).
+	EventTunnelDisconnected = "tunnel_disconnected"
+	// EventLicenseUpdated: a pushed license was stored and loaded (INFO), or refused (ERROR).
+	EventLicenseUpdated = "license_updated"
+)
+
+// event is one event of the server.
+type event struct {
+	name       string
+	severity   tunnelv1.Severity
+	sessionID  uint64
+	odetteID   string
+	remoteAddr string
+	reason     string // short machine-readable reason, the `reason` field
+	msg        string // human-readable message
+	fields     map[string]string
+}
+
+// security returns a security event (WARN, CRITICAL on the tunnel unless background noise).
+func security(name, remoteAddr, odetteID, reason, msg string) event {
+	sev := tunnelv1.Severity_SEVERITY_CRITICAL
+	switch name {
+	case EventPartnerRateLimited, EventPartnerOverloaded, EventPartnerTLSRejected, EventPartnerSSIDTimeout, EventPartnerCRLMissing:
+		// Background noise of every internet-facing port: worth a line for fail2ban, not a
+		// page to an operator.
+		sev = tunnelv1.Severity_SEVERITY_WARNING
+	case EventLicenseInvalid:
+		sev = tunnelv1.Severity_SEVERITY_ERROR
+	}
+	return event{name: name, severity: sev, remoteAddr: remoteAddr, odetteID: odetteID, reason: reason, msg: msg}
+}
+
+// with returns e with one more field.
+func (e event) with(k, v string) event {
+	if v == "" {
+		return e
+	}
+	m := make(map[string]string, len(e.fields)+1)
+	for a, b := range e.fields {
+		m[a] = b
+	}
+	m[k] = v
+	e.fields = m
+	return e
+}
+
+// logLevel is the level of the event's log line: every security event logs at WARN.
+func (e event) logLevel() logrus.Level {
+	switch e.severity {
+	case tunnelv1.Severity_SEVERITY_DEBUG:
+		return logrus.DebugLevel
+	case tunnelv1.Severity_SEVERITY_INFO:
+		return logrus.InfoLevel
+	case tunnelv1.Severity_SEVERITY_ERROR:
+		return logrus.ErrorLevel
+	}
+	return logrus.WarnLevel
+}
+
+// line renders the event as the key=value text that log-ignore rules are matched against.
+func (e event) line() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "event=%s", e.name)
+	if e.remoteAddr != "" {
+		fmt.Fprintf(&b, " remote_addr=%s", e.remoteAddr)
+	}
+	if e.odetteID != "" {
+		fmt.Fprintf(&b, " odette_id=%q", e.odetteID)
+	}
+	if e.reason != "" {
+		fmt.Fprintf(&b, " reason=%q", e.reason)
+	}
+	if e.sessionID != 0 {
+		fmt.Fprintf(&b, " session_id=%d", e.sessionID)
+	}
+	keys := make([]string, 0, len(e.fields))
+	for k := range e.fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s=%q", k, e.fields[k])
+	}
+	fmt.Fprintf(&b, " msg=%q", e.msg)
+	return b.String()
+}
+
+// logFields returns the logrus fields of the event's line.
+func (e event) logFields() logrus.Fields {
+	f := logrus.Fields{"event": e.name}
+	if e.remoteAddr != "" {
+		f["remote_addr"] = e.remoteAddr
+	}
+	if e.odetteID != "" {
+		f["odette_id"] = e.odetteID
+	}
+	if e.reason != "" {
+		f["reason"] = e.reason
+	}
+	if e.sessionID != 0 {
+		f["session_id"] = e.sessionID
+	}
+	for k, v := range e.fields {
+		f[k] = v
+	}
+	return f
+}
+
+// proto returns the event as a tunnel Event frame.
+func (e event) proto(now time.Time) *tunnelv1.Frame {
+	fields := make(map[string]string, len(e.fields)+1)
+	for k, v := range e.fields {
+		fields[k] = v
+	}
+	if e.reason != "" {
+		fields["reason"] = e.reason
+	}
+	return &tunnelv1.Frame{Kind: &tunnelv1.Frame_Event{Event: &tunnelv1.Event{
+		Time:       timestamppb.New(now),
+		Severity:   e.severity,
+		Name:       e.name,
+		SessionId:  e.sessionID,
+		OdetteId:   e.odetteID,
+		RemoteAddr: e.remoteAddr,
+		Message:    e.msg,
+		Fields:     fields,
+	}}}
+}
