@@ -33,14 +33,14 @@ func TestCompilePolicyValid(t *testing.T) {
 	cfg := p.SecurityConfig(t,
 		servertest.EnabledPartner("O0013PARTNER"),
 		&tunnelv1.Partner{
-			OdetteId:         "o0013_lower",
-			Enabled:          false,
-			Password:         "secret",
-			CharsetPolicy:    tunnelv1.CharsetPolicy_CHARSET_POLICY_LENIENT,
-			DirectionPolicy:  tunnelv1.DirectionPolicy_DIRECTION_POLICY_INCOMING_ONLY,
-			AllowedNetworks:  []string{"192.0.2.0/24", "2001:db8::/32", "198.51.100.7"},
-			MaxCredit:        10,
-			MaxBufferSize:    4096,
+			OdetteId:        "o0013_lower",
+			Enabled:         false,
+			Password:        "secret",
+			CharsetPolicy:   tunnelv1.CharsetPolicy_CHARSET_POLICY_LENIENT,
+			DirectionPolicy: tunnelv1.DirectionPolicy_DIRECTION_POLICY_INCOMING_ONLY,
+			AllowedNetworks: []string{"192.0.2.0/24", "2001:db8::/32", "198.51.100.7"},
+			MaxCredit:       10,
+			MaxBufferSize:   4096,
 			CertificateBindings: []*tunnelv1.CertificateBinding{
 				{Sha256Fingerprint: fp[:]},
 				{Subject: "cn=partner x, O=Partner X"},
@@ -146,7 +146,9 @@ func TestCompilePolicyErrors(t *testing.T) {
 		{"trusted CA garbage", func(c *tunnelv1.SecurityConfig) { c.TrustedCaCertificates = [][]byte{{0x30, 0x00}} }, []string{"trusted_ca_certificates[0]"}},
 		{"CRL of an untrusted CA", func(c *tunnelv1.SecurityConfig) { c.Crls = []*tunnelv1.Crl{{Id: "x", Der: foreignCRL}} }, []string{"crls[0].der"}},
 		{"CRL not reassembled", func(c *tunnelv1.SecurityConfig) { c.Crls = []*tunnelv1.Crl{{Id: "x", Size: 100}} }, []string{"crls[0].der"}},
-		{"CRL garbage", func(c *tunnelv1.SecurityConfig) { c.Crls = []*tunnelv1.Crl{{Id: "x", Der: []byte{0x30, 0x03, 1, 2, 3}}} }, []string{"crls[0].der"}},
+		{"CRL garbage", func(c *tunnelv1.SecurityConfig) {
+			c.Crls = []*tunnelv1.Crl{{Id: "x", Der: []byte{0x30, 0x03, 1, 2, 3}}}
+		}, []string{"crls[0].der"}},
 		{"CRL hash mismatch", func(c *tunnelv1.SecurityConfig) {
 			c.Crls = []*tunnelv1.Crl{{Id: "x", Der: goodCRL, Sha256: make([]byte, 32)}}
 		}, []string{"crls[0].sha256"}},
