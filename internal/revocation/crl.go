@@ -100,30 +100,6 @@ type CRL struct {
 	idx index
 }
 
-// Parse parses a DER-encoded CRL, checks that issuer issued and signed it
-// and indexes its revoked serial numbers.
-//
-// It fails when the DER is malformed, the CRL's issuer name differs from
-// issuer.RawSubject, the CRL names an authority key identifier different from
-// issuer.SubjectKeyId, issuer's key usage (if present) lacks cRLSign, the
-// signature does not verify, or the CRL uses a feature this package does not
-// implement (see ErrUnsupported).
-//
-// If the CRL's nextUpdate lies before now, Parse returns the CRL and a
-// *StaleError. A zero now skips that check.
-func Parse(der []byte, issuer *x509.Certificate, now time.Time) (*CRL, error) {
-	return nil, errors.New("revocation: Parse not implemented yet")
-}
-
-// ParseFrom is Parse for a CRL whose issuer is one of candidates, as when a
-// configuration carries trusted CA certificates and CRLs side by side. It
-// picks the candidate whose subject equals the CRL's issuer name (and whose
-// subject key identifier equals the CRL's authority key identifier when both
-// are present) and fails when none does.
-func ParseFrom(der []byte, candidates []*x509.Certificate, now time.Time) (*CRL, error) {
-	return nil, errors.New("revocation: ParseFrom not implemented yet")
-}
-
 // WithURL returns a copy of c that records the URL c was fetched from, which
 // MissingDistributionPoints treats as covered. The copy shares c's index.
 func (c *CRL) WithURL(url string) *CRL {
@@ -144,7 +120,7 @@ func (c *CRL) IsRevoked(serial *big.Int) bool {
 // Lookup reports whether serial is listed as revoked in c and, if so, the
 // reason given in the CRL (ReasonUnspecified when none was given).
 func (c *CRL) Lookup(serial *big.Int) (Reason, bool) {
-	return 0, false
+	return c.idx.lookupBig(serial)
 }
 
 // IsRevokedBytes is IsRevoked for a serial number given as the content octets
@@ -157,7 +133,8 @@ func (c *CRL) IsRevokedBytes(serial []byte) bool {
 
 // LookupBytes is Lookup for a serial number given as in IsRevokedBytes.
 func (c *CRL) LookupBytes(serial []byte) (Reason, bool) {
-	return 0, false
+	r, ok, _ := c.idx.search(canonicalSerial(serial))
+	return r, ok
 }
 
 // Len returns the number of distinct revoked serial numbers in c.
