@@ -1,0 +1,163 @@
+package configfile
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"hash"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"smartproxy/client"
+)
+
+// Loader reads one configuration file, now and on every reload, and numbers its versions. It
+// remembers the last good configuration: a file that fails to load leaves it in force.
+//
+// Versions: a file with a "version" field gets that version, which must be higher than the
+// version in force whenever the content changes. A file without one gets a derived version:
+// the content's SHA-256 decides whether anything changed (reloading identical files keeps the
+// version), and a change gets the current time in Unix milliseconds, or the previous version + 1
+// if that is higher. Derived versions therefore keep growing across restarts of the client, so
+// the server, which applies only a version higher than the one it has, accepts the configuration
+// of a restarted client.
+//
+// A Loader is safe for concurrent use.
+type Loader struct {
+	path string
+	now  func() time.Time
+
+	mu   sync.Mutex
+	last *client.Snapshot
+}
+
+// NewLoader returns a Loader for the file at path. now is the clock for certificate validity and
+// derived versions; if nil, time.Now is used.
+func NewLoader(path string, now func() time.Time) (*Loader, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Loader{path: abs, now: now}, nil
+}
+
+// Path returns the absolute path of the configuration file.
+func (l *Loader) Path() string { return l.path }
+
+// Current returns the configuration in force, or nil before the first successful Load.
+func (l *Loader) Current() *client.Snapshot {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last
+}
+
+// Result is the outcome of a successful Load.
+type Result struct {
+	// Snapshot is the configuration now in force.
+	Snapshot *client.Snapshot
+	// Changed is false when the file's content equals the configuration already in force
+	// (Snapshot is then that configuration, with its version).
+	Changed bool
+	// Warnings are problems that do not prevent using the configuration (a certificate close to
+	// expiry, an out-of-date CRL, a key file readable by others), each naming its field.
+	Warnings []string
+}
+
+// Load reads and checks the file. On success the result is in force; on failure the error is an
+// *Error naming every problem's field (or an error reading the file), and the configuration in
+// force stays as it was.
+func (l *Loader) Load() (*Result, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	data, err := os.ReadFile(l.path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	var f File
+	if err := decode(data, &f); err != nil {
+		fe := err.(*FieldError)
+		return nil, &Error{Path: l.path, Problems: []*FieldError{fe}}
+	}
+	now := l.now()
+	b, probs := build(&f, filepath.Dir(l.path), now)
+	if len(probs) > 0 {
+		return nil, &Error{Path: l.path, Problems: probs}
+	}
+	digest := b.digest()
+	res := &Result{Warnings: b.warnings}
+	if l.last != nil && l.last.Digest == digest && (f.Version == 0 || f.Version == l.last.Version) {
+		res.Snapshot = l.last
+		return res, nil
+	}
+	var version uint64
+	switch {
+	case f.Version != 0:
+		if l.last != nil && f.Version <= l.last.Version {
+			return nil, &Error{Path: l.path, Problems: []*FieldError{{Field: "version",
+				Msg: fmt.Sprintf("%d is not higher than %d, the version in force; raise it, or remove the field to let the client number versions", f.Version, l.last.Version)}}}
+		}
+		version = f.Version
+	default:
+		version = uint64(max(now.UnixMilli(), 1))
+		if l.last != nil && version <= l.last.Version {
+			version = l.last.Version + 1
+		}
+	}
+	snap := &client.Snapshot{
+		Version:   version,
+		Digest:    digest,
+		Source:    "file " + l.path,
+		Security:  b.security,
+		Internal:  b.internal,
+		Passwords: b.passwords,
+	}
+	l.last = snap
+	res.Snapshot = snap
+	res.Changed = true
+	return res, nil
+}
+
+// digest hashes everything the configuration holds: the security configuration, the internal
+// server settings with the contents of their files, and the partners' passwords.
+func (b *built) digest() [32]byte {
+	h := sha256.New()
+	sec, err := proto.MarshalOptions{Deterministic: true}.Marshal(b.security)
+	if err != nil {
+		// Marshal fails only on invalid UTF-8 in strings, which decode has excluded.
+		panic(fmt.Sprintf("configfile: marshal security config: %v", err))
+	}
+	writeField(h, sec)
+	in := b.internal
+	writeField(h, []byte(in.Address))
+	writeField(h, []byte(in.ConnectTimeout.String()))
+	writeField(h, []byte(in.SSRMTimeout.String()))
+	if in.TLS != nil {
+		writeField(h, []byte("tls "+in.TLS.ServerName))
+		for _, path := range sortedKeys(b.files) {
+			writeField(h, []byte(path))
+			writeField(h, b.files[path])
+		}
+	}
+	for _, id := range sortedKeys(b.passwords) {
+		writeField(h, []byte(id))
+		writeField(h, []byte(b.passwords[id].Reveal()))
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// writeField writes p with its length, so that field boundaries are part of the hash.
+func writeField(h hash.Hash, p []byte) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(p)))
+	h.Write(n[:])
+	h.Write(p)
+}
