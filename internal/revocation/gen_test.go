@@ -163,7 +163,9 @@ func buildCRL(t testing.TB, s rawSpec) []byte {
 // canonical form, like those of most public CAs.
 type serialGen struct{ r *mrand.Rand }
 
-func newSerialGen(seed uint64) *serialGen { return &serialGen{mrand.New(mrand.NewPCG(seed, seed^0x5eed))} }
+func newSerialGen(seed uint64) *serialGen {
+	return &serialGen{mrand.New(mrand.NewPCG(seed, seed^0x5eed))}
+}
 
 func (g *serialGen) next(buf *[16]byte) []byte {
 	for i := range buf {
