@@ -13,12 +13,12 @@ import (
 // to the DMZ server and the settings it needs itself. A Snapshot is immutable once handed to the
 // Client; a change is a new Snapshot with a higher Version.
 //
-// Its String method redacts secrets; never log Security itself, its String includes the
-// company's private key.
+// Its String method leaves secrets out; never log Security itself: its String includes the
+// company's private key and the partners' passwords.
 type Snapshot struct {
 	// Version orders configurations: the server keeps the highest it has seen. Never 0.
 	Version uint64
-	// Digest is the SHA-256 of the configuration's content (Security, Internal and passwords),
+	// Digest is the SHA-256 of the configuration's content (Security and Internal),
 	// for logs and to tell a real change from a reload of identical files.
 	Digest [32]byte
 	// Source says where the configuration came from, for logs, e.g. "file /etc/smartproxy/client.json".
@@ -28,11 +28,6 @@ type Snapshot struct {
 	Security *tunnelv1.SecurityConfig
 	// Internal says how incoming sessions reach the internal OFTP2 server.
 	Internal InternalServer
-	// Passwords holds the SSID password (SSIDPSWD) of each partner that has one, by Odette ID.
-	// The password never leaves the internal network: the Client checks it in the partner's SSID
-	// before the session reaches the internal server. A partner without an entry is not checked
-	// here (the internal server still checks its own).
-	Passwords map[string]Secret
 }
 
 // String describes s without secrets.

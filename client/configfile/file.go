@@ -53,8 +53,8 @@ type Partner struct {
 	Name string `json:"name"`
 	// Enabled says whether the partner may connect. If absent, true.
 	Enabled *bool `json:"enabled"`
-	// Password is the SSID password (SSIDPSWD) the partner must send, up to 8 characters. If
-	// empty, the proxy does not check it (the internal server still may).
+	// Password is the SSID password (SSIDPSWD) the partner must send, up to 8 characters,
+	// compared exactly. If empty, the proxy does not check it (the internal server still may).
 	Password string `json:"password"`
 	// CertificateBindings are the certificates the partner may present; one must match. If
 	// empty, the certificate subject's serialNumber must equal the Odette ID.
@@ -91,6 +91,8 @@ type CertificateBinding struct {
 type Limits struct {
 	// MaxSessions is the maximum of concurrent partner sessions.
 	MaxSessions uint32 `json:"max_sessions"`
+	// MaxHandshakes is the maximum of concurrent TLS handshakes and SSID exchanges.
+	MaxHandshakes uint32 `json:"max_handshakes"`
 	// PerIPRate is the number of new connections per second allowed from one IP address.
 	PerIPRate float64 `json:"per_ip_rate"`
 	// PerIPBurst is the burst size of the per-IP rate limit.
@@ -101,6 +103,11 @@ type Limits struct {
 	SSIDTimeout Duration `json:"ssid_timeout"`
 	// IdleTimeout ends a session without any command for this long, e.g. "10m".
 	IdleTimeout Duration `json:"idle_timeout"`
+	// MaxCredit caps the SSID credit (1–999) passed on for partners without their own cap.
+	MaxCredit uint32 `json:"max_credit"`
+	// MaxBufferSize caps the SSID exchange buffer size (128–99999) passed on for partners without
+	// their own cap.
+	MaxBufferSize uint32 `json:"max_buffer_size"`
 }
 
 // InternalServer is the internal OFTP2 server.

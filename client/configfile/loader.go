@@ -111,12 +111,11 @@ func (l *Loader) Load() (*Result, error) {
 		}
 	}
 	snap := &client.Snapshot{
-		Version:   version,
-		Digest:    digest,
-		Source:    "file " + l.path,
-		Security:  b.security,
-		Internal:  b.internal,
-		Passwords: b.passwords,
+		Version:  version,
+		Digest:   digest,
+		Source:   "file " + l.path,
+		Security: b.security,
+		Internal: b.internal,
 	}
 	l.last = snap
 	res.Snapshot = snap
@@ -125,7 +124,7 @@ func (l *Loader) Load() (*Result, error) {
 }
 
 // digest hashes everything the configuration holds: the security configuration, the internal
-// server settings with the contents of their files, and the partners' passwords.
+// server settings with the contents of their files.
 func (b *built) digest() [32]byte {
 	h := sha256.New()
 	sec, err := proto.MarshalOptions{Deterministic: true}.Marshal(b.security)
@@ -144,10 +143,6 @@ func (b *built) digest() [32]byte {
 			writeField(h, []byte(path))
 			writeField(h, b.files[path])
 		}
-	}
-	for _, id := range sortedKeys(b.passwords) {
-		writeField(h, []byte(id))
-		writeField(h, []byte(b.passwords[id].Reveal()))
 	}
 	var sum [32]byte
 	h.Sum(sum[:0])

@@ -44,9 +44,8 @@ const (
 
 // built is the result of checking a File.
 type built struct {
-	security  *tunnelv1.SecurityConfig
-	internal  client.InternalServer
-	passwords map[string]client.Secret
+	security *tunnelv1.SecurityConfig
+	internal client.InternalServer
 	// files are the contents of every file read, by resolved path, for the digest.
 	files    map[string][]byte
 	warnings []string
@@ -75,7 +74,7 @@ func build(f *File, dir string, now time.Time) (*built, problems) {
 		sec.TrustedCaCertificates = append(sec.TrustedCaCertificates, c.Raw)
 	}
 	sec.Crls = b.crls(f.CRLs, cas)
-	sec.Partners, b.out.passwords = b.partners(f.Partners)
+	sec.Partners = b.partners(f.Partners)
 	sec.Limits = b.limits(&f.Limits)
 	b.out.internal = b.internalServer(f.InternalServer)
 	sec.LogLevel = b.logLevel("log_level", f.LogLevel)
@@ -339,9 +338,8 @@ func (b *builder) crls(list []CRL, cas []*x509.Certificate) []*tunnelv1.Crl {
 	return out
 }
 
-func (b *builder) partners(list []Partner) ([]*tunnelv1.Partner, map[string]client.Secret) {
+func (b *builder) partners(list []Partner) []*tunnelv1.Partner {
 	var out []*tunnelv1.Partner
-	passwords := make(map[string]client.Secret)
 	seen := make(map[string]int)
 	for i := range list {
 		p := &list[i]
@@ -372,7 +370,7 @@ func (b *builder) partners(list []Partner) ([]*tunnelv1.Partner, map[string]clie
 				// The value is a secret: name the problem, not the password.
 				b.probs.add(field+".password", "not a valid SSID password: %v", err)
 			} else {
-				passwords[p.OdetteID] = client.Secret(p.Password)
+				pp.Password = p.Password
 			}
 		}
 		switch p.Direction {
@@ -414,7 +412,7 @@ func (b *builder) partners(list []Partner) ([]*tunnelv1.Partner, map[string]clie
 		}
 		out = append(out, pp)
 	}
-	return out, passwords
+	return out
 }
 
 func (b *builder) binding(field string, c *CertificateBinding) *tunnelv1.CertificateBinding {
@@ -505,7 +503,14 @@ func checkDN(s string) error {
 }
 
 func (b *builder) limits(l *Limits) *tunnelv1.Limits {
-	out := &tunnelv1.Limits{MaxSessions: l.MaxSessions, PerIpRate: l.PerIPRate, PerIpBurst: l.PerIPBurst}
+	out := &tunnelv1.Limits{MaxSessions: l.MaxSessions, MaxHandshakes: l.MaxHandshakes, PerIpRate: l.PerIPRate,
+		PerIpBurst: l.PerIPBurst, MaxCredit: l.MaxCredit, MaxBufferSize: l.MaxBufferSize}
+	if l.MaxCredit > maxCredit {
+		b.probs.add("limits.max_credit", "%d is out of range; want 1 to %d, or 0 for the server's default", l.MaxCredit, maxCredit)
+	}
+	if l.MaxBufferSize != 0 && (l.MaxBufferSize < minBufferSize || l.MaxBufferSize > maxBufferSize) {
+		b.probs.add("limits.max_buffer_size", "%d is out of range; want %d to %d, or 0 for the server's default", l.MaxBufferSize, minBufferSize, maxBufferSize)
+	}
 	if l.PerIPRate < 0 || math.IsNaN(l.PerIPRate) {
 		b.probs.add("limits.per_ip_rate", "%v is negative; want connections per second, or 0 for the server's default", l.PerIPRate)
 	}
