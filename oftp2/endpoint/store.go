@@ -602,14 +602,21 @@ func (in *inbox) place(tmp, dsn, date, tim string) (string, error) {
 		// os.Link fails when the target exists, which makes the check and
 		// the rename one atomic step; the temporary name is removed after.
 		err := os.Link(tmp, final)
-		if errors.Is(err, fs.ErrExist) {
+		switch {
+		case errors.Is(err, fs.ErrExist):
 			continue
-		}
-		if err != nil {
-			return "", fmt.Errorf("endpoint: store %s: %w", final, err)
-		}
-		if err := os.Remove(tmp); err != nil {
-			return "", fmt.Errorf("endpoint: store %s: %w", final, err)
+		case err != nil:
+			// A file system without hard links: check, then rename.
+			if _, serr := os.Lstat(final); serr == nil {
+				continue
+			}
+			if err := os.Rename(tmp, final); err != nil {
+				return "", fmt.Errorf("endpoint: store %s: %w", final, err)
+			}
+		default:
+			if err := os.Remove(tmp); err != nil {
+				return "", fmt.Errorf("endpoint: store %s: %w", final, err)
+			}
 		}
 		if err := syncDir(in.dir); err != nil {
 			return "", err

@@ -1,0 +1,59 @@
+// Package endpoint is a complete OFTP2 peer (RFC 5024): it runs sessions
+// over any net.Conn (TLS with client certificates in practice), sends and
+// receives Virtual Files in the formats U, T, F and V, answers end-to-end
+// responses, and restarts interrupted transfers. It is the counterpart the
+// proxy's tests, the demo and the benchmarks talk to, and the engine of the
+// oftp2 command.
+//
+// # Session flow
+//
+// One call of Endpoint.Run is one session. The Responder (called side) sends
+// SSRM; the Initiator answers with SSID, the Responder with its own SSID
+// (§4.2); both sides take the smaller buffer size and credit, and use
+// compression and restart only when both offer them. Secure authentication
+// (SECD/AUCH/AURP) is not implemented: a partner that requires it is refused
+// with ESID 12.
+//
+// The Initiator is the first Speaker. The Speaker sends the end-to-end
+// responses it owes, then its files, then hands the turn over with CD; a
+// Speaker that was just handed the turn and has nothing to do ends the
+// session with ESID 00 (§4.6). A receiving Listener answers every stored
+// file with EFPA asking for the turn, so that the EERP reaches the sender
+// right away:
+//
+//	Initiator (sender)                 Responder (receiver)
+//	                    <- SSRM
+//	SSID                ->
+//	                    <- SSID
+//	SFID                ->
+//	                    <- SFPA          (restart position)
+//	DATA × credit       ->
+//	                    <- CDT
+//	DATA ...            ->
+//	EFID                ->               counts checked, file synced, renamed
+//	                    <- EFPA (CD=Y)
+//	CD                  ->
+//	                    <- EERP
+//	RTR                 ->
+//	                    <- CD            (or its own files first)
+//	SFID ... / CD       ->               next file, or nothing left
+//	                    <- ESID 00       nothing left on either side
+//
+// # Files
+//
+// Received files land in Config.ReceiveDir only when complete: data goes to a
+// temporary file under ReceiveDir/.oftp2/partial, which is synced and then
+// linked to its final name once the EFID counts match; a broken session never
+// leaves a file under a final name. With restart agreed the partial file and
+// its committed position survive a broken connection, and the next SFID for
+// the same Virtual File (originator, dataset name, date and time) is answered
+// with that position. The local representation of each format is described
+// at OutgoingFile.
+//
+// # Errors
+//
+// Run returns nil after a normal end, a *SessionError for any other ESID
+// (sent or received; timeouts are ESID 09, a cancelled context sends ESID
+// 05), and an error wrapping ErrConnectionLost when the connection broke.
+// Per-file outcomes are in Result.Sent.
+package endpoint
