@@ -2,11 +2,11 @@ package transport
 
 import (
 	"context"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -249,6 +249,8 @@ type forwarder struct {
 	ln     net.Listener
 	target string
 
+	frozen atomic.Bool
+
 	mu    sync.Mutex
 	conns []net.Conn
 	wg    sync.WaitGroup
@@ -292,10 +294,36 @@ func (f *forwarder) serve() {
 
 func (f *forwarder) pipe(dst, src net.Conn) {
 	defer f.wg.Done()
-	io.Copy(dst, src)
-	dst.Close()
-	src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if f.frozen.Load() {
+			// A dead path passes nothing on, not even a close: dst stays
+			// open until cut or close.
+			if err != nil {
+				return
+			}
+			continue
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				src.Close()
+				return
+			}
+		}
+		if err != nil {
+			dst.Close()
+			return
+		}
+	}
 }
+
+// freeze makes the relay drop everything while keeping both TCP connections
+// open: a path that died without a FIN or RST, which only keepalive notices.
+func (f *forwarder) freeze() { f.frozen.Store(true) }
+
+// thaw makes the relay forward again (for connections made afterwards).
+func (f *forwarder) thaw() { f.frozen.Store(false) }
 
 // cut closes both sockets of every relayed connection.
 func (f *forwarder) cut() int {
