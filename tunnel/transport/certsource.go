@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -110,6 +111,7 @@ func NewCertSource(cfg CertSourceConfig) (*CertSource, error) {
 	}
 	s.cur.Store(set)
 	s.stats = stats
+	s.logLoaded(set)
 	return s, nil
 }
 
@@ -143,14 +145,26 @@ func (s *CertSource) reloadLocked() (bool, error) {
 		return false, nil
 	}
 	s.cur.Store(set)
-	s.log.WithFields(logrus.Fields{
-		"cert_file":  s.cfg.CertFile,
-		"subject":    set.cert.Leaf.Subject.String(),
-		"serial":     fmt.Sprintf("%X", set.cert.Leaf.SerialNumber),
-		"not_after":  set.cert.Leaf.NotAfter.UTC().Format(time.RFC3339),
-		"ca_subject": set.caCert[0].Subject.String(),
-	}).Info("tunnel certificate loaded")
+	s.logLoaded(set)
 	return true, nil
+}
+
+// logLoaded logs a newly loaded set, with a warning when its certificate is
+// outside its validity period (peers will refuse it).
+func (s *CertSource) logLoaded(set *certSet) {
+	leaf := set.cert.Leaf
+	e := s.log.WithFields(logrus.Fields{
+		"cert_file":  s.cfg.CertFile,
+		"subject":    leaf.Subject.String(),
+		"serial":     fmt.Sprintf("%X", leaf.SerialNumber),
+		"not_after":  leaf.NotAfter.UTC().Format(time.RFC3339),
+		"ca_subject": set.caCert[0].Subject.String(),
+	})
+	if now := time.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		e.Warn("tunnel certificate loaded, but it is not valid now; peers will refuse it")
+		return
+	}
+	e.Info("tunnel certificate loaded")
 }
 
 // Run checks the files every CheckInterval and reloads them when the size or
@@ -247,11 +261,7 @@ func loggerOrDiscard(l logrus.FieldLogger) logrus.FieldLogger {
 		return l
 	}
 	d := logrus.New()
-	d.SetOutput(discard{})
+	d.SetOutput(io.Discard)
 	d.SetLevel(logrus.PanicLevel)
 	return d
 }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }

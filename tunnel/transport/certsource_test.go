@@ -47,7 +47,9 @@ func TestCertSourceReload(t *testing.T) {
 	if s.Leaf().SerialNumber.Cmp(p.server.Cert.SerialNumber) != 0 {
 		t.Errorf("failed reload replaced the certificate")
 	}
-	if countEntries(hook, func(e *logrus.Entry) bool { return e.Level == logrus.ErrorLevel && strings.Contains(e.Message, "reload failed") }) != 1 {
+	if countEntries(hook, func(e *logrus.Entry) bool {
+		return e.Level == logrus.ErrorLevel && strings.Contains(e.Message, "reload failed")
+	}) != 1 {
 		t.Errorf("failed reload not logged as one error:\n%s", dumpEntries(hook))
 	}
 	replaceFile(t, f.key, next.KeyPEM, pki.KeyFileMode)
