@@ -192,13 +192,17 @@ func TestFieldErrors(t *testing.T) {
 		{"CRL URL relative", func(c *configfile.File) { c.CRLs[0].URL = "/ca.crl" }, []string{"crls[0].url"}, "absolute URL"},
 		{"CRL twice", func(c *configfile.File) { c.CRLs = append(c.CRLs, configfile.CRL{File: clienttest.FileCRLPEM}) }, []string{"crls[1].file"}, "same CRL as crls[0]"},
 		{"Odette ID missing", func(c *configfile.File) { c.Partners[2].OdetteID = "" }, []string{"partners[2].odette_id"}, "required"},
-		{"Odette ID lower case", func(c *configfile.File) { c.Partners[2].OdetteID = "acme" }, []string{"partners[2].odette_id"}, `"acme" is not a valid Odette ID: character 'a'`},
-		{"Odette ID too long", func(c *configfile.File) { c.Partners[0].OdetteID = strings.Repeat("A", 26) }, []string{"partners[0].odette_id"}, "26 characters, at most 25"},
-		{"Odette ID leading space", func(c *configfile.File) { c.Partners[0].OdetteID = " O0013" }, []string{"partners[0].odette_id"}, "leading or trailing space"},
+		{"Odette ID lower case", func(c *configfile.File) { c.Partners[2].OdetteID = "acme" }, []string{"partners[2].odette_id"}, `"acme" is not a valid Odette ID (strict charset): character 'a'`},
+		{"Odette ID too long", func(c *configfile.File) { c.Partners[0].OdetteID = strings.Repeat("A", 26) }, []string{"partners[0].odette_id"}, "26 octets exceeds X(25)"},
+		{"Odette ID leading space", func(c *configfile.File) { c.Partners[0].OdetteID = " O0013" }, []string{"partners[0].odette_id"}, "not left-justified"},
+		{"Odette ID trailing space", func(c *configfile.File) { c.Partners[0].OdetteID = "O0013 " }, []string{"partners[0].odette_id"}, "padding"},
+		{"Odette ID lower case lenient", func(c *configfile.File) { c.Partners[0].OdetteID, c.Partners[0].Charset = "o0013_ä", "lenient" }, []string{"partners[0].odette_id"}, "not printable ASCII"},
+		{"trusted CA not a CA", func(c *configfile.File) { c.TrustedCAFiles = append(c.TrustedCAFiles, clienttest.FileOther) }, []string{"trusted_ca_files[1]"}, "not a CA certificate"},
+		{"listen host is a name", func(c *configfile.File) { c.PartnerListenAddress = "dmz.example.com:6619" }, []string{"partner_listen_address"}, "not an IP address"},
 		{"Odette ID control character", func(c *configfile.File) { c.Partners[1].OdetteID = "ACME\t" }, []string{"partners[1].odette_id"}, "not printable"},
 		{"Odette ID twice", func(c *configfile.File) { c.Partners[2].OdetteID = clienttest.PartnerID }, []string{"partners[2].odette_id"}, "partners[0]"},
 		{"password too long", func(c *configfile.File) { c.Partners[0].Password = "TOOLONGPW" }, []string{"partners[0].password"}, "at most 8"},
-		{"password lower case strict", func(c *configfile.File) { c.Partners[0].Password = "secret" }, []string{"partners[0].password"}, "lenient"},
+		{"password lower case strict", func(c *configfile.File) { c.Partners[0].Password = "secret" }, []string{"partners[0].password"}, "strict charset"},
 		{"password embedded space", func(c *configfile.File) { c.Partners[0].Password = "A B" }, []string{"partners[0].password"}, "embedded space"},
 		{"direction", func(c *configfile.File) { c.Partners[0].Direction = "inbound" }, []string{"partners[0].direction"}, "both, incoming or outgoing"},
 		{"charset", func(c *configfile.File) { c.Partners[0].Charset = "loose" }, []string{"partners[0].charset"}, "strict or lenient"},
@@ -275,6 +279,11 @@ func TestFieldErrors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.msg) {
 				t.Errorf("Load() = %q, want it to contain %q", err, tt.msg)
+			}
+			for _, f := range tt.fields {
+				if strings.HasSuffix(f, ".password") && strings.Contains(err.Error(), c.Partners[0].Password) {
+					t.Errorf("Load() = %q shows the password", err)
+				}
 			}
 			if !strings.HasPrefix(err.Error(), "config file "+path+": ") {
 				t.Errorf("Load() = %q, want it to name the file", err)
@@ -359,6 +368,8 @@ func TestWarnings(t *testing.T) {
 	}
 	c.CompanyCertificate, c.CompanyKey = "soon.pem", "soon-key.pem"
 	c.TrustedCAFiles = append(c.TrustedCAFiles, clienttest.FilePartnerCADER)
+	c.Partners[0].Password = "secret" // allowed with the lenient charset
+	c.Partners[0].Charset = "lenient"
 	c.LogIgnoreRules = []configfile.LogIgnoreRule{{Substring: "old", ValidUntil: configfile.Time{Time: time.Now().Add(-time.Hour)}}}
 	res, err := load(t, files.Dir, c)
 	if err != nil {
@@ -450,5 +461,27 @@ func writeFile(t *testing.T, dir, name string, data []byte) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestExampleFile loads examples/client.json with fixture files of the names it uses, so the
+// example stays valid as the format evolves.
+func TestExampleFile(t *testing.T) {
+	files := clienttest.NewFiles(t, t.TempDir())
+	data, err := os.ReadFile(filepath.Join("..", "..", "examples", "client.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, files.Dir, "client.json", data)
+	l, err := configfile.NewLoader(filepath.Join(files.Dir, "client.json"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := l.Load()
+	if err != nil {
+		t.Fatalf("Load(examples/client.json) = %v, want no error", err)
+	}
+	if got := len(res.Snapshot.Security.GetPartners()); got != 3 {
+		t.Errorf("example partners = %d, want 3", got)
 	}
 }

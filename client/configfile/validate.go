@@ -26,15 +26,14 @@ import (
 	"smartproxy/client"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/pki"
+	"smartproxy/oftp2"
 )
 
 // Limits of the values the configuration accepts (RFC 5024 §5.3.2 for SSID fields).
 const (
-	maxOdetteIDLen = 25    // SSIDCODE X(25)
-	maxPasswordLen = 8     // SSIDPSWD X(8)
-	maxCredit      = 999   // SSIDCRED 9(3)
-	minBufferSize  = 128   // SSIDSDEB minimum
-	maxBufferSize  = 99999 // SSIDSDEB maximum
+	maxCredit     = oftp2.MaxCredit         // SSIDCRED 9(3)
+	minBufferSize = oftp2.MinExchangeBuffer // SSIDSDEB minimum
+	maxBufferSize = oftp2.MaxExchangeBuffer // SSIDSDEB maximum
 	// maxFileSize bounds every file the configuration names, so that a wrong path (a device, a
 	// huge log) cannot exhaust memory. The largest real CRLs are tens of MiB.
 	maxFileSize = 256 << 20
@@ -148,6 +147,10 @@ func (b *builder) listenAddress(field, s string) string {
 	}
 	if err := checkAddress(s, true); err != nil {
 		b.probs.add(field, "%v", err)
+	} else if host, _, _ := net.SplitHostPort(s); host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			b.probs.add(field, "host %q is not an IP address (the DMZ server does not resolve names)", host)
+		}
 	}
 	return s
 }
@@ -264,7 +267,8 @@ func (b *builder) trustedCAs(files []string) []*x509.Certificate {
 			}
 			seen[sum] = field
 			if !c.IsCA {
-				b.warnf(field, "certificate %q is not a CA certificate; it is trusted as a partner's self-signed certificate", c.Subject)
+				b.probs.add(field, "certificate %q is not a CA certificate (basicConstraints cA is false); put the CA that issued it here, or bind a partner's own certificate with certificate_bindings", c.Subject)
+				continue
 			}
 			b.validity(field, c)
 			out = append(out, c)
@@ -354,21 +358,24 @@ func (b *builder) partners(list []Partner) []*tunnelv1.Partner {
 		default:
 			b.probs.add(field+".charset", "%q is not a charset policy; want strict or lenient", p.Charset)
 		}
-		lenient := pp.CharsetPolicy == tunnelv1.CharsetPolicy_CHARSET_POLICY_LENIENT
+		cs := oftp2.CharsetStrict
+		if pp.CharsetPolicy == tunnelv1.CharsetPolicy_CHARSET_POLICY_LENIENT {
+			cs = oftp2.CharsetLenient
+		}
 
 		if p.OdetteID == "" {
 			b.probs.add(field+".odette_id", "required: the partner's Odette ID (SSIDCODE)")
-		} else if err := CheckOdetteID(p.OdetteID, lenient); err != nil {
-			b.probs.add(field+".odette_id", "%q is not a valid Odette ID: %v", p.OdetteID, err)
+		} else if err := checkSSIDField(p.OdetteID, "", cs); err != nil {
+			b.probs.add(field+".odette_id", "%q is not a valid Odette ID (%s charset): %v", p.OdetteID, cs, err)
 		} else if prev, dup := seen[p.OdetteID]; dup {
 			b.probs.add(field+".odette_id", "%q is already the Odette ID of partners[%d]", p.OdetteID, prev)
 		} else {
 			seen[p.OdetteID] = i
 		}
 		if p.Password != "" {
-			if err := checkX(p.Password, maxPasswordLen, lenient, false); err != nil {
+			if err := checkSSIDField(placeholderID, p.Password, cs); err != nil {
 				// The value is a secret: name the problem, not the password.
-				b.probs.add(field+".password", "not a valid SSID password: %v", err)
+				b.probs.add(field+".password", "not a valid SSID password (%s charset, at most 8 characters): %v", cs, err)
 			} else {
 				pp.Password = p.Password
 			}

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"smartproxy/client"
+	"smartproxy/internal/logging"
+	"smartproxy/tunnel/transport"
+)
+
+// Defaults of the command line.
+const (
+	defaultAdminAddr = "127.0.0.1:2880"
+	pidFileName      = "smartproxy-client.pid"
+)
+
+// options is the parsed command line.
+type options struct {
+	help, version bool
+	usage         func(io.Writer) // prints the help text
+
+	backend      *backendURL // -U
+	server       string      // -S, host:port with the default port filled in
+	token        client.Secret
+	debug        bool   // -d
+	sourceIP     string // -o
+	configFile   string
+	tunnelCert   string
+	tunnelKey    string
+	tunnelCA     string
+	serverName   string
+	streams      int
+	adminAddr    string
+	pidFile      string
+	logFormat    string
+	logLevel     logrus.Level
+	logDir       string
+}
+
+// usageError marks errors caused by a bad command line (exit status 2).
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// errBackendNotAvailable is the answer to -U without --config.
+var errBackendNotAvailable = errors.New("-U: synchronisation with the backend API is not available in this version; " +
+	"give the configuration with --config FILE (see docs/configuration.md)")
+
+const usageText = `usage: smartproxy-client -S host[:port] --config FILE --tunnel-cert FILE --tunnel-key FILE --tunnel-ca FILE [options]
+
+smartproxy-client is the internal part of the SmartProxy for OFTP2. It dials the DMZ server
+(smartproxy-server), pushes the security configuration to it and forwards the OFTP2 sessions the
+server admits to the internal OFTP2 server. It runs in the foreground (systemd supervises it).
+
+Options compatible with the original product:
+  -U url       backend API, https://[user:pass@]host[:port]/path (backend synchronisation is not
+               available yet: use --config)
+  -S host[:port]
+               the DMZ server (smartproxy-server); port 2878 if not given
+  -T token     bearer token for the backend API
+  -d           debug: log to stderr at debug level (overrides --log-dir and --log-level)
+  -o ip        source address of the connections to the DMZ server
+  -h           print this help and exit
+  -v           print the version and exit
+
+Further options:
+`
+
+// parseArgs parses the command line. -h and -v set help and version and skip the checks.
+func parseArgs(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("smartproxy-client", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var backend, server, token, logLevel string
+	fs.StringVar(&backend, "U", "", "")
+	fs.StringVar(&server, "S", "", "")
+	fs.StringVar(&token, "T", "", "")
+	fs.BoolVar(&o.debug, "d", false, "")
+	fs.StringVar(&o.sourceIP, "o", "", "")
+	fs.BoolVar(&o.help, "h", false, "")
+	fs.BoolVar(&o.version, "v", false, "")
+	fs.StringVar(&o.configFile, "config", "", "the local configuration `FILE` (JSON, see docs/configuration.md); SIGHUP reloads it")
+	fs.StringVar(&o.tunnelCert, "tunnel-cert", "", "PEM `FILE` with the client's tunnel certificate chain; SIGHUP reloads it")
+	fs.StringVar(&o.tunnelKey, "tunnel-key", "", "PEM `FILE` with the private key of --tunnel-cert")
+	fs.StringVar(&o.tunnelCA, "tunnel-ca", "", "PEM `FILE` with the tunnel CA the server certificate must chain to")
+	fs.StringVar(&o.serverName, "tunnel-server-name", "", "`NAME` the server certificate must carry (default: the host of -S)")
+	fs.IntVar(&o.streams, "streams", 1, "`N` parallel tunnel streams to the server, each on its own connection")
+	fs.StringVar(&o.adminAddr, "admin", defaultAdminAddr, "`ADDR` of the admin gRPC service (status, sessions, log level); empty disables it")
+	fs.StringVar(&o.pidFile, "pid-file", "", "PID `FILE` (default: "+pidFileName+" beside the binary); empty string disables it with --pid-file=")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log `FORMAT`: text or json")
+	fs.StringVar(&logLevel, "log-level", "info", "log `LEVEL`: error, warn, info, debug or trace; SIGUSR1/SIGUSR2 change it at run time")
+	fs.StringVar(&o.logDir, "log-dir", "", "write logs to daily files in `DIR` instead of stderr")
+	o.usage = func(w io.Writer) {
+		fmt.Fprint(w, usageText)
+		fs.SetOutput(w)
+		fs.VisitAll(func(f *flag.Flag) {
+			if len(f.Name) == 1 {
+				return // described above
+			}
+			name, use := flag.UnquoteUsage(f)
+			fmt.Fprintf(w, "  --%s %s\n        %s", f.Name, name, use)
+			if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" {
+				fmt.Fprintf(w, " (default %q)", f.DefValue)
+			}
+			fmt.Fprintln(w)
+		})
+		fs.SetOutput(io.Discard)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			o.help = true
+			return o, nil
+		}
+		return nil, usagef("%v (see -h)", err)
+	}
+	pidSet := false
+	fs.Visit(func(f *flag.Flag) { pidSet = pidSet || f.Name == "pid-file" })
+	if o.help || o.version {
+		return o, nil
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q (see -h)", fs.Arg(0))
+	}
+
+	if backend != "" {
+		u, err := parseBackendURL(backend)
+		if err != nil {
+			return nil, usagef("-U: %v", err)
+		}
+		o.backend = u
+	}
+	o.token = client.Secret(token)
+	if o.configFile == "" {
+		if o.backend != nil {
+			return nil, errBackendNotAvailable
+		}
+		return nil, usagef("--config FILE is required (see docs/configuration.md)")
+	}
+	if server == "" {
+		return nil, usagef("-S host[:port] is required: the DMZ server to connect to")
+	}
+	addr, err := serverAddress(server)
+	if err != nil {
+		return nil, usagef("-S: %v", err)
+	}
+	o.server = addr
+	if o.sourceIP != "" {
+		if _, err := netip.ParseAddr(o.sourceIP); err != nil {
+			return nil, usagef("-o: %q is not an IP address", o.sourceIP)
+		}
+	}
+	for _, f := range []struct{ name, value string }{{"--tunnel-cert", o.tunnelCert}, {"--tunnel-key", o.tunnelKey}, {"--tunnel-ca", o.tunnelCA}} {
+		if f.value == "" {
+			return nil, usagef("%s FILE is required (see docs/pki.md for creating the tunnel certificates)", f.name)
+		}
+	}
+	if o.streams < 1 || o.streams > 64 {
+		return nil, usagef("--streams: %d is out of range 1 to 64", o.streams)
+	}
+	if o.adminAddr != "" {
+		if _, _, err := net.SplitHostPort(o.adminAddr); err != nil {
+			return nil, usagef("--admin: %q is not host:port", o.adminAddr)
+		}
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return nil, usagef("--log-format: %q is not text or json", o.logFormat)
+	}
+	if o.logLevel, err = logging.ParseLevel(logLevel); err != nil {
+		return nil, usagef("--log-level: %v", err)
+	}
+	if o.logLevel < logrus.ErrorLevel {
+		return nil, usagef("--log-level: %q would hide errors; use error, warn, info, debug or trace", logLevel)
+	}
+	if o.debug {
+		o.logLevel, o.logDir = logrus.DebugLevel, ""
+	}
+	if !pidSet {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("finding the binary's directory for the default PID file (give --pid-file): %w", err)
+		}
+		o.pidFile = filepath.Join(filepath.Dir(exe), pidFileName)
+	}
+	return o, nil
+}
+
+// serverAddress turns "host", "host:port", "[v6]", "[v6]:port" or a bare IPv6 address into
+// host:port with the default tunnel port.
+func serverAddress(s string) (string, error) {
+	if host, port, err := net.SplitHostPort(s); err == nil {
+		if host == "" {
+			return "", fmt.Errorf("%q has no host", s)
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			return "", fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, port)
+		}
+		return s, nil
+	}
+	host := strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+	if strings.Contains(host, ":") {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return "", fmt.Errorf("%q is not host[:port]", s)
+		}
+	}
+	if host == "" || strings.ContainsAny(host, " /[]") {
+		return "", fmt.Errorf("%q is not host[:port]", s)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(transport.DefaultPort)), nil
+}
+
+// backendURL is a parsed -U value. The password is a Secret, so printing the struct is safe.
+type backendURL struct {
+	// URL is the API base without credentials.
+	URL *url.URL
+	// User and Password come from the user-info part, if any.
+	User     string
+	Password client.Secret
+}
+
+func (b *backendURL) String() string {
+	if b.User == "" {
+		return b.URL.String()
+	}
+	return b.URL.Scheme + "://" + b.User + ":" + b.Password.String() + "@" + b.URL.Host + b.URL.Path
+}
+
+// parseBackendURL parses https://[user:pass@]host[:port][/path]. Plain http is refused: the
+// backend hands out the company's private key.
+func parseBackendURL(s string) (*backendURL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		// url.Parse repeats the input, which may hold a password.
+		return nil, errors.New("not a URL")
+	}
+	if u.Scheme != "https" {
+		return nil, fmt.Errorf("scheme %q: want https (the backend delivers private keys)", u.Scheme)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return nil, errors.New("no host")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, errors.New("a query or fragment is not allowed")
+	}
+	b := &backendURL{}
+	if u.User != nil {
+		b.User = u.User.Username()
+		pw, _ := u.User.Password()
+		b.Password = client.Secret(pw)
+		u.User = nil
+	}
+	b.URL = u
+	return b, nil
+}
