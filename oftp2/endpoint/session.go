@@ -712,11 +712,11 @@ func (s *session) endFile(x *incoming, efid *oftp2.EFID, log *logrus.Entry) (boo
 		if perr := s.cfg.Process(*rf); perr != nil {
 			r.Negative = true
 			r.Reason = oftp2.NERPProcessingFailed
+			r.Text = truncate(perr.Error(), 999)
 			var ne *NERPError
 			if errors.As(perr, &ne) {
-				r.Reason = ne.Reason
+				r.Reason, r.Text = ne.Reason, truncate(ne.Text, 999)
 			}
-			r.Text = truncate(perr.Error(), 999)
 			log.WithError(perr).Warn("file processing failed: answering with NERP")
 		}
 	}

@@ -727,3 +727,18 @@ func syncDir(dir string) error {
 	}
 	return nil
 }
+
+// ReadMetadata returns the metadata stored beside a received file (path is
+// ReceivedFile.Path).
+func ReadMetadata(path string) (*ReceivedFile, error) {
+	side := filepath.Join(filepath.Dir(path), stateDirName, receivedDirName, filepath.Base(path)+".json")
+	data, err := os.ReadFile(side)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint: metadata of %s: %w", path, err)
+	}
+	var rf ReceivedFile
+	if err := json.Unmarshal(data, &rf); err != nil {
+		return nil, fmt.Errorf("endpoint: metadata of %s: %w", path, err)
+	}
+	return &rf, nil
+}
