@@ -31,22 +31,22 @@ type options struct {
 	help, version bool
 	usage         func(io.Writer) // prints the help text
 
-	backend      *backendURL // -U
-	server       string      // -S, host:port with the default port filled in
-	token        client.Secret
-	debug        bool   // -d
-	sourceIP     string // -o
-	configFile   string
-	tunnelCert   string
-	tunnelKey    string
-	tunnelCA     string
-	serverName   string
-	streams      int
-	adminAddr    string
-	pidFile      string
-	logFormat    string
-	logLevel     logrus.Level
-	logDir       string
+	backend    *backendURL // -U
+	server     string      // -S, host:port with the default port filled in
+	token      client.Secret
+	debug      bool   // -d
+	sourceIP   string // -o
+	configFile string
+	tunnelCert string
+	tunnelKey  string
+	tunnelCA   string
+	serverName string
+	streams    int
+	adminAddr  string
+	pidFile    string
+	logFormat  string
+	logLevel   logrus.Level
+	logDir     string
 }
 
 // usageError marks errors caused by a bad command line (exit status 2).
