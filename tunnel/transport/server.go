@@ -394,6 +394,7 @@ func (t *tunnelService) Connect(stream tunnelv1.TunnelService_ConnectServer) err
 	log.Info("tunnel stream connected")
 	start := time.Now()
 	err := s.cfg.OnStream(ctx, info, st)
+	st.end()
 	log = log.WithField("duration", time.Since(start).Round(time.Millisecond).String())
 	if err != nil && ctx.Err() == nil {
 		log.WithError(err).Warn("tunnel stream ended with an error")
@@ -414,6 +415,7 @@ func (t *tunnelService) Connect(stream tunnelv1.TunnelService_ConnectServer) err
 type serverStream struct {
 	tunnelv1.TunnelService_ConnectServer
 	sendMu sync.Mutex
+	ended  bool // guarded by sendMu; set when the handler has returned
 }
 
 // Send sends m; it is safe to call from the handler's writer and from Drain.
@@ -423,7 +425,23 @@ func (s *serverStream) Send(m *tunnelv1.ConnectResponse) error {
 	return s.TunnelService_ConnectServer.Send(m)
 }
 
+// sendDrain sends a Drain frame unless the handler has returned (gRPC forbids
+// sending after that).
 func (s *serverStream) sendDrain(d *tunnelv1.Drain) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.ended {
+		return
+	}
 	// A failed send means the stream is ending anyway.
-	s.Send(&tunnelv1.ConnectResponse{Frame: &tunnelv1.Frame{Kind: &tunnelv1.Frame_Drain{Drain: d}}})
+	s.TunnelService_ConnectServer.Send(&tunnelv1.ConnectResponse{Frame: &tunnelv1.Frame{Kind: &tunnelv1.Frame_Drain{Drain: d}}})
+}
+
+// end marks the handler as returned. It waits for a Drain frame being sent;
+// such a send can only block while the client reads nothing at all, and ends
+// when the connection closes (at the latest on Close or a forced Shutdown).
+func (s *serverStream) end() {
+	s.sendMu.Lock()
+	s.ended = true
+	s.sendMu.Unlock()
 }
