@@ -243,6 +243,47 @@ func TestStreamAndPeers(t *testing.T) {
 	if got := srv.Streams(); got != 2 {
 		t.Errorf("Server.Streams() = %d, want 2", got)
 	}
+	if got := c.Active(); got != 2 {
+		t.Errorf("Client.Active() = %d, want 2", got)
+	}
+}
+
+// TestDrainReplacement: after a Drain frame with a short reconnect_after the
+// client dials a replacement stream while the drained one keeps running; the
+// draining server refuses it, and the client keeps backing off.
+func TestDrainReplacement(t *testing.T) {
+	p := newTestPKI(t)
+	log, hook := newLogger(t)
+	srv, err := NewServer(ServerConfig{Credentials: static(p.server, p.ca), OnStream: echoHandler})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := runServer(t, srv)
+	handles := make(chan *clientStreamHandle, 4)
+	c, err := NewClient(ClientConfig{Address: addr, Credentials: static(p.client, p.ca), OnStream: collectingHandler(handles), Logger: log,
+		Backoff: Backoff{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runClient(t, c)
+	h := receiveHandle(t, handles)
+	srv.Drain("rolling restart", time.Time{}, 10*time.Millisecond)
+	if m, err := h.stream.Recv(); err != nil || m.GetFrame().GetDrain() == nil {
+		t.Fatalf("Recv after Drain = %v, %v, want a Drain frame", m, err)
+	}
+	e := waitEntry(t, hook, "refused replacement stream", func(e *logrus.Entry) bool {
+		err, _ := e.Data[logrus.ErrorKey].(error)
+		return e.Message == "tunnel stream down" && err != nil && strings.Contains(err.Error(), "draining")
+	})
+	if e.Level != logrus.WarnLevel {
+		t.Errorf("refused replacement logged at %v, want warning", e.Level)
+	}
+	if err := ping(t, h.stream, 9); err != nil {
+		t.Errorf("ping on the drained stream = %v", err)
+	}
+	if got := c.Active(); got != 1 {
+		t.Errorf("Client.Active() = %d, want 1 (the drained stream)", got)
+	}
 }
 
 // TestClientRefusesForeignServer: the client trusts only its tunnel CA.
