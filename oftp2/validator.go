@@ -200,6 +200,18 @@ func (v *Validator) Check(from Side, buf []byte) (CommandCode, error) {
 	if len(buf) == 0 {
 		return code, v.fail(errorf(ESIDBufferSizeError, 0, "", "empty exchange buffer"))
 	}
+	if code == CodeCDT {
+		// CDT is part of the data transfer's steady state: decoded without
+		// allocating.
+		var c CDT
+		if err := c.Decode(buf, &v.cfg.Parse); err != nil {
+			return code, v.fail(err)
+		}
+		if err := v.setCredit(from); err != nil {
+			return code, v.fail(err)
+		}
+		return code, nil
+	}
 	cmd, err := Parse(buf, &v.cfg.Parse)
 	if err != nil {
 		return code, v.fail(err)
@@ -463,16 +475,6 @@ func (v *Validator) listenerCommand(from Side, cmd Command) error {
 			v.enterIdle(v.speaker) // §9.10 transition L
 			return nil
 		}
-	case StateData:
-		if code == CodeCDT {
-			// §9.10 transitions O and P: CDT is valid only while the Speaker
-			// waits for credit (OPOWFC); §9.12 predicate P7.
-			if v.credit != 0 {
-				return violation(from, code, "with %d credit left", v.credit)
-			}
-			v.credit = v.params.Window
-			return nil
-		}
 	case StateClosing:
 		switch code {
 		case CodeEFPA:
@@ -495,6 +497,20 @@ func (v *Validator) listenerCommand(from Side, cmd Command) error {
 		}
 	}
 	return violation(from, code, "as listener in state %s", v.state)
+}
+
+// setCredit handles CDT: only the Listener sends it, in the data transfer
+// phase, and only while the Speaker waits for credit (§9.10 transitions O
+// and P: CDT in OPO is a protocol error; §9.12 predicate P7).
+func (v *Validator) setCredit(from Side) error {
+	if v.state != StateData || from == v.speaker {
+		return violation(from, CodeCDT, "in state %s (speaker %s)", v.state, v.speaker)
+	}
+	if v.credit != 0 {
+		return violation(from, CodeCDT, "with %d credit left", v.credit)
+	}
+	v.credit = v.params.Window // §9.12 action 8, §9.10 action 12
+	return nil
 }
 
 // startFile checks an SFID from the Speaker in IDLESP (§9.10 transition B,

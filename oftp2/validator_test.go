@@ -627,3 +627,23 @@ func TestValidatorDataDoesNotAllocate(t *testing.T) {
 		t.Errorf("Check(DATA) allocates %v times, want 0", allocs)
 	}
 }
+
+func TestValidatorCreditRefillDoesNotAllocate(t *testing.T) {
+	b := tb{t}
+	v := NewValidator(ValidatorConfig{})
+	if _, err := run(t, v, join(b.setup([]func(*SSID){credit(1)}, []func(*SSID){credit(1)}), []step{{I, b.sfid()}, {R, b.sfpa(0)}})); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := dataN(512)
+	cdt := b.cdt()
+	if allocs := testing.AllocsPerRun(200, func() {
+		if _, err := v.Check(I, d); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.Check(R, cdt); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 0 {
+		t.Errorf("Check(DATA), Check(CDT) allocate %v times, want 0", allocs)
+	}
+}
