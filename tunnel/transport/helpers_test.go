@@ -33,7 +33,7 @@ type testPKI struct {
 	client *pki.Leaf
 }
 
-func newTestPKI(t *testing.T) *testPKI {
+func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
 	ca, err := pki.NewCA("Test tunnel CA")
 	if err != nil {
@@ -137,6 +137,8 @@ func isRejection(reason string) func(*logrus.Entry) bool {
 		return e.Data["event"] == EventClientRejected && e.Data["reason"] == reason
 	}
 }
+
+func listenLoopback() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
 
 // runServer starts srv on a loopback listener and stops it at cleanup.
 func runServer(t *testing.T, srv *Server) string {
