@@ -1,8 +1,6 @@
 package license
 
 import (
-	"crypto/ed25519"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -46,28 +44,6 @@ func (l *License) HasFeature(name string) bool {
 		}
 	}
 	return false
-}
-
-// Sign returns a license file for l signed with key, which keyID names.
-// It fills IssuedAt and NotBefore when zero, normalises times to UTC with
-// second precision and validates every field.
-func Sign(l License, key ed25519.PrivateKey, keyID string) ([]byte, error) {
-	return nil, errors.New("license: Sign not implemented yet")
-}
-
-// Parse decodes a license file and verifies its signature with the key
-// named by its key ID in keys. It returns a *MalformedError when the file is
-// not a well-formed license, an *UnknownKeyError when keys has no key of that
-// ID and a *SignatureError when the signature does not verify. Parse does not
-// check validity for a host or time: see License.Check.
-func Parse(file []byte, keys map[string]ed25519.PublicKey) (*License, error) {
-	return nil, errors.New("license: Parse not implemented yet")
-}
-
-// Check returns nil when l is valid for proxyID at now, and otherwise an
-// *InvalidError saying why: a different proxy ID, not yet valid, or expired.
-func (l *License) Check(proxyID string, now time.Time) error {
-	return errors.New("license: Check not implemented yet")
 }
 
 // MalformedError reports a license file that cannot be decoded or whose
@@ -183,9 +159,19 @@ type Status struct {
 	Reason string
 }
 
-// StatusOf summarises the outcome of loading a license: l and loadErr as
-// returned by Load or Parse (loadErr wins when not nil), checked for proxyID
-// at now.
-func StatusOf(l *License, loadErr error, proxyID string, now time.Time) Status {
-	return Status{ProxyID: proxyID, Reason: "not implemented"}
+
+// String returns a one-line summary of s for logs and `-V`.
+func (s Status) String() string {
+	if s.Valid {
+		return fmt.Sprintf("license valid for proxy %s (customer %q) until %s, max sessions %s",
+			s.ProxyID, s.Customer, s.NotAfter.UTC().Format(time.RFC3339), sessionsString(s.MaxSessions))
+	}
+	return fmt.Sprintf("no valid license for proxy %s: %s", s.ProxyID, s.Reason)
+}
+
+func sessionsString(n int) string {
+	if n == 0 {
+		return "unlimited"
+	}
+	return fmt.Sprint(n)
 }
