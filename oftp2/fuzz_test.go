@@ -253,6 +253,12 @@ func FuzzValidator(f *testing.F) {
 		var first error
 		for _, s := range decodeTranscript(data) {
 			_, err := v.Check(s.from, s.buf)
+			if err == ErrSessionEnded {
+				if _, _, ended := v.Ended(); !ended || v.State() != StateEnded {
+					t.Fatalf("ErrSessionEnded but Ended() = %v, State() = %v", ended, v.State())
+				}
+				continue
+			}
 			if first != nil {
 				if err != first {
 					t.Fatalf("Check() after a violation = %v, want the first error %v", err, first)

@@ -1,9 +1,16 @@
 package oftp2
 
 import (
+	"errors"
 	"strconv"
 	"sync"
 )
+
+// ErrSessionEnded is returned by Validator.Check for a buffer from one side
+// after the other side ended the session with ESID: such a buffer was in
+// flight when the ESID crossed it. It is not a protocol violation and does
+// not kill the Validator; the buffer must not be forwarded.
+var ErrSessionEnded = errors.New("oftp2: session already ended by the other side")
 
 // Side is the end of a session that sent a command.
 type Side uint8
@@ -167,6 +174,7 @@ type Validator struct {
 	file       fileState
 	inFile     bool
 	err        error
+	ended      bool // an ESID was accepted
 	endReason  ESIDReason
 	endSide    Side
 }
@@ -179,8 +187,12 @@ func NewValidator(cfg ValidatorConfig) *Validator {
 
 // Check validates one exchange buffer (without its stream transmission
 // header) sent by from, and advances the session state. It returns the
-// buffer's command code (zero for an empty buffer). DATA buffers are
+// buffer's command code (zero for an empty buffer). DATA and CDT buffers are
 // checked without allocating.
+//
+// After an ESID, a buffer from the side that sent it is a violation, and a
+// buffer from the other side gives ErrSessionEnded (it crossed the ESID),
+// except a crossing ESID, which is accepted.
 func (v *Validator) Check(from Side, buf []byte) (CommandCode, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -193,6 +205,9 @@ func (v *Validator) Check(from Side, buf []byte) (CommandCode, error) {
 	}
 	if from != Initiator && from != Responder {
 		return code, v.fail(errorf(ESIDUnspecified, code, "", "invalid side %d", from))
+	}
+	if v.ended && from != v.endSide && code != CodeESID {
+		return code, ErrSessionEnded
 	}
 	if code == CodeDATA {
 		return code, v.checkData(from, buf)
@@ -605,7 +620,7 @@ func (v *Validator) checkCounts(e *EFID) error {
 
 // endSession handles ESID (§4.6, §9.9, §9.12 transitions D and F).
 func (v *Validator) endSession(from Side, e *ESID) error {
-	if v.state == StateEnded {
+	if v.ended {
 		// The two sides may end the session at the same time; the second
 		// ESID crosses the first.
 		if from != v.endSide {
@@ -620,6 +635,7 @@ func (v *Validator) endSession(from Side, e *ESID) error {
 		return violation(from, CodeESID, "with reason 00 (normal) in state %s; only the speaker that has just received an unsolicited CD may end normally", v.state)
 	}
 	v.state = StateEnded
+	v.ended = true
 	v.endReason = e.Reason
 	v.endSide = from
 	return nil
@@ -668,12 +684,12 @@ func (v *Validator) CurrentFile() (SFID, bool) {
 	return v.file.sfid, v.inFile
 }
 
-// Ended reports whether an ESID has been seen, and if so its reason, the
-// side that sent it.
+// Ended reports whether an ESID has been accepted, and if so its reason
+// and the side that sent it. It stays true if a violation follows the ESID.
 func (v *Validator) Ended() (reason ESIDReason, by Side, ended bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.endReason, v.endSide, v.state == StateEnded
+	return v.endReason, v.endSide, v.ended
 }
 
 // NormalEnd reports whether the session ended with ESID reason 00 in a
@@ -681,7 +697,7 @@ func (v *Validator) Ended() (reason ESIDReason, by Side, ended bool) {
 func (v *Validator) NormalEnd() bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.state == StateEnded && v.endReason == ESIDNormal
+	return v.ended && v.endReason == ESIDNormal
 }
 
 // Err returns the violation that killed the Validator, or nil.

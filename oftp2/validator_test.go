@@ -462,8 +462,8 @@ func TestValidatorIllegalTranscripts(t *testing.T) {
 		{"normal ESID during setup", nil2, []step{{R, b.ssrm()}, {I, b.ssid("O0013000000INIT")}, {R, b.esid(ESIDNormal)}}, ESIDProtocolViolation},
 		{"normal ESID after EERP", nil2, join(base, []step{{I, b.cd()}, {R, b.eerp()}, {I, b.rtr()}, {R, b.esid(ESIDNormal)}}), ESIDProtocolViolation},
 		{"normal ESID during data", nil2, join(inFile, []step{{I, b.esid(ESIDNormal)}}), ESIDProtocolViolation},
-		{"command after ESID", nil2, join(base, []step{{I, b.cd()}, {R, b.esid(ESIDNormal)}, {I, b.sfid()}}), ESIDProtocolViolation},
-		{"DATA after ESID", nil2, join(inFile, []step{{R, b.esid(ESIDTimeout)}, {I, b.data("|")}}), ESIDProtocolViolation},
+		{"command after its own normal ESID", nil2, join(base, []step{{I, b.cd()}, {R, b.esid(ESIDNormal)}, {R, b.sfid()}}), ESIDProtocolViolation},
+		{"DATA after its own abort", nil2, join(inFile, []step{{I, b.esid(ESIDTimeout)}, {I, b.data("|")}}), ESIDProtocolViolation},
 		{"ESID twice from one side", nil2, join(base, []step{{I, b.esid(ESIDTimeout)}, {I, b.esid(ESIDTimeout)}}), ESIDProtocolViolation},
 		// Malformed buffers.
 		{"unknown command", nil2, join(base, []step{{I, []byte("Q")}}), ESIDCommandNotRecognised},
@@ -645,5 +645,33 @@ func TestValidatorCreditRefillDoesNotAllocate(t *testing.T) {
 		}
 	}); allocs != 0 {
 		t.Errorf("Check(DATA), Check(CDT) allocate %v times, want 0", allocs)
+	}
+}
+
+func TestValidatorCrossingESID(t *testing.T) {
+	b := tb{t}
+	v := NewValidator(ValidatorConfig{})
+	steps := join(b.setup(nil, nil), []step{{I, b.sfid()}, {R, b.sfpa(0)}, {I, b.data("abc")}, {R, b.esid(ESIDResourcesNotAvailable)}})
+	if _, err := run(t, v, steps); err != nil {
+		t.Fatal(err)
+	}
+	// The initiator's buffers were in flight when the ESID crossed them.
+	for _, buf := range [][]byte{b.data("def"), b.efid(0, 6), b.cdt()} {
+		if _, err := v.Check(I, buf); err != ErrSessionEnded {
+			t.Errorf("Check(%s) after the other side's ESID = %v, want ErrSessionEnded", CommandCode(buf[0]), err)
+		}
+	}
+	if _, err := v.Check(I, b.esid(ESIDUnspecified)); err != nil {
+		t.Errorf("Check(crossing ESID) = %v, want nil", err)
+	}
+	if v.Err() != nil || v.State() != StateEnded {
+		t.Errorf("State(), Err() = %v, %v, want ended, nil", v.State(), v.Err())
+	}
+	// The side that ended may not go on; the end stays recorded.
+	if _, err := v.Check(R, b.cdt()); ReasonOf(err) != ESIDProtocolViolation {
+		t.Errorf("Check(CDT) from the side that ended = %v, want a protocol violation", err)
+	}
+	if r, by, ended := v.Ended(); !ended || r != ESIDResourcesNotAvailable || by != R || v.NormalEnd() {
+		t.Errorf("Ended() = %v, %v, %v, NormalEnd() = %v, want 08 by responder, not normal", r, by, ended, v.NormalEnd())
 	}
 }
