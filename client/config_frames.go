@@ -1,0 +1,66 @@
+package client
+
+import (
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+)
+
+// Limits of a configuration push.
+const (
+	// ChunkSize is the largest ConfigChunk payload, and the largest CRL sent inline.
+	ChunkSize = 1 << 20
+	// inlineBudget bounds the CRL bytes inline in one ConfigSnapshot, so that the snapshot
+	// message stays well below the tunnel's message size limit however many CRLs there are.
+	inlineBudget = 2 << 20
+)
+
+// configFrames returns the frames that carry snap to the server: one ConfigSnapshot, followed by
+// ConfigChunk frames for every CRL that does not travel inline (larger than chunkSize, or beyond
+// the inline budget), in order of CRL and offset. snap is not modified; the frames share its
+// byte slices.
+func configFrames(snap *Snapshot, chunkSize int) []*tunnelv1.Frame {
+	if chunkSize <= 0 {
+		chunkSize = ChunkSize
+	}
+	sec := snap.Security
+	var chunked []*tunnelv1.Crl
+	crls := make([]*tunnelv1.Crl, 0, len(sec.GetCrls()))
+	inline := 0
+	for _, c := range sec.GetCrls() {
+		n := len(c.GetDer())
+		if n <= chunkSize && inline+n <= inlineBudget {
+			inline += n
+			crls = append(crls, c)
+			continue
+		}
+		crls = append(crls, &tunnelv1.Crl{Id: c.GetId(), Url: c.GetUrl(), Size: uint64(n), Sha256: c.GetSha256()})
+		chunked = append(chunked, c)
+	}
+	out := shallowWithCRLs(sec, crls)
+	frames := []*tunnelv1.Frame{{Kind: &tunnelv1.Frame_ConfigSnapshot{ConfigSnapshot: &tunnelv1.ConfigSnapshot{Version: snap.Version, Config: out}}}}
+	for _, c := range chunked {
+		der := c.GetDer()
+		for off := 0; off < len(der); off += chunkSize {
+			end := min(off+chunkSize, len(der))
+			frames = append(frames, &tunnelv1.Frame{Kind: &tunnelv1.Frame_ConfigChunk{ConfigChunk: &tunnelv1.ConfigChunk{
+				Version: snap.Version, CrlId: c.GetId(), Offset: uint64(off), Data: der[off:end]}}})
+		}
+	}
+	return frames
+}
+
+// shallowWithCRLs returns a new SecurityConfig that shares every field of sec except crls. It
+// copies through protobuf reflection, so fields added to the message later are carried too.
+func shallowWithCRLs(sec *tunnelv1.SecurityConfig, crls []*tunnelv1.Crl) *tunnelv1.SecurityConfig {
+	out := &tunnelv1.SecurityConfig{}
+	dst := out.ProtoReflect()
+	sec.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Name() != "crls" {
+			dst.Set(fd, v)
+		}
+		return true
+	})
+	out.Crls = crls
+	return out
+}
