@@ -159,7 +159,6 @@ type Status struct {
 	Reason string
 }
 
-
 // String returns a one-line summary of s for logs and `-V`.
 func (s Status) String() string {
 	if s.Valid {
