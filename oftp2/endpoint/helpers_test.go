@@ -153,8 +153,8 @@ type sessionOutcome struct {
 	err error
 }
 
-// pair runs one session between an Initiator and a Responder over TLS on
-// loopback. via, if not nil, sits between them: it gets the responder's
+// pair runs one session between an Initiator (under ctx) and a Responder
+// (not cancelled) over TLS on loopback. via, if not nil, sits between them: it gets the responder's
 // address and returns the address the initiator dials.
 func pair(t testing.TB, ctx context.Context, ini, resp *Endpoint, via func(target string) string, files ...OutgoingFile) (i, r sessionOutcome) {
 	t.Helper()
@@ -177,7 +177,7 @@ func pair(t testing.TB, ctx context.Context, ini, resp *Endpoint, via func(targe
 			r.err = err
 			return
 		}
-		r.res, r.err = resp.Run(ctx, c)
+		r.res, r.err = resp.Run(context.Background(), c)
 	}()
 	d := tls.Dialer{Config: p.client, NetDialer: &net.Dialer{Timeout: 10 * time.Second}}
 	c, err := d.DialContext(ctx, "tcp", addr)

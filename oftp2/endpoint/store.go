@@ -386,7 +386,13 @@ func (x *incoming) write(p []byte) error {
 		x.units += int64(len(p))
 		x.size += int64(len(p))
 		x.sinceCheckpoint += int64(len(p))
-		return x.emit(p)
+		if err := x.emit(p); err != nil {
+			return err
+		}
+		if x.restart && x.sinceCheckpoint >= x.in.checkpoint {
+			return x.checkpoint()
+		}
+		return nil
 	case oftp2.FormatFixed:
 		x.cur += len(p)
 		limit := x.st.RecordLength
