@@ -100,7 +100,8 @@ func (s *session) finish(err error) {
 	case err == nil:
 		l.WithFields(logrus.Fields{"sent": len(s.res.Sent), "received": len(s.res.Received)}).Info("session ended normally")
 	default:
-		l.WithError(err).Warn("session ended abnormally")
+		// The caller gets err and decides how to report it.
+		l.WithError(err).Debug("session ended abnormally")
 	}
 }
 
