@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"sort"
 	"strings"
 	"time"
@@ -199,4 +201,72 @@ func (e event) proto(now time.Time) *tunnelv1.Frame {
 		Message:    e.msg,
 		Fields:     fields,
 	}}}
+}
+
+// Severities of non-security events.
+const (
+	infoSeverity  = tunnelv1.Severity_SEVERITY_INFO
+	warnSeverity  = tunnelv1.Severity_SEVERITY_WARNING
+	errorSeverity = tunnelv1.Severity_SEVERITY_ERROR
+)
+
+// queuedEvent is an Event frame waiting for a tunnel.
+type queuedEvent struct {
+	tunnel *tunnelConn // preferred tunnel (the session's); nil means any
+	frame  *tunnelv1.Frame
+}
+
+// emit logs e and queues it for a tunnel.
+func (s *Server) emit(e event) { s.emitOn(nil, e) }
+
+// emitOn logs e as one line and queues it as an Event frame, preferably on tc. A log-ignore
+// rule of the configuration that matches the line lowers a warning or worse to INFO, on the
+// log line and in the frame. When the queue is full the frame is dropped and counted; the log
+// line is always written.
+func (s *Server) emitOn(tc *tunnelConn, e event) {
+	now := s.now()
+	level := e.logLevel()
+	if e.severity >= tunnelv1.Severity_SEVERITY_WARNING {
+		if rule, ok := s.policy.Load().matchIgnore(e.line(), now); ok {
+			level = logrus.InfoLevel
+			e.severity = tunnelv1.Severity_SEVERITY_INFO
+			e = e.with("ignored_by", rule.Description).with("ignore_rule", rule.Substring)
+		}
+	}
+	fields := e.logFields()
+	if e.remoteAddr != "" {
+		if host, _, err := net.SplitHostPort(e.remoteAddr); err == nil {
+			fields["remote_ip"] = host
+		}
+	}
+	s.log.WithFields(fields).Log(level, e.msg)
+	select {
+	case s.events <- queuedEvent{tunnel: tc, frame: e.proto(now)}:
+	default:
+		s.metrics.eventsDropped.Inc()
+	}
+}
+
+// eventLoop sends queued Event frames until ctx ends: on the preferred tunnel while it is
+// connected, else on any connected tunnel, else nowhere (the event was logged).
+func (s *Server) eventLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case q := <-s.events:
+			tc := q.tunnel
+			if tc == nil || !s.tunnelConnected(tc) {
+				tc = s.anyTunnel()
+			}
+			if tc == nil {
+				continue
+			}
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			if err := tc.sendControl(sctx, q.frame); err != nil {
+				s.metrics.eventsDropped.Inc()
+			}
+			cancel()
+		}
+	}
 }

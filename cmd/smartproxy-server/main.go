@@ -1,12 +1,13 @@
-// Command smartproxy-server is the DMZ part of the SmartProxy for OFTP2.
+// Command smartproxy-server is the DMZ part of the SmartProxy for OFTP2. It accepts tunnels
+// from smartproxy-client, receives the whole security configuration over them and, while a
+// client is connected, admits OFTP2 partners and relays verified sessions inside. Run it with -h
+// for its options; docs/operations.md describes its operation.
 //
-// For now it provides the PKI helper only:
+// It also provides the PKI helper for the tunnel certificates:
 //
 //	smartproxy-server pki init --dir DIR [--server-name NAME]... [--client-name NAME] [--force]
 //
-// writes a tunnel CA and the server and client tunnel certificates into DIR
-// (see docs/pki.md). Running it without the pki subcommand fails with a clear
-// error until the daemon is built.
+// writes a tunnel CA and the server and client tunnel certificates into DIR (see docs/pki.md).
 package main
 
 import (
@@ -17,9 +18,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
+	"runtime/debug"
 	"syscall"
+	"time"
 
+	"smartproxy/internal/license"
 	"smartproxy/internal/pki"
 )
 
@@ -35,11 +38,6 @@ func main() {
 	}
 }
 
-// usageError marks errors caused by a bad command line (exit status 2).
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
 func exitCode(err error) int {
 	var ue *usageError
 	if errors.As(err, &ue) || errors.Is(err, flag.ErrHelp) {
@@ -48,17 +46,93 @@ func exitCode(err error) int {
 	return 1
 }
 
-// errNoDaemon is returned for every command line that would start the
-// daemon.
-var errNoDaemon = errors.New("the DMZ daemon is not built yet; only `smartproxy-server pki init --dir DIR` is available")
-
-// run executes one command line. It returns only when everything it started
-// has ended.
+// run executes one command line. It returns only when everything it started has ended.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "pki" {
 		return runPKI(ctx, args[1:], stdout, stderr)
 	}
-	return errNoDaemon
+	o, err := parseArgs(args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case o.help:
+		o.usage(stdout)
+		return nil
+	case o.version:
+		fmt.Fprintln(stdout, "smartproxy-server", version())
+		return nil
+	case o.printProxyID:
+		id, err := license.ProxyID()
+		if err != nil {
+			return fmt.Errorf("proxy ID: %w", err)
+		}
+		fmt.Fprintln(stdout, id)
+		return nil
+	case o.printLicense:
+		return printLicense(o.licenseFile, stdout)
+	}
+	return runDaemon(ctx, o, stderr)
+}
+
+// errLicenseInvalid is returned by -V for a license that is not valid (exit status 1).
+var errLicenseInvalid = errors.New("license not valid")
+
+// printLicense prints the validity of the license file at path (-V).
+func printLicense(path string, stdout io.Writer) error {
+	id, err := license.ProxyID()
+	if err != nil {
+		return fmt.Errorf("proxy ID: %w", err)
+	}
+	lic, loadErr := license.Load(path, license.TrustedKeys())
+	st := license.StatusOf(lic, loadErr, id, time.Now())
+	fmt.Fprintf(stdout, "license file: %s\nproxy id:     %s\n", path, st.ProxyID)
+	if st.Customer != "" {
+		fmt.Fprintf(stdout, "customer:     %s\n", st.Customer)
+	}
+	if !st.NotAfter.IsZero() {
+		fmt.Fprintf(stdout, "valid until:  %s\n", st.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if st.MaxSessions > 0 {
+		fmt.Fprintf(stdout, "max sessions: %d\n", st.MaxSessions)
+	}
+	if !st.Valid {
+		fmt.Fprintf(stdout, "status:       NOT VALID: %s\n", st.Reason)
+		return errLicenseInvalid
+	}
+	fmt.Fprintln(stdout, "status:       valid")
+	return nil
+}
+
+// version returns the software version from the build information: the module version, else
+// the VCS revision (with "+dirty" for a modified tree), else "devel".
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "devel"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "+dirty"
+	}
+	return "devel-" + rev
 }
 
 // runPKI executes `pki SUBCOMMAND ...`.
@@ -72,21 +146,6 @@ func runPKI(_ context.Context, args []string, stdout, stderr io.Writer) error {
 		return runPKIInit(args[1:], stdout, stderr)
 	}
 	return &usageError{fmt.Sprintf("pki: unknown subcommand %q (want init)", args[0])}
-}
-
-// stringList is a repeatable string flag; each value may also hold a
-// comma-separated list.
-type stringList []string
-
-func (l *stringList) String() string { return strings.Join(*l, ",") }
-
-func (l *stringList) Set(v string) error {
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			*l = append(*l, s)
-		}
-	}
-	return nil
 }
 
 func runPKIInit(args []string, stdout, stderr io.Writer) error {

@@ -78,8 +78,6 @@ func TestRunErrors(t *testing.T) {
 		want     string
 		wantCode int
 	}{
-		{"no arguments", nil, "daemon is not built yet", 1},
-		{"daemon flags", []string{"-i", ":6619"}, "daemon is not built yet", 1},
 		{"pki without subcommand", []string{"pki"}, "missing subcommand", 2},
 		{"unknown subcommand", []string{"pki", "issue"}, "unknown subcommand", 2},
 		{"no dir", []string{"pki", "init"}, "--dir is required", 2},

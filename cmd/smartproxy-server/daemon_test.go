@@ -1,0 +1,360 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"smartproxy/internal/license"
+	"smartproxy/internal/pki"
+)
+
+func TestTunnelListenAddr(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ":2878"},
+		{":2878", ":2878"},
+		{"127.0.0.1:9000", "127.0.0.1:9000"},
+		{"127.0.0.1", "127.0.0.1:2878"},
+		{"[::1]:9000", "[::1]:9000"},
+		{"::1", "[::1]:2878"},
+		{"[::1]", "[::1]:2878"},
+		{"127.0.0.1:0", "127.0.0.1:0"},
+	}
+	for _, tt := range tests {
+		if got, err := tunnelListenAddr(tt.in); err != nil || got != tt.want {
+			t.Errorf("tunnelListenAddr(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+	for _, bad := range []string{"dmz.example.com:2878", "1.2.3.4:99999", "1.2.3.4:x", "nonsense"} {
+		if got, err := tunnelListenAddr(bad); err == nil {
+			t.Errorf("tunnelListenAddr(%q) = %q, want error", bad, got)
+		}
+	}
+}
+
+func TestRunUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"bad -i", []string{"-i", "example.com:1"}, "-i"},
+		{"bad log level", []string{"--log-level", "loud"}, "--log-level"},
+		{"bad log format", []string{"--log-format", "xml"}, "--log-format"},
+		{"admin not loopback", []string{"--admin", "0.0.0.0:2879"}, "--admin"},
+		{"metrics not loopback", []string{"--metrics", "192.0.2.1:9"}, "--metrics"},
+		{"unknown flag", []string{"--bogus"}, "bogus"},
+		{"extra argument", []string{"extra"}, "unexpected argument"},
+		{"bad drain timeout", []string{"--drain-timeout", "soon", "--pid-file="}, "--drain-timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tt.args, &stdout, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("run(%q) = %v, want an error containing %q", tt.args, err, tt.want)
+			}
+			if got := exitCode(err); got != 2 {
+				t.Errorf("exitCode(%v) = %d, want 2", err, got)
+			}
+		})
+	}
+}
+
+func TestRunHelpAndVersion(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, &stdout, &stderr); err != nil {
+		t.Fatalf("run(-h) = %v", err)
+	}
+	for _, want := range []string{"-i [ip]:port", "-L", "-l file", "-V", "--tunnel-cert", "--tunnel-allow-client", "--admin", "--metrics", "--pid-file", "--log-format", "--log-level", "--log-dir", "pki init"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("help output lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	stdout.Reset()
+	if err := run(context.Background(), []string{"-v"}, &stdout, &stderr); err != nil {
+		t.Fatalf("run(-v) = %v", err)
+	}
+	if !strings.HasPrefix(stdout.String(), "smartproxy-server ") {
+		t.Errorf("run(-v) printed %q, want \"smartproxy-server VERSION\"", stdout.String())
+	}
+}
+
+func TestRunProxyID(t *testing.T) {
+	want, err := license.ProxyID()
+	if err != nil {
+		t.Skipf("this host has no Proxy ID: %v", err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"-L"}, &stdout, &stderr); err != nil {
+		t.Fatalf("run(-L) = %v", err)
+	}
+	if got := strings.TrimSpace(stdout.String()); got != want {
+		t.Errorf("run(-L) printed %q, want %q", got, want)
+	}
+	if !regexp.MustCompile(`^SPX(-[0-9A-Z]{4}){4}$`).MatchString(want) {
+		t.Errorf("Proxy ID %q does not look like SPX-XXXX-XXXX-XXXX-XXXX", want)
+	}
+}
+
+// writeLicense writes a license signed with the development key for proxyID.
+func writeLicense(t *testing.T, path, proxyID string, notBefore, notAfter time.Time) {
+	t.Helper()
+	key, keyID := license.DevSigningKey()
+	file, err := license.Sign(license.License{ProxyID: proxyID, Customer: "Test Customer", NotBefore: notBefore, NotAfter: notAfter}, key, keyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRunLicenseValidity(t *testing.T) {
+	if !license.DevKeyAllowed() {
+		t.Skip("this build does not accept the development key")
+	}
+	id, err := license.ProxyID()
+	if err != nil {
+		t.Skipf("this host has no Proxy ID: %v", err)
+	}
+	dir := t.TempDir()
+	now := time.Now()
+	valid := filepath.Join(dir, "valid")
+	writeLicense(t, valid, id, now.Add(-time.Hour), now.Add(30*24*time.Hour))
+	expired := filepath.Join(dir, "expired")
+	writeLicense(t, expired, id, now.Add(-48*time.Hour), now.Add(-24*time.Hour))
+	other := filepath.Join(dir, "other")
+	writeLicense(t, other, "SPX-0000-0000-0000-0001", now.Add(-time.Hour), now.Add(time.Hour))
+	tests := []struct {
+		name      string
+		path      string
+		wantValid bool
+		wantText  string
+	}{
+		{"valid", valid, true, "Test Customer"},
+		{"expired", expired, false, "NOT VALID"},
+		{"other host", other, false, "NOT VALID"},
+		{"missing", filepath.Join(dir, "missing"), false, "NOT VALID"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), []string{"-V", "-l", tt.path}, &stdout, &stderr)
+			if tt.wantValid && err != nil {
+				t.Errorf("run(-V) = %v, want nil", err)
+			}
+			if !tt.wantValid && !errors.Is(err, errLicenseInvalid) {
+				t.Errorf("run(-V) = %v, want errLicenseInvalid", err)
+			}
+			if !strings.Contains(stdout.String(), tt.wantText) || !strings.Contains(stdout.String(), id) {
+				t.Errorf("run(-V) printed:\n%s\nwant it to contain %q and the Proxy ID", stdout.String(), tt.wantText)
+			}
+		})
+	}
+}
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// TestMain removes the binary built by buildBinary.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtBin != "" {
+		os.RemoveAll(filepath.Dir(builtBin))
+	}
+	os.Exit(code)
+}
+
+// buildBinary builds smartproxy-server once per test run into a temporary directory.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "smartproxy-server-test-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		bin := filepath.Join(dir, "smartproxy-server")
+		cmd := exec.Command("go", "build", "-o", bin, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			os.RemoveAll(dir)
+			return
+		}
+		builtBin = bin
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+// daemon is one started smartproxy-server process.
+type daemon struct {
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	stderr bytes.Buffer
+	lines  chan string
+	done   chan error
+}
+
+func startDaemon(t *testing.T, bin string, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{cmd: exec.Command(bin, args...), lines: make(chan string, 1000), done: make(chan error, 1)}
+	pr, pw := io.Pipe()
+	d.cmd.Stderr = pw
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			d.mu.Lock()
+			d.stderr.WriteString(sc.Text() + "\n")
+			d.mu.Unlock()
+			select {
+			case d.lines <- sc.Text():
+			default:
+			}
+		}
+	}()
+	go func() { err := d.cmd.Wait(); pw.Close(); d.done <- err }()
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		<-d.done
+	})
+	return d
+}
+
+func (d *daemon) log() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stderr.String()
+}
+
+// waitLine waits for a stderr line containing want.
+func (d *daemon) waitLine(t *testing.T, want string) {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case l := <-d.lines:
+			if strings.Contains(l, want) {
+				return
+			}
+		case err := <-d.done:
+			d.done <- err
+			t.Fatalf("daemon exited (%v) before logging %q:\n%s", err, want, d.log())
+		case <-timeout:
+			t.Fatalf("daemon did not log %q:\n%s", want, d.log())
+		}
+	}
+}
+
+// wait waits for the daemon to exit and returns its error.
+func (d *daemon) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-d.done:
+		d.done <- err
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("daemon did not exit:\n%s", d.log())
+		return nil
+	}
+}
+
+func TestDaemonPIDFile(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	if _, err := pki.Init(filepath.Join(dir, "pki"), pki.InitOptions{Hostname: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	pidPath := filepath.Join(dir, "server.pid")
+	args := []string{
+		"-i", "127.0.0.1:0", "-l", filepath.Join(dir, "license"),
+		"--tunnel-cert", filepath.Join(dir, "pki", pki.FileServerCert),
+		"--tunnel-key", filepath.Join(dir, "pki", pki.FileServerKey),
+		"--tunnel-ca", filepath.Join(dir, "pki", pki.FileCACert),
+		"--admin", "", "--metrics", "", "--pid-file", pidPath, "--drain-timeout", "2s",
+	}
+
+	first := startDaemon(t, bin, args...)
+	first.waitLine(t, "listening")
+	data, err := os.ReadFile(pidPath)
+	if err != nil {
+		t.Fatalf("PID file: %v", err)
+	}
+	if got, want := strings.TrimSpace(string(data)), strconv.Itoa(first.cmd.Process.Pid); got != want {
+		t.Errorf("PID file holds %q, want %q", got, want)
+	}
+
+	second := startDaemon(t, bin, args...)
+	err = second.wait(t)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("second start exited with %v, want exit status 1", err)
+	}
+	if want := fmt.Sprintf("PID %d", first.cmd.Process.Pid); !strings.Contains(second.log(), want) {
+		t.Errorf("second start's message lacks %q:\n%s", want, second.log())
+	}
+
+	first.cmd.Process.Signal(syscall.SIGTERM)
+	if err := first.wait(t); err != nil {
+		t.Errorf("SIGTERM: daemon exited with %v, want 0:\n%s", err, first.log())
+	}
+	if _, err := os.Stat(pidPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("PID file after exit: %v, want it removed", err)
+	}
+
+	// A stale PID file (its owner gone, no lock held) is replaced with a warning.
+	if err := os.WriteFile(pidPath, []byte("999999\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	third := startDaemon(t, bin, args...)
+	third.waitLine(t, "listening")
+	if !strings.Contains(third.log(), "stale") || !strings.Contains(third.log(), "999999") {
+		t.Errorf("no stale PID file warning naming 999999:\n%s", third.log())
+	}
+	third.cmd.Process.Signal(syscall.SIGTERM)
+	if err := third.wait(t); err != nil {
+		t.Errorf("SIGTERM: daemon exited with %v:\n%s", err, third.log())
+	}
+}
+
+func TestBinaryLicenseExitStatus(t *testing.T) {
+	bin := buildBinary(t)
+	out, err := exec.Command(bin, "-V", "-l", filepath.Join(t.TempDir(), "none")).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("-V without a license exited with %v, want exit status 1:\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "NOT VALID") {
+		t.Errorf("-V output lacks NOT VALID:\n%s", out)
+	}
+	out, err = exec.Command(bin, "-h").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "-i [ip]:port") {
+		t.Errorf("-h = %v:\n%s", err, out)
+	}
+}

@@ -1,0 +1,193 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+
+	"github.com/sirupsen/logrus"
+
+	"smartproxy/admin"
+	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/oftp2"
+)
+
+// Admin returns the server's implementation of the admin service's backend.
+func (s *Server) Admin() admin.Backend { return adminBackend{s} }
+
+// adminBackend implements admin.Backend over a Server.
+type adminBackend struct{ s *Server }
+
+// Status reports the process status.
+func (a adminBackend) Status(context.Context) (admin.Status, error) {
+	s := a.s
+	st := admin.Status{
+		Program:   "smartproxy-server",
+		Version:   s.cfg.Version,
+		ProxyID:   s.cfg.ProxyID,
+		StartedAt: s.started,
+		LogLevel:  admin.LevelFromLogrus(s.levels.Global()),
+	}
+	if pol := s.policy.Load(); pol != nil {
+		st.ConfigVersion = pol.Version
+	}
+	st.PartnerListenAddress = s.PartnerAddr()
+	st.PartnerListenerActive = st.PartnerListenAddress != ""
+	st.OpenSessions = s.openSessions()
+	st.LicenseValid = s.license.Load().check(s.cfg.ProxyID, s.now()) == nil
+	for _, tc := range s.tunnelList() {
+		st.Tunnels = append(st.Tunnels, tc.status())
+	}
+	return st, nil
+}
+
+// Sessions lists the partner connections, admitted or being admitted.
+func (a adminBackend) Sessions(context.Context) ([]admin.Session, error) {
+	s := a.s
+	s.sessionsMu.Lock()
+	list := make([]*partnerSession, 0, len(s.sessions))
+	for _, ps := range s.sessions {
+		list = append(list, ps)
+	}
+	s.sessionsMu.Unlock()
+	sort.Slice(list, func(i, j int) bool { return list[i].id < list[j].id })
+	out := make([]admin.Session, 0, len(list))
+	for _, ps := range list {
+		ps.mu.Lock()
+		as := admin.Session{
+			ID:               ps.id,
+			Direction:        tunnelv1.Direction_DIRECTION_INCOMING,
+			PartnerOdetteID:  ps.odetteID,
+			RemoteAddr:       ps.remote,
+			StartedAt:        ps.started,
+			BytesFromPartner: ps.fromPartner.Load(),
+			BytesToPartner:   ps.toPartner.Load(),
+			State:            ps.state,
+		}
+		if ps.tunnel != nil {
+			as.ClientID = ps.tunnel.clientID
+		}
+		ps.mu.Unlock()
+		if lv, own := s.sessionLevel(ps.id); own {
+			as.LogLevel = admin.LevelFromLogrus(lv)
+		}
+		out = append(out, as)
+	}
+	return out, nil
+}
+
+// KillSession ends a session with ESID 05 (local site emergency close down) to the partner
+// and ABORT_REASON_ADMIN_KILL to the inside.
+func (a adminBackend) KillSession(_ context.Context, id uint64, text string) error {
+	s := a.s
+	s.sessionsMu.Lock()
+	ps := s.sessions[id]
+	s.sessionsMu.Unlock()
+	if ps == nil {
+		return admin.ErrNotFound
+	}
+	if text == "" {
+		text = "ended by an operator"
+	}
+	ps.stop(&stopCause{reason: tunnelv1.AbortReason_ABORT_REASON_ADMIN_KILL, esid: oftp2.ESIDLocalEmergency, text: text})
+	return nil
+}
+
+// SetLogLevel changes the process level (sessionID 0) or one session's level.
+func (a adminBackend) SetLogLevel(_ context.Context, sessionID uint64, level tunnelv1.LogLevel, by string) (tunnelv1.LogLevel, error) {
+	s := a.s
+	if by == "" {
+		by = "admin"
+	}
+	if sessionID == 0 {
+		lv, ok := admin.LevelToLogrus(level)
+		if !ok {
+			return 0, fmt.Errorf("log level %s is not a level", level)
+		}
+		prev := admin.LevelFromLogrus(s.levels.Global())
+		s.levels.SetGlobal(lv, by)
+		return prev, nil
+	}
+	s.sessionsMu.Lock()
+	_, ok := s.sessions[sessionID]
+	s.sessionsMu.Unlock()
+	if !ok {
+		return 0, admin.ErrNotFound
+	}
+	key := strconv.FormatUint(sessionID, 10)
+	prevLevel, own := s.sessionLevel(sessionID)
+	prev := tunnelv1.LogLevel_LOG_LEVEL_UNSPECIFIED
+	if own {
+		prev = admin.LevelFromLogrus(prevLevel)
+	}
+	lv, ok := admin.LevelToLogrus(level)
+	if !ok {
+		// UNSPECIFIED: follow the process level again.
+		lv = s.levels.Global()
+	}
+	if err := s.levels.SetSession(key, lv, by); err != nil {
+		return 0, admin.ErrNotFound
+	}
+	s.sessionOverrides(sessionID, ok)
+	return prev, nil
+}
+
+// License reports the license state.
+func (a adminBackend) License(context.Context) (admin.License, error) {
+	s := a.s
+	st := s.license.Load().status(s.cfg.ProxyID, s.now())
+	return admin.License{ProxyID: st.ProxyID, Valid: st.Valid, ExpiresAt: st.NotAfter, Reason: st.Reason}, nil
+}
+
+// sessionLevel returns a session's own log level, if an operator set one.
+func (s *Server) sessionLevel(id uint64) (logrus.Level, bool) {
+	s.sessionsMu.Lock()
+	own := s.ownLevels[id]
+	s.sessionsMu.Unlock()
+	if !own {
+		return 0, false
+	}
+	return s.levels.Session(strconv.FormatUint(id, 10)).GetLevel(), true
+}
+
+// sessionOverrides records whether session id has its own level.
+func (s *Server) sessionOverrides(id uint64, own bool) {
+	s.sessionsMu.Lock()
+	if own {
+		s.ownLevels[id] = true
+	} else {
+		delete(s.ownLevels, id)
+	}
+	s.sessionsMu.Unlock()
+}
+
+// addSession registers ps for the admin service and shutdown.
+func (s *Server) addSession(ps *partnerSession) {
+	s.sessionsMu.Lock()
+	s.sessions[ps.id] = ps
+	s.sessionsMu.Unlock()
+}
+
+// removeSession forgets ps.
+func (s *Server) removeSession(ps *partnerSession) {
+	s.sessionsMu.Lock()
+	delete(s.sessions, ps.id)
+	delete(s.ownLevels, ps.id)
+	s.sessionsMu.Unlock()
+}
+
+// abortAllSessions stops every partner connection with reason and ESID 05, and returns how
+// many there were.
+func (s *Server) abortAllSessions(reason tunnelv1.AbortReason, text string) int {
+	s.sessionsMu.Lock()
+	list := make([]*partnerSession, 0, len(s.sessions))
+	for _, ps := range s.sessions {
+		list = append(list, ps)
+	}
+	s.sessionsMu.Unlock()
+	for _, ps := range list {
+		ps.stop(&stopCause{reason: reason, esid: oftp2.ESIDLocalEmergency, text: text})
+	}
+	return len(list)
+}

@@ -1,0 +1,181 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// The partner listener is open exactly while all of these hold: a valid configuration has been
+// applied, at least one client tunnel is connected, and the server is not draining. While no
+// client is connected, no partner session could reach the inside, so the port is closed rather
+// than accepting connections only to refuse them: a partner's connection attempt fails at once
+// (connection refused) and its OFTP2 software retries later, and nothing in the DMZ spends TLS
+// handshakes on sessions that cannot be served. A change of the configured address closes the
+// listener and binds the new address. A failed bind is reported (event partner_listener_failed)
+// and retried after Config.ListenRetry.
+
+// wantListener returns the address the partner listener should be bound to, or "" when it
+// should be closed.
+func (s *Server) wantListener() string {
+	if s.draining.Load() {
+		return ""
+	}
+	pol := s.policy.Load()
+	if pol == nil || s.tunnelCount() == 0 {
+		return ""
+	}
+	return pol.ListenAddress
+}
+
+// listenerLoop owns the partner listener: it opens, rebinds and closes it as wantListener
+// says whenever it is kicked, until ctx ends.
+func (s *Server) listenerLoop(ctx context.Context) {
+	var (
+		ln         net.Listener
+		boundTo    string // configured address ln was opened for
+		acceptWG   sync.WaitGroup
+		retry      <-chan time.Time
+		retryTimer *time.Timer
+	)
+	defer func() {
+		if retryTimer != nil {
+			retryTimer.Stop()
+		}
+	}()
+	closeLn := func(why string) {
+		if ln == nil {
+			return
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		acceptWG.Wait()
+		ln, boundTo = nil, ""
+		s.setListenerAddr("")
+		s.metrics.listenerOpen.Set(0)
+		s.emit(event{name: EventListenerClosed, severity: infoSeverity, reason: why,
+			msg: "partner listener closed"}.with("listen_addr", addr))
+	}
+	defer closeLn("shutdown")
+	for {
+		want := s.wantListener()
+		if ln != nil && want != boundTo {
+			why := "no client tunnel connected"
+			switch {
+			case s.draining.Load():
+				why = "draining"
+			case want != "":
+				why = "address changed"
+			}
+			closeLn(why)
+		}
+		if ln == nil && want != "" && retry == nil {
+			l, err := net.Listen("tcp", want)
+			if err != nil {
+				s.emit(event{name: EventListenerFailed, severity: errorSeverity, reason: "bind_failed",
+					msg: "partner listener could not bind: " + err.Error()}.with("listen_addr", want))
+				retryTimer = time.NewTimer(s.cfg.ListenRetry)
+				retry = retryTimer.C
+			} else {
+				ln, boundTo = l, want
+				s.setListenerAddr(l.Addr().String())
+				s.metrics.listenerOpen.Set(1)
+				acceptWG.Add(1)
+				go func() { defer acceptWG.Done(); s.acceptLoop(l) }()
+				s.emit(event{name: EventListenerOpened, severity: infoSeverity,
+					msg: "partner listener open"}.with("listen_addr", l.Addr().String()))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		case <-retry:
+			retry = nil
+		}
+	}
+}
+
+func (s *Server) setListenerAddr(a string) {
+	s.listenerMu.Lock()
+	s.listenerAddr = a
+	s.listenerMu.Unlock()
+}
+
+// PartnerAddr returns the address the partner listener is bound to, or "" while it is closed.
+func (s *Server) PartnerAddr() string {
+	s.listenerMu.Lock()
+	defer s.listenerMu.Unlock()
+	return s.listenerAddr
+}
+
+// acceptLoop accepts partner connections on ln until it is closed. Limits that apply before
+// TLS are checked here, in this order: concurrent sessions, concurrent handshakes, per-source
+// rate. A connection over a limit is closed at once, before any TLS byte.
+func (s *Server) acceptLoop(ln net.Listener) {
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and similar: back off instead of spinning.
+			if backoff == 0 {
+				backoff = 5 * time.Millisecond
+			} else if backoff *= 2; backoff > time.Second {
+				backoff = time.Second
+			}
+			s.log.WithError(err).Warn("partner listener: accept failed")
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		s.admitConn(conn)
+	}
+}
+
+// admitConn applies the pre-TLS limits and starts the connection's goroutine.
+func (s *Server) admitConn(conn net.Conn) {
+	pol := s.policy.Load()
+	remote := remoteAddrPort(conn)
+	refuse := func(name, reason, msg string) {
+		conn.Close()
+		s.metrics.admissions.WithLabelValues(name).Inc()
+		s.emit(security(name, remote.String(), "", reason, msg))
+	}
+	if pol == nil {
+		conn.Close()
+		return
+	}
+	maxSessions := pol.Limits.MaxSessions
+	if ls := s.license.Load(); ls.lic != nil && ls.lic.MaxSessions > 0 && ls.lic.MaxSessions < maxSessions {
+		maxSessions = ls.lic.MaxSessions
+	}
+	if !s.sessionGate.tryAcquire(maxSessions) {
+		refuse(EventPartnerOverloaded, "max_sessions", "concurrent session limit reached")
+		return
+	}
+	if !s.handshakeGate.tryAcquire(pol.Limits.MaxHandshakes) {
+		s.sessionGate.release()
+		refuse(EventPartnerOverloaded, "max_handshakes", "concurrent handshake limit reached")
+		return
+	}
+	if !s.rate.allow(remote.Addr(), pol.Limits.PerIPRate, pol.Limits.PerIPBurst) {
+		s.handshakeGate.release()
+		s.sessionGate.release()
+		refuse(EventPartnerRateLimited, "per_ip_rate", "connection rate of the source exceeded")
+		return
+	}
+	s.metrics.sessions.Inc()
+	s.metrics.handshakes.Inc()
+	s.partnerWG.Add(1)
+	go func() {
+		defer s.partnerWG.Done()
+		defer s.metrics.sessions.Dec()
+		defer s.sessionGate.release()
+		s.servePartner(conn, pol, remote)
+	}()
+}

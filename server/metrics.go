@@ -1,0 +1,63 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the server's Prometheus collectors. All names start with smartproxy_server_.
+type metrics struct {
+	sessions      prometheus.Gauge
+	handshakes    prometheus.Gauge
+	admissions    *prometheus.CounterVec // result: accepted or the refusal's event name
+	bytes         *prometheus.CounterVec // direction: from_partner, to_partner
+	buffers       *prometheus.CounterVec // direction: from_partner, to_partner
+	violations    *prometheus.CounterVec // side: partner, inside; command
+	tunnels       prometheus.Gauge
+	configVersion prometheus.Gauge
+	configResults *prometheus.CounterVec // result: applied, rejected, stale
+	licenseValid  prometheus.Gauge
+	listenerOpen  prometheus.Gauge
+	eventsDropped prometheus.Counter
+	crlReports    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "smartproxy_server_partner_sessions", Help: "Open partner connections (admitted or being admitted)."}),
+		handshakes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "smartproxy_server_partner_handshakes", Help: "Partner connections in TLS handshake or SSID exchange."}),
+		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smartproxy_server_partner_admissions_total", Help: "Partner connections by admission result: accepted or the refusal's event name."}, []string{"result"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smartproxy_server_relayed_bytes_total", Help: "OFTP2 exchange buffer bytes relayed, by direction."}, []string{"direction"}),
+		buffers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smartproxy_server_relayed_buffers_total", Help: "OFTP2 exchange buffers relayed, by direction."}, []string{"direction"}),
+		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smartproxy_server_protocol_violations_total", Help: "OFTP2 validator violations, by the side that sent the command and the command."}, []string{"side", "command"}),
+		tunnels: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "smartproxy_server_tunnels", Help: "Connected client tunnels."}),
+		configVersion: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "smartproxy_server_config_version", Help: "Configuration version in force; 0 before the first."}),
+		configResults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smartproxy_server_config_snapshots_total", Help: "Configuration snapshots received, by result."}, []string{"result"}),
+		licenseValid: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "smartproxy_server_license_valid", Help: "1 when the installed license is valid, else 0."}),
+		listenerOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "smartproxy_server_partner_listener_open", Help: "1 while the partner listener accepts connections."}),
+		eventsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "smartproxy_server_tunnel_events_dropped_total", Help: "Event frames not sent because the queue to the tunnel was full (the log line was written)."}),
+		crlReports: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "smartproxy_server_crl_url_reports_total", Help: "CRL distribution point URLs reported to the client."}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.sessions, m.handshakes, m.admissions, m.bytes, m.buffers, m.violations,
+		m.tunnels, m.configVersion, m.configResults, m.licenseValid, m.listenerOpen, m.eventsDropped, m.crlReports} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

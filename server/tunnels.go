@@ -1,0 +1,213 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"smartproxy/admin"
+	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/tunnel/transport"
+)
+
+// protocolVersion is the tunnel protocol version this server speaks.
+const protocolVersion = 1
+
+// tunnelMux is what the server needs of the multiplexer that runs one tunnel stream.
+type tunnelMux interface {
+	// open opens an INCOMING session and waits for the client's SessionOpened. It returns the
+	// session, its tunnel session id, or the refusal as an *insideClosed.
+	open(ctx context.Context, so *tunnelv1.SessionOpen) (insideSession, uint64, error)
+	// sendControl queues a control frame with priority over session data.
+	sendControl(ctx context.Context, f *tunnelv1.Frame) error
+	// sessionCount returns the number of sessions open on the stream.
+	sessionCount() int
+}
+
+// tunnelConn is one connected client tunnel stream. Fields are immutable after the Hello was
+// answered, except those marked otherwise.
+type tunnelConn struct {
+	s           *Server
+	mux         tunnelMux
+	peer        transport.PeerInfo
+	clientID    string
+	index       uint32
+	connectedAt time.Time
+	log         *logrus.Entry
+
+	lastRTT atomic.Int64 // nanoseconds; 0 before the first Pong
+	asm     assembler    // owned by the control goroutine
+}
+
+// name identifies the tunnel in logs and events: "client-id#index@addr".
+func (tc *tunnelConn) name() string {
+	return fmt.Sprintf("%s#%d@%s", tc.clientID, tc.index, tc.peer.RemoteAddr)
+}
+
+func (tc *tunnelConn) open(ctx context.Context, so *tunnelv1.SessionOpen) (insideSession, uint64, error) {
+	return tc.mux.open(ctx, so)
+}
+
+func (tc *tunnelConn) sendControl(ctx context.Context, f *tunnelv1.Frame) error {
+	return tc.mux.sendControl(ctx, f)
+}
+
+// status describes the tunnel for the admin service.
+func (tc *tunnelConn) status() admin.Tunnel {
+	return admin.Tunnel{
+		ClientID:     tc.clientID,
+		RemoteAddr:   tc.peer.RemoteAddr.String(),
+		Index:        int(tc.index),
+		ConnectedAt:  tc.connectedAt,
+		OpenSessions: tc.mux.sessionCount(),
+		LastRTT:      time.Duration(tc.lastRTT.Load()),
+	}
+}
+
+// welcome answers a Hello.
+func (s *Server) welcome(window uint32) *tunnelv1.Frame {
+	w := &tunnelv1.Welcome{
+		ProxyId:         s.cfg.ProxyID,
+		ServerVersion:   s.cfg.Version,
+		ProtocolVersion: protocolVersion,
+		License:         s.currentLicenseProto(),
+		SessionWindow:   window,
+	}
+	if pol := s.policy.Load(); pol != nil {
+		w.ConfigVersion = pol.Version
+	}
+	return &tunnelv1.Frame{Kind: &tunnelv1.Frame_Welcome{Welcome: w}}
+}
+
+// control handles one control frame of a connected tunnel (after Hello). It runs on the
+// tunnel's control goroutine, so frames of one tunnel are handled in order.
+func (tc *tunnelConn) control(ctx context.Context, f *tunnelv1.Frame) {
+	s := tc.s
+	reply := func(r *tunnelv1.Frame) {
+		if err := tc.sendControl(ctx, r); err != nil && ctx.Err() == nil {
+			tc.log.WithError(err).Warn("tunnel: cannot send a control frame")
+		}
+	}
+	switch k := f.GetKind().(type) {
+	case *tunnelv1.Frame_ConfigSnapshot:
+		snap, errs := tc.asm.snapshot(k.ConfigSnapshot)
+		version := k.ConfigSnapshot.GetVersion()
+		tc.log.WithFields(logrus.Fields{"config_version": version, "complete": snap != nil}).Info("configuration snapshot received")
+		tc.finishConfig(ctx, version, snap, errs, reply)
+	case *tunnelv1.Frame_ConfigChunk:
+		snap, version, errs := tc.asm.chunk(k.ConfigChunk)
+		tc.finishConfig(ctx, version, snap, errs, reply)
+	case *tunnelv1.Frame_LicenseUpdate:
+		st := s.updateLicense(k.LicenseUpdate.GetLicense(), tc.name())
+		reply(&tunnelv1.Frame{Kind: &tunnelv1.Frame_LicenseStatus{LicenseStatus: st}})
+	case *tunnelv1.Frame_Ping:
+		reply(&tunnelv1.Frame{Kind: &tunnelv1.Frame_Pong{Pong: &tunnelv1.Pong{Nonce: k.Ping.GetNonce(), PingSentAt: k.Ping.GetSentAt()}}})
+	case *tunnelv1.Frame_Pong:
+		if t := k.Pong.GetPingSentAt(); t != nil {
+			tc.lastRTT.Store(int64(s.now().Sub(t.AsTime())))
+		}
+	case *tunnelv1.Frame_Hello:
+		tc.log.Warn("tunnel: a second Hello on the stream is ignored")
+	default:
+		tc.log.WithField("frame", fmt.Sprintf("%T", f.GetKind())).Warn("tunnel: unexpected control frame from the client ignored")
+	}
+}
+
+// finishConfig applies a completed snapshot, or reports errors, with ConfigApplied.
+func (tc *tunnelConn) finishConfig(ctx context.Context, version uint64, snap *tunnelv1.ConfigSnapshot, errs ConfigErrors, reply func(*tunnelv1.Frame)) {
+	var res applyResult
+	switch {
+	case len(errs) > 0:
+		tc.s.metrics.configResults.WithLabelValues("rejected").Inc()
+		res = applyResult{errs: errs}
+	case snap != nil:
+		res = tc.s.applySnapshot(snap, tc.name())
+	default:
+		return // waiting for more chunks
+	}
+	ca := &tunnelv1.ConfigApplied{Version: version, Ok: res.applied, Errors: res.errs.Proto()}
+	if !res.applied {
+		tc.log.WithFields(logrus.Fields{"config_version": version, "errors": joinErrs(res.errs)}).Warn("configuration not applied")
+	}
+	reply(&tunnelv1.Frame{Kind: &tunnelv1.Frame_ConfigApplied{ConfigApplied: ca}})
+}
+
+// addTunnel registers a tunnel whose Hello was answered and wakes the listener manager.
+func (s *Server) addTunnel(tc *tunnelConn) {
+	s.tunnelsMu.Lock()
+	s.tunnels[tc] = struct{}{}
+	n := len(s.tunnels)
+	s.tunnelsMu.Unlock()
+	s.metrics.tunnels.Set(float64(n))
+	s.kickListener()
+}
+
+// removeTunnel forgets a tunnel and wakes the listener manager (the last one closes it).
+func (s *Server) removeTunnel(tc *tunnelConn) {
+	s.tunnelsMu.Lock()
+	delete(s.tunnels, tc)
+	n := len(s.tunnels)
+	s.tunnelsMu.Unlock()
+	s.metrics.tunnels.Set(float64(n))
+	s.kickListener()
+}
+
+func (s *Server) tunnelCount() int {
+	s.tunnelsMu.Lock()
+	defer s.tunnelsMu.Unlock()
+	return len(s.tunnels)
+}
+
+func (s *Server) tunnelConnected(tc *tunnelConn) bool {
+	s.tunnelsMu.Lock()
+	defer s.tunnelsMu.Unlock()
+	_, ok := s.tunnels[tc]
+	return ok
+}
+
+// tunnelList returns the connected tunnels, oldest first.
+func (s *Server) tunnelList() []*tunnelConn {
+	s.tunnelsMu.Lock()
+	list := make([]*tunnelConn, 0, len(s.tunnels))
+	for tc := range s.tunnels {
+		list = append(list, tc)
+	}
+	s.tunnelsMu.Unlock()
+	sort.Slice(list, func(i, j int) bool { return list[i].connectedAt.Before(list[j].connectedAt) })
+	return list
+}
+
+// anyTunnel returns the oldest connected tunnel, or nil.
+func (s *Server) anyTunnel() *tunnelConn {
+	if l := s.tunnelList(); len(l) > 0 {
+		return l[0]
+	}
+	return nil
+}
+
+// pickTunnel returns the connected tunnel with the fewest open sessions, or nil.
+func (s *Server) pickTunnel() *tunnelConn {
+	var best *tunnelConn
+	bestN := 0
+	for _, tc := range s.tunnelList() {
+		if n := tc.mux.sessionCount(); best == nil || n < bestN {
+			best, bestN = tc, n
+		}
+	}
+	return best
+}
+
+// broadcast sends a control frame to every connected tunnel without waiting for slow ones.
+func (s *Server) broadcast(f *tunnelv1.Frame) {
+	for _, tc := range s.tunnelList() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := tc.sendControl(ctx, f); err != nil {
+			tc.log.WithError(err).Debug("broadcast to tunnel failed")
+		}
+		cancel()
+	}
+}
