@@ -675,3 +675,61 @@ func TestValidatorCrossingESID(t *testing.T) {
 		t.Errorf("Ended() = %v, %v, %v, NormalEnd() = %v, want 08 by responder, not normal", r, by, ended, v.NormalEnd())
 	}
 }
+
+// TestValidatorConcurrentUse runs Check from two goroutines, one per side as
+// a proxy does, while a third reads the accessors; run with -race.
+func TestValidatorConcurrentUse(t *testing.T) {
+	b := tb{t}
+	v := NewValidator(ValidatorConfig{})
+	if _, err := run(t, v, join(b.setup([]func(*SSID){credit(1)}, []func(*SSID){credit(1)}), []step{{I, b.sfid()}, {R, b.sfpa(0)}})); err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	d, _ := dataN(256)
+	dataSent := make(chan struct{})
+	creditSent := make(chan struct{})
+	errs := make(chan error, 2)
+	done := make(chan struct{})
+	go func() { // initiator: one DATA per credit
+		for range n {
+			if _, err := v.Check(I, d); err != nil {
+				errs <- err
+				close(dataSent)
+				return
+			}
+			dataSent <- struct{}{}
+			<-creditSent
+		}
+		close(dataSent)
+		errs <- nil
+	}()
+	go func() { // responder: CDT after each DATA
+		for range dataSent {
+			if _, err := v.Check(R, b.cdt()); err != nil {
+				errs <- err
+				close(creditSent)
+				return
+			}
+			creditSent <- struct{}{}
+		}
+		errs <- nil
+	}()
+	go func() {
+		defer close(done)
+		for range n {
+			_ = v.State()
+			_, _ = v.Params()
+			_, _ = v.CurrentFile()
+			_ = v.Speaker()
+		}
+	}()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("Check() = %v, want nil", err)
+		}
+	}
+	<-done
+	if v.State() != StateData || v.Err() != nil {
+		t.Errorf("State(), Err() = %v, %v, want data, nil", v.State(), v.Err())
+	}
+}
