@@ -200,6 +200,12 @@ func TestTrustedKeysBuildSettings(t *testing.T) {
 	if len(keys) != 1 || !keys["prod-1"].Equal(pub) || DevKeyAllowed() {
 		t.Errorf("TrustedKeys() of a release build = %v, want only prod-1", keys)
 	}
+	for _, v := range []string{"False", "0", ""} {
+		allowDevKey = v
+		if keys = TrustedKeys(); len(keys) != 1 || DevKeyAllowed() {
+			t.Errorf("TrustedKeys() with allowDevKey %q = %v, want the development key refused", v, keys)
+		}
+	}
 	allowDevKey = "true"
 	if keys = TrustedKeys(); len(keys) != 2 {
 		t.Errorf("TrustedKeys() with both = %v, want prod-1 and dev-1", keys)

@@ -21,8 +21,9 @@ var (
 	// productionKeys is a comma-separated list of "keyid:base64(raw Ed25519
 	// public key)" trusted in addition to the development key (if allowed).
 	productionKeys = ""
-	// allowDevKey is "false" in release builds, which then reject licenses
-	// signed with the development key.
+	// allowDevKey is "true" in development builds. Release builds set it to
+	// "false"; any value other than "true" rejects licenses signed with the
+	// development key.
 	allowDevKey = "true"
 )
 
@@ -133,5 +134,6 @@ func DevSigningKey() (ed25519.PrivateKey, string) {
 	return key, devkey.DevKeyID
 }
 
-// DevKeyAllowed reports whether this binary accepts the development key.
-func DevKeyAllowed() bool { return allowDevKey != "false" }
+// DevKeyAllowed reports whether this binary accepts the development key:
+// only when built with allowDevKey "true", the default.
+func DevKeyAllowed() bool { return allowDevKey == "true" }
