@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -128,23 +130,13 @@ func readGolden(t testing.TB, name string) []byte {
 func writeGolden(t testing.TB, name string, cmd Command, b []byte) {
 	t.Helper()
 	var s strings.Builder
-	s.WriteString("# " + cmd.Code().String() + ", " + itoa(len(b)) + " octets\n")
+	s.WriteString("# " + cmd.Code().String() + ", " + strconv.Itoa(len(b)) + " octets\n")
 	for i := 0; i < len(b); i += 32 {
 		s.WriteString(hex.EncodeToString(b[i:min(i+32, len(b))]) + "\n")
 	}
 	if err := os.WriteFile(goldenPath(name), []byte(s.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func itoa(n int) string { return string(AppendInt(nil, n)) }
-
-// AppendInt is a tiny helper for test output.
-func AppendInt(dst []byte, n int) []byte {
-	if n >= 10 {
-		dst = AppendInt(dst, n/10)
-	}
-	return append(dst, byte('0'+n%10))
 }
 
 var cmpOpts = cmp.Options{cmpopts.EquateEmpty()}
@@ -495,7 +487,7 @@ func TestReasonStrings(t *testing.T) {
 func TestPasswordRedacted(t *testing.T) {
 	s := &SSID{ID: "O001", Password: "TOPSECR1", BufferSize: 128, Mode: ModeBoth, Credit: 1}
 	for _, f := range []string{"%v", "%+v", "%#v", "%s"} {
-		if out := sprintf(f, s); strings.Contains(out, "TOPSECR1") {
+		if out := fmt.Sprintf(f, s); strings.Contains(out, "TOPSECR1") {
 			t.Errorf("Sprintf(%q, ssid) = %q, leaks the password", f, out)
 		}
 	}

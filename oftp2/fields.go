@@ -2,7 +2,6 @@ package oftp2
 
 import (
 	"slices"
-	"strconv"
 	"time"
 	"unicode/utf8"
 )
@@ -430,6 +429,3 @@ func (e *encoder) stamp(t Timestamp, dateField, timeField string) {
 	e.num(int64(y)*10000+int64(m)*100+int64(d), 8, dateField)
 	e.num(int64(hh)*100000000+int64(mm)*1000000+int64(ss)*10000+int64(t.Counter), 10, timeField)
 }
-
-// quoteID formats an identification code for error messages.
-func quoteID(s string) string { return strconv.Quote(s) }
