@@ -15,6 +15,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"smartproxy/admin"
 	"smartproxy/client"
 	"smartproxy/internal/logging"
 	"smartproxy/tunnel/transport"
@@ -22,8 +23,9 @@ import (
 
 // Defaults of the command line.
 const (
-	defaultAdminAddr = "127.0.0.1:2880"
-	pidFileName      = "smartproxy-client.pid"
+	defaultAdminAddr   = "127.0.0.1:2880"
+	defaultMetricsAddr = "127.0.0.1:2882"
+	pidFileName        = "smartproxy-client.pid"
 )
 
 // options is the parsed command line.
@@ -43,10 +45,14 @@ type options struct {
 	serverName string
 	streams    int
 	adminAddr  string
-	pidFile    string
-	logFormat  string
-	logLevel   logrus.Level
-	logDir     string
+	// metricsAddr is the Prometheus listener; empty disables it.
+	metricsAddr string
+	// check makes the run check the configuration file and exit (--check).
+	check     bool
+	pidFile   string
+	logFormat string
+	logLevel  logrus.Level
+	logDir    string
 }
 
 // usageError marks errors caused by a bad command line (exit status 2).
@@ -99,7 +105,9 @@ func parseArgs(args []string) (*options, error) {
 	fs.StringVar(&o.tunnelCA, "tunnel-ca", "", "PEM `FILE` with the tunnel CA the server certificate must chain to")
 	fs.StringVar(&o.serverName, "tunnel-server-name", "", "`NAME` the server certificate must carry (default: the host of -S)")
 	fs.IntVar(&o.streams, "streams", 1, "`N` parallel tunnel streams to the server, each on its own connection")
-	fs.StringVar(&o.adminAddr, "admin", defaultAdminAddr, "`ADDR` of the admin gRPC service (status, sessions, log level); empty disables it")
+	fs.StringVar(&o.adminAddr, "admin", defaultAdminAddr, "`ADDR` of the admin gRPC service (status, sessions, log level; loopback only); empty disables it")
+	fs.StringVar(&o.metricsAddr, "metrics", defaultMetricsAddr, "`ADDR` of the Prometheus /metrics endpoint (loopback only); empty disables it")
+	fs.BoolVar(&o.check, "check", false, "check the configuration file (--config) and the files it names, print a summary and exit")
 	fs.StringVar(&o.pidFile, "pid-file", "", "PID `FILE` (default: "+pidFileName+" beside the binary); empty string disables it with --pid-file=")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log `LEVEL`: error, warn, info, debug or trace; SIGUSR1/SIGUSR2 change it at run time")
@@ -150,6 +158,9 @@ func parseArgs(args []string) (*options, error) {
 		}
 		return nil, usagef("--config FILE is required (see docs/configuration.md)")
 	}
+	if o.check {
+		return o, nil
+	}
 	if server == "" {
 		return nil, usagef("-S host[:port] is required: the DMZ server to connect to")
 	}
@@ -171,9 +182,12 @@ func parseArgs(args []string) (*options, error) {
 	if o.streams < 1 || o.streams > 64 {
 		return nil, usagef("--streams: %d is out of range 1 to 64", o.streams)
 	}
-	if o.adminAddr != "" {
-		if _, _, err := net.SplitHostPort(o.adminAddr); err != nil {
-			return nil, usagef("--admin: %q is not host:port", o.adminAddr)
+	for _, a := range []struct{ flag, v string }{{"--admin", o.adminAddr}, {"--metrics", o.metricsAddr}} {
+		if a.v == "" {
+			continue
+		}
+		if err := admin.CheckAddr(a.v, false); err != nil {
+			return nil, usagef("%s: %v", a.flag, err)
 		}
 	}
 	if o.logFormat != "text" && o.logFormat != "json" {

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+)
+
+// base is a minimal valid daemon command line.
+var base = []string{"-S", "dmz.example.com", "--config", "c.json", "--tunnel-cert", "c.pem", "--tunnel-key", "k.pem", "--tunnel-ca", "ca.pem"}
+
+func args(extra ...string) []string { return append(append([]string(nil), base...), extra...) }
+
+func TestParseArgs(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		check func(t *testing.T, o *options)
+	}{
+		{"defaults", args(), func(t *testing.T, o *options) {
+			if o.server != "dmz.example.com:2878" || o.streams != 1 || o.adminAddr != defaultAdminAddr || o.metricsAddr != defaultMetricsAddr ||
+				o.logLevel != logrus.InfoLevel || o.logFormat != "text" || !strings.HasSuffix(o.pidFile, "/"+pidFileName) {
+				t.Errorf("options = %+v, want the documented defaults", o)
+			}
+		}},
+		{"server with port", args("-S", "192.0.2.1:9000"), func(t *testing.T, o *options) {
+			if o.server != "192.0.2.1:9000" {
+				t.Errorf("server = %q, want 192.0.2.1:9000", o.server)
+			}
+		}},
+		{"IPv6 server without port", args("-S", "2001:db8::1"), func(t *testing.T, o *options) {
+			if o.server != "[2001:db8::1]:2878" {
+				t.Errorf("server = %q, want [2001:db8::1]:2878", o.server)
+			}
+		}},
+		{"bracketed IPv6 server", args("-S", "[::1]"), func(t *testing.T, o *options) {
+			if o.server != "[::1]:2878" {
+				t.Errorf("server = %q, want [::1]:2878", o.server)
+			}
+		}},
+		{"debug", args("-d", "--log-dir", "/var/log/x", "--log-level", "warn"), func(t *testing.T, o *options) {
+			if !o.debug || o.logLevel != logrus.DebugLevel || o.logDir != "" {
+				t.Errorf("-d: level %v dir %q, want debug to stderr", o.logLevel, o.logDir)
+			}
+		}},
+		{"source address", args("-o", "10.1.2.3"), func(t *testing.T, o *options) {
+			if o.sourceIP != "10.1.2.3" {
+				t.Errorf("sourceIP = %q, want 10.1.2.3", o.sourceIP)
+			}
+		}},
+		{"pid file disabled", args("--pid-file="), func(t *testing.T, o *options) {
+			if o.pidFile != "" {
+				t.Errorf("pidFile = %q, want empty", o.pidFile)
+			}
+		}},
+		{"backend URL with credentials and config", args("-U", "https://proxy:s3cret@api.example.com:8443/v1", "-T", "tok"), func(t *testing.T, o *options) {
+			b := o.backend
+			if b == nil || b.URL.String() != "https://api.example.com:8443/v1" || b.User != "proxy" || !b.Password.Equal("s3cret") || !o.token.Equal("tok") {
+				t.Fatalf("backend = %+v, want URL without credentials, user proxy, the password and the token", b)
+			}
+			if s := fmt.Sprintf("%v %+v %s %v", b, b, o.token, b.Password); strings.Contains(s, "s3cret") || strings.Contains(s, "tok") {
+				t.Errorf("printing the options shows a secret: %s", s)
+			}
+		}},
+		{"check needs only the config", []string{"--check", "--config", "c.json"}, func(t *testing.T, o *options) {
+			if !o.check {
+				t.Error("check = false, want true")
+			}
+		}},
+		{"help", []string{"-h"}, func(t *testing.T, o *options) {
+			if !o.help {
+				t.Error("help = false, want true")
+			}
+		}},
+		{"version", []string{"-v"}, func(t *testing.T, o *options) {
+			if !o.version {
+				t.Error("version = false, want true")
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseArgs(tt.args)
+			if err != nil {
+				t.Fatalf("parseArgs(%q) = %v, want no error", tt.args, err)
+			}
+			tt.check(t, o)
+		})
+	}
+}
+
+func TestParseArgsErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		want  string
+		usage bool // a usage error (exit status 2)
+	}{
+		{"backend without config", []string{"-U", "https://api.example.com/", "-S", "dmz"}, "backend API is not available in this version", false},
+		{"no config", []string{"-S", "dmz"}, "--config FILE is required", true},
+		{"no server", []string{"--config", "c.json"}, "-S host[:port] is required", true},
+		{"bad server port", args("-S", "dmz:99999"), "-S: ", true},
+		{"server without host", args("-S", ":2878"), "has no host", true},
+		{"bad source address", args("-o", "eth0"), `-o: "eth0" is not an IP address`, true},
+		{"http backend", args("-U", "http://api.example.com/"), "want https", true},
+		{"backend without host", args("-U", "https:///v1"), "no host", true},
+		{"backend with query", args("-U", "https://api.example.com/?x=1"), "query", true},
+		{"no tunnel key", []string{"-S", "dmz", "--config", "c.json", "--tunnel-cert", "c.pem", "--tunnel-ca", "ca.pem"}, "--tunnel-key FILE is required", true},
+		{"streams", args("--streams", "0"), "--streams", true},
+		{"admin not loopback", args("--admin", "0.0.0.0:2880"), "--admin", true},
+		{"metrics not loopback", args("--metrics", "192.0.2.1:2882"), "--metrics", true},
+		{"log format", args("--log-format", "xml"), "--log-format", true},
+		{"log level", args("--log-level", "loud"), "--log-level", true},
+		{"log level hides errors", args("--log-level", "fatal"), "would hide errors", true},
+		{"unknown flag", args("--frobnicate"), "frobnicate", true},
+		{"stray argument", args("extra"), `unexpected argument "extra"`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseArgs(tt.args)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("parseArgs(%q) = %v, want an error containing %q", tt.args, err, tt.want)
+			}
+			var ue *usageError
+			if got := errors.As(err, &ue); got != tt.usage {
+				t.Errorf("parseArgs(%q) usage error = %v, want %v", tt.args, got, tt.usage)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("parseArgs(%q) = %q shows a password", tt.args, err)
+			}
+		})
+	}
+	// A malformed URL with a password must not echo it.
+	if _, err := parseArgs(args("-U", "https://u:s3cret@api example.com/")); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("parseArgs(bad URL with password) = %v, want an error without the password", err)
+	}
+}
