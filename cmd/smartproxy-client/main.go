@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"smartproxy/client/configfile"
 )
 
 func main() {
@@ -73,6 +75,44 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case o.version:
 		fmt.Fprintln(stdout, "smartproxy-client", version())
 		return nil
+	case o.check:
+		return runCheck(o.configFile, stdout)
 	}
 	return errors.New("the tunnel to the DMZ server is not available in this build yet")
+}
+
+// runCheck loads the configuration file as the daemon would and prints a summary and every
+// warning (--check). An invalid file is an error naming every problem.
+func runCheck(path string, stdout io.Writer) error {
+	l, err := configfile.NewLoader(path, nil)
+	if err != nil {
+		return err
+	}
+	res, err := l.Load()
+	if err != nil {
+		return err
+	}
+	s := res.Snapshot
+	sec := s.Security
+	enabled := 0
+	for _, p := range sec.GetPartners() {
+		if p.GetEnabled() {
+			enabled++
+		}
+	}
+	fmt.Fprintf(stdout, "%s: valid\n", l.Path())
+	fmt.Fprintf(stdout, "  version:          %d\n", s.Version)
+	fmt.Fprintf(stdout, "  sha256:           %x\n", s.Digest)
+	fmt.Fprintf(stdout, "  partners:         %d (%d enabled)\n", len(sec.GetPartners()), enabled)
+	fmt.Fprintf(stdout, "  trusted CAs:      %d\n", len(sec.GetTrustedCaCertificates()))
+	fmt.Fprintf(stdout, "  CRLs:             %d\n", len(sec.GetCrls()))
+	fmt.Fprintf(stdout, "  internal server:  %s", s.Internal.Address)
+	if s.Internal.TLS != nil {
+		fmt.Fprintf(stdout, " (TLS, server name %s)", s.Internal.TLS.ServerName)
+	}
+	fmt.Fprintln(stdout)
+	for _, w := range res.Warnings {
+		fmt.Fprintf(stdout, "  warning: %s\n", w)
+	}
+	return nil
 }
