@@ -51,7 +51,7 @@ const (
 
 // certFiles are PEM files of a CA, a server and a client certificate.
 type certFiles struct {
-	dir                                    string
+	dir                                  string
 	ca, serverCert, serverKey, cert, key string
 }
 
