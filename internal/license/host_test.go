@@ -1,7 +1,12 @@
 package license
 
 import (
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net"
 	"os"
@@ -297,5 +302,36 @@ func TestStoreAndLoad(t *testing.T) {
 	}
 	if err := os.Remove(big); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestPrivateKeyPEM(t *testing.T) {
+	_, priv := newKey(t)
+	pemKey, err := EncodePrivateKeyPEM(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParsePrivateKeyPEM(pemKey)
+	if err != nil || !got.Equal(priv) {
+		t.Fatalf("ParsePrivateKeyPEM(EncodePrivateKeyPEM(k)) = %v, %v, want k", got, err)
+	}
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecDER, err := x509.MarshalPKCS8PrivateKey(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: ecDER}))
+	for _, tt := range []struct{ name, in, want string }{
+		{"not PEM", "junk", "no PEM"},
+		{"wrong block", "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n", "no PEM"},
+		{"bad DER", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "PKCS #8"},
+		{"ECDSA key", ecKey, "want Ed25519"},
+	} {
+		if _, err := ParsePrivateKeyPEM([]byte(tt.in)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: ParsePrivateKeyPEM() error = %v, want one containing %q", tt.name, err, tt.want)
+		}
 	}
 }

@@ -430,3 +430,86 @@ func TestReasonString(t *testing.T) {
 		}
 	}
 }
+
+// TestParseFrom checks the choice of the issuer among candidates.
+func TestParseFrom(t *testing.T) {
+	now := time.Now()
+	ca := newCA(t, "Chosen CA", pki.ECDSAP256)
+	twin := newCA(t, "Chosen CA", pki.ECDSAP256) // same name, other key
+	other := newCA(t, "Other CA", pki.RSA2048)
+	der := mustCRL(t, ca, []pki.RevokedCert{{SerialNumber: big.NewInt(12)}}, now.Add(-time.Hour), now.Add(time.Hour))
+	stale := mustCRL(t, ca, nil, now.Add(-time.Hour), now.Add(-time.Minute))
+
+	crl, err := ParseFrom(der, []*x509.Certificate{nil, other.Cert, twin.Cert, ca.Cert}, now)
+	if err != nil {
+		t.Fatalf("ParseFrom() error = %v", err)
+	}
+	if !crl.IsRevoked(big.NewInt(12)) || crl.Issuer() != ca.Cert.Subject.String() {
+		t.Errorf("ParseFrom() = %v, want the CRL of %q listing 12", crl, ca.Cert.Subject)
+	}
+	// A twin without subject key ID cannot be told apart by name and key
+	// ID: its signature check fails, and the next candidate is tried.
+	twinNoSKI := *twin.Cert
+	twinNoSKI.SubjectKeyId = nil
+	if _, err := ParseFrom(der, []*x509.Certificate{&twinNoSKI, ca.Cert}, now); err != nil {
+		t.Errorf("ParseFrom(twin without SKI, issuer) error = %v, want nil", err)
+	}
+	if _, err := ParseFrom(der, []*x509.Certificate{&twinNoSKI}, now); err == nil || !strings.Contains(err.Error(), "does not verify") {
+		t.Errorf("ParseFrom(twin without SKI) error = %v, want a signature failure", err)
+	}
+	for _, cands := range [][]*x509.Certificate{nil, {other.Cert}, {twin.Cert}} {
+		if _, err := ParseFrom(der, cands, now); err == nil || !strings.Contains(err.Error(), "no trusted CA certificate is the issuer") {
+			t.Errorf("ParseFrom(%d unrelated candidates) error = %v, want no issuer", len(cands), err)
+		}
+	}
+	if _, err := ParseFrom([]byte{1, 2, 3}, []*x509.Certificate{ca.Cert}, now); err == nil {
+		t.Error("ParseFrom(garbage) error = nil")
+	}
+	var se *StaleError
+	if crl, err := ParseFrom(stale, []*x509.Certificate{ca.Cert}, now); !errors.As(err, &se) || crl == nil {
+		t.Errorf("ParseFrom(stale) = %v, %v, want the CRL and *StaleError", crl, err)
+	}
+}
+
+// TestReadTime covers the Time forms of RFC 5280 §4.1.2.5.
+func TestReadTime(t *testing.T) {
+	tests := []struct {
+		tag  asn1.Tag
+		s    string
+		want time.Time // zero: error
+	}{
+		{asn1.UTCTime, "491231235959Z", time.Date(2049, 12, 31, 23, 59, 59, 0, time.UTC)},
+		{asn1.UTCTime, "500101000000Z", time.Date(1950, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{asn1.UTCTime, "240229120000Z", time.Date(2024, 2, 29, 12, 0, 0, 0, time.UTC)},
+		{asn1.GeneralizedTime, "20500101000000Z", time.Date(2050, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{asn1.GeneralizedTime, "20000229000000Z", time.Date(2000, 2, 29, 0, 0, 0, 0, time.UTC)},
+		{asn1.UTCTime, "230229120000Z", time.Time{}},           // no 29 February in 2023
+		{asn1.GeneralizedTime, "21000229000000Z", time.Time{}}, // 2100 is no leap year
+		{asn1.UTCTime, "240431120000Z", time.Time{}},           // 31 April
+		{asn1.UTCTime, "241301000000Z", time.Time{}},           // month 13
+		{asn1.UTCTime, "240101240000Z", time.Time{}},           // hour 24
+		{asn1.UTCTime, "240101006000Z", time.Time{}},           // minute 60
+		{asn1.UTCTime, "240101000060Z", time.Time{}},           // second 60
+		{asn1.UTCTime, "2401010000Z", time.Time{}},             // no seconds
+		{asn1.UTCTime, "240101000000+0100", time.Time{}},       // offset
+		{asn1.UTCTime, "24010100000aZ", time.Time{}},
+		{asn1.GeneralizedTime, "20240101000000.5Z", time.Time{}},
+		{asn1.GeneralizedTime, "2O240101000000Z", time.Time{}},
+		{asn1.OCTET_STRING, "240101000000Z", time.Time{}},
+	}
+	for _, tt := range tests {
+		b := cryptobyte.NewBuilder(nil)
+		b.AddASN1(tt.tag, func(b *cryptobyte.Builder) { b.AddBytes([]byte(tt.s)) })
+		s := cryptobyte.String(b.BytesOrPanic())
+		got, err := readTime(&s)
+		if tt.want.IsZero() {
+			if err == nil {
+				t.Errorf("readTime(%v %q) = %v, want error", tt.tag, tt.s, got)
+			}
+			continue
+		}
+		if err != nil || !got.Equal(tt.want) {
+			t.Errorf("readTime(%v %q) = %v, %v, want %v", tt.tag, tt.s, got, err, tt.want)
+		}
+	}
+}
