@@ -49,7 +49,10 @@ type Result struct {
 
 // Checker answers revocation questions from a fixed set of CRLs. It is
 // immutable and safe for concurrent use; build a new one when the CRLs
-// change.
+// change. It does not look at the clock: a CRL whose nextUpdate has passed
+// keeps answering (it is still the best knowledge available), and callers
+// that want to warn about that watch CRL.NextUpdate. The zero Checker has no
+// CRLs and answers NoCRL.
 type Checker struct {
 	byIssuer map[string][]*CRL // DER issuer name → CRLs, one per key ID and scope
 	covered  map[string]bool   // URLs the CRLs were fetched from or cover
