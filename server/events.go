@@ -90,6 +90,7 @@ type event struct {
 	reason     string // short machine-readable reason, the `reason` field
 	msg        string // human-readable message
 	fields     map[string]string
+	security   bool // a security event: logged at WARN whatever its tunnel severity
 }
 
 // security returns a security event (WARN, CRITICAL on the tunnel unless background noise).
@@ -103,7 +104,7 @@ func security(name, remoteAddr, odetteID, reason, msg string) event {
 	case EventLicenseInvalid:
 		sev = tunnelv1.Severity_SEVERITY_ERROR
 	}
-	return event{name: name, severity: sev, remoteAddr: remoteAddr, odetteID: odetteID, reason: reason, msg: msg}
+	return event{name: name, severity: sev, remoteAddr: remoteAddr, odetteID: odetteID, reason: reason, msg: msg, security: true}
 }
 
 // with returns e with one more field.
@@ -122,6 +123,9 @@ func (e event) with(k, v string) event {
 
 // logLevel is the level of the event's log line: every security event logs at WARN.
 func (e event) logLevel() logrus.Level {
+	if e.security {
+		return logrus.WarnLevel
+	}
 	switch e.severity {
 	case tunnelv1.Severity_SEVERITY_DEBUG:
 		return logrus.DebugLevel
