@@ -368,3 +368,79 @@ func (c *cutter) serve() {
 }
 
 func (c *cutter) addr() string { return c.ln.Addr().String() }
+
+// latencyRelay is a loopback TCP relay that delays every chunk by a fixed
+// one-way delay in each direction (no bandwidth limit), to measure the
+// effect of the credit window on a link with a round trip.
+type latencyRelay struct {
+	ln    net.Listener
+	delay time.Duration
+	wg    sync.WaitGroup
+}
+
+func newLatencyRelay(t testing.TB, target string, oneWay time.Duration) *latencyRelay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &latencyRelay{ln: ln, delay: oneWay}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			l.wg.Add(2)
+			go l.pipe(in, out)
+			go l.pipe(out, in)
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); l.wg.Wait() })
+	return l
+}
+
+type chunk struct {
+	at   time.Time
+	data []byte
+}
+
+func (l *latencyRelay) pipe(src, dst net.Conn) {
+	defer l.wg.Done()
+	ch := make(chan chunk, 4096)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for c := range ch {
+			time.Sleep(time.Until(c.at))
+			if _, err := dst.Write(c.data); err != nil {
+				src.Close()
+				for range ch {
+				}
+				return
+			}
+		}
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+	}()
+	for {
+		buf := make([]byte, 64<<10)
+		n, err := src.Read(buf)
+		if n > 0 {
+			ch <- chunk{at: time.Now().Add(l.delay), data: buf[:n]}
+		}
+		if err != nil {
+			break
+		}
+	}
+	close(ch)
+	<-done
+}
