@@ -97,9 +97,15 @@ type Config struct {
 	// commands received and to those sent. The zero value is
 	// oftp2.CharsetStrict.
 	Charset oftp2.Charset
-	// ReceiveDir is where received files are stored (see ReceivedFile for
-	// the layout). If empty, the endpoint cannot receive files and Mode
-	// must not be ModeReceiver or ModeBoth.
+	// ReceiveDir is where received files are stored. A file appears there
+	// under its final name (the dataset name made safe for a file system,
+	// with the date and time appended when the name is taken) only when it
+	// is complete and its counts are verified. The hidden directory
+	// ReceiveDir/.oftp2 holds the files being received and their restart
+	// state (partial/), the metadata of each received file
+	// (received/NAME.json, see ReceivedFile and ReadMetadata) and the
+	// end-to-end responses not yet delivered (responses/). If empty, the
+	// endpoint cannot receive files and Mode must be ModeSender.
 	ReceiveDir string
 	// CheckpointInterval is the amount of received data after which the
 	// restart state of a file being received is made durable. If zero,
@@ -113,7 +119,9 @@ type Config struct {
 	// Process, if not nil, is called for each file after it has been stored
 	// and acknowledged with EFPA. A nil result sends an EERP to the
 	// originator; an error sends a NERP instead, with the reason of a
-	// *NERPError or NERP reason 34 (file processing failed).
+	// *NERPError or NERP reason 34 (file processing failed). It runs inside
+	// the session while the partner's inactivity timer runs: keep it short.
+	// Concurrent sessions may call it concurrently.
 	Process func(ReceivedFile) error
 	// Logger receives the endpoint's log. If nil, logging is discarded.
 	Logger logrus.FieldLogger

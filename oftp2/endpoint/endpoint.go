@@ -159,6 +159,10 @@ func (e *Endpoint) Run(ctx context.Context, conn net.Conn, files ...OutgoingFile
 		interrupted: make(chan struct{}),
 	}
 	s.log = e.cfg.Logger.WithFields(logrus.Fields{"role": e.cfg.Role.String(), "remote_addr": remoteAddr(conn)})
+	if len(files) > 0 && e.cfg.Mode == oftp2.ModeReceiver {
+		conn.Close()
+		return s.res, errors.New("endpoint: files to send, but the endpoint is receiver-only")
+	}
 	for _, f := range files {
 		p, err := prepare(f, e.cfg.ID, e.cfg.PartnerID)
 		if err != nil {

@@ -841,7 +841,7 @@ func (s *session) cancelled() error {
 // partner.
 func (s *session) localFailure(err error) error {
 	var se *SessionError
-	if errors.As(err, &se) || errors.Is(err, ErrConnectionLost) {
+	if errors.As(err, &se) || errors.Is(err, ErrConnectionLost) || errors.Is(err, errNormalEnd) {
 		return err
 	}
 	return s.abort(oftp2.ESIDUnspecified, "local error", err)
