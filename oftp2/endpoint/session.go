@@ -692,7 +692,10 @@ func (s *session) receiveFile(sfid *oftp2.SFID) (bool, error) {
 func (s *session) endFile(x *incoming, efid *oftp2.EFID, log *logrus.Entry) (bool, error) {
 	s.cur = nil
 	rf, efna, err := x.finish(efid)
-	if err != nil {
+	switch {
+	case err != nil && rf != nil:
+		log.WithError(err).Warn("file stored without its metadata")
+	case err != nil:
 		log.WithError(err).Error("cannot store the file")
 		efna = &oftp2.EFNA{Reason: oftp2.EFNAAccessMethodFailure, Text: "cannot store the file"}
 	}

@@ -490,7 +490,9 @@ func (x *incoming) checkpoint() error {
 // finish checks the EFID counts (RFC 5024 §5.3.8: the exact totals, also
 // after a restart), then stores the file under its final name. It returns
 // the stored file, or an EFNA when the file is refused (the partial file is
-// then removed).
+// then removed), or an error when the file could not be stored. A stored
+// file comes with a non-nil error only when its metadata could not be
+// written; the file itself is complete.
 func (x *incoming) finish(efid *oftp2.EFID) (*ReceivedFile, *oftp2.EFNA, error) {
 	defer x.release()
 	refuse := func(e *oftp2.EFNA) (*ReceivedFile, *oftp2.EFNA, error) {
@@ -547,10 +549,10 @@ func (x *incoming) finish(efid *oftp2.EFID) (*ReceivedFile, *oftp2.EFNA, error) 
 	if err == nil {
 		err = writeFileAtomic(x.in.path(receivedDirName, filepath.Base(final)+".json"), meta)
 	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("endpoint: metadata of %s: %w", final, err)
-	}
 	_ = os.Remove(x.statePath())
+	if err != nil {
+		return rf, nil, fmt.Errorf("endpoint: metadata of %s: %w", final, err)
+	}
 	return rf, nil, nil
 }
 
@@ -620,11 +622,14 @@ func (in *inbox) place(tmp, dsn, date, tim string) (string, error) {
 				return "", fmt.Errorf("endpoint: store %s: %w", final, err)
 			}
 		default:
-			if err := os.Remove(tmp); err != nil {
-				return "", fmt.Errorf("endpoint: store %s: %w", final, err)
-			}
+			// The data is safe under the final name; a temporary name left
+			// behind is removed with the partial state by the caller.
+			_ = os.Remove(tmp)
 		}
 		if err := syncDir(in.dir); err != nil {
+			// Not durable: take the final name back, so that a file under
+			// a final name is always one that was acknowledged.
+			_ = os.Remove(final)
 			return "", err
 		}
 		return final, nil

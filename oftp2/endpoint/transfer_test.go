@@ -40,7 +40,8 @@ func TestTransferFormats(t *testing.T) {
 			ic.DisableCompression = !compress
 			ic.BufferSize = 1000 // many buffers and CDTs even for small files
 			ic.Credit = 3
-			ini, resp := mustNew(t, ic), mustNew(t, responderConfig(t))
+			rc := responderConfig(t)
+			ini, resp := mustNew(t, ic), mustNew(t, rc)
 			i, r := pair(t, context.Background(), ini, resp, nil, files...)
 			if i.err != nil || r.err != nil {
 				t.Fatalf("Run: initiator %v, responder %v", i.err, r.err)
@@ -64,7 +65,7 @@ func TestTransferFormats(t *testing.T) {
 					t.Errorf("%s: status %v, want delivered", d.File.Path, d.Status)
 				}
 			}
-			assertNoPartials(t, responderConfig(t).ReceiveDir)
+			assertNoPartials(t, rc.ReceiveDir)
 		})
 	}
 }
@@ -74,7 +75,10 @@ func TestTransferFormats(t *testing.T) {
 func assertNoPartials(t *testing.T, dir string) {
 	t.Helper()
 	for _, sub := range []string{partialDirName, responsesDirName} {
-		entries, _ := os.ReadDir(filepath.Join(dir, stateDirName, sub))
+		entries, err := os.ReadDir(filepath.Join(dir, stateDirName, sub))
+		if err != nil {
+			t.Fatalf("receive directory: %v", err)
+		}
 		if len(entries) != 0 {
 			t.Errorf("%s has %d entries left, want none", sub, len(entries))
 		}
@@ -283,6 +287,42 @@ func TestDatasetName(t *testing.T) {
 		}
 		if err := oftp2.Validate(&oftp2.SFID{DatasetName: got, Stamp: StampOf(testTime), Destination: respID, Originator: initID, Format: 'U'}, nil); err != nil {
 			t.Errorf("DatasetName(%q) = %q is not a strict SFIDDSN: %v", tc.in, got, err)
+		}
+	}
+}
+
+// TestFinalNames: a dataset name that is taken gets the date and time
+// appended, never replacing the earlier file; characters that are unsafe in
+// a file name are replaced.
+func TestFinalNames(t *testing.T) {
+	src := t.TempDir()
+	a, _, _ := content(t, src, oftp2.FormatUnstructured, 10, 20)
+	b, _, _ := content(t, src, oftp2.FormatUnstructured, 20, 21)
+	c, _, _ := content(t, src, oftp2.FormatUnstructured, 30, 22)
+	stamp := StampOf(testTime)
+	rc := responderConfig(t)
+	ini, resp := mustNew(t, initiatorConfig(t)), mustNew(t, rc)
+	i, r := pair(t, context.Background(), ini, resp, nil,
+		OutgoingFile{Path: a, DatasetName: "ORDERS", Stamp: stamp},
+		OutgoingFile{Path: b, DatasetName: "ORDERS", Stamp: oftp2.Timestamp{Time: stamp.Time, Counter: stamp.Counter + 1}},
+		OutgoingFile{Path: c, DatasetName: "../ETC/PASSWD"})
+	if i.err != nil || r.err != nil || i.res.Err() != nil {
+		t.Fatalf("Run: %v, %v, %v", i.err, r.err, i.res.Err())
+	}
+	dir := rc.ReceiveDir
+	date, tim := stampStrings(oftp2.Timestamp{Time: stamp.Time, Counter: stamp.Counter + 1})
+	want := []struct{ name, src string }{
+		{"ORDERS", a},
+		{"ORDERS." + date + tim, b},
+		{"_.._ETC_PASSWD", c},
+	}
+	for k, w := range want {
+		if got := r.res.Received[k].Path; got != filepath.Join(dir, w.name) {
+			t.Errorf("file %d stored as %s, want %s", k, got, filepath.Join(dir, w.name))
+			continue
+		}
+		if sha256File(t, filepath.Join(dir, w.name)) != sha256File(t, w.src) {
+			t.Errorf("%s has the wrong content", w.name)
 		}
 	}
 }
