@@ -402,8 +402,10 @@ func serveConn(ctx context.Context, c net.Conn, tlsCfg *tls.Config, ep *endpoint
 			c.Close()
 			return
 		}
-		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
-			l = l.WithField("client_cert", certs[0].Subject.String())
+		st := tc.ConnectionState()
+		l = l.WithField("tls_version", tls.VersionName(st.Version))
+		if len(st.PeerCertificates) > 0 {
+			l = l.WithField("client_cert", st.PeerCertificates[0].Subject.String())
 		}
 		c = tc
 	}

@@ -596,6 +596,9 @@ func TestEndToEndSilentPeer(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
+		if v := conn.ConnectionState().Version; v != tls.VersionTLS13 {
+			t.Errorf("serve negotiated %s, want TLS 1.3", tls.VersionName(v))
+		}
 		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 		rd := oftp2.NewReader(conn, 0)
 		var codes []string
