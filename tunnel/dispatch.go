@@ -261,7 +261,7 @@ func (m *Mux) onPing(p *tunnelv1.Ping) {
 		return
 	}
 	m.queueCtrlLocked(&ctrlItem{
-		f:        &tunnelv1.Frame{Kind: &tunnelv1.Frame_Pong{Pong: &tunnelv1.Pong{Nonce: p.GetNonce(), PingSentAt: p.GetSentAt()}}},
+		f:    &tunnelv1.Frame{Kind: &tunnelv1.Frame_Pong{Pong: &tunnelv1.Pong{Nonce: p.GetNonce(), PingSentAt: p.GetSentAt()}}},
 		pong: true,
 	})
 }

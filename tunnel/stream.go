@@ -81,4 +81,3 @@ func (c *serverStream) Recv() (*tunnelv1.Frame, error) {
 	}
 	return m.Frame, nil
 }
-
