@@ -20,8 +20,10 @@ import (
 
 // ClientStreamHandler runs one tunnel stream, typically a multiplexer, until
 // the stream or ctx ends. index is the stream's slot, 0 to Streams-1, to be
-// sent as Hello.tunnel_index. When it returns, the connection is closed and
-// the slot reconnects.
+// sent as Hello.tunnel_index. ctx ends when the context given to Client.Run
+// ends ("shut down"); a connection that dies shows as an error from the
+// stream's Recv. When the handler returns, the connection is closed and the
+// slot reconnects.
 type ClientStreamHandler func(ctx context.Context, index int, peer PeerInfo, stream tunnelv1.TunnelService_ConnectClient) error
 
 // ClientConfig configures a [Client].

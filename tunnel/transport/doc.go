@@ -14,6 +14,28 @@
 // so rotated files are used by new connections while established tunnels keep
 // running.
 //
+// # Running a multiplexer per stream
+//
+// The daemons run a tunnel.Mux on every stream the hooks receive:
+//
+//	srv, err := transport.NewServer(transport.ServerConfig{
+//		Credentials: certSource,
+//		OnStream: func(ctx context.Context, peer transport.PeerInfo, s tunnelv1.TunnelService_ConnectServer) error {
+//			mux, err := tunnel.New(tunnel.ServerStream(s), tunnel.Config{Side: tunnel.SideServer, Accept: accept})
+//			if err != nil {
+//				return err
+//			}
+//			return mux.Run(ctx)
+//		},
+//	})
+//
+// When the connection under a stream dies (closed, reset, or silent until
+// keepalive gives up), the stream's Recv fails, the Mux ends every session
+// with ABORT_REASON_TUNNEL_LOST and the hook returns; the client then dials a
+// new connection. [Server.Drain] sends a Drain frame on every stream itself
+// (Send is serialised with the handler's writer); the client reacts to it by
+// dialling a replacement stream and passes the frame on to its handler.
+//
 // # Security events
 //
 // A refused tunnel client is logged once per attempt, at WARN level, with

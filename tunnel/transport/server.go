@@ -43,10 +43,13 @@ const MinMaxMessageSize = 1<<20 + 64<<10
 var ErrServerClosed = errors.New("transport: server closed")
 
 // ServerStreamHandler runs one tunnel stream, typically a multiplexer, until
-// the stream or ctx ends. ctx is cancelled when the client goes away or the
-// server is closed. The stream's Send may be called by one goroutine of the
-// handler at a time; the server may send a Drain frame in between (Send is
-// serialised).
+// the stream or ctx ends. ctx is cancelled only when the server is closed
+// ([Server.Close], or [Server.Shutdown] running out of time): it means "shut
+// down". A client that goes away, or a connection that dies, shows as an error
+// from the stream's Recv (and the end of stream.Context()), so that the
+// handler can tell a lost tunnel from a shutdown. The stream's Send may be
+// called by one goroutine of the handler at a time; the server may send a
+// Drain frame in between (Send is serialised).
 type ServerStreamHandler func(ctx context.Context, peer PeerInfo, stream tunnelv1.TunnelService_ConnectServer) error
 
 // ServerConfig configures a [Server].
@@ -385,7 +388,10 @@ func (t *tunnelService) Connect(stream tunnelv1.TunnelService_ConnectServer) err
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(stream.Context())
+	// The handler's context ends only when the server is closed: it means
+	// "shut down". A client that goes away shows as an error from Recv, so
+	// that the handler can tell a lost tunnel from a shutdown.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(stream.Context()))
 	defer cancel()
 	stop := context.AfterFunc(s.streamCtx, cancel)
 	defer stop()

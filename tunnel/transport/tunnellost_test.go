@@ -80,7 +80,9 @@ func TestTunnelLost(t *testing.T) {
 	p := newTestPKI(t)
 	serverSide, clientSide := newMuxSide(), newMuxSide()
 	srv, err := NewServer(ServerConfig{
-		Credentials: static(p.server, p.ca),
+		Credentials:  static(p.server, p.ca),
+		PingInterval: time.Second, // short keepalive: a dead path is found in about 2s
+		PingTimeout:  time.Second,
 		OnStream: func(ctx context.Context, _ PeerInfo, s tunnelv1.TunnelService_ConnectServer) error {
 			return serverSide.run(ctx, tunnel.SideServer, tunnel.ServerStream(s))
 		},
@@ -91,10 +93,12 @@ func TestTunnelLost(t *testing.T) {
 	addr := runServer(t, srv)
 	fwd := newForwarder(t, addr)
 	c, err := NewClient(ClientConfig{
-		Address:     fwd.addr(),
-		ServerName:  "127.0.0.1",
-		Credentials: static(p.client, p.ca),
-		Backoff:     Backoff{Base: 10 * time.Millisecond, Cap: 100 * time.Millisecond},
+		Address:          fwd.addr(),
+		ServerName:       "127.0.0.1",
+		Credentials:      static(p.client, p.ca),
+		KeepaliveTime:    10 * time.Second, // gRPC's minimum
+		KeepaliveTimeout: time.Second,
+		Backoff:          Backoff{Base: 10 * time.Millisecond, Cap: 100 * time.Millisecond},
 		OnStream: func(ctx context.Context, _ int, _ PeerInfo, s tunnelv1.TunnelService_ConnectClient) error {
 			return clientSide.run(ctx, tunnel.SideClient, tunnel.ClientStream(s))
 		},
