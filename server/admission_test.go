@@ -2,139 +2,31 @@ package server
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
-	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"github.com/sirupsen/logrus/hooks/test"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
-	"smartproxy/internal/license"
 	"smartproxy/internal/pki"
 	"smartproxy/oftp2"
 	"smartproxy/server/servertest"
-	"smartproxy/tunnel/transport"
+	"smartproxy/tunnel"
 )
 
-const testProxyID = "SPX-0000-0000-0000-00T1"
-
-// admissionEnv runs a server's partner admission on a loopback listener without tunnels: the
-// partner path up to the point where a session would open inside. Events that would go to a
-// tunnel stay in the server's queue, where the test reads them.
-type admissionEnv struct {
-	s    *Server
-	pki  *servertest.PKI
-	hook *test.Hook
-	addr string
-	// other holds queued frames waitEvent read past.
-	other []queuedEvent
-}
-
-// newAdmissionEnv starts the partner listener for cfg (version 1) with a valid license unless
-// noLicense.
-func newAdmissionEnv(t *testing.T, p *servertest.PKI, cfg *tunnelv1.SecurityConfig, noLicense bool) *admissionEnv {
+// waitSecurityEvent waits for event name from the partner at remote: its log line and its
+// Event frame on the tunnel.
+func (e *env) waitSecurityEvent(t *testing.T, name, remote string) (*logrus.Entry, *tunnelv1.Event) {
 	t.Helper()
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	log.SetLevel(logrus.DebugLevel)
-	hook := test.NewLocal(log)
-	tunnelLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tunnelLn.Close() })
-	licPath := filepath.Join(t.TempDir(), "license")
-	if !noLicense {
-		writeTestLicense(t, licPath, testProxyID)
-	}
-	s, err := New(Config{
-		TunnelListener:    tunnelLn,
-		TunnelCredentials: &transport.StaticCredentials{Cert: p.TunnelServer.TLS, Pool: p.TunnelCA.Pool()},
-		ProxyID:           testProxyID,
-		LicensePath:       licPath,
-		Logger:            log,
-		EventQueue:        4096,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res := s.applySnapshot(&tunnelv1.ConfigSnapshot{Version: 1, Config: cfg}, "test"); !res.applied {
-		t.Fatalf("configuration refused: %v", res.errs)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); s.acceptLoop(ln) }()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-		s.partnerWG.Wait()
-	})
-	return &admissionEnv{s: s, pki: p, hook: hook, addr: ln.Addr().String()}
-}
-
-func writeTestLicense(t *testing.T, path, proxyID string) {
-	t.Helper()
-	key, keyID := license.DevSigningKey()
-	file, err := license.Sign(license.License{ProxyID: proxyID, Customer: "test", NotAfter: time.Now().Add(24 * time.Hour)}, key, keyID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, file, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// waitEvent waits for the log entry of event name and for its Event frame in the queue.
-func (e *admissionEnv) waitEvent(t *testing.T, name string) (*logrus.Entry, *tunnelv1.Event) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	var entry *logrus.Entry
-	for entry == nil {
-		for _, en := range e.hook.AllEntries() {
-			if en.Data["event"] == name {
-				entry = en
-				break
-			}
-		}
-		if entry == nil {
-			if time.Now().After(deadline) {
-				t.Fatalf("no log entry with event=%s; entries: %v", name, eventNames(e.hook))
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	for {
-		select {
-		case q := <-e.s.events:
-			if ev := q.frame.GetEvent(); ev != nil && ev.GetName() == name {
-				return entry, ev
-			}
-			e.other = append(e.other, q)
-		case <-time.After(time.Until(deadline)):
-			t.Fatalf("no Event frame %s queued for the tunnel", name)
-		}
-	}
-}
-
-func eventNames(h *test.Hook) []string {
-	var out []string
-	for _, en := range h.AllEntries() {
-		if n, ok := en.Data["event"].(string); ok {
-			out = append(out, n)
-		}
-	}
-	return out
+	entry := e.logEntry(t, name, func(en *logrus.Entry) bool { return en.Data["remote_addr"] == remote })
+	ev := e.client.WaitEvent(t, name, func(ev *tunnelv1.Event) bool { return ev.GetRemoteAddr() == remote })
+	return entry, ev
 }
 
 func TestAdmissionMatrix(t *testing.T) {
@@ -152,11 +44,18 @@ func TestAdmissionMatrix(t *testing.T) {
 		{OdetteId: "O0013PASSWORD", Enabled: true, Password: "SECRET"},
 		{OdetteId: "O0013NETWORK", Enabled: true, AllowedNetworks: []string{"10.0.0.0/8"}},
 		{OdetteId: "O0013OUTONLY", Enabled: true, DirectionPolicy: tunnelv1.DirectionPolicy_DIRECTION_POLICY_OUTGOING_ONLY},
+		servertest.EnabledPartner("O0013REFUSED"),
 	}
 	cfg := p.SecurityConfig(t, partners...)
 	cfg.Crls = []*tunnelv1.Crl{{Id: "partner-ca", Der: crl}}
 	cfg.Limits = &tunnelv1.Limits{SsidTimeout: durationpb.New(300 * time.Millisecond), PerIpRate: 1000, PerIpBurst: 1000}
-	env := newAdmissionEnv(t, p, cfg, false)
+	env := newEnv(t, p, cfg, envOptions{refuse: func(so *tunnelv1.SessionOpen) *tunnel.CloseError {
+		if so.GetPartnerOdetteId() == "O0013REFUSED" {
+			return &tunnel.CloseError{Reason: tunnelv1.AbortReason_ABORT_REASON_CONNECT_FAILED, ESID: 8, Text: "internal server down"}
+		}
+		return nil
+	}})
+	addr := env.s.PartnerAddr()
 
 	leafFor := func(id string) *tls.Certificate { l := p.Partner(t, id, nil); return &l.TLS }
 	good := leafFor("O0013PARTNER")
@@ -175,6 +74,7 @@ func TestAdmissionMatrix(t *testing.T) {
 		wantESID  oftp2.ESIDReason
 		odetteID  string
 		tlsRefuse bool // refused during TLS: a TLS alert instead of SSRM
+		opened    bool // the session reaches the client (which refuses it)
 	}{
 		{name: "no client certificate", cert: nil, event: EventPartnerTLSRejected, reason: reasonNoClientCert, tlsRefuse: true},
 		{name: "untrusted CA", cert: &untrusted.TLS, event: EventPartnerTLSRejected, reason: reasonUntrusted, tlsRefuse: true},
@@ -215,16 +115,17 @@ func TestAdmissionMatrix(t *testing.T) {
 			}
 		}, event: EventPartnerSSIDInvalid, reason: "bad_stream_header", wantESID: oftp2.ReasonOf(stbHeaderError(t))},
 		{name: "no SSID within the deadline", cert: good, send: func(t *testing.T, rp *servertest.RawPartner) {}, event: EventPartnerSSIDTimeout, reason: "ssid_timeout", wantESID: oftp2.ESIDTimeout},
-		{name: "valid partner without a tunnel", cert: good, send: sendSSID("O0013PARTNER", ""), event: EventSessionRefused, reason: "no_tunnel", wantESID: oftp2.ESIDResourcesNotAvailable, odetteID: "O0013PARTNER"},
+		{name: "client refuses the session", cert: leafFor("O0013REFUSED"), send: sendSSID("O0013REFUSED", ""), event: EventSessionRefused, reason: "ABORT_REASON_CONNECT_FAILED", wantESID: oftp2.ESIDResourcesNotAvailable, odetteID: "O0013REFUSED", opened: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env.hook.Reset()
-			rp, err := servertest.DialPartner(env.addr, tt.cert, p.CompanyCA.Pool())
+			opensBefore := len(env.client.SessionOpens())
+			rp, err := servertest.DialPartner(addr, tt.cert, p.CompanyCA.Pool())
 			if err != nil {
 				t.Fatalf("DialPartner: %v", err)
 			}
 			defer rp.Close()
+			local := rp.Conn.LocalAddr().String()
 			if tt.tlsRefuse {
 				_, err := rp.Read(10 * time.Second)
 				if !servertest.IsTLSAlert(err) {
@@ -246,25 +147,35 @@ func TestAdmissionMatrix(t *testing.T) {
 					t.Errorf("after ESID: read = %v, want the connection closed", err)
 				}
 			}
-			entry, ev := env.waitEvent(t, tt.event)
+			entry, ev := env.waitSecurityEvent(t, tt.event, local)
 			if entry.Level != logrus.WarnLevel {
 				t.Errorf("log level = %s, want warning", entry.Level)
 			}
-			if entry.Data["reason"] != tt.reason {
-				t.Errorf("log reason = %v, want %s", entry.Data["reason"], tt.reason)
-			}
-			local := rp.Conn.LocalAddr().String()
-			if entry.Data["remote_addr"] != local || ev.GetRemoteAddr() != local {
-				t.Errorf("remote_addr = %v (log), %q (frame); want %s", entry.Data["remote_addr"], ev.GetRemoteAddr(), local)
+			if entry.Data["reason"] != tt.reason || ev.GetFields()["reason"] != tt.reason {
+				t.Errorf("reason = %v (log), %q (frame); want %s", entry.Data["reason"], ev.GetFields()["reason"], tt.reason)
 			}
 			if tt.odetteID != "" && (entry.Data["odette_id"] != tt.odetteID || ev.GetOdetteId() != tt.odetteID) {
 				t.Errorf("odette_id = %v (log), %q (frame); want %s", entry.Data["odette_id"], ev.GetOdetteId(), tt.odetteID)
 			}
-			if ev.GetFields()["reason"] != tt.reason {
-				t.Errorf("frame reason = %q, want %s", ev.GetFields()["reason"], tt.reason)
+			n := 0
+			for _, en := range env.hook.AllEntries() {
+				if en.Data["event"] == tt.event && en.Data["remote_addr"] == local {
+					n++
+				}
 			}
-			if n := countEvents(env.hook, tt.event); n != 1 {
-				t.Errorf("%d log lines with event=%s, want exactly 1", n, tt.event)
+			if n != 1 {
+				t.Errorf("%d log lines with event=%s for %s, want exactly 1", n, tt.event, local)
+			}
+			opens := env.client.SessionOpens()[opensBefore:]
+			if tt.opened {
+				if len(opens) != 1 || opens[0].GetPartnerOdetteId() != tt.odetteID {
+					t.Errorf("SessionOpens = %v, want one for %s", opens, tt.odetteID)
+				}
+			} else if len(opens) != 0 {
+				t.Errorf("a refused partner reached the inside: SessionOpens %v", opens)
+			}
+			if c := env.responder.Conns(); c != 0 {
+				t.Errorf("the internal responder saw %d connections, want 0", c)
 			}
 		})
 	}
@@ -295,21 +206,11 @@ func isClosed(err error) bool {
 	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
-func countEvents(h *test.Hook, name string) int {
-	n := 0
-	for _, en := range h.AllEntries() {
-		if en.Data["event"] == name {
-			n++
-		}
-	}
-	return n
-}
-
-func TestAdmissionLicenseMissing(t *testing.T) {
-	p := servertest.NewPKI(t)
-	env := newAdmissionEnv(t, p, p.SecurityConfig(t, servertest.EnabledPartner("O0013PARTNER")), true)
-	leaf := p.Partner(t, "O0013PARTNER", nil)
-	rp, err := servertest.DialPartner(env.addr, &leaf.TLS, p.CompanyCA.Pool())
+// partnerSSID connects with cert, sends a valid SSID for id and returns the ESID the server
+// answers with, and the partner's local address.
+func partnerSSID(t *testing.T, addr string, cert *tls.Certificate, roots *x509.CertPool, id string) (*oftp2.ESID, string) {
+	t.Helper()
+	rp, err := servertest.DialPartner(addr, cert, roots)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,91 +218,76 @@ func TestAdmissionLicenseMissing(t *testing.T) {
 	if err := rp.ExpectSSRM(); err != nil {
 		t.Fatal(err)
 	}
-	write(t, rp, servertest.SSID(t, "O0013PARTNER", "", nil))
+	write(t, rp, servertest.SSID(t, id, "", nil))
 	esid, err := rp.ReadESID(10 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return esid, rp.Conn.LocalAddr().String()
+}
+
+func TestAdmissionLicenseMissing(t *testing.T) {
+	p := servertest.NewPKI(t)
+	env := newEnv(t, p, p.SecurityConfig(t, servertest.EnabledPartner("O0013PARTNER")), envOptions{noLicense: true})
+	if w := env.client.WaitWelcome(t); w.GetLicense().GetValid() || w.GetLicense().GetReason() == "" || w.GetLicense().GetProxyId() != testProxyID {
+		t.Errorf("Welcome license = %v, want not valid with a reason and the proxy id", w.GetLicense())
+	}
+	leaf := p.Partner(t, "O0013PARTNER", nil)
+	esid, local := partnerSSID(t, env.s.PartnerAddr(), &leaf.TLS, p.CompanyCA.Pool(), "O0013PARTNER")
 	if esid.Reason != oftp2.ESIDResourcesNotAvailable {
 		t.Errorf("ESID reason = %s, want 08", esid.Reason)
 	}
-	entry, ev := env.waitEvent(t, EventLicenseInvalid)
+	entry, ev := env.waitSecurityEvent(t, EventLicenseInvalid, local)
 	if entry.Level != logrus.WarnLevel || ev.GetSeverity() != tunnelv1.Severity_SEVERITY_ERROR || ev.GetOdetteId() != "O0013PARTNER" {
 		t.Errorf("license_invalid: log level %s, frame severity %s, odette id %q", entry.Level, ev.GetSeverity(), ev.GetOdetteId())
 	}
-	if st := env.s.LicenseStatus(); st.Valid || st.Reason == "" {
-		t.Errorf("LicenseStatus() = %+v, want not valid with a reason", st)
+	if n := len(env.client.SessionOpens()); n != 0 || env.responder.Conns() != 0 {
+		t.Errorf("without a license %d sessions reached the client and %d the responder", n, env.responder.Conns())
 	}
 }
 
 func TestAdmissionCRLURLReport(t *testing.T) {
 	p := servertest.NewPKI(t)
 	cfg := p.SecurityConfig(t, servertest.EnabledPartner("O0013PARTNER"))
-	env := newAdmissionEnv(t, p, cfg, false)
+	env := newEnv(t, p, cfg, envOptions{refuse: func(*tunnelv1.SessionOpen) *tunnel.CloseError {
+		return &tunnel.CloseError{Reason: tunnelv1.AbortReason_ABORT_REASON_REFUSED, ESID: 8}
+	}})
+	addr := env.s.PartnerAddr()
 	leaf := p.Partner(t, "O0013PARTNER", func(r *pki.Request) {
 		r.CRLDistributionPoints = []string{"http://crl.example/partner.crl", "ldap://crl.example/cn=partner"}
 	})
-	connect := func() {
-		t.Helper()
-		rp, err := servertest.DialPartner(env.addr, &leaf.TLS, p.CompanyCA.Pool())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rp.Close()
-		if err := rp.ExpectSSRM(); err != nil {
-			t.Fatal(err)
-		}
-		write(t, rp, servertest.SSID(t, "O0013PARTNER", "", nil))
-		if _, err := rp.ReadESID(10 * time.Second); err != nil {
-			t.Fatal(err)
-		}
+	_, local := partnerSSID(t, addr, &leaf.TLS, p.CompanyCA.Pool(), "O0013PARTNER")
+	entry, ev := env.waitSecurityEvent(t, EventPartnerCRLMissing, local)
+	if entry.Level != logrus.WarnLevel || ev.GetSeverity() != tunnelv1.Severity_SEVERITY_WARNING {
+		t.Errorf("partner_crl_missing: log level %s, frame severity %s", entry.Level, ev.GetSeverity())
 	}
-	reports := func() [][]string {
-		var out [][]string
-		for _, q := range env.other {
-			if r := q.frame.GetCrlUrlReport(); r != nil {
-				out = append(out, r.GetUrls())
-			}
-		}
-		env.other = nil
-		for {
-			select {
-			case q := <-env.s.events:
-				if r := q.frame.GetCrlUrlReport(); r != nil {
-					out = append(out, r.GetUrls())
-				}
-			default:
-				return out
-			}
-		}
-	}
-	connect()
-	entry, _ := env.waitEvent(t, EventPartnerCRLMissing)
-	if entry.Level != logrus.WarnLevel {
-		t.Errorf("partner_crl_missing logged at %s, want warning", entry.Level)
-	}
-	env.waitEvent(t, EventSessionRefused) // the connection has ended
-	connect()
-	env.waitEvent(t, EventSessionRefused)
-	got := reports()
-	if len(got) != 1 || len(got[0]) != 2 || got[0][0] != "http://crl.example/partner.crl" {
+	env.waitSecurityEvent(t, EventSessionRefused, local)
+	_, local = partnerSSID(t, addr, &leaf.TLS, p.CompanyCA.Pool(), "O0013PARTNER")
+	env.waitSecurityEvent(t, EventSessionRefused, local)
+	got := env.client.CRLReports()
+	if len(got) != 1 || len(got[0]) != 2 || got[0][0] != "http://crl.example/partner.crl" || got[0][1] != "ldap://crl.example/cn=partner" {
 		t.Fatalf("CrlUrlReports after two connections = %q, want the two URLs once", got)
 	}
-	// A new configuration version reports again; a CRL fetched from one URL covers it.
+
+	// With a CRL fetched from the first URL, only the second is missing, and a new version
+	// reports it again.
 	crl, err := p.PartnerCA.CRL(nil, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Crls = []*tunnelv1.Crl{{Id: "p", Url: "http://crl.example/partner.crl", Der: crl}}
-	if res := env.s.applySnapshot(&tunnelv1.ConfigSnapshot{Version: 2, Config: cfg}, "test"); !res.applied {
-		t.Fatal(res.errs)
+	env.client.PushConfig(2, cfg)
+	if a := env.client.WaitApplied(t, 2); !a.GetOk() {
+		t.Fatal(a.GetErrors())
 	}
-	env.hook.Reset()
-	connect()
-	env.waitEvent(t, EventSessionRefused)
-	got = reports()
-	if len(got) != 0 || countEvents(env.hook, EventPartnerCRLMissing) != 0 {
-		t.Errorf("with the CRL configured: reports %q, %d crl_missing events; want none", got, countEvents(env.hook, EventPartnerCRLMissing))
+	crlMissing := countEvents(env.hook, EventPartnerCRLMissing)
+	_, local = partnerSSID(t, addr, &leaf.TLS, p.CompanyCA.Pool(), "O0013PARTNER")
+	env.waitSecurityEvent(t, EventSessionRefused, local)
+	if n := countEvents(env.hook, EventPartnerCRLMissing); n != crlMissing {
+		t.Errorf("a CRL covers the certificate, yet %d more partner_crl_missing events", n-crlMissing)
+	}
+	if got := env.client.CRLReports(); len(got) != 1 {
+		t.Errorf("CrlUrlReports = %q; a covered certificate must not be reported", got)
 	}
 }
 
@@ -413,8 +299,8 @@ func TestAdmissionHandshakeFlood(t *testing.T) {
 		MaxHandshakes: maxHandshakes, HandshakeTimeout: durationpb.New(200 * time.Millisecond),
 		PerIpRate: 1e6, PerIpBurst: 1e6,
 	}
-	env := newAdmissionEnv(t, p, cfg, false)
-	env.s.log.SetLevel(logrus.InfoLevel)
+	env := newEnv(t, p, cfg, envOptions{logLevel: logrus.InfoLevel})
+	addr := env.s.PartnerAddr()
 
 	stop := make(chan struct{})
 	var maxHeld int64
@@ -440,7 +326,7 @@ func TestAdmissionHandshakeFlood(t *testing.T) {
 	for w := 0; w < total/wave; w++ {
 		conns := make([]net.Conn, 0, wave)
 		for i := 0; i < wave; i++ {
-			c, err := net.Dial("tcp", env.addr)
+			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatalf("dial #%d: %v", w*wave+i, err)
 			}
@@ -483,9 +369,12 @@ func TestAdmissionHandshakeFlood(t *testing.T) {
 	if timeouts+limited != total || timeouts == 0 {
 		t.Errorf("events: %d handshake timeouts + %d over the limit, want %d in all with some timeouts", timeouts, limited, total)
 	}
+	if n := len(env.client.SessionOpens()); n != 0 || env.responder.Conns() != 0 {
+		t.Errorf("the flood reached the inside: %d SessionOpens, %d responder connections", n, env.responder.Conns())
+	}
 	// The listener still serves a real partner afterwards.
 	leaf := p.Partner(t, "O0013PARTNER", nil)
-	rp, err := servertest.DialPartner(env.addr, &leaf.TLS, p.CompanyCA.Pool())
+	rp, err := servertest.DialPartner(addr, &leaf.TLS, p.CompanyCA.Pool())
 	if err != nil {
 		t.Fatal(err)
 	}

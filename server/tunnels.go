@@ -26,6 +26,8 @@ type tunnelMux interface {
 	sendControl(ctx context.Context, f *tunnelv1.Frame) error
 	// sessionCount returns the number of sessions open on the stream.
 	sessionCount() int
+	// window returns the per-session receive window in bytes.
+	window() int
 }
 
 // tunnelConn is one connected client tunnel stream. Fields are immutable after the Hello was
