@@ -1,0 +1,339 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/tunnel"
+	"smartproxy/tunnel/transport"
+)
+
+// stream is one tunnel stream to the server: its multiplexer and what the server told about
+// itself on it.
+type stream struct {
+	// Immutable after runStream set them up.
+	c           *Client
+	index       int
+	peer        transport.PeerInfo
+	ctx         context.Context // ends when the stream's connection goes away
+	mux         *tunnel.Mux
+	log         logrus.FieldLogger
+	connectedAt time.Time
+
+	// notify wakes runStream when the Control callback recorded a Welcome or ConfigApplied.
+	notify chan struct{}
+	rtt    atomic.Int64 // last round-trip time in nanoseconds
+
+	mu       sync.Mutex // guards the fields below
+	welcome  *tunnelv1.Welcome
+	sent     uint64 // last configuration version pushed
+	applied  uint64 // last configuration version the server confirmed
+	answered uint64 // last version the server answered (ok or not)
+	cfgErrs  []*tunnelv1.ConfigError
+	draining bool
+	sessions int
+}
+
+// info returns a TunnelInfo of st.
+func (st *stream) info() TunnelInfo {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ti := TunnelInfo{Index: st.index, ConnectedAt: st.connectedAt, SentVersion: st.sent, AppliedVersion: st.applied,
+		ConfigErrors: st.cfgErrs, Draining: st.draining, Sessions: st.sessions, LastRTT: time.Duration(st.rtt.Load())}
+	if st.peer.RemoteAddr != nil {
+		ti.RemoteAddr = st.peer.RemoteAddr.String()
+	}
+	if st.welcome != nil {
+		ti.ProxyID, ti.ServerVersion = st.welcome.GetProxyId(), st.welcome.GetServerVersion()
+	}
+	return ti
+}
+
+func (st *stream) wake() {
+	select {
+	case st.notify <- struct{}{}:
+	default:
+	}
+}
+
+// errHandshake marks a stream that ended before the server's Welcome.
+var errHandshake = errors.New("tunnel handshake failed")
+
+// runStream runs one tunnel stream (transport.ClientStreamHandler): Hello, Welcome, the
+// configuration push, then sessions until the stream ends.
+func (c *Client) runStream(ctx context.Context, index int, peer transport.PeerInfo, cs tunnelv1.TunnelService_ConnectClient) error {
+	st := &stream{c: c, index: index, peer: peer, ctx: ctx, connectedAt: time.Now(), notify: make(chan struct{}, 1),
+		log: c.log.WithFields(logrus.Fields{"tunnel": index, "server_addr": addrString(peer.RemoteAddr)})}
+	mux, err := tunnel.New(tunnel.ClientStream(cs), tunnel.Config{
+		Side:         tunnel.SideClient,
+		Window:       c.cfg.Window,
+		Logger:       st.log,
+		Accept:       func(s *tunnel.Session) { c.accept(st, s) },
+		Control:      st.control,
+		PingInterval: c.cfg.PingInterval,
+		Metrics:      muxMetrics{st},
+	})
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	st.mux = mux
+	runDone := make(chan error, 1)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		runDone <- mux.Run(ctx)
+	}()
+	// From here on, returning ends the stream: the transport cancels ctx, which ends Run.
+
+	snap, cfgChanged := c.configState()
+	hello := &tunnelv1.Hello{ProtocolVersion: ProtocolVersion, ClientId: c.clientID, SoftwareVersion: c.cfg.Version,
+		TunnelIndex: uint32(index), SessionWindow: uint32(mux.Window()), ConfigVersion: snap.Version}
+	hctx, hcancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
+	defer hcancel()
+	if err := mux.SendControl(hctx, &tunnelv1.Frame{Kind: &tunnelv1.Frame_Hello{Hello: hello}}); err != nil {
+		c.metrics.tunnelConns.WithLabelValues("failed").Inc()
+		return fmt.Errorf("%w: sending Hello: %v", errHandshake, err)
+	}
+	var welcome *tunnelv1.Welcome
+	for welcome == nil {
+		select {
+		case <-st.notify:
+			st.mu.Lock()
+			welcome = st.welcome
+			st.mu.Unlock()
+		case err := <-runDone:
+			c.metrics.tunnelConns.WithLabelValues("failed").Inc()
+			return fmt.Errorf("%w: the stream ended before Welcome: %v", errHandshake, err)
+		case <-hctx.Done():
+			c.metrics.tunnelConns.WithLabelValues("failed").Inc()
+			return fmt.Errorf("%w: no Welcome within %v", errHandshake, c.cfg.HandshakeTimeout)
+		}
+	}
+	hcancel()
+	if v := welcome.GetProtocolVersion(); v != ProtocolVersion {
+		c.metrics.tunnelConns.WithLabelValues("failed").Inc()
+		return fmt.Errorf("%w: the server speaks tunnel protocol version %d, this client %d", errHandshake, v, ProtocolVersion)
+	}
+	c.metrics.tunnelConns.WithLabelValues("up").Inc()
+	st.log = st.log.WithField("proxy_id", welcome.GetProxyId())
+	st.mu.Lock()
+	st.applied = welcome.GetConfigVersion()
+	st.mu.Unlock()
+
+	c.mu.Lock()
+	c.streams[st] = struct{}{}
+	c.proxyID = welcome.GetProxyId()
+	if l := welcome.GetLicense(); l != nil {
+		c.license = l
+	}
+	n := len(c.streams)
+	c.mu.Unlock()
+	c.metrics.tunnels.Set(float64(n))
+	st.log.WithFields(logrus.Fields{"event": EventTunnelUp, "server_version": welcome.GetServerVersion(),
+		"server_config_version": welcome.GetConfigVersion(), "license_valid": welcome.GetLicense().GetValid()}).
+		Info("tunnel established")
+	if l := welcome.GetLicense(); l != nil {
+		logLicense(st.log, l)
+	}
+	defer func() {
+		c.mu.Lock()
+		delete(c.streams, st)
+		n := len(c.streams)
+		c.mu.Unlock()
+		c.metrics.tunnels.Set(float64(n))
+	}()
+
+	// The configuration push: now, and whenever the configuration changes.
+	var waitApplied <-chan time.Time
+	var waitTimer *time.Timer
+	push := func(snap *Snapshot) {
+		st.mu.Lock()
+		known := max(st.applied, st.sent)
+		st.mu.Unlock()
+		if snap.Version <= known {
+			if snap.Version < known {
+				st.log.WithFields(logrus.Fields{"config_version": snap.Version, "server_config_version": known}).
+					Warn("the server holds a newer configuration version (from another client?); not pushing this one")
+			}
+			return
+		}
+		if err := c.pushConfig(ctx, st, snap); err != nil {
+			st.log.WithError(err).WithField("config_version", snap.Version).Warn("configuration not pushed: the stream ended")
+			return
+		}
+		if waitTimer != nil {
+			waitTimer.Stop()
+		}
+		waitTimer = time.NewTimer(c.cfg.ConfigTimeout)
+		waitApplied = waitTimer.C
+	}
+	defer func() {
+		if waitTimer != nil {
+			waitTimer.Stop()
+		}
+	}()
+	push(snap)
+	for {
+		select {
+		case err := <-runDone:
+			st.log.WithFields(logrus.Fields{"event": EventTunnelDown, "error": errString(err)}).Warn("tunnel ended")
+			return err
+		case <-cfgChanged:
+			snap, cfgChanged = c.configState()
+			push(snap)
+		case <-st.notify:
+			st.mu.Lock()
+			answered := st.answered >= st.sent
+			st.mu.Unlock()
+			if answered && waitTimer != nil {
+				waitTimer.Stop()
+				waitApplied = nil
+			}
+		case <-waitApplied:
+			waitApplied = nil
+			st.log.WithFields(logrus.Fields{"config_version": snap.Version, "waited": c.cfg.ConfigTimeout.String()}).
+				Warn("no ConfigApplied from the server yet")
+		}
+	}
+}
+
+// pushConfig sends snap on st: one ConfigSnapshot and the chunks of large CRLs.
+func (c *Client) pushConfig(ctx context.Context, st *stream, snap *Snapshot) error {
+	frames := configFrames(snap, ChunkSize)
+	for _, f := range frames {
+		if err := st.mux.SendControl(ctx, f); err != nil {
+			return err
+		}
+	}
+	st.mu.Lock()
+	st.sent = snap.Version
+	st.mu.Unlock()
+	st.log.WithFields(logrus.Fields{"event": EventConfigPushed, "config_version": snap.Version,
+		"config_sha256": fmt.Sprintf("%x", snap.Digest[:8]), "frames": len(frames)}).Info("configuration pushed")
+	return nil
+}
+
+// control handles every frame that is not about a session (tunnel.Config.Control). It runs on
+// the stream's reading goroutine and must not block: it records and logs, and wakes runStream.
+func (st *stream) control(f *tunnelv1.Frame) {
+	c := st.c
+	switch k := f.GetKind().(type) {
+	case *tunnelv1.Frame_Welcome:
+		st.mu.Lock()
+		first := st.welcome == nil
+		if first {
+			st.welcome = k.Welcome
+		}
+		st.mu.Unlock()
+		if !first {
+			st.log.Warn("second Welcome from the server ignored")
+		}
+		st.wake()
+	case *tunnelv1.Frame_ConfigApplied:
+		ca := k.ConfigApplied
+		st.mu.Lock()
+		st.answered = max(st.answered, ca.GetVersion())
+		if ca.GetOk() {
+			st.applied = max(st.applied, ca.GetVersion())
+			st.cfgErrs = nil
+		} else {
+			st.cfgErrs = ca.GetErrors()
+		}
+		st.mu.Unlock()
+		log := st.log.WithField("config_version", ca.GetVersion())
+		if ca.GetOk() {
+			c.metrics.configResults.WithLabelValues("applied").Inc()
+			log.WithField("event", EventConfigApplied).Info("the server applied the configuration")
+		} else {
+			c.metrics.configResults.WithLabelValues("rejected").Inc()
+			if len(ca.GetErrors()) == 0 {
+				log.WithField("event", EventConfigRejected).Error("the server refused the configuration without naming a field")
+			}
+			for _, e := range ca.GetErrors() {
+				log.WithFields(logrus.Fields{"event": EventConfigRejected, "field": e.GetField(), "error": e.GetMessage()}).
+					Error("the server refused the configuration")
+			}
+		}
+		st.wake()
+	case *tunnelv1.Frame_Event:
+		c.metrics.events.WithLabelValues(severityName(k.Event.GetSeverity())).Inc()
+		logEvent(st.log, k.Event)
+	case *tunnelv1.Frame_CrlUrlReport:
+		logCRLURLReport(st.log, k.CrlUrlReport)
+	case *tunnelv1.Frame_LicenseStatus:
+		c.mu.Lock()
+		c.license = k.LicenseStatus
+		if id := k.LicenseStatus.GetProxyId(); id != "" {
+			c.proxyID = id
+		}
+		c.mu.Unlock()
+		logLicense(st.log, k.LicenseStatus)
+	case *tunnelv1.Frame_Drain:
+		d := k.Drain
+		st.mu.Lock()
+		st.draining = true
+		st.mu.Unlock()
+		fields := logrus.Fields{"event": EventTunnelDraining, "reason": d.GetReason()}
+		if ts := d.GetDeadline(); ts != nil {
+			fields["deadline"] = ts.AsTime().UTC().Format(time.RFC3339)
+		}
+		if ra := d.GetReconnectAfter(); ra != nil {
+			fields["reconnect_after"] = ra.AsDuration().String()
+		}
+		st.log.WithFields(fields).Warn("the server is draining this tunnel; its sessions run on, new ones come on the replacement tunnel")
+	default:
+		st.log.WithField("frame", fmt.Sprintf("%T", f.GetKind())).Warn("unexpected frame from the server ignored")
+	}
+}
+
+func severityName(s tunnelv1.Severity) string {
+	switch s {
+	case tunnelv1.Severity_SEVERITY_DEBUG:
+		return "debug"
+	case tunnelv1.Severity_SEVERITY_INFO:
+		return "info"
+	case tunnelv1.Severity_SEVERITY_WARNING:
+		return "warning"
+	case tunnelv1.Severity_SEVERITY_ERROR:
+		return "error"
+	case tunnelv1.Severity_SEVERITY_CRITICAL:
+		return "critical"
+	}
+	return "unspecified"
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// muxMetrics feeds a stream's multiplexer counters into the client's metrics
+// (tunnel.Metrics). Its methods run under the multiplexer's lock: they only count.
+type muxMetrics struct{ st *stream }
+
+func (m muxMetrics) DataSent(int)        {}
+func (m muxMetrics) DataReceived(int)    {}
+func (m muxMetrics) SessionStarted(bool) {}
+func (m muxMetrics) SessionEnded(error)  {}
+func (m muxMetrics) WindowStall()        {}
+func (m muxMetrics) RTT(d time.Duration) {
+	m.st.rtt.Store(int64(d))
+	m.st.c.metrics.rtt.Observe(d.Seconds())
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
