@@ -7,7 +7,8 @@
 //
 // # Session flow
 //
-// One call of Endpoint.Run is one session. The Responder (called side) sends
+// One call of Endpoint.Run is one session over a connection the caller
+// made; Endpoint.Serve runs sessions on every connection a listener accepts. The Responder (called side) sends
 // SSRM; the Initiator answers with SSID, the Responder with its own SSID
 // (§4.2); both sides take the smaller buffer size and credit, and use
 // compression and restart only when both offer them. Secure authentication

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 
 	"github.com/sirupsen/logrus"
 
@@ -185,4 +186,40 @@ func remoteAddr(c net.Conn) string {
 		return a.String()
 	}
 	return ""
+}
+
+// Serve accepts connections on ln and runs a session in the configured role
+// (normally Responder) on each, until ctx is cancelled or ln fails. With a
+// TLS listener the handshake runs within the session's first write, under
+// the inactivity timer. done, if not nil, is called with each session's
+// outcome from that session's goroutine. Serve closes ln and returns only
+// after every session it started has ended: nil after ctx was cancelled,
+// the accept error otherwise.
+func (e *Endpoint) Serve(ctx context.Context, ln net.Listener, done func(*Result, error)) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("endpoint: accept: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := e.Run(ctx, c)
+			if done != nil {
+				done(res, err)
+			}
+		}()
+	}
 }

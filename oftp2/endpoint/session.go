@@ -340,7 +340,7 @@ func (s *session) startInitiator() error {
 	s.restart = id.Restart
 	s.res.Partner = id.ID
 	for _, d := range s.all {
-		if d.File.Destination == "" {
+		if d.p != nil && d.File.Destination == "" {
 			d.File.Destination = id.ID
 			d.p.src.Destination = id.ID
 			d.p.sfid.Destination = id.ID

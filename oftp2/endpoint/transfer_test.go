@@ -2,10 +2,12 @@ package endpoint
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -324,5 +326,58 @@ func TestFinalNames(t *testing.T) {
 		if sha256File(t, filepath.Join(dir, w.name)) != sha256File(t, w.src) {
 			t.Errorf("%s has the wrong content", w.name)
 		}
+	}
+}
+
+// TestServe runs a Responder with Serve on a TLS listener, delivers files
+// in three concurrent sessions and stops it by cancelling the context.
+func TestServe(t *testing.T) {
+	p := newTestPKI(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", p.server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := responderConfig(t)
+	resp := mustNew(t, rc)
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var received []ReceivedFile
+	served := make(chan error, 1)
+	go func() {
+		served <- resp.Serve(ctx, ln, func(r *Result, err error) {
+			if err != nil {
+				t.Errorf("session: %v", err)
+			}
+			mu.Lock()
+			received = append(received, r.Received...)
+			mu.Unlock()
+		})
+	}()
+	src := t.TempDir()
+	var wg sync.WaitGroup
+	for k := range 3 {
+		path, _, _ := content(t, src, oftp2.FormatUnstructured, 50_000+k, uint64(30+k))
+		ini := mustNew(t, initiatorConfig(t))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := tls.Dial("tcp", ln.Addr().String(), p.client)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			res, err := ini.Run(context.Background(), c, OutgoingFile{Path: path})
+			if err != nil || res.Err() != nil {
+				t.Errorf("Run = %v, %v", err, res.Err())
+			}
+		}()
+	}
+	wg.Wait()
+	cancel()
+	if err := <-served; err != nil {
+		t.Errorf("Serve = %v, want nil after cancel", err)
+	}
+	if len(received) != 3 {
+		t.Errorf("received %d files, want 3", len(received))
 	}
 }
