@@ -48,8 +48,12 @@
 // leaves a file under a final name. With restart agreed the partial file and
 // its committed position survive a broken connection, and the next SFID for
 // the same Virtual File (originator, dataset name, date and time) is answered
-// with that position. The local representation of each format is described
-// at OutgoingFile.
+// with that position. The sender holds the whole file, so it offers the
+// whole file as restart position (SFIDREST) and the receiver answers with
+// what it has (SFPAACNT ≤ SFIDREST). This relies on the rule of §1.5.2 that
+// dataset name, date and time identify one content; the default stamp (the
+// file's modification time) gives a rewritten file a new identity. The local
+// representation of each format is described at OutgoingFile.
 //
 // # Errors
 //
