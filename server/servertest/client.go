@@ -44,6 +44,7 @@ type ClientConfig struct {
 // written, ESIDs follow aborts). Its methods are safe for concurrent use.
 type Client struct {
 	cfg    ClientConfig
+	ctx    context.Context // ends at Stop
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -88,7 +89,7 @@ func StartClient(tb testing.TB, cfg ClientConfig) *Client {
 		tb.Fatalf("servertest.StartClient: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
+	c.ctx, c.cancel = ctx, cancel
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); tc.Run(ctx) }()
 	tb.Cleanup(c.Stop)
@@ -384,13 +385,11 @@ func (c *Client) relay(s *tunnel.Session, open *tunnelv1.SessionOpen) {
 	if err := s.Accept(&tunnelv1.SessionOpened{RemoteAddr: conn.RemoteAddr().String()}); err != nil {
 		return
 	}
+	// Stopping the client releases the internal connection's reader.
+	stopWatch := context.AfterFunc(c.ctx, func() { conn.Close() })
+	defer stopWatch()
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { // an ended session releases the internal connection's reader
-		defer wg.Done()
-		<-s.Done()
-		conn.Close()
-	}()
+	wg.Add(1)
 	go func() { // internal → tunnel
 		defer wg.Done()
 		for {
