@@ -123,26 +123,18 @@ func (c *Client) runStream(ctx context.Context, index int, peer transport.PeerIn
 		return fmt.Errorf("%w: the server speaks tunnel protocol version %d, this client %d", errHandshake, v, ProtocolVersion)
 	}
 	c.metrics.tunnelConns.WithLabelValues("up").Inc()
-	st.log = st.log.WithField("proxy_id", welcome.GetProxyId())
 	st.mu.Lock()
 	st.applied = welcome.GetConfigVersion()
 	st.mu.Unlock()
 
 	c.mu.Lock()
 	c.streams[st] = struct{}{}
-	c.proxyID = welcome.GetProxyId()
-	if l := welcome.GetLicense(); l != nil {
-		c.license = l
-	}
 	n := len(c.streams)
 	c.mu.Unlock()
 	c.metrics.tunnels.Set(float64(n))
-	st.log.WithFields(logrus.Fields{"event": EventTunnelUp, "server_version": welcome.GetServerVersion(),
+	st.log.WithFields(logrus.Fields{"event": EventTunnelUp, "proxy_id": welcome.GetProxyId(), "server_version": welcome.GetServerVersion(),
 		"server_config_version": welcome.GetConfigVersion(), "license_valid": welcome.GetLicense().GetValid()}).
 		Info("tunnel established")
-	if l := welcome.GetLicense(); l != nil {
-		logLicense(st.log, l)
-	}
 	defer func() {
 		c.mu.Lock()
 		delete(c.streams, st)
@@ -235,6 +227,18 @@ func (st *stream) control(f *tunnelv1.Frame) {
 		st.mu.Unlock()
 		if !first {
 			st.log.Warn("second Welcome from the server ignored")
+			return
+		}
+		// Recorded here, on the reading goroutine, so that a LicenseStatus that follows the
+		// Welcome is never overwritten by it.
+		c.mu.Lock()
+		c.proxyID = k.Welcome.GetProxyId()
+		if l := k.Welcome.GetLicense(); l != nil {
+			c.license = l
+		}
+		c.mu.Unlock()
+		if l := k.Welcome.GetLicense(); l != nil {
+			logLicense(st.log, l)
 		}
 		st.wake()
 	case *tunnelv1.Frame_ConfigApplied:
