@@ -78,7 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case o.check:
 		return runCheck(o.configFile, stdout)
 	}
-	return errors.New("the tunnel to the DMZ server is not available in this build yet")
+	return runDaemon(ctx, o, stderr)
 }
 
 // runCheck loads the configuration file as the daemon would and prints a summary and every

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+
+	"smartproxy/admin"
+	"smartproxy/client"
+	"smartproxy/client/configfile"
+	"smartproxy/internal/logging"
+	"smartproxy/internal/pidfile"
+	"smartproxy/internal/sdnotify"
+	"smartproxy/tunnel/transport"
+)
+
+// Event names of the daemon's own log lines.
+const (
+	eventConfigReloaded = "config_reloaded"
+	eventConfigRefused  = "config_reload_refused"
+	eventConfigWarning  = "config_warning"
+)
+
+// runDaemon runs the client until ctx ends (SIGTERM, SIGINT), then ends its sessions in order
+// and returns when everything it started has ended.
+func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
+	log, logCloser, err := logging.New(logging.Options{
+		Format: o.logFormat, Level: o.logLevel, Dir: o.logDir, Prefix: "smartproxy-client", Output: stderr,
+	})
+	if err != nil {
+		return err
+	}
+	defer logCloser.Close()
+	levels := logging.NewLevels(log)
+
+	if o.pidFile != "" {
+		pf, err := pidfile.Acquire(o.pidFile)
+		if err != nil {
+			var re *pidfile.RunningError
+			if errors.As(err, &re) {
+				return fmt.Errorf("another smartproxy-client is running with PID %d (PID file %s)", re.PID, re.Path)
+			}
+			return fmt.Errorf("PID file: %w", err)
+		}
+		defer pf.Release()
+		if pf.Stale {
+			log.WithFields(logrus.Fields{"pid_file": pf.Path(), "stale_pid": pf.StalePID}).
+				Warn("replaced a stale PID file left behind by a process that is gone")
+		}
+	}
+	if o.backend != nil {
+		log.WithField("backend", o.backend.String()).
+			Warn("-U: synchronisation with the backend API is not available in this version; the configuration comes from --config")
+	}
+
+	loader, err := configfile.NewLoader(o.configFile, nil)
+	if err != nil {
+		return err
+	}
+	res, err := loader.Load()
+	if err != nil {
+		return err
+	}
+	logWarnings(log, res.Warnings)
+	creds, err := transport.NewCertSource(transport.CertSourceConfig{
+		CertFile: o.tunnelCert, KeyFile: o.tunnelKey, CAFile: o.tunnelCA, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("tunnel certificate: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	c, err := client.New(client.Config{
+		Server:      o.server,
+		ServerName:  o.serverName,
+		SourceIP:    o.sourceIP,
+		Credentials: creds,
+		Streams:     o.streams,
+		Version:     version(),
+		Config:      res.Snapshot,
+		Logger:      log,
+		Levels:      levels,
+		Metrics:     reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	var adminSrv *admin.Server
+	var adminLn net.Listener
+	if o.adminAddr != "" {
+		if adminSrv, err = admin.New(admin.Config{Backend: c.Admin(), Logger: log}); err == nil {
+			adminLn, err = adminSrv.Listen(o.adminAddr)
+		}
+		if err != nil {
+			return fmt.Errorf("admin listener: %w", err)
+		}
+	}
+	var metricsSrv *http.Server
+	var metricsLn net.Listener
+	if o.metricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", o.metricsAddr); err != nil {
+			if adminLn != nil {
+				adminLn.Close()
+			}
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
+
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	var wg sync.WaitGroup
+	runErr := make(chan error, 1)
+	wg.Add(1)
+	go func() { defer wg.Done(); runErr <- c.Run(runCtx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); creds.Run(runCtx) }()
+	if adminSrv != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, admin.ErrServerClosed) {
+				log.WithError(err).Error("admin listener failed")
+			}
+		}()
+	}
+	if metricsSrv != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := metricsSrv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.WithError(err).Error("metrics listener failed")
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); sdnotify.Watchdog(runCtx, nil) }()
+
+	fields := logrus.Fields{"server": o.server, "config_file": loader.Path(), "config_version": res.Snapshot.Version,
+		"internal_server": res.Snapshot.Internal.Address}
+	if adminLn != nil {
+		fields["admin_addr"] = adminLn.Addr().String()
+	}
+	if metricsLn != nil {
+		fields["metrics_addr"] = metricsLn.Addr().String()
+	}
+	if o.pidFile != "" {
+		fields["pid_file"] = o.pidFile
+	}
+	log.WithFields(fields).Info("started")
+	sdnotify.Ready(fmt.Sprintf("connecting to %s; configuration version %d", o.server, res.Snapshot.Version))
+
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(signals)
+	var result error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			sdnotify.Stopping()
+			log.Info("shutdown requested: ending sessions")
+			break loop
+		case err := <-runErr:
+			runErr <- err // consumed again below
+			result = err
+			break loop
+		case sig := <-signals:
+			switch sig {
+			case syscall.SIGHUP:
+				sdnotify.Reloading()
+				reload(log, loader, c, creds)
+				sdnotify.Ready(fmt.Sprintf("reloaded; configuration version %d", c.Current().Version))
+			case syscall.SIGUSR1:
+				levels.Step(+1, "SIGUSR1")
+			case syscall.SIGUSR2:
+				levels.Step(-1, "SIGUSR2")
+			}
+		}
+	}
+	stopRun()
+	if err := <-runErr; err != nil && result == nil {
+		result = err
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if adminSrv != nil {
+		adminSrv.Shutdown(shutCtx)
+	}
+	if metricsSrv != nil {
+		metricsSrv.Shutdown(shutCtx)
+	}
+	wg.Wait()
+	log.Info("stopped")
+	return result
+}
+
+// reload re-reads the configuration file and the tunnel certificate files (SIGHUP). A file
+// that does not load is refused with every problem logged; the configuration in force stays.
+func reload(log logrus.FieldLogger, loader *configfile.Loader, c *client.Client, creds *transport.CertSource) {
+	if changed, err := creds.Reload(); err != nil {
+		log.WithError(err).Error("SIGHUP: tunnel certificate files not reloaded; the previous ones stay in use")
+	} else {
+		log.WithField("changed", changed).Info("SIGHUP: tunnel certificate files reloaded")
+	}
+	res, err := loader.Load()
+	if err != nil {
+		fields := logrus.Fields{"event": eventConfigRefused, "config_file": loader.Path(), "config_version": c.Current().Version}
+		var ce *configfile.Error
+		if errors.As(err, &ce) {
+			for _, p := range ce.Problems {
+				log.WithFields(fields).WithFields(logrus.Fields{"field": p.Field, "error": p.Error()}).Error("SIGHUP: configuration problem")
+			}
+		}
+		log.WithFields(fields).WithError(err).Error("SIGHUP: configuration file refused; the configuration in force stays")
+		return
+	}
+	logWarnings(log, res.Warnings)
+	if !res.Changed {
+		log.WithField("config_version", res.Snapshot.Version).Info("SIGHUP: configuration unchanged")
+		return
+	}
+	if err := c.SetConfig(res.Snapshot); err != nil {
+		log.WithError(err).WithField("event", eventConfigRefused).Error("SIGHUP: configuration not used")
+		return
+	}
+	log.WithFields(logrus.Fields{"event": eventConfigReloaded, "config_version": res.Snapshot.Version}).
+		Info("SIGHUP: configuration reloaded")
+}
+
+func logWarnings(log logrus.FieldLogger, warnings []string) {
+	for _, w := range warnings {
+		log.WithField("event", eventConfigWarning).Warn("configuration: " + w)
+	}
+}
