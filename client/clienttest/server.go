@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -32,6 +34,8 @@ type Server struct {
 	ClientCredentials *transport.StaticCredentials
 	// CA is the tunnel CA.
 	CA *pki.CA
+	// ClientLeaf is the certificate of ClientCredentials, with its PEM forms.
+	ClientLeaf *pki.Leaf
 
 	cfg ServerConfig
 	srv *transport.Server
@@ -86,6 +90,7 @@ func NewServer(t testing.TB, cfg ServerConfig) *Server {
 	s := &Server{
 		CA:                ca,
 		ClientCredentials: &transport.StaticCredentials{Cert: cliLeaf.TLS, Pool: ca.Pool()},
+		ClientLeaf:        cliLeaf,
 		cfg:               cfg,
 		conns:             make(chan *Conn, 16),
 	}
@@ -122,6 +127,23 @@ func (s *Server) Close() {
 	s.mu.Unlock()
 	s.srv.Close()
 	s.wg.Wait()
+}
+
+// WriteClientFiles writes the client's tunnel certificate, key and the tunnel CA as PEM files
+// into dir and returns their paths, for a smartproxy-client process.
+func (s *Server) WriteClientFiles(t testing.TB, dir string) (cert, key, ca string) {
+	t.Helper()
+	cert, key, ca = filepath.Join(dir, "tunnel-client.pem"), filepath.Join(dir, "tunnel-client-key.pem"), filepath.Join(dir, "tunnel-ca.pem")
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{{cert, s.ClientLeaf.CertPEM, pki.CertFileMode}, {key, s.ClientLeaf.KeyPEM, pki.KeyFileMode}, {ca, s.CA.CertPEM, pki.CertFileMode}} {
+		if err := pki.WriteFile(f.path, f.data, f.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cert, key, ca
 }
 
 // SetWelcomeVersion sets the configuration version the server claims to hold in the Welcome of
