@@ -12,6 +12,8 @@ type metrics struct {
 	sessions      prometheus.Gauge
 	opens         *prometheus.CounterVec // result: accepted or the refusal's event name
 	bytes         *prometheus.CounterVec // direction: to_internal, from_internal
+	toInternal    prometheus.Counter     // bytes{direction="to_internal"}
+	fromInternal  prometheus.Counter     // bytes{direction="from_internal"}
 	configVersion prometheus.Gauge
 	configResults *prometheus.CounterVec // result: applied, rejected
 	events        *prometheus.CounterVec // severity of server events
@@ -39,6 +41,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smartproxy_client_server_events_total", Help: "Events received from the server, by severity."}, []string{"severity"}),
 	}
+	m.toInternal = m.bytes.WithLabelValues("to_internal")
+	m.fromInternal = m.bytes.WithLabelValues("from_internal")
 	if reg == nil {
 		return m, nil
 	}

@@ -160,6 +160,7 @@ func (c *Client) relay(s *session, ic *internalConn, log logrus.FieldLogger) err
 				return // the session ended; the other direction reports why
 			}
 			s.fromInternal.Add(uint64(len(buf)))
+			c.metrics.fromInternal.Add(float64(len(buf)))
 		}
 	}()
 
@@ -216,6 +217,7 @@ func (c *Client) relay(s *session, ic *internalConn, log logrus.FieldLogger) err
 			break
 		}
 		s.toInternal.Add(uint64(len(buf)))
+		c.metrics.toInternal.Add(float64(len(buf)))
 	}
 	cancel()
 	ic.conn.Close()
