@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,6 +60,14 @@ func newEnv(t *testing.T, p *servertest.PKI, cfg *tunnelv1.SecurityConfig, opts 
 	}
 	log.SetLevel(opts.logLevel)
 	hook := test.NewLocal(log)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, en := range hook.AllEntries() {
+				line, _ := en.String()
+				t.Log(strings.TrimSpace(line))
+			}
+		}
+	})
 	tunnelLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

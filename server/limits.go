@@ -15,14 +15,18 @@ type gate struct {
 	n atomic.Int64
 }
 
-// tryAcquire takes one unit if fewer than max are held. max <= 0 means no limit.
+// tryAcquire takes one unit if fewer than max are held. max <= 0 means no limit. The count
+// never exceeds max, not even for an instant.
 func (g *gate) tryAcquire(max int) bool {
-	v := g.n.Add(1)
-	if max > 0 && v > int64(max) {
-		g.n.Add(-1)
-		return false
+	for {
+		v := g.n.Load()
+		if max > 0 && v >= int64(max) {
+			return false
+		}
+		if g.n.CompareAndSwap(v, v+1) {
+			return true
+		}
 	}
-	return true
 }
 
 // release returns one unit.

@@ -214,6 +214,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
+
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 1)
 	wg.Add(4)
@@ -250,11 +251,9 @@ func (s *Server) Run(ctx context.Context) error {
 		<-done
 	}
 	timer.Stop()
-	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	if err := ts.Shutdown(shutCtx); err != nil {
-		s.log.WithError(err).Warn("tunnel streams did not end in time; closed")
-	}
-	cancel()
+	// Every session has ended and the clients got their Drain frame: close the tunnels (a
+	// stream handler ends only with its stream, so a graceful wait would only time out).
+	ts.Close()
 	stopBG()
 	wg.Wait()
 	s.log.Info("smartproxy-server stopped")

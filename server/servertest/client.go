@@ -55,6 +55,7 @@ type Client struct {
 	version   uint64
 	config    *tunnelv1.SecurityConfig
 	applied   []*tunnelv1.ConfigApplied
+	mark      int // applied entries before the last PushConfig
 	events    []*tunnelv1.Event
 	crlURLs   [][]string
 	licenses  []*tunnelv1.LicenseStatus
@@ -129,13 +130,14 @@ func (c *Client) runStream(ctx context.Context, index int, _ transport.PeerInfo,
 	hello := &tunnelv1.Frame{Kind: &tunnelv1.Frame_Hello{Hello: &tunnelv1.Hello{
 		ProtocolVersion: 1, ClientId: c.cfg.ClientID, SoftwareVersion: "servertest", TunnelIndex: uint32(index), ConfigVersion: version,
 	}}}
-	if err := mux.SendControl(ctx, hello); err == nil {
-		c.mu.Lock()
-		c.mux = mux
-		c.connects++
-		c.notifyLocked()
-		c.mu.Unlock()
-	}
+	// The mux is current before Hello goes out, so that the Welcome (and with it the
+	// configuration push) always finds it.
+	c.mu.Lock()
+	c.mux = mux
+	c.connects++
+	c.notifyLocked()
+	c.mu.Unlock()
+	mux.SendControl(ctx, hello) // a failure ends the stream, and Run with it
 	err = <-runErr
 	c.mu.Lock()
 	if c.mux == mux {
@@ -193,6 +195,7 @@ func (c *Client) PushConfig(version uint64, cfg *tunnelv1.SecurityConfig) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.version, c.config = version, proto.Clone(cfg).(*tunnelv1.SecurityConfig)
+	c.mark = len(c.applied)
 	if c.mux != nil && c.welcome != nil {
 		c.pushLocked()
 	}
@@ -243,12 +246,13 @@ func (c *Client) WaitDisconnected(tb testing.TB) {
 	c.wait(tb, 20*time.Second, "the tunnel to go down", func() bool { return c.mux == nil })
 }
 
-// WaitApplied waits for the ConfigApplied of version and returns it.
+// WaitApplied waits for the ConfigApplied of version received since the last PushConfig and
+// returns it.
 func (c *Client) WaitApplied(tb testing.TB, version uint64) *tunnelv1.ConfigApplied {
 	tb.Helper()
 	var got *tunnelv1.ConfigApplied
 	c.wait(tb, 20*time.Second, fmt.Sprintf("ConfigApplied for version %d", version), func() bool {
-		for _, a := range c.applied {
+		for _, a := range c.applied[c.mark:] {
 			if a.GetVersion() == version {
 				got = a
 				return true
