@@ -7,9 +7,9 @@
 // The server has already done TLS with the partner, sent SSRM, read and verified the partner's
 // SSID. It then sends SessionOpen with that SSID. The client
 //
-//  1. checks the partner against its own configuration (known, enabled, incoming allowed,
-//     SSID password where one is configured) — defence in depth, and the only place passwords
-//     are checked, since they never leave the internal network;
+//  1. checks the partner against the configuration it holds (known, enabled, incoming allowed,
+//     the SSID valid and naming that partner, its password where one is configured) — defence
+//     in depth, which also catches a partner removed by a version the server has not applied;
 //  2. connects to the internal OFTP2 server (TCP, optionally TLS) and reads its SSRM under a
 //     deadline, without forwarding it (the partner already has the server's SSRM);
 //  3. writes the partner's SSID to the internal server and answers SessionOpened;
@@ -19,4 +19,16 @@
 // When the server aborts the session with an ESID reason (protocol violation, shutdown), the
 // client writes an ESID with that reason to the internal server before closing, so the internal
 // server logs why its session ended. A tunnel lost ends every session the same way.
+//
+// # Configuration
+//
+// A Snapshot is one configuration version; package configfile builds it from the local file.
+// On every tunnel stream the client sends Hello, waits for Welcome, and pushes the snapshot when
+// the server holds an older version (large CRLs in ConfigChunk frames); SetConfig pushes a new
+// version to every stream. ConfigApplied answers are logged, each error with its field.
+//
+// # Goroutines
+//
+// Run owns everything: the transport's stream loops, one multiplexer per stream, and one
+// goroutine per session plus one per session direction. Run returns after all of them.
 package client

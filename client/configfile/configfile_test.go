@@ -81,7 +81,7 @@ func TestLoadValid(t *testing.T) {
 		protocmp.IgnoreFields(&tunnelv1.SecurityConfig{}, "company_identity", "crls", "limits")); diff != "" {
 		t.Errorf("SecurityConfig mismatch (-want +got):\n%s", diff)
 	}
-	if got := sec.GetLimits(); got.GetMaxSessions() != 100 || got.GetPerIpRate() != 5 || got.GetPerIpBurst() != 10 ||
+	if got := sec.GetLimits(); got.GetMaxHandshakes() != 0 || got.GetMaxCredit() != 0 || got.GetMaxSessions() != 100 || got.GetPerIpRate() != 5 || got.GetPerIpBurst() != 10 ||
 		got.GetHandshakeTimeout().AsDuration() != 10*time.Second || got.GetSsidTimeout().AsDuration() != 30*time.Second || got.GetIdleTimeout() != nil {
 		t.Errorf("limits = %v, want max 100, rate 5, burst 10, handshake 10s, ssid 30s, idle unset", got)
 	}
