@@ -635,21 +635,6 @@ func logLevelFromProto(l tunnelv1.LogLevel) (logrus.Level, bool) {
 	return 0, false
 }
 
-// logLevelToProto maps a logrus level to the tunnel LogLevel (fatal and panic map to ERROR).
-func logLevelToProto(l logrus.Level) tunnelv1.LogLevel {
-	switch {
-	case l >= logrus.TraceLevel:
-		return tunnelv1.LogLevel_LOG_LEVEL_TRACE
-	case l == logrus.DebugLevel:
-		return tunnelv1.LogLevel_LOG_LEVEL_DEBUG
-	case l == logrus.InfoLevel:
-		return tunnelv1.LogLevel_LOG_LEVEL_INFO
-	case l == logrus.WarnLevel:
-		return tunnelv1.LogLevel_LOG_LEVEL_WARN
-	}
-	return tunnelv1.LogLevel_LOG_LEVEL_ERROR
-}
-
 func (c *compiler) ignoreRules(rules []*tunnelv1.LogIgnoreRule) []IgnoreRule {
 	var out []IgnoreRule
 	for i, r := range rules {

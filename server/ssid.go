@@ -52,30 +52,3 @@ func ssidCode(buf []byte) string {
 	}
 	return strings.TrimRight(string(buf[start:end]), " ")
 }
-
-// capSSID lowers SSIDCRED and SSIDSDEB of ssid to the partner's bounds and returns the
-// exchange buffer to pass on, with the fields that were changed. A responder must answer with
-// values not above the initiator's (RFC 5024 §5.3.2: "the smallest size will be selected" /
-// "the smallest size must be selected in the answer of the Responder"), so lowering them in the
-// SSID passed inside bounds what the internal server will accept from the partner, and the
-// partner learns the lowered values from the responder's SSID answer.
-func capSSID(ssid *oftp2.SSID, raw []byte, maxCredit, maxBuffer int) ([]byte, []string, error) {
-	var changed []string
-	c := *ssid
-	if maxCredit > 0 && c.Credit > maxCredit {
-		c.Credit = maxCredit
-		changed = append(changed, "SSIDCRED")
-	}
-	if maxBuffer > 0 && c.BufferSize > maxBuffer {
-		c.BufferSize = maxBuffer
-		changed = append(changed, "SSIDSDEB")
-	}
-	if len(changed) == 0 {
-		return raw, nil, nil
-	}
-	out, err := c.Append(make([]byte, 0, len(raw)))
-	if err != nil {
-		return nil, nil, err
-	}
-	return out, changed, nil
-}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -221,7 +223,14 @@ type daemon struct {
 
 func startDaemon(t *testing.T, bin string, args ...string) *daemon {
 	t.Helper()
+	return startDaemonEnv(t, bin, nil, args...)
+}
+
+// startDaemonEnv starts the daemon with extra environment variables.
+func startDaemonEnv(t *testing.T, bin string, env []string, args ...string) *daemon {
+	t.Helper()
 	d := &daemon{cmd: exec.Command(bin, args...), lines: make(chan string, 1000), done: make(chan error, 1)}
+	d.cmd.Env = append(os.Environ(), env...)
 	pr, pw := io.Pipe()
 	d.cmd.Stderr = pw
 	if err := d.cmd.Start(); err != nil {
@@ -356,5 +365,88 @@ func TestBinaryLicenseExitStatus(t *testing.T) {
 	out, err = exec.Command(bin, "-h").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "-i [ip]:port") {
 		t.Errorf("-h = %v:\n%s", err, out)
+	}
+}
+
+func TestDaemonSignalsNotifyAndMetrics(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	if _, err := pki.Init(filepath.Join(dir, "pki"), pki.InitOptions{Hostname: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	// A notify socket like systemd's, to see READY and STOPPING.
+	sockPath := filepath.Join(dir, "notify.sock")
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	notes := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := sock.ReadFromUnix(buf)
+			if err != nil {
+				close(notes)
+				return
+			}
+			notes <- string(buf[:n])
+		}
+	}()
+	waitNote := func(want string) {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for {
+			select {
+			case n, ok := <-notes:
+				if !ok {
+					t.Fatalf("notify socket closed before %q", want)
+				}
+				if strings.Contains(n, want) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no %q on the notify socket", want)
+			}
+		}
+	}
+
+	d := startDaemonEnv(t, bin, []string{"NOTIFY_SOCKET=" + sockPath},
+		"-i", "127.0.0.1:0", "-l", filepath.Join(dir, "license"),
+		"--tunnel-cert", filepath.Join(dir, "pki", pki.FileServerCert),
+		"--tunnel-key", filepath.Join(dir, "pki", pki.FileServerKey),
+		"--tunnel-ca", filepath.Join(dir, "pki", pki.FileCACert),
+		"--admin", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--pid-file=", "--log-format", "json",
+	)
+	d.waitLine(t, "listening")
+	waitNote("READY=1")
+	m := regexp.MustCompile(`"metrics_addr":"([^"]+)"`).FindStringSubmatch(d.log())
+	if m == nil {
+		t.Fatalf("no metrics_addr in the log:\n%s", d.log())
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"smartproxy_server_partner_listener_open 0", "smartproxy_server_tunnels 0", "smartproxy_server_license_valid 0", "go_goroutines"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	d.cmd.Process.Signal(syscall.SIGUSR1)
+	d.waitLine(t, `"new_level":"debug"`)
+	d.cmd.Process.Signal(syscall.SIGUSR2)
+	d.waitLine(t, `"new_level":"info"`)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLine(t, "SIGHUP: tunnel certificate files reloaded")
+	waitNote("RELOADING=1")
+
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	waitNote("STOPPING=1")
+	if err := d.wait(t); err != nil {
+		t.Errorf("SIGTERM: exit %v:\n%s", err, d.log())
 	}
 }
