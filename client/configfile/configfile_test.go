@@ -484,4 +484,10 @@ func TestExampleFile(t *testing.T) {
 	if got := len(res.Snapshot.Security.GetPartners()); got != 3 {
 		t.Errorf("example partners = %d, want 3", got)
 	}
+	if l := res.Snapshot.Security.GetLimits(); l.GetMaxHandshakes() != 100 || l.GetIdleTimeout().AsDuration() != 15*time.Minute {
+		t.Errorf("example limits = %v, want max_handshakes 100 and idle_timeout 15m", l)
+	}
+	if p := res.Snapshot.Security.GetPartners()[1]; p.GetMaxCredit() != 64 || p.GetMaxBufferSize() != 16384 || len(p.GetAllowedNetworks()) != 2 {
+		t.Errorf("example partner 1 = %v, want max_credit 64, max_buffer_size 16384 and two networks", p)
+	}
 }
