@@ -32,8 +32,11 @@ type pipeEnd struct {
 	mu   sync.Mutex
 	drop func(*tunnelv1.Frame) bool // frames for which drop is true are not sent
 	gate chan struct{}              // if not nil, Send waits for a token
-	sent []*tunnelv1.Frame          // every frame sent, if record is set
-	rec  bool
+	// gateWaiting, if not nil, receives a token when Send starts waiting
+	// for the gate.
+	gateWaiting chan struct{}
+	sent        []*tunnelv1.Frame // every frame sent, if record is set
+	rec         bool
 }
 
 // newPipe returns two connected Stream ends.
@@ -51,9 +54,15 @@ func (p *pipeEnd) close() { p.once.Do(func() { close(p.closed) }) }
 
 func (p *pipeEnd) Send(f *tunnelv1.Frame) error {
 	p.mu.Lock()
-	drop, gate, rec := p.drop, p.gate, p.rec
+	drop, gate, rec, waiting := p.drop, p.gate, p.rec, p.gateWaiting
 	p.mu.Unlock()
 	if gate != nil {
+		if waiting != nil {
+			select {
+			case waiting <- struct{}{}:
+			default:
+			}
+		}
 		select {
 		case <-gate:
 		case <-p.closed:

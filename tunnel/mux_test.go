@@ -732,11 +732,11 @@ type countingMetrics struct {
 	bytesSent, bytesReceived                     atomic.Int64
 }
 
-func (c *countingMetrics) DataSent(n int)       { c.sent.Add(1); c.bytesSent.Add(int64(n)) }
-func (c *countingMetrics) DataReceived(n int)   { c.received.Add(1); c.bytesReceived.Add(int64(n)) }
-func (c *countingMetrics) SessionStarted(bool)  { c.started.Add(1) }
-func (c *countingMetrics) SessionEnded(error)   { c.ended.Add(1) }
-func (c *countingMetrics) WindowStall()         { c.stalls.Add(1) }
+func (c *countingMetrics) DataSent(n int)      { c.sent.Add(1); c.bytesSent.Add(int64(n)) }
+func (c *countingMetrics) DataReceived(n int)  { c.received.Add(1); c.bytesReceived.Add(int64(n)) }
+func (c *countingMetrics) SessionStarted(bool) { c.started.Add(1) }
+func (c *countingMetrics) SessionEnded(error)  { c.ended.Add(1) }
+func (c *countingMetrics) WindowStall()        { c.stalls.Add(1) }
 func (c *countingMetrics) RTT(d time.Duration) { c.rtts.Add(1) }
 
 func TestPingAndMetrics(t *testing.T) {

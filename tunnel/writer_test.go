@@ -34,12 +34,16 @@ func TestWriterOrder(t *testing.T) {
 	}
 	bulk, small1, small2 := sess[0], sess[1], sess[2]
 
-	// Hold the writer in Send while queues fill up.
-	gate := make(chan struct{}, 1)
+	// Hold the writer in Send with the first buffer while queues fill up.
+	gate, waiting := make(chan struct{}), make(chan struct{}, 1)
 	pc.mu.Lock()
-	pc.gate, pc.rec = gate, true
+	pc.gate, pc.gateWaiting, pc.rec = gate, waiting, true
 	pc.mu.Unlock()
-	for i := range 40 {
+	if err := bulk.WriteBuffer(ctx, []byte("bulk 0")); err != nil {
+		t.Fatal(err)
+	}
+	<-waiting
+	for i := 1; i < 40; i++ {
 		if err := bulk.WriteBuffer(ctx, []byte(fmt.Sprintf("bulk %d", i))); err != nil {
 			t.Fatal(err)
 		}
