@@ -263,7 +263,12 @@ func (m *Mux) Run(ctx context.Context) error {
 	for {
 		f, err := m.stream.Recv()
 		if err != nil {
-			m.fail(fmt.Errorf("tunnel: receive: %w", err), tunnelv1.AbortReason_ABORT_REASON_TUNNEL_LOST)
+			if ctx.Err() != nil {
+				// The stream ended because ctx did.
+				m.fail(context.Cause(ctx), tunnelv1.AbortReason_ABORT_REASON_SHUTDOWN)
+			} else {
+				m.fail(fmt.Errorf("tunnel: receive: %w", err), tunnelv1.AbortReason_ABORT_REASON_TUNNEL_LOST)
+			}
 			break
 		}
 		if err := m.dispatch(f); err != nil {

@@ -93,7 +93,11 @@ func (m *Mux) writeLoop(ctx context.Context, stop <-chan struct{}) {
 			p.item.done <- err
 		}
 		if err != nil {
-			m.fail(fmt.Errorf("tunnel: send: %w", err), tunnelv1.AbortReason_ABORT_REASON_TUNNEL_LOST)
+			if ctx.Err() != nil {
+				m.fail(context.Cause(ctx), tunnelv1.AbortReason_ABORT_REASON_SHUTDOWN)
+			} else {
+				m.fail(fmt.Errorf("tunnel: send: %w", err), tunnelv1.AbortReason_ABORT_REASON_TUNNEL_LOST)
+			}
 			return
 		}
 		// Give ctx and stop a chance between frames of a long backlog.
