@@ -54,7 +54,7 @@ type envOptions struct {
 
 // newEnv writes a configuration whose internal server is opts.internalAddr, starts a harness
 // server and a client connected to it. The client is stopped by t.Cleanup (or env.stop).
-func newEnv(t *testing.T, opts envOptions) *env {
+func newEnv(t testing.TB, opts envOptions) *env {
 	t.Helper()
 	e := &env{files: clienttest.NewFiles(t, t.TempDir())}
 	e.srv = clienttest.NewServer(t, opts.server)
@@ -120,7 +120,7 @@ func (e *env) logged(ev string) *logrus.Entry {
 }
 
 // waitFor polls cond until it holds or the time is up.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(waitLong)
 	for !cond() {
@@ -131,7 +131,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func ssid(t *testing.T, id, password string) []byte {
+func ssid(t testing.TB, id, password string) []byte {
 	t.Helper()
 	b, err := (&oftp2.SSID{Level: 5, ID: id, Password: oftp2.Password(password), BufferSize: 4096, Mode: oftp2.ModeSender,
 		Restart: true, Credit: 16}).Append(nil)
@@ -150,7 +150,7 @@ type scripted struct {
 	count int
 }
 
-func newScripted(t *testing.T, script func(conn net.Conn, r *oftp2.Reader, w *oftp2.Writer)) *scripted {
+func newScripted(t testing.TB, script func(conn net.Conn, r *oftp2.Reader, w *oftp2.Writer)) *scripted {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
