@@ -51,7 +51,7 @@ type envOptions struct {
 
 // newEnv starts a server and, unless opts.noClient, a client that pushes cfg as version 1 and
 // waits until it is applied.
-func newEnv(t *testing.T, p *servertest.PKI, cfg *tunnelv1.SecurityConfig, opts envOptions) *env {
+func newEnv(t testing.TB, p *servertest.PKI, cfg *tunnelv1.SecurityConfig, opts envOptions) *env {
 	t.Helper()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
@@ -131,7 +131,7 @@ func newEnv(t *testing.T, p *servertest.PKI, cfg *tunnelv1.SecurityConfig, opts 
 }
 
 // startClient starts a (further) test client against the server.
-func (e *env) startClient(t *testing.T, refuse func(*tunnelv1.SessionOpen) *tunnel.CloseError) *servertest.Client {
+func (e *env) startClient(t testing.TB, refuse func(*tunnelv1.SessionOpen) *tunnel.CloseError) *servertest.Client {
 	t.Helper()
 	c := servertest.StartClient(t, servertest.ClientConfig{Addr: e.tunnel, PKI: e.pki, Responder: e.responder.Addr, Refuse: refuse})
 	c.WaitWelcome(t)
@@ -139,7 +139,7 @@ func (e *env) startClient(t *testing.T, refuse func(*tunnelv1.SessionOpen) *tunn
 }
 
 // waitListener waits until the partner listener is open (or closed) and returns its address.
-func (e *env) waitListener(t *testing.T, open bool) string {
+func (e *env) waitListener(t testing.TB, open bool) string {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -155,7 +155,7 @@ func (e *env) waitListener(t *testing.T, open bool) string {
 }
 
 // logEntry waits for the log entry with event name accepted by match.
-func (e *env) logEntry(t *testing.T, name string, match func(*logrus.Entry) bool) *logrus.Entry {
+func (e *env) logEntry(t testing.TB, name string, match func(*logrus.Entry) bool) *logrus.Entry {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -191,7 +191,7 @@ func countEvents(h *test.Hook, name string) int {
 	return n
 }
 
-func writeTestLicense(t *testing.T, path, proxyID string) {
+func writeTestLicense(t testing.TB, path, proxyID string) {
 	t.Helper()
 	key, keyID := license.DevSigningKey()
 	file, err := license.Sign(license.License{ProxyID: proxyID, Customer: "test", NotAfter: time.Now().Add(24 * time.Hour)}, key, keyID)

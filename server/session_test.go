@@ -29,7 +29,7 @@ import (
 
 // sendFiles runs a partner endpoint (Initiator, sender) through the server's partner listener
 // and returns its result.
-func sendFiles(t *testing.T, addr string, leaf *pki.Leaf, roots *tls.Config, id string, mod func(*endpoint.Config), files ...endpoint.OutgoingFile) (*endpoint.Result, error) {
+func sendFiles(t testing.TB, addr string, leaf *pki.Leaf, roots *tls.Config, id string, mod func(*endpoint.Config), files ...endpoint.OutgoingFile) (*endpoint.Result, error) {
 	t.Helper()
 	cfg := endpoint.Config{Role: endpoint.Initiator, ID: id, Mode: oftp2.ModeSender, Timeout: 20 * time.Second}
 	if mod != nil {
@@ -55,7 +55,7 @@ func partnerTLS(p *servertest.PKI) *tls.Config {
 }
 
 // writeFile writes data to dir/name and returns its path and sha256.
-func writeFile(t *testing.T, dir, name string, data []byte) (string, string) {
+func writeFile(t testing.TB, dir, name string, data []byte) (string, string) {
 	t.Helper()
 	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, data, 0o644); err != nil {
@@ -65,7 +65,7 @@ func writeFile(t *testing.T, dir, name string, data []byte) (string, string) {
 	return path, hex.EncodeToString(sum[:])
 }
 
-func randomBytes(t *testing.T, n int) []byte {
+func randomBytes(t testing.TB, n int) []byte {
 	t.Helper()
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
