@@ -383,3 +383,29 @@ func TestAdmissionHandshakeFlood(t *testing.T) {
 		t.Errorf("after the flood: %v", err)
 	}
 }
+
+func TestAdmissionOldTLSVersion(t *testing.T) {
+	p := servertest.NewPKI(t)
+	env := newEnv(t, p, p.SecurityConfig(t, servertest.EnabledPartner("O0013PARTNER")), envOptions{})
+	leaf := p.Partner(t, "O0013PARTNER", nil)
+	raw, err := net.Dial("tcp", env.s.PartnerAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	conn := tls.Client(raw, &tls.Config{
+		RootCAs: p.CompanyCA.Pool(), ServerName: "localhost", Certificates: []tls.Certificate{leaf.TLS},
+		MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11, // RFC 8996 deprecated versions only
+	})
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := conn.Handshake(); err == nil {
+		t.Fatalf("TLS 1.1 handshake succeeded (version %x)", conn.ConnectionState().Version)
+	}
+	entry, _ := env.waitSecurityEvent(t, EventPartnerTLSRejected, raw.LocalAddr().String())
+	if entry.Data["reason"] != reasonHandshake {
+		t.Errorf("reason = %v, want %s", entry.Data["reason"], reasonHandshake)
+	}
+	if n := len(env.client.SessionOpens()); n != 0 {
+		t.Errorf("%d SessionOpens after a refused handshake", n)
+	}
+}

@@ -202,3 +202,15 @@ func writeTestLicense(t testing.TB, path, proxyID string) {
 		t.Fatal(err)
 	}
 }
+
+// waitFor waits until cond holds, failing t after 20 seconds.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -95,12 +95,16 @@ func TestListenerLifecycle(t *testing.T) {
 	if a := c2.WaitApplied(t, 2); !a.GetOk() {
 		t.Fatal(a.GetErrors())
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for env.s.PartnerAddr() != next {
-		if time.Now().After(deadline) {
-			t.Fatalf("partner listener at %q after the address change, want %s", env.s.PartnerAddr(), next)
-		}
-		time.Sleep(5 * time.Millisecond)
+	waitFor(t, "the listener at "+next, func() bool { return env.s.PartnerAddr() == next })
+	expectSSRM(t, next, p)
+
+	// With two tunnels, losing one keeps the listener open; it closes with the last one.
+	c3 := env.startClient(t, nil)
+	waitFor(t, "two tunnels", func() bool { return env.s.tunnelCount() == 2 })
+	c3.Stop()
+	waitFor(t, "one tunnel", func() bool { return env.s.tunnelCount() == 1 })
+	if a := env.s.wantListener(); a != next {
+		t.Errorf("with one of two tunnels left the listener should stay at %s, want state %q", next, a)
 	}
 	expectSSRM(t, next, p)
 
