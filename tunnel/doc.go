@@ -64,10 +64,11 @@
 // already received can still be read. Abort ([Session.Abort]) ends both
 // directions at once with an [tunnelv1.AbortReason], an ESID reason code
 // for the OFTP2 peer and a text; [Session.Err] and the blocking methods then
-// return a [*CloseError]. Both are idempotent. When the stream fails, every
-// session ends with ABORT_REASON_TUNNEL_LOST; when Run's context ends, with
-// ABORT_REASON_SHUTDOWN. [Mux.Shutdown] aborts every session with
-// ABORT_REASON_SHUTDOWN and tells the peer.
+// return a [*CloseError]. Both are idempotent. When the stream fails or
+// Run's context ends, every session still open ends at once with
+// ABORT_REASON_TUNNEL_LOST, on both sides, and every blocked call returns.
+// For an orderly stop, [Mux.Shutdown] first aborts every session with
+// ABORT_REASON_SHUTDOWN, tells the peer, and refuses new sessions.
 //
 // # Reconciliation
 //

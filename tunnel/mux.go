@@ -246,9 +246,13 @@ func New(s Stream, cfg Config) (*Mux, error) {
 // from one goroutine it starts. It returns when the stream fails, when the
 // peer breaks the tunnel protocol (a *ProtocolError), or when ctx ends and
 // the stream's Recv has returned (see Stream) — after every session has
-// ended (ABORT_REASON_SHUTDOWN when ctx ended, ABORT_REASON_TUNNEL_LOST
-// otherwise) and the writer has exited. The error says why the Mux stopped.
-// Run may be called once; later calls return ErrClosed.
+// ended and the writer has exited. Sessions still open then end with
+// ABORT_REASON_TUNNEL_LOST (the server's stream context also ends when the
+// connection breaks, so an ended ctx does not mean an orderly stop); call
+// Shutdown first for an orderly stop with ABORT_REASON_SHUTDOWN. The error
+// says why the Mux stopped: context.Cause(ctx) if ctx ended, otherwise the
+// stream's error or a *ProtocolError. Run may be called once; later calls
+// return ErrClosed.
 func (m *Mux) Run(ctx context.Context) error {
 	if !m.running.CompareAndSwap(false, true) {
 		return ErrClosed
@@ -265,14 +269,14 @@ func (m *Mux) Run(ctx context.Context) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				// The stream ended because ctx did.
-				m.fail(context.Cause(ctx), tunnelv1.AbortReason_ABORT_REASON_SHUTDOWN)
+				m.fail(context.Cause(ctx))
 			} else {
-				m.fail(fmt.Errorf("tunnel: receive: %w", err), tunnelv1.AbortReason_ABORT_REASON_TUNNEL_LOST)
+				m.fail(fmt.Errorf("tunnel: receive: %w", err))
 			}
 			break
 		}
 		if err := m.dispatch(f); err != nil {
-			m.fail(err, tunnelv1.AbortReason_ABORT_REASON_TUNNEL_LOST)
+			m.fail(err)
 			break
 		}
 	}
@@ -296,17 +300,22 @@ func (m *Mux) Err() error {
 // Window returns the per-session receive window in bytes.
 func (m *Mux) Window() int { return m.cfg.Window }
 
-// fail stops the Mux: every session ends with reason, waiting callers are
-// released. Only the first call has an effect.
-func (m *Mux) fail(err error, reason tunnelv1.AbortReason) {
+// fail stops the Mux: every session ends with ABORT_REASON_TUNNEL_LOST (or
+// ABORT_REASON_SHUTDOWN after Shutdown), waiting callers are released. Only
+// the first call has an effect.
+func (m *Mux) fail(err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.failLocked(err, reason)
+	m.failLocked(err)
 }
 
-func (m *Mux) failLocked(err error, reason tunnelv1.AbortReason) {
+func (m *Mux) failLocked(err error) {
 	if m.closed {
 		return
+	}
+	reason := tunnelv1.AbortReason_ABORT_REASON_TUNNEL_LOST
+	if m.shutdown {
+		reason = tunnelv1.AbortReason_ABORT_REASON_SHUTDOWN
 	}
 	m.closed = true
 	m.err = err
@@ -350,8 +359,7 @@ func (m *Mux) queueCtrlLocked(it *ctrlItem) {
 	}
 	if it.peerDriven {
 		if m.peerDrivenCtrl >= maxControlBacklog {
-			m.failLocked(&ProtocolError{Text: fmt.Sprintf("more than %d control frames waiting: the peer sends faster than it reads", maxControlBacklog)},
-				tunnelv1.AbortReason_ABORT_REASON_TUNNEL_LOST)
+			m.failLocked(&ProtocolError{Text: fmt.Sprintf("more than %d control frames waiting: the peer sends faster than it reads", maxControlBacklog)})
 			return
 		}
 		m.peerDrivenCtrl++

@@ -621,20 +621,30 @@ func TestStreamLoss(t *testing.T) {
 	}
 }
 
-// TestContextEnd: ending Run's context ends sessions with SHUTDOWN.
+// TestContextEnd: ending Run's context stops the Mux; sessions end with
+// TUNNEL_LOST, or SHUTDOWN after Shutdown.
 func TestContextEnd(t *testing.T) {
-	acc := newAcceptor()
-	c, _, _, _ := pair(t, Config{}, Config{Accept: acc.hook})
-	cs, err := c.Open(context.Background(), &tunnelv1.SessionOpen{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.cancel()
-	if err := c.wait(t); !errors.Is(err, context.Canceled) {
-		t.Errorf("Run() = %v, want context.Canceled", err)
-	}
-	if ce := closeErr(t, cs.Err()); ce.Reason != tunnelv1.AbortReason_ABORT_REASON_SHUTDOWN {
-		t.Errorf("Err() = %v, want SHUTDOWN", ce)
+	for _, shutdown := range []bool{false, true} {
+		acc := newAcceptor()
+		c, _, _, _ := pair(t, Config{}, Config{Accept: acc.hook})
+		cs, err := c.Open(context.Background(), &tunnelv1.SessionOpen{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := tunnelv1.AbortReason_ABORT_REASON_TUNNEL_LOST
+		if shutdown {
+			want = tunnelv1.AbortReason_ABORT_REASON_SHUTDOWN
+			if err := c.Shutdown(context.Background(), "stop"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.cancel()
+		if err := c.wait(t); !errors.Is(err, context.Canceled) {
+			t.Errorf("Run() = %v, want context.Canceled", err)
+		}
+		if ce := closeErr(t, cs.Err()); ce.Reason != want {
+			t.Errorf("shutdown %v: Err() = %v, want %v", shutdown, ce, want)
+		}
 	}
 }
 

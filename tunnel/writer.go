@@ -72,7 +72,7 @@ func (m *Mux) writeLoop(ctx context.Context, stop <-chan struct{}) {
 				m.queuePingLocked(nil)
 				m.mu.Unlock()
 			case <-ctx.Done():
-				m.fail(context.Cause(ctx), tunnelv1.AbortReason_ABORT_REASON_SHUTDOWN)
+				m.fail(context.Cause(ctx))
 				return
 			case <-m.done:
 				return
@@ -94,16 +94,16 @@ func (m *Mux) writeLoop(ctx context.Context, stop <-chan struct{}) {
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				m.fail(context.Cause(ctx), tunnelv1.AbortReason_ABORT_REASON_SHUTDOWN)
+				m.fail(context.Cause(ctx))
 			} else {
-				m.fail(fmt.Errorf("tunnel: send: %w", err), tunnelv1.AbortReason_ABORT_REASON_TUNNEL_LOST)
+				m.fail(fmt.Errorf("tunnel: send: %w", err))
 			}
 			return
 		}
 		// Give ctx and stop a chance between frames of a long backlog.
 		select {
 		case <-ctx.Done():
-			m.fail(context.Cause(ctx), tunnelv1.AbortReason_ABORT_REASON_SHUTDOWN)
+			m.fail(context.Cause(ctx))
 			return
 		case <-stop:
 			return
