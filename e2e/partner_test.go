@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,13 +182,25 @@ func sendAs(t testing.TB, fx *fixture, addr string, leaf *pki.Leaf, id, password
 	if mod != nil {
 		mod(&cfg)
 	}
+	return runPartner(t, fx, addr, leaf, cfg, nil, files...)
+}
+
+// runPartner runs one partner session of an endpoint with cfg over TLS to addr presenting
+// leaf. wrap, if not nil, wraps the TLS connection the endpoint uses.
+func runPartner(t testing.TB, fx *fixture, addr string, leaf *pki.Leaf, cfg endpoint.Config, wrap func(net.Conn) net.Conn, files ...testFile) (*endpoint.Result, error) {
+	t.Helper()
 	ep, err := endpoint.New(cfg)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return nil, err
 	}
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", addr, fx.partnerTLS(&leaf.TLS))
+	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", addr, fx.partnerTLS(&leaf.TLS))
 	if err != nil {
 		return nil, fmt.Errorf("dial the partner listener: %w", err)
+	}
+	var conn net.Conn = tc
+	if wrap != nil {
+		conn = wrap(tc)
 	}
 	out := make([]endpoint.OutgoingFile, len(files))
 	for i, f := range files {
@@ -196,6 +209,33 @@ func sendAs(t testing.TB, fx *fixture, addr string, leaf *pki.Leaf, id, password
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	return ep.Run(ctx, conn, out...)
+}
+
+// gatedConn passes writes through until Limit octets have been written; then it signals
+// Reached and holds further writes until Release is closed. It pauses a partner endpoint in
+// the middle of a transfer.
+type gatedConn struct {
+	net.Conn
+	Limit   int64
+	Reached chan struct{} // closed once the limit is reached
+	Release chan struct{} // closed by the test to let writes go on
+
+	written int64 // owned by the endpoint's writing goroutine
+	once    sync.Once
+}
+
+func newGatedConn(c net.Conn, limit int64) *gatedConn {
+	return &gatedConn{Conn: c, Limit: limit, Reached: make(chan struct{}), Release: make(chan struct{})}
+}
+
+func (g *gatedConn) Write(b []byte) (int, error) {
+	if g.written >= g.Limit {
+		g.once.Do(func() { close(g.Reached) })
+		<-g.Release
+	}
+	n, err := g.Conn.Write(b)
+	g.written += int64(n)
+	return n, err
 }
 
 // checkDelivered checks that every file of res was confirmed by the responder's EERP and
