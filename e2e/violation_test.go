@@ -217,4 +217,3 @@ func appendSTB(dst, buf []byte) []byte {
 	n := len(buf) + 4
 	return append(append(dst, 0x10, byte(n>>16), byte(n>>8), byte(n)), buf...)
 }
-
