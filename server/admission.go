@@ -30,6 +30,7 @@ type refusal struct {
 	odette  string            // Odette ID when known
 	fields  map[string]string // further event fields
 	ssrm    bool              // true once SSRM was sent, so an ESID can be answered
+	text    string            // ESID reason text for the partner; if empty, one is chosen by event
 	wrapped error
 }
 
@@ -246,6 +247,9 @@ func readSSID(r *oftp2.Reader, pol *Policy, info *peerInfo, remote netip.Addr) (
 		r := &refusal{event: EventPartnerSSIDInvalid, reason: "ssid_syntax", esid: reason, ssrm: true, odette: id, msg: err.Error(), wrapped: err}
 		if field != "" {
 			r.fields = map[string]string{"field": field}
+		}
+		if pe != nil {
+			r.text = pe.ESID().Text // the syntax problem helps the partner fix its software
 		}
 		return nil, r
 	}

@@ -143,6 +143,9 @@ func TestAdmissionMatrix(t *testing.T) {
 				if esid.Reason != tt.wantESID {
 					t.Errorf("ESID reason = %s, want %s", esid.Reason, tt.wantESID)
 				}
+				if esid.Reason == oftp2.ESIDUserCodeNotKnown && esid.Text != "user code not known" {
+					t.Errorf("ESID 03 text = %q; every identity refusal must read the same", esid.Text)
+				}
 				if _, err := rp.Read(5 * time.Second); !isClosed(err) {
 					t.Errorf("after ESID: read = %v, want the connection closed", err)
 				}

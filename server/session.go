@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -249,8 +250,11 @@ func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort) 
 func violationRefusal(odetteID string, err error) *refusal {
 	ref := &refusal{event: EventPartnerSSIDInvalid, reason: "ssid_syntax", esid: oftp2.ReasonOf(err), ssrm: true, odette: odetteID, msg: err.Error(), wrapped: err}
 	var pe *oftp2.ProtocolError
-	if errors.As(err, &pe) && pe.Field != "" {
-		ref.fields = map[string]string{"field": pe.Field}
+	if errors.As(err, &pe) {
+		ref.text = pe.ESID().Text
+		if pe.Field != "" {
+			ref.fields = map[string]string{"field": pe.Field}
+		}
 	}
 	return ref
 }
@@ -280,9 +284,12 @@ func (s *Server) refuse(ps *partnerSession, pw *partnerWriter, ref *refusal) {
 	s.emit(ev)
 }
 
-// esidText is the reason text the partner sees: the event name only. The details are for the
-// operator's log, not for a possibly hostile peer.
+// esidText is the reason text the partner sees. For identity refusals it is deliberately
+// vague; the details are for the operator's log, not for a possibly hostile peer.
 func esidText(ref *refusal) string {
+	if ref.text != "" {
+		return ref.text
+	}
 	switch ref.event {
 	case EventPartnerUnknown, EventPartnerDisabled, EventPartnerCertMismatch, EventPartnerNetworkDenied, EventPartnerDirectionDenied:
 		// One text for all of them, so that a prober cannot tell a known partner from an
@@ -294,11 +301,19 @@ func esidText(ref *refusal) string {
 		return "resources not available, retry later"
 	case EventPartnerSSIDTimeout:
 		return "time out waiting for SSID"
+	case EventPartnerLevel:
+		return "OFTP 2.0 (SSIDLEV 5) required"
 	}
-	if ref.esid.Valid() {
-		return ref.esid.String()[5 : len(ref.esid.String())-1]
+	return reasonName(ref.esid)
+}
+
+// reasonName returns the RFC 5024 description of an ESID reason, e.g. "protocol violation".
+func reasonName(r oftp2.ESIDReason) string {
+	s := r.String() // "02 (protocol violation)"
+	if _, rest, ok := strings.Cut(s, "("); ok {
+		return strings.TrimSuffix(rest, ")")
 	}
-	return ""
+	return s
 }
 
 // stopCauseOf returns the cause of an external stop of ps, if there was one.
