@@ -1,4 +1,28 @@
-// Package server is the DMZ half of the SmartProxy for OFTP2: it accepts tunnels from
-// smartproxy-client, receives the whole security configuration over them, and runs the
-// partner listener that admits OFTP2 partners and relays verified sessions inside.
+// Package server is smartproxy-server, the DMZ half of the SmartProxy for OFTP2.
+//
+// The server holds no configuration of its own. smartproxy-client dials its tunnel port with
+// mutual TLS (package tunnel/transport) and runs one multiplexed stream (package tunnel); the
+// server answers Hello with Welcome and receives the whole security configuration in
+// ConfigSnapshot frames (large CRLs in ConfigChunk frames). CompilePolicy validates a complete
+// snapshot into an immutable Policy; the newest valid version is swapped in atomically and
+// answered with ConfigApplied, a refused one with the path of every bad field.
+//
+// The partner listener is open exactly while a policy is in force and at least one tunnel is
+// connected. Each partner connection goes through admission before anything goes inside:
+//
+//	accept ─► limits (sessions, handshakes, per-source rate) ─► TLS 1.2/1.3 with the company
+//	certificate, client certificate chain + validity + CRLs of the policy ─► SSRM (sent by the
+//	server) ─► the partner's SSID within the deadline: syntax, level 5, known and enabled
+//	partner, password, certificate bound to the Odette ID, source network, direction, license
+//	─► SessionOpen{INCOMING} on the least busy tunnel ─► SessionOpened from the client
+//
+// A refusal after SSRM answers the partner with the fitting ESID; every refusal is one
+// security event (a log line with a stable event name, and an Event frame to the client).
+// An admitted session is relayed by two goroutines, one per direction; every exchange buffer
+// passes the session's oftp2.Validator before it is forwarded, and a violation ends the
+// session with ESID to both sides. The server never answers on an endpoint's behalf.
+//
+// docs/operations.md describes the behaviour for operators, docs/security-events.md lists the
+// events. Package servertest holds a client harness and fixtures for tests of this package
+// and of both daemons together.
 package server
