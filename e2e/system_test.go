@@ -129,9 +129,12 @@ type systemOptions struct {
 	responder func(*endpoint.Config)
 	// noClient starts no client.
 	noClient bool
-	// tunnelVia, if not nil, is put between the client and the server's tunnel port (a
-	// forwarder the test can cut).
+	// tunnelVia, if not nil, returns the address the client dials instead of the server's
+	// tunnel port (a forwarder the test can cut).
 	tunnelVia func(target string) string
+	// internalVia, if not nil, returns the internal server address of the configuration
+	// instead of the responder's (a forwarder the test can pause).
+	internalVia func(target string) string
 }
 
 // freePort returns a loopback address with a port that was free a moment ago.
@@ -163,7 +166,11 @@ func startSystem(t *testing.T, fx *fixture, opts systemOptions) *system {
 	if opts.listen == "" {
 		opts.listen = freePort(t)
 	}
-	cf := fx.config(opts.listen, s.responder.Addr)
+	internal := s.responder.Addr
+	if opts.internalVia != nil {
+		internal = opts.internalVia(internal)
+	}
+	cf := fx.config(opts.listen, internal)
 	if opts.config != nil {
 		opts.config(&cf)
 	}
