@@ -9,13 +9,7 @@ import (
 
 const mib = 1 << 20
 
-// bigFormats are the formats the 50 MiB file is sent in. Every format carries 0 B and 1 MiB;
-// the 50 MiB file goes in two formats to keep the package within its time budget under the
-// race detector (docs/testing.md).
-var bigFormats = map[oftp2.FileFormat]bool{oftp2.FormatUnstructured: true, oftp2.FormatVariable: true, oftp2.FormatText: true, oftp2.FormatFixed: true}
-
-// TestTransferFormats sends files of 0 B, 1 MiB and (for some formats) 50 MiB in each Virtual
-// File format from a partner endpoint through server, tunnel and client to the internal
+// TestTransferFormats sends files of 0 B, 1 MiB and 50 MiB in each Virtual File format from a partner endpoint through server, tunnel and client to the internal
 // responder, one session per format: every file must be stored byte-identical and confirmed
 // to the partner by the responder's EERP.
 func TestTransferFormats(t *testing.T) {
@@ -29,12 +23,8 @@ func TestTransferFormats(t *testing.T) {
 	sessions := 0
 	for _, f := range formats {
 		t.Run(f.String(), func(t *testing.T) {
-			sizes := []int64{0, mib}
-			if bigFormats[f] && !testing.Short() {
-				sizes = append(sizes, 50*mib)
-			}
 			var files []testFile
-			for i, size := range sizes {
+			for i, size := range []int64{0, mib, 50 * mib} {
 				files = append(files, makeFile(t, dir, fmt.Sprintf("%c-%d.dat", byte(f), size), f, size, uint64(i)))
 			}
 			res, err := sendAs(t, fx, addr, leaf, partnerID, partnerPassword, nil, files...)
