@@ -1,6 +1,8 @@
 package server
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -19,6 +21,8 @@ type metrics struct {
 	listenerOpen  prometheus.Gauge
 	eventsDropped prometheus.Counter
 	crlReports    prometheus.Counter
+	windowStalls  prometheus.Counter
+	tunnelRTT     prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -49,15 +53,39 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "smartproxy_server_tunnel_events_dropped_total", Help: "Event frames not sent because the queue to the tunnel was full (the log line was written)."}),
 		crlReports: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "smartproxy_server_crl_url_reports_total", Help: "CRL distribution point URLs reported to the client."}),
+		windowStalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "smartproxy_server_tunnel_window_stalls_total", Help: "Writes to a tunnel session that waited for the client's credit (backpressure)."}),
+		tunnelRTT: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "smartproxy_server_tunnel_rtt_seconds", Help: "Round-trip time of tunnel Ping frames.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.sessions, m.handshakes, m.admissions, m.bytes, m.buffers, m.violations,
-		m.tunnels, m.configVersion, m.configResults, m.licenseValid, m.listenerOpen, m.eventsDropped, m.crlReports} {
+		m.tunnels, m.configVersion, m.configResults, m.licenseValid, m.listenerOpen, m.eventsDropped, m.crlReports,
+		m.windowStalls, m.tunnelRTT} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// tunnelMetrics feeds one tunnel's multiplexer counters into the server's metrics and its
+// round-trip time into the tunnel's status. Its methods are called with the mux's lock held and
+// only touch atomics and Prometheus collectors.
+type tunnelMetrics struct {
+	m  *metrics
+	tc *tunnelConn
+}
+
+func (t tunnelMetrics) DataSent(int)        {}
+func (t tunnelMetrics) DataReceived(int)    {}
+func (t tunnelMetrics) SessionStarted(bool) {}
+func (t tunnelMetrics) SessionEnded(error)  {}
+func (t tunnelMetrics) WindowStall()        { t.m.windowStalls.Inc() }
+func (t tunnelMetrics) RTT(d time.Duration) {
+	t.tc.lastRTT.Store(int64(d))
+	t.m.tunnelRTT.Observe(d.Seconds())
 }

@@ -39,6 +39,7 @@ func (s *Server) handleStream(ctx context.Context, peer transport.PeerInfo, stre
 		Window:  int(s.cfg.SessionWindow),
 		Logger:  tc.log,
 		Control: q.push,
+		Metrics: tunnelMetrics{m: s.metrics, tc: tc},
 		Accept: func(sess *tunnel.Session) {
 			sess.Reject(tunnelv1.AbortReason_ABORT_REASON_REFUSED, uint32(oftp2.ESIDResourcesNotAvailable),
 				"this server does not serve outgoing sessions")

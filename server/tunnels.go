@@ -86,7 +86,8 @@ func (s *Server) welcome(window uint32) *tunnelv1.Frame {
 }
 
 // control handles one control frame of a connected tunnel (after Hello). It runs on the
-// tunnel's control goroutine, so frames of one tunnel are handled in order.
+// tunnel's control goroutine, so frames of one tunnel are handled in order. Ping and Pong are
+// answered and measured by the multiplexer (tunnelMetrics.RTT).
 func (tc *tunnelConn) control(ctx context.Context, f *tunnelv1.Frame) {
 	s := tc.s
 	reply := func(r *tunnelv1.Frame) {
@@ -106,12 +107,6 @@ func (tc *tunnelConn) control(ctx context.Context, f *tunnelv1.Frame) {
 	case *tunnelv1.Frame_LicenseUpdate:
 		st := s.updateLicense(k.LicenseUpdate.GetLicense(), tc.name())
 		reply(&tunnelv1.Frame{Kind: &tunnelv1.Frame_LicenseStatus{LicenseStatus: st}})
-	case *tunnelv1.Frame_Ping:
-		reply(&tunnelv1.Frame{Kind: &tunnelv1.Frame_Pong{Pong: &tunnelv1.Pong{Nonce: k.Ping.GetNonce(), PingSentAt: k.Ping.GetSentAt()}}})
-	case *tunnelv1.Frame_Pong:
-		if t := k.Pong.GetPingSentAt(); t != nil {
-			tc.lastRTT.Store(int64(s.now().Sub(t.AsTime())))
-		}
 	case *tunnelv1.Frame_Hello:
 		tc.log.Warn("tunnel: a second Hello on the stream is ignored")
 	default:
