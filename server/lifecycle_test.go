@@ -248,6 +248,11 @@ func TestAdminSessionsAndKill(t *testing.T) {
 	rp := rawSession(t, env, p.Partner(t, "O0013PARTNER", nil), "O0013PARTNER")
 	ctx := context.Background()
 	be := env.s.Admin()
+	// The responder's SSID reached the partner; its bytes are counted right after the write.
+	waitFor(t, "bytes to the partner counted", func() bool {
+		s, _ := be.Sessions(ctx)
+		return len(s) == 1 && s[0].BytesToPartner > 0
+	})
 	sessions, err := be.Sessions(ctx)
 	if err != nil {
 		t.Fatal(err)
