@@ -124,6 +124,7 @@ func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort) 
 
 	// A stop (admin kill, shutdown) during admission unblocks every read and write.
 	stopAdmission := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
+	defer stopAdmission()
 
 	info := &peerInfo{}
 	conn := tls.Server(raw, partnerTLSConfig(pol, s.now, info))
