@@ -106,17 +106,21 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// buildBinaries builds smartproxy-server, smartproxy-client and oftp2 into a temporary
-// directory and returns it.
+// goTool returns the go command.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// buildBinaries builds smartproxy-server, smartproxy-client, smartproxy-license and oftp2
+// into a temporary directory and returns it.
 func buildBinaries(t *testing.T) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
 	dir := t.TempDir()
-	cmd := exec.Command(goTool, "build", "-o", dir+string(os.PathSeparator),
-		"smartproxy/cmd/smartproxy-server", "smartproxy/cmd/smartproxy-client", "smartproxy/cmd/oftp2")
+	cmd := exec.Command(goTool(), "build", "-o", dir+string(os.PathSeparator),
+		"smartproxy/cmd/smartproxy-server", "smartproxy/cmd/smartproxy-client", "smartproxy/cmd/smartproxy-license", "smartproxy/cmd/oftp2")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -303,5 +307,39 @@ func waitFile(t *testing.T, path string, p *proc) string {
 			t.Fatalf("%s wrote nothing to %s", p.name, path)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestDemoScript runs scripts/demo.sh — what `make demo`, the README's first command, runs —
+// with freshly built binaries and free ports, and checks that it reports the file delivered
+// through the proxy with matching SHA-256 sums.
+func TestDemoScript(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Fatalf("bash is needed for scripts/demo.sh: %v", err)
+	}
+	bin := buildBinaries(t)
+	run := filepath.Join(t.TempDir(), "demo-run")
+	cmd := exec.Command(bash, filepath.Join("..", "scripts", "demo.sh"))
+	cmd.Env = append(os.Environ(), "BIN="+bin, "DEMO_DIR="+run, "GO="+goTool(), "DEMO_PARTNER_PORT=0", "DEMO_TUNNEL_PORT=0")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("scripts/demo.sh: %v\n%s", err, out.String())
+	}
+	text := out.String()
+	sums := regexp.MustCompile(`(?m)^\s+sha256 ([0-9a-f]{64})$`).FindAllStringSubmatch(text, -1)
+	if len(sums) != 2 || sums[0][1] != sums[1][1] {
+		t.Fatalf("the demo printed sha256 lines %v, want two equal ones:\n%s", sums, text)
+	}
+	m := regexp.MustCompile(`(?m)^  received: (\S+)$`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("the demo printed no received path:\n%s", text)
+	}
+	if got := fileSHA256(t, m[1]); got != sums[0][1] {
+		t.Errorf("the file the demo names, %s, has sha256 %s, want %s", m[1], got, sums[0][1])
+	}
+	if !strings.Contains(text, "\nOK: partner → smartproxy-server → tunnel → smartproxy-client → internal OFTP2 server") {
+		t.Errorf("the demo did not report success:\n%s", text)
 	}
 }

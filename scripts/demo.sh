@@ -1,26 +1,43 @@
 #!/usr/bin/env bash
-# demo.sh — deliver a file between two OFTP2 endpoints on loopback.
+# demo.sh — run the SmartProxy for OFTP2 on loopback and deliver a file through it.
 #
-# Called by `make demo` after `make build`. It uses ./bin/oftp2 and
-# ./bin/smartproxy-server (for the certificates) and works in ./demo-run,
-# which it recreates. Exit status 0 means the file arrived byte-identical and
-# the sender received the end-to-end response (EERP); anything else fails.
+# Called by `make demo` after `make build`. It uses ./bin/{smartproxy-server,smartproxy-client,
+# smartproxy-license,oftp2} and works in ./demo-run (DEMO_DIR), which it recreates:
 #
-# This demo runs two OFTP2 endpoints directly against each other, partner to
-# internal server, over TLS 1.3 with client certificates. The SmartProxy will
-# later be inserted between them; this is the baseline it must not change.
+#   partner (oftp2 send) ──TLS──► smartproxy-server ══tunnel══ smartproxy-client ──► oftp2 serve
+#                                  (DMZ, no config)             (--config client.json)  (internal)
+#
+# Exit status 0 means the file arrived byte-identical at the internal OFTP2 server and the
+# partner received its end-to-end response (EERP); anything else fails with the log tails.
+# The partner and tunnel ports are 6619 and 2878 when those are free on 127.0.0.1, else free
+# high ports (DEMO_PARTNER_PORT, DEMO_TUNNEL_PORT change the preference; 0 means any).
+# Every process the script starts is stopped when it exits.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 BIN=${BIN:-./bin}
-RUN=./demo-run
+RUN=${DEMO_DIR:-./demo-run}
+GO=${GO:-go}
 PARTNER_ID=O0013000000PARTNER   # the calling side (initiator, sender)
-COMPANY_ID=O0013000000COMPANY   # the called side (responder, receiver)
+PARTNER_PW=PARTNPW
+COMPANY_ID=O0013000000COMPANY   # the internal OFTP2 server (responder, receiver)
+COMPANY_PW=COMPANY
+WAIT_SECONDS=${WAIT_SECONDS:-30}
 
 say() { printf '\n== %s\n' "$*"; }
-fail() { printf '\ndemo FAILED: %s\n' "$*" >&2; exit 1; }
+logs() {
+  for f in "$RUN"/logs/*.log; do
+    [[ -s $f ]] || continue
+    printf '\n--- %s (last 25 lines) ---\n' "$f" >&2
+    tail -n 25 "$f" >&2
+  done
+}
+fail() {
+  printf '\ndemo FAILED: %s\n' "$*" >&2
+  exit 1
+}
 
-for b in oftp2 smartproxy-server; do
+for b in smartproxy-server smartproxy-client smartproxy-license oftp2; do
   [[ -x $BIN/$b ]] || fail "$BIN/$b is missing: run make build (or make demo)"
 done
 if command -v sha256sum >/dev/null; then
@@ -30,70 +47,131 @@ else
 fi
 
 rm -rf "$RUN"
-mkdir -p "$RUN/outgoing"
+mkdir -p "$RUN/logs" "$RUN/outgoing" "$RUN/pid"
+RUN=$(cd "$RUN" && pwd)
 
-say "This demo runs two OFTP2 endpoints directly (no proxy yet; it will be inserted between them later)."
+PIDS=()
+cleanup() {
+  local status=$?
+  local pid
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+    { wait "$pid" || true; } 2>/dev/null
+  done
+  if [[ $status -ne 0 ]]; then
+    logs
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
 
-say "Certificates: a CA, a server certificate (localhost, 127.0.0.1) and a client certificate"
-"$BIN/smartproxy-server" pki init --dir "$RUN/pki" >/dev/null
-PKI=$RUN/pki
-ls "$PKI"
+# waitfor FILE PATTERN PID WHAT: wait (bounded) until FILE contains PATTERN while PID runs.
+waitfor() {
+  local file=$1 pattern=$2 pid=$3 what=$4 i
+  for ((i = 0; i < WAIT_SECONDS * 20; i++)); do
+    grep -q -- "$pattern" "$file" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || fail "$what exited before it was ready"
+    sleep 0.05
+  done
+  fail "$what was not ready within ${WAIT_SECONDS}s"
+}
+
+say "Helper for the demo's certificates and configuration (go build ./scripts/demosetup)"
+"$GO" build -o "$RUN/demosetup" ./scripts/demosetup
+SETUP=$RUN/demosetup
+
+say "Tunnel PKI: smartproxy-server pki init"
+"$BIN/smartproxy-server" pki init --dir "$RUN/tunnel" | sed 's/^/  /'
+
+say "Company certificate, partner CA, partner certificate and CRL"
+"$SETUP" certs --dir "$RUN/config" --partner-id "$PARTNER_ID" --company-id "$COMPANY_ID" | sed 's/^/  /'
+
+say "License for this host: smartproxy-license issue --dev --proxy-id \$(smartproxy-server -L)"
+PROXY_ID=$("$BIN/smartproxy-server" -L)
+"$BIN/smartproxy-license" issue --dev --proxy-id "$PROXY_ID" --customer "SmartProxy demo" --days 1 --out "$RUN/license" | sed 's/^/  /'
+"$BIN/smartproxy-server" -V -l "$RUN/license" | sed 's/^/  /'
+
+say "Internal OFTP2 server: oftp2 serve ($COMPANY_ID, plain TCP on loopback)"
+"$BIN/oftp2" serve --plain --listen 127.0.0.1:0 --addr-file "$RUN/serve.addr" \
+  --odette-id "$COMPANY_ID" --password "$COMPANY_PW" --partner "$PARTNER_ID:$PARTNER_PW" \
+  --dir "$RUN/inbox" >"$RUN/serve.out" 2>"$RUN/logs/oftp2-serve.log" &
+PIDS+=($!)
+SERVE_PID=$!
+for ((i = 0; i < WAIT_SECONDS * 20; i++)); do
+  [[ -s $RUN/serve.addr ]] && break
+  kill -0 "$SERVE_PID" 2>/dev/null || fail "oftp2 serve did not start"
+  sleep 0.05
+done
+[[ -s $RUN/serve.addr ]] || fail "oftp2 serve did not report its address"
+INTERNAL=$(cat "$RUN/serve.addr")
+echo "  listening on $INTERNAL"
+
+# The standard ports when they are free, else free high ports (0: always a free high port).
+PARTNER_ADDR=$("$SETUP" port "${DEMO_PARTNER_PORT:-6619}")
+TUNNEL_ADDR=$("$SETUP" port "${DEMO_TUNNEL_PORT:-2878}")
+
+say "Client configuration from examples/client.json"
+"$SETUP" config --dir "$RUN/config" --template examples/client.json \
+  --listen "$PARTNER_ADDR" --internal "$INTERNAL" --partner-id "$PARTNER_ID" --partner-password "$PARTNER_PW" | sed 's/^/  /'
+"$BIN/smartproxy-client" --check --config "$RUN/config/client.json" | sed 's/^/  /'
+
+say "DMZ: smartproxy-server -i $TUNNEL_ADDR (it holds no configuration of its own)"
+"$BIN/smartproxy-server" -i "$TUNNEL_ADDR" -l "$RUN/license" \
+  --tunnel-cert "$RUN/tunnel/server.pem" --tunnel-key "$RUN/tunnel/server-key.pem" --tunnel-ca "$RUN/tunnel/tunnel-ca.pem" \
+  --admin= --metrics= --pid-file "$RUN/pid/smartproxy-server.pid" 2>"$RUN/logs/smartproxy-server.log" &
+PIDS+=($!)
+SERVER_PID=$!
+waitfor "$RUN/logs/smartproxy-server.log" "waiting for a client tunnel" "$SERVER_PID" "smartproxy-server"
+echo "  running (log: $RUN/logs/smartproxy-server.log)"
+
+say "Inside: smartproxy-client -S $TUNNEL_ADDR --config client.json"
+"$BIN/smartproxy-client" -S "$TUNNEL_ADDR" --tunnel-server-name localhost --config "$RUN/config/client.json" \
+  --tunnel-cert "$RUN/tunnel/client.pem" --tunnel-key "$RUN/tunnel/client-key.pem" --tunnel-ca "$RUN/tunnel/tunnel-ca.pem" \
+  --admin= --metrics= --pid-file "$RUN/pid/smartproxy-client.pid" 2>"$RUN/logs/smartproxy-client.log" &
+PIDS+=($!)
+CLIENT_PID=$!
+waitfor "$RUN/logs/smartproxy-server.log" "event=partner_listener_opened" "$SERVER_PID" "smartproxy-server's partner listener"
+kill -0 "$CLIENT_PID" 2>/dev/null || fail "smartproxy-client exited"
+echo "  the client pushed its configuration; partner listener open on $PARTNER_ADDR"
 
 say "A sample EDI text file (format T, lines ending in CR LF)"
 SAMPLE=$RUN/outgoing/invoices.edi
 for i in $(seq 1 2000); do
   printf "UNH+%d+INVOIC:D:96A:UN'BGM+380+INV%06d+9'DTM+137:20240506:102'MOA+77:%d.00'UNT+5+%d'\r\n" "$i" "$i" "$((i * 7))" "$i"
 done >"$SAMPLE"
-ls -l "$SAMPLE"
+ls -l "$SAMPLE" | sed 's/^/  /'
 
-say "Starting the receiver: oftp2 serve ($COMPANY_ID) on a free loopback port"
-"$BIN/oftp2" serve \
-  --listen 127.0.0.1:0 --addr-file "$RUN/serve.addr" \
-  --cert "$PKI/server.pem" --key "$PKI/server-key.pem" --ca "$PKI/tunnel-ca.pem" \
-  --odette-id "$COMPANY_ID" --password COMPANY \
-  --partner "$PARTNER_ID:PARTNER" \
-  --dir "$RUN/inbox" >"$RUN/serve.out" 2>"$RUN/serve.log" &
-SERVE_PID=$!
-cleanup() {
-  if kill -0 "$SERVE_PID" 2>/dev/null; then
-    kill -TERM "$SERVE_PID" 2>/dev/null || true
-    wait "$SERVE_PID" 2>/dev/null || true
-  fi
-}
-trap cleanup EXIT
+say "Partner: oftp2 send ($PARTNER_ID) → $PARTNER_ADDR, through the DMZ, waiting for the EERP"
+"$BIN/oftp2" send --connect "$PARTNER_ADDR" --server-name localhost \
+  --cert "$RUN/config/partner.pem" --key "$RUN/config/partner-key.pem" --ca "$RUN/config/company-ca.pem" \
+  --odette-id "$PARTNER_ID" --password "$PARTNER_PW" \
+  --partner-id "$COMPANY_ID" --partner-password "$COMPANY_PW" \
+  --format T "$SAMPLE" 2>"$RUN/logs/oftp2-send.log" | tee "$RUN/send.out" | sed 's/^/  /' ||
+  fail "oftp2 send failed"
+grep -q '^delivered ' "$RUN/send.out" || fail "the partner got no EERP"
 
-for _ in $(seq 1 200); do
-  [[ -s $RUN/serve.addr ]] && break
-  kill -0 "$SERVE_PID" 2>/dev/null || { cat "$RUN/serve.log" >&2; fail "oftp2 serve did not start"; }
+for ((i = 0; i < WAIT_SECONDS * 20; i++)); do
+  grep -q '^received ' "$RUN/serve.out" && break
   sleep 0.05
 done
-[[ -s $RUN/serve.addr ]] || fail "oftp2 serve did not report its address"
-ADDR=$(cat "$RUN/serve.addr")
-echo "listening on $ADDR (log: $RUN/serve.log)"
-
-say "Sending: oftp2 send ($PARTNER_ID) → $ADDR, waiting for the EERP"
-"$BIN/oftp2" send \
-  --connect "$ADDR" --server-name localhost \
-  --cert "$PKI/client.pem" --key "$PKI/client-key.pem" --ca "$PKI/tunnel-ca.pem" \
-  --odette-id "$PARTNER_ID" --password PARTNER \
-  --partner-id "$COMPANY_ID" --partner-password COMPANY \
-  --format T "$SAMPLE" | tee "$RUN/send.out"
-
-say "Stopping the receiver"
-cleanup
-trap - EXIT
-
 RECEIVED=$(awk '$1 == "received" {print $2; exit}' "$RUN/serve.out")
-[[ -n $RECEIVED && -f $RECEIVED ]] || { cat "$RUN/serve.log" >&2; fail "the receiver reported no stored file"; }
-grep -q '^delivered ' "$RUN/send.out" || fail "the sender got no EERP"
+[[ -n $RECEIVED && -f $RECEIVED ]] || fail "the internal OFTP2 server reported no stored file"
+
+say "What the proxy logged about the session"
+grep -E 'event=(session_started|session_ended)' "$RUN/logs/smartproxy-server.log" | sed 's/^/  server: /'
+grep -E 'event=(session_opened|session_closed)' "$RUN/logs/smartproxy-client.log" | sed 's/^/  client: /'
 
 WANT=$(sha "$SAMPLE")
 GOT=$(sha "$RECEIVED")
 say "Result"
-cat "$RUN/serve.out"
-echo "sent:     $SAMPLE  sha256 $WANT"
-echo "received: $RECEIVED  sha256 $GOT"
-echo "metadata: $(dirname "$RECEIVED")/.oftp2/received/$(basename "$RECEIVED").json"
+echo "  sent:     $SAMPLE"
+echo "            sha256 $WANT"
+echo "  received: $RECEIVED"
+echo "            sha256 $GOT"
+echo "  metadata: $(dirname "$RECEIVED")/.oftp2/received/$(basename "$RECEIVED").json"
 [[ $WANT == "$GOT" ]] || fail "the received file differs from the sent one"
 echo
-echo "OK: the file arrived byte-identical and the sender received the end-to-end response (EERP)."
+echo "OK: partner → smartproxy-server → tunnel → smartproxy-client → internal OFTP2 server:"
+echo "    the file arrived byte-identical and the partner received the end-to-end response (EERP)."
