@@ -151,7 +151,7 @@ func freePort(t testing.TB) string {
 
 // startSystem starts responder, server and (unless opts.noClient) client and waits until the
 // partner listener is open. Everything stops when the test ends.
-func startSystem(t *testing.T, fx *fixture, opts systemOptions) *system {
+func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 	t.Helper()
 	s := &system{fx: fx, recvDir: t.TempDir(), serverLog: newLogCapture(), clientLog: newLogCapture()}
 	rc := endpoint.Config{
@@ -228,7 +228,7 @@ type runningClient struct {
 
 // startClient loads the configuration file as smartproxy-client --config does and runs a
 // client against tunnelAddr until the test ends or its stop is called.
-func (s *system) startClient(t *testing.T, tunnelAddr string) *runningClient {
+func (s *system) startClient(t testing.TB, tunnelAddr string) *runningClient {
 	t.Helper()
 	loader, err := configfile.NewLoader(s.cfgPath, nil)
 	if err != nil {
