@@ -91,4 +91,3 @@ func benchProxyVsDirect(b *testing.B, buffer, credit int) {
 	b.ReportMetric(mbs(tDirect), "direct-MB/s")
 	b.ReportMetric(tDirect.Seconds()/tProxy.Seconds(), "proxy/direct")
 }
-
