@@ -49,10 +49,6 @@ func (a adminBackend) Sessions(context.Context) ([]admin.Session, error) {
 	for _, s := range c.sessions {
 		list = append(list, s)
 	}
-	own := make(map[uint64]tunnelv1.LogLevel, len(c.ownLevels))
-	for id, lv := range c.ownLevels {
-		own[id] = admin.LevelFromLogrus(lv)
-	}
 	c.mu.Unlock()
 	sort.Slice(list, func(i, j int) bool { return list[i].id < list[j].id })
 	out := make([]admin.Session, 0, len(list))
@@ -60,10 +56,16 @@ func (a adminBackend) Sessions(context.Context) ([]admin.Session, error) {
 		s.mu.Lock()
 		state := s.state
 		s.mu.Unlock()
+		level := tunnelv1.LogLevel_LOG_LEVEL_UNSPECIFIED
+		if s.logKey != "" && c.cfg.Levels != nil {
+			if lv, own := c.cfg.Levels.SessionLevel(s.logKey); own {
+				level = admin.LevelFromLogrus(lv)
+			}
+		}
 		out = append(out, admin.Session{
 			ID: s.id, Direction: tunnelv1.Direction_DIRECTION_INCOMING, PartnerOdetteID: s.partner, RemoteAddr: s.remote,
 			StartedAt: s.started, BytesFromPartner: s.toInternal.Load(), BytesToPartner: s.fromInternal.Load(),
-			ClientID: c.clientID, State: state, LogLevel: own[s.id],
+			ClientID: c.clientID, State: state, LogLevel: level,
 		})
 	}
 	return out, nil
@@ -109,30 +111,24 @@ func (a adminBackend) SetLogLevel(_ context.Context, sessionID uint64, level tun
 	}
 	c.mu.Lock()
 	s := c.sessions[sessionID]
-	prevLevel, own := c.ownLevels[sessionID]
 	c.mu.Unlock()
 	if s == nil || s.logKey == "" {
 		return 0, admin.ErrNotFound
 	}
 	prev := tunnelv1.LogLevel_LOG_LEVEL_UNSPECIFIED
-	if own {
-		prev = admin.LevelFromLogrus(prevLevel)
+	if lv, own := levels.SessionLevel(s.logKey); own {
+		prev = admin.LevelFromLogrus(lv)
 	}
-	lv, ok := admin.LevelToLogrus(level)
-	if !ok {
-		// UNSPECIFIED: follow the process level again (at its current value).
-		lv = levels.Global()
+	var err error
+	if lv, ok := admin.LevelToLogrus(level); ok {
+		err = levels.SetSession(s.logKey, lv, by)
+	} else {
+		// UNSPECIFIED: follow the process level again.
+		err = levels.FollowGlobal(s.logKey, by)
 	}
-	if err := levels.SetSession(s.logKey, lv, by); err != nil {
+	if err != nil {
 		return 0, admin.ErrNotFound
 	}
-	c.mu.Lock()
-	if ok {
-		c.ownLevels[sessionID] = lv
-	} else {
-		delete(c.ownLevels, sessionID)
-	}
-	c.mu.Unlock()
 	return prev, nil
 }
 

@@ -117,7 +117,6 @@ type Client struct {
 	nextID     uint64                  // last local session id handed out
 	license    *tunnelv1.LicenseStatus // last license state from a server
 	proxyID    string                  // last Proxy ID from a server
-	ownLevels  map[uint64]logrus.Level // sessions whose level an operator set
 	shutdown   bool                    // Run's context has ended
 }
 
@@ -175,7 +174,6 @@ func New(cfg Config) (*Client, error) {
 		cfgChanged: make(chan struct{}),
 		streams:    make(map[*stream]struct{}),
 		sessions:   make(map[uint64]*session),
-		ownLevels:  make(map[uint64]logrus.Level),
 	}
 	if c.clientID == "" {
 		c.clientID = identityOf(cfg.Credentials)
@@ -411,7 +409,6 @@ func (c *Client) addSession(st *stream, ts *tunnel.Session) (*session, *logrus.E
 func (c *Client) removeSession(s *session) {
 	c.mu.Lock()
 	delete(c.sessions, s.id)
-	delete(c.ownLevels, s.id)
 	n := len(c.sessions)
 	c.mu.Unlock()
 	c.metrics.sessions.Set(float64(n))

@@ -6,8 +6,6 @@ import (
 	"sort"
 	"strconv"
 
-	"github.com/sirupsen/logrus"
-
 	"smartproxy/admin"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/oftp2"
@@ -69,7 +67,7 @@ func (a adminBackend) Sessions(context.Context) ([]admin.Session, error) {
 			as.ClientID = ps.tunnel.clientID
 		}
 		ps.mu.Unlock()
-		if lv, own := s.sessionLevel(ps.id); own {
+		if lv, own := s.levels.SessionLevel(strconv.FormatUint(ps.id, 10)); own {
 			as.LogLevel = admin.LevelFromLogrus(lv)
 		}
 		out = append(out, as)
@@ -116,20 +114,20 @@ func (a adminBackend) SetLogLevel(_ context.Context, sessionID uint64, level tun
 		return 0, admin.ErrNotFound
 	}
 	key := strconv.FormatUint(sessionID, 10)
-	prevLevel, own := s.sessionLevel(sessionID)
 	prev := tunnelv1.LogLevel_LOG_LEVEL_UNSPECIFIED
-	if own {
-		prev = admin.LevelFromLogrus(prevLevel)
+	if lv, own := s.levels.SessionLevel(key); own {
+		prev = admin.LevelFromLogrus(lv)
 	}
-	lv, ok := admin.LevelToLogrus(level)
-	if !ok {
+	var err error
+	if lv, ok := admin.LevelToLogrus(level); ok {
+		err = s.levels.SetSession(key, lv, by)
+	} else {
 		// UNSPECIFIED: follow the process level again.
-		lv = s.levels.Global()
+		err = s.levels.FollowGlobal(key, by)
 	}
-	if err := s.levels.SetSession(key, lv, by); err != nil {
+	if err != nil {
 		return 0, admin.ErrNotFound
 	}
-	s.sessionOverrides(sessionID, ok)
 	return prev, nil
 }
 
@@ -138,28 +136,6 @@ func (a adminBackend) License(context.Context) (admin.License, error) {
 	s := a.s
 	st := s.license.Load().status(s.cfg.ProxyID, s.now())
 	return admin.License{ProxyID: st.ProxyID, Valid: st.Valid, ExpiresAt: st.NotAfter, Reason: st.Reason}, nil
-}
-
-// sessionLevel returns a session's own log level, if an operator set one.
-func (s *Server) sessionLevel(id uint64) (logrus.Level, bool) {
-	s.sessionsMu.Lock()
-	own := s.ownLevels[id]
-	s.sessionsMu.Unlock()
-	if !own {
-		return 0, false
-	}
-	return s.levels.Session(strconv.FormatUint(id, 10)).GetLevel(), true
-}
-
-// sessionOverrides records whether session id has its own level.
-func (s *Server) sessionOverrides(id uint64, own bool) {
-	s.sessionsMu.Lock()
-	if own {
-		s.ownLevels[id] = true
-	} else {
-		delete(s.ownLevels, id)
-	}
-	s.sessionsMu.Unlock()
 }
 
 // addSession registers ps for the admin service and shutdown.
@@ -173,7 +149,6 @@ func (s *Server) addSession(ps *partnerSession) {
 func (s *Server) removeSession(ps *partnerSession) {
 	s.sessionsMu.Lock()
 	delete(s.sessions, ps.id)
-	delete(s.ownLevels, ps.id)
 	s.sessionsMu.Unlock()
 }
 

@@ -108,7 +108,6 @@ type Server struct {
 
 	sessionsMu sync.Mutex
 	sessions   map[uint64]*partnerSession // by process-wide session id
-	ownLevels  map[uint64]bool            // sessions with their own log level
 	nextID     atomic.Uint64
 	partnerWG  sync.WaitGroup // every partner connection goroutine
 
@@ -185,7 +184,6 @@ func New(cfg Config) (*Server, error) {
 		kick:        make(chan struct{}, 1),
 		tunnels:     make(map[*tunnelConn]struct{}),
 		sessions:    make(map[uint64]*partnerSession),
-		ownLevels:   make(map[uint64]bool),
 		rate:        newRateLimiter(0, cfg.Now),
 		events:      make(chan queuedEvent, cfg.EventQueue),
 		crlReported: make(map[string]bool),

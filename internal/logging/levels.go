@@ -103,6 +103,39 @@ func (l *Levels) SetSession(id string, level logrus.Level, by string) error {
 	return nil
 }
 
+// SessionLevel reports session id's own level, if an operator set one (override true); a session
+// that follows the global level, or is unknown, reports override false.
+func (l *Levels) SessionLevel(id string) (level logrus.Level, override bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s, ok := l.sessions[id]
+	if !ok || !s.override {
+		return 0, false
+	}
+	return s.log.GetLevel(), true
+}
+
+// FollowGlobal drops session id's own level: from now on it follows the global level again. The
+// change is logged. It fails if no such session exists.
+func (l *Levels) FollowGlobal(id, by string) error {
+	l.mu.Lock()
+	s, ok := l.sessions[id]
+	var old logrus.Level
+	global := l.base.GetLevel()
+	if ok {
+		old = s.log.GetLevel()
+		s.log.SetLevel(global)
+		s.override = false
+	}
+	l.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("no session %q", id)
+	}
+	l.base.WithFields(logrus.Fields{"event": "log_level_changed", "session_id": id, "old_level": old.String(), "new_level": global.String(), "changed_by": by}).
+		Warn("session log level follows the global level again")
+	return nil
+}
+
 // Release forgets session id's logger.
 func (l *Levels) Release(id string) {
 	l.mu.Lock()

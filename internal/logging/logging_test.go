@@ -89,6 +89,22 @@ func TestLevels(t *testing.T) {
 	if got := lv.Global(); got != logrus.TraceLevel {
 		t.Errorf("Step up past trace = %v, want trace", got)
 	}
+	if got, own := lv.SessionLevel("s1"); !own || got != logrus.DebugLevel {
+		t.Errorf("SessionLevel(s1) = %v, %v, want debug, true", got, own)
+	}
+	if _, own := lv.SessionLevel("s2"); own {
+		t.Errorf("SessionLevel(s2) override = true, want false")
+	}
+	if err := lv.FollowGlobal("s1", "test"); err != nil {
+		t.Fatal(err)
+	}
+	lv.SetGlobal(logrus.InfoLevel, "test")
+	if _, own := lv.SessionLevel("s1"); own || s1.GetLevel() != logrus.InfoLevel {
+		t.Errorf("after FollowGlobal and SetGlobal(info): s1 = %v (override %v), want info, false", s1.GetLevel(), own)
+	}
+	if err := lv.FollowGlobal("nope", "test"); err == nil {
+		t.Error("FollowGlobal(unknown) = nil error, want error")
+	}
 	if err := lv.SetSession("nope", logrus.InfoLevel, "test"); err == nil {
 		t.Error("SetSession(unknown) = nil error, want error")
 	}
