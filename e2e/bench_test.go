@@ -24,16 +24,21 @@ const benchFileSize = 16 * mib
 // TLS handshake, SSID, SFID … EERP and ESID. It reports the throughput of both paths in MB/s
 // and their ratio (proxy/direct); alternating keeps both under the same machine load.
 func BenchmarkProxyVsDirect(b *testing.B) {
-	for _, c := range []struct{ buffer, credit int }{{4096, 16}, {16384, 64}, {65535, 64}, {99999, 999}} {
-		b.Run(fmt.Sprintf("buffer=%d/credit=%d", c.buffer, c.credit), func(b *testing.B) {
-			benchProxyVsDirect(b, c.buffer, c.credit)
-		})
+	for _, c := range []struct{ buffer, credit, window int }{
+		{4096, 16, 0}, {16384, 64, 0}, {65535, 64, 0}, {99999, 999, 0},
+		{65535, 64, 1 << 20}, {65535, 64, 4 << 20},
+	} {
+		name := fmt.Sprintf("buffer=%d/credit=%d", c.buffer, c.credit)
+		if c.window != 0 {
+			name += fmt.Sprintf("/window=%dKiB", c.window>>10)
+		}
+		b.Run(name, func(b *testing.B) { benchProxyVsDirect(b, c.buffer, c.credit, c.window) })
 	}
 }
 
-func benchProxyVsDirect(b *testing.B, buffer, credit int) {
+func benchProxyVsDirect(b *testing.B, buffer, credit, window int) {
 	fx := newFixture(b)
-	sys := startSystem(b, fx, systemOptions{responder: func(c *endpoint.Config) { c.BufferSize, c.Credit = buffer, credit }})
+	sys := startSystem(b, fx, systemOptions{window: window, responder: func(c *endpoint.Config) { c.BufferSize, c.Credit = buffer, credit }})
 	proxyAddr := sys.partnerAddr(b)
 
 	// The direct path: the same kind of responder with a TLS listener that wants partner

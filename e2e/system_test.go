@@ -112,6 +112,7 @@ type system struct {
 	stopServer func()
 
 	clientLog *logCapture // shared by every client the test starts
+	window    int         // per-session tunnel window of the clients
 
 	mu     sync.Mutex
 	client *runningClient // the client started last
@@ -132,6 +133,9 @@ type systemOptions struct {
 	// tunnelVia, if not nil, returns the address the client dials instead of the server's
 	// tunnel port (a forwarder the test can cut).
 	tunnelVia func(target string) string
+	// window is the per-session tunnel window of both daemons in bytes. If zero, the tunnel's
+	// default.
+	window int
 	// internalVia, if not nil, returns the internal server address of the configuration
 	// instead of the responder's (a forwarder the test can pause).
 	internalVia func(target string) string
@@ -153,7 +157,7 @@ func freePort(t testing.TB) string {
 // partner listener is open. Everything stops when the test ends.
 func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 	t.Helper()
-	s := &system{fx: fx, recvDir: t.TempDir(), serverLog: newLogCapture(), clientLog: newLogCapture()}
+	s := &system{fx: fx, recvDir: t.TempDir(), serverLog: newLogCapture(), clientLog: newLogCapture(), window: opts.window}
 	rc := endpoint.Config{
 		ID: companyID, Password: companyPassword, ReceiveDir: s.recvDir, Timeout: 30 * time.Second,
 		Partners: map[string]oftp2.Password{partnerID: partnerPassword, healthyID: ""},
@@ -191,6 +195,7 @@ func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 		DrainTimeout:      2 * time.Second,
 		ListenRetry:       50 * time.Millisecond,
 		EventQueue:        4096,
+		SessionWindow:     uint32(opts.window),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -247,6 +252,7 @@ func (s *system) startClient(t testing.TB, tunnelAddr string) *runningClient {
 		Metrics:         prometheus.NewRegistry(),
 		Backoff:         transport.Backoff{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond},
 		ShutdownTimeout: 5 * time.Second,
+		Window:          s.window,
 	})
 	if err != nil {
 		t.Fatal(err)
