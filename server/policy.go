@@ -18,6 +18,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"smartproxy/admin"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/revocation"
 	"smartproxy/oftp2"
@@ -608,31 +609,16 @@ func (c *compiler) routes(routes []*tunnelv1.Route, partners map[string]*Partner
 	}
 }
 
+// logLevel maps a tunnel LogLevel to logrus; UNSPECIFIED maps to 0 (no change).
 func (c *compiler) logLevel(field string, l tunnelv1.LogLevel) logrus.Level {
-	lv, ok := logLevelFromProto(l)
+	if l == tunnelv1.LogLevel_LOG_LEVEL_UNSPECIFIED {
+		return 0
+	}
+	lv, ok := admin.LevelToLogrus(l)
 	if !ok {
 		c.errorf(field, "unknown value %d", l)
 	}
 	return lv
-}
-
-// logLevelFromProto maps a tunnel LogLevel to logrus; UNSPECIFIED maps to 0 (no change).
-func logLevelFromProto(l tunnelv1.LogLevel) (logrus.Level, bool) {
-	switch l {
-	case tunnelv1.LogLevel_LOG_LEVEL_UNSPECIFIED:
-		return 0, true
-	case tunnelv1.LogLevel_LOG_LEVEL_TRACE:
-		return logrus.TraceLevel, true
-	case tunnelv1.LogLevel_LOG_LEVEL_DEBUG:
-		return logrus.DebugLevel, true
-	case tunnelv1.LogLevel_LOG_LEVEL_INFO:
-		return logrus.InfoLevel, true
-	case tunnelv1.LogLevel_LOG_LEVEL_WARN:
-		return logrus.WarnLevel, true
-	case tunnelv1.LogLevel_LOG_LEVEL_ERROR:
-		return logrus.ErrorLevel, true
-	}
-	return 0, false
 }
 
 func (c *compiler) ignoreRules(rules []*tunnelv1.LogIgnoreRule) []IgnoreRule {

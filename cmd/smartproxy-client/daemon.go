@@ -21,6 +21,7 @@ import (
 	"smartproxy/admin"
 	"smartproxy/client"
 	"smartproxy/client/configfile"
+	"smartproxy/internal/buildinfo"
 	"smartproxy/internal/logging"
 	"smartproxy/internal/pidfile"
 	"smartproxy/internal/sdnotify"
@@ -90,7 +91,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 		SourceIP:    o.sourceIP,
 		Credentials: creds,
 		Streams:     o.streams,
-		Version:     version(),
+		Version:     buildinfo.Version(),
 		Config:      res.Snapshot,
 		Logger:      log,
 		Levels:      levels,

@@ -11,10 +11,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"smartproxy/client/configfile"
+	"smartproxy/internal/buildinfo"
 )
 
 func main() {
@@ -31,37 +31,6 @@ func main() {
 	}
 }
 
-// version returns the software version from the build information: the module version, else
-// the VCS revision (with "+dirty" for a modified tree), else "devel".
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "devel"
-	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	rev, dirty := "", false
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	if rev == "" {
-		return "devel"
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if dirty {
-		rev += "+dirty"
-	}
-	return "devel-" + rev
-}
-
 // run executes one command line and returns when everything it started has ended.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseArgs(args)
@@ -73,7 +42,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		o.usage(stdout)
 		return nil
 	case o.version:
-		fmt.Fprintln(stdout, "smartproxy-client", version())
+		fmt.Fprintln(stdout, "smartproxy-client", buildinfo.Version())
 		return nil
 	case o.check:
 		return runCheck(o.configFile, stdout)

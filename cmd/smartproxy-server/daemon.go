@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 
 	"smartproxy/admin"
+	"smartproxy/internal/buildinfo"
 	"smartproxy/internal/license"
 	"smartproxy/internal/logging"
 	"smartproxy/internal/pidfile"
@@ -86,7 +87,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 		RegisterTunnelServices: func(r grpc.ServiceRegistrar) { admin.Register(r, svc) },
 		ProxyID:                proxyID,
 		LicensePath:            o.licenseFile,
-		Version:                version(),
+		Version:                buildinfo.Version(),
 		Logger:                 log,
 		Levels:                 levels,
 		Metrics:                reg,

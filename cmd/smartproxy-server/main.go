@@ -18,10 +18,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
+	"smartproxy/internal/buildinfo"
 	"smartproxy/internal/license"
 	"smartproxy/internal/pki"
 )
@@ -60,7 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		o.usage(stdout)
 		return nil
 	case o.version:
-		fmt.Fprintln(stdout, "smartproxy-server", version())
+		fmt.Fprintln(stdout, "smartproxy-server", buildinfo.Version())
 		return nil
 	case o.printProxyID:
 		id, err := license.ProxyID()
@@ -102,37 +102,6 @@ func printLicense(path string, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout, "status:       valid")
 	return nil
-}
-
-// version returns the software version from the build information: the module version, else
-// the VCS revision (with "+dirty" for a modified tree), else "devel".
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "devel"
-	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	rev, dirty := "", false
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	if rev == "" {
-		return "devel"
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if dirty {
-		rev += "+dirty"
-	}
-	return "devel-" + rev
 }
 
 // runPKI executes `pki SUBCOMMAND ...`.
