@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,7 +23,8 @@ const benchFileSize = 16 * mib
 // smartproxy-client —TCP→ responder, all in-process on 127.0.0.1) and the same two endpoints
 // directly over TLS (partner —TLS→ responder). Each session is a whole OFTP2 session with the
 // TLS handshake, SSID, SFID … EERP and ESID. It reports the throughput of both paths in MB/s
-// and their ratio (proxy/direct); alternating keeps both under the same machine load.
+// and their ratio (proxy/direct), and the CPU time the process used per second of each path
+// (cores); alternating keeps both under the same machine load.
 func BenchmarkProxyVsDirect(b *testing.B) {
 	for _, c := range []struct{ buffer, credit, window int }{
 		{4096, 16, 0}, {16384, 64, 0}, {65535, 64, 0}, {99999, 999, 0},
@@ -65,10 +67,13 @@ func benchProxyVsDirect(b *testing.B, buffer, credit, window int) {
 	file := makeFile(b, b.TempDir(), "bench.dat", oftp2.FormatUnstructured, benchFileSize, 42)
 	leaf := fx.partner(b, partnerID)
 	mod := func(c *endpoint.Config) { c.BufferSize, c.Credit, c.DisableCompression = buffer, credit, true }
-	session := func(addr, recvDir string) time.Duration {
+	// session runs one session and returns its wall time and the CPU time the process used.
+	session := func(addr, recvDir string) (time.Duration, time.Duration) {
+		cpu0 := cpuTime(b)
 		start := time.Now()
 		res, err := sendAs(b, fx, addr, leaf, partnerID, partnerPassword, mod, file)
 		d := time.Since(start)
+		cpu := cpuTime(b) - cpu0
 		if err != nil {
 			b.Fatalf("session to %s: %v", addr, err)
 		}
@@ -79,20 +84,34 @@ func benchProxyVsDirect(b *testing.B, buffer, credit, window int) {
 		for _, f := range finalFiles(b, recvDir) {
 			os.Remove(f)
 		}
-		return d
+		return d, cpu
 	}
 	session(proxyAddr, sys.recvDir) // warm up both paths
 	session(ln.Addr().String(), directDir)
 
-	var tProxy, tDirect time.Duration
+	var tProxy, tDirect, cProxy, cDirect time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		tProxy += session(proxyAddr, sys.recvDir)
-		tDirect += session(ln.Addr().String(), directDir)
+		d, c := session(proxyAddr, sys.recvDir)
+		tProxy, cProxy = tProxy+d, cProxy+c
+		d, c = session(ln.Addr().String(), directDir)
+		tDirect, cDirect = tDirect+d, cDirect+c
 	}
 	b.StopTimer()
 	mbs := func(d time.Duration) float64 { return float64(benchFileSize) * float64(b.N) / d.Seconds() / 1e6 }
 	b.ReportMetric(mbs(tProxy), "proxy-MB/s")
 	b.ReportMetric(mbs(tDirect), "direct-MB/s")
 	b.ReportMetric(tDirect.Seconds()/tProxy.Seconds(), "proxy/direct")
+	// CPU seconds per second of the session: how many of the cores the path keeps busy.
+	b.ReportMetric(cProxy.Seconds()/tProxy.Seconds(), "proxy-cores")
+	b.ReportMetric(cDirect.Seconds()/tDirect.Seconds(), "direct-cores")
+}
+
+// cpuTime returns the user and system CPU time the process has used.
+func cpuTime(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
