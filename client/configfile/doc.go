@@ -1,9 +1,10 @@
 // Package configfile reads the local configuration file of smartproxy-client: a JSON document
 // (see docs/configuration.md) naming the company certificate and key, the trusted CAs, CRLs,
-// partners, limits, log settings and the internal OFTP2 server. It checks every field, reads the
-// files the document names (relative paths are resolved against the document's directory) and
-// builds a client.Snapshot: the SecurityConfig pushed to the DMZ server plus the client's own
-// settings.
+// partners, limits, log settings and the internal OFTP2 server. It checks the document's syntax,
+// reads the files it names (relative paths are resolved against the document's directory) into
+// a configspec.Spec and lets configspec.Build — the same builder the backend source uses — check
+// every field and build a client.Snapshot: the SecurityConfig pushed to the DMZ server plus the
+// client's own settings.
 //
 // Every problem is reported with the path of its field, e.g.
 //

@@ -1,18 +1,15 @@
 package configfile
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
+	"errors"
 	"fmt"
-	"hash"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"smartproxy/client"
+	"smartproxy/client/configspec"
 )
 
 // Loader reads one configuration file, now and on every reload, and numbers its versions. It
@@ -86,12 +83,20 @@ func (l *Loader) Load() (*Result, error) {
 		return nil, &Error{Path: l.path, Problems: []*FieldError{fe}}
 	}
 	now := l.now()
-	b, probs := build(&f, filepath.Dir(l.path), now)
-	if len(probs) > 0 {
+	built, err := configspec.Build(spec(&f, filepath.Dir(l.path)), now)
+	if err != nil {
+		var se *configspec.Error
+		if !errors.As(err, &se) {
+			return nil, fmt.Errorf("config file %s: %w", l.path, err)
+		}
+		probs := make([]*FieldError, len(se.Problems))
+		for i, p := range se.Problems {
+			probs[i] = &FieldError{Field: p.Field, Msg: p.Msg}
+		}
 		return nil, &Error{Path: l.path, Problems: probs}
 	}
-	digest := b.digest()
-	res := &Result{Warnings: b.warnings}
+	digest := built.Snapshot.Digest
+	res := &Result{Warnings: built.Warnings}
 	if l.last != nil && l.last.Digest == digest && (f.Version == 0 || f.Version == l.last.Version) {
 		res.Snapshot = l.last
 		return res, nil
@@ -110,49 +115,11 @@ func (l *Loader) Load() (*Result, error) {
 			version = l.last.Version + 1
 		}
 	}
-	snap := &client.Snapshot{
-		Version:  version,
-		Digest:   digest,
-		Source:   "file " + l.path,
-		Security: b.security,
-		Internal: b.internal,
-	}
+	snap := built.Snapshot
+	snap.Version = version
+	snap.Source = "file " + l.path
 	l.last = snap
 	res.Snapshot = snap
 	res.Changed = true
 	return res, nil
-}
-
-// digest hashes everything the configuration holds: the security configuration, the internal
-// server settings with the contents of their files.
-func (b *built) digest() [32]byte {
-	h := sha256.New()
-	sec, err := proto.MarshalOptions{Deterministic: true}.Marshal(b.security)
-	if err != nil {
-		// Marshal fails only on invalid UTF-8 in strings, which decode has excluded.
-		panic(fmt.Sprintf("configfile: marshal security config: %v", err))
-	}
-	writeField(h, sec)
-	in := b.internal
-	writeField(h, []byte(in.Address))
-	writeField(h, []byte(in.ConnectTimeout.String()))
-	writeField(h, []byte(in.SSRMTimeout.String()))
-	if in.TLS != nil {
-		writeField(h, []byte("tls "+in.TLS.ServerName))
-		for _, path := range sortedKeys(b.files) {
-			writeField(h, []byte(path))
-			writeField(h, b.files[path])
-		}
-	}
-	var sum [32]byte
-	h.Sum(sum[:0])
-	return sum
-}
-
-// writeField writes p with its length, so that field boundaries are part of the hash.
-func writeField(h hash.Hash, p []byte) {
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(p)))
-	h.Write(n[:])
-	h.Write(p)
 }
