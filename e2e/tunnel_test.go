@@ -163,16 +163,39 @@ func partialSize(t testing.TB, recvDir string) int64 {
 	return n
 }
 
-// TestClientKilledMidTransfer cuts the tunnel of the in-process client in the middle of a
-// file (its TCP connection and listener closed at once, as when the process dies) and stops
-// that client. The partner's session must end with ESID 05 (local site emergency close down,
-// docs/operations.md), the internal responder's with the ESID 05 the client sends, no file may
-// appear under a final name, and the partner's next session after a new client connected
-// must resume the file (OFTP2 restart, position > 0) and deliver it byte-identical.
+// TestClientKilledMidTransfer ends the in-process client in the middle of a file, in two ways:
+// its tunnel is cut (the forwarder between client and server closes the client's TCP
+// connection and its listener at once, as when the process dies; then the client is
+// stopped), or its Run context is cancelled (the orderly stop of SIGTERM). The partner's
+// session must end with ESID 05 (local site emergency close down, docs/operations.md), the
+// internal responder's with the ESID 05 the client sends, no file may appear under a final
+// name, and the partner's next session after a new client connected must resume the file
+// (OFTP2 restart, position > 0) and deliver it byte-identical.
 //
-// To make the partner's side deterministic the internal connection is paused before the cut,
-// so that the partner has sent its whole credit and waits for a CDT when the ESID comes.
+// To make the partner's side deterministic the internal connection is paused before the
+// client goes, so that the partner has sent its credit and waits for a CDT when the ESID
+// comes (a partner still writing when the server closes may see a reset instead, which is
+// TCP, not the proxy).
 func TestClientKilledMidTransfer(t *testing.T) {
+	current := func(sys *system) *runningClient {
+		sys.mu.Lock()
+		defer sys.mu.Unlock()
+		return sys.client
+	}
+	tests := []struct {
+		name   string
+		end    func(sys *system, tunnel *forwarder)
+		reason string // session_ended reason in the server's log
+	}{
+		{"tunnel cut", func(sys *system, tunnel *forwarder) { tunnel.Cut(); current(sys).stop() }, "inside_tunnel_lost"},
+		{"context cancelled", func(sys *system, tunnel *forwarder) { current(sys).stop(); tunnel.Cut() }, "inside_shutdown"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { clientEndsMidTransfer(t, tc.end, tc.reason) })
+	}
+}
+
+func clientEndsMidTransfer(t *testing.T, end func(*system, *forwarder), reason string) {
 	fx := newFixture(t)
 	var tunnelFwd, internalFwd *forwarder
 	sys := startSystem(t, fx, systemOptions{
@@ -223,17 +246,13 @@ func TestClientKilledMidTransfer(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	tunnelFwd.Cut()
-	sys.mu.Lock()
-	killed := sys.client
-	sys.mu.Unlock()
-	killed.stop()
+	end(sys, tunnelFwd)
 
 	var o outcome
 	select {
 	case o = <-done:
 	case <-time.After(waitTimeout):
-		t.Fatal("the partner's session did not end after the tunnel was cut")
+		t.Fatal("the partner's session did not end after the client went")
 	}
 	var se *endpoint.SessionError
 	if !errors.As(o.err, &se) || !se.Remote || se.Reason != oftp2.ESIDLocalEmergency {
@@ -242,7 +261,7 @@ func TestClientKilledMidTransfer(t *testing.T) {
 	if st := o.res.Sent[0].Status; st == endpoint.StatusDelivered || st == endpoint.StatusStored {
 		t.Errorf("the interrupted file has status %q", st)
 	}
-	sys.serverLog.wait(t, "the server", "session_ended", map[string]string{"reason": "inside_tunnel_lost", "esid_reason": "05", "odette_id": partnerID})
+	sys.serverLog.wait(t, "the server", "session_ended", map[string]string{"reason": reason, "esid_reason": "05", "odette_id": partnerID})
 	sys.waitListener(t, false)
 
 	internalFwd.Resume()
