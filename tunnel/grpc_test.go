@@ -11,6 +11,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
+	"google.golang.org/grpc/mem"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/pki"
@@ -25,6 +27,10 @@ type grpcOptions struct {
 	// bufferSize sets WriteBufferSize and ReadBufferSize on both ends; zero
 	// keeps gRPC's default.
 	bufferSize int
+	// pool128K gives both ends a receive buffer pool with a 128 KiB tier, so
+	// that a message holding one 99,999-byte buffer does not take (and
+	// zero) a 1 MiB buffer of gRPC's default pool.
+	pool128K bool
 }
 
 // testPKI is a tunnel CA with a server and a client certificate.
@@ -112,6 +118,14 @@ func newGRPCTunnel(tb testing.TB, p *testPKI, opts grpcOptions, clientCfg, serve
 		sopts = append(sopts, grpc.WriteBufferSize(opts.bufferSize), grpc.ReadBufferSize(opts.bufferSize))
 		copts = append(copts, grpc.WithWriteBufferSize(opts.bufferSize), grpc.WithReadBufferSize(opts.bufferSize))
 	}
+	if opts.pool128K {
+		pool, err := mem.NewBinaryTieredBufferPool(8, 12, 14, 15, 17, 20)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		sopts = append(sopts, experimental.BufferPool(pool))
+		copts = append(copts, experimental.WithBufferPool(pool))
+	}
 	srv := grpc.NewServer(sopts...)
 	ts := &tunnelServer{cfg: serverCfg, muxes: make(chan *Mux, 1)}
 	tunnelv1.RegisterTunnelServiceServer(srv, ts)
@@ -176,7 +190,7 @@ func newGRPCTunnel(tb testing.TB, p *testPKI, opts grpcOptions, clientCfg, serve
 func TestGRPCManySessionsOneStalled(t *testing.T) {
 	const (
 		sessions = 200
-		window   = DefaultWindow
+		window   = 256 << 10
 		maxBuf   = 16 << 10
 	)
 	p := newTestPKI(t)
@@ -286,7 +300,7 @@ func TestGRPCManySessionsOneStalled(t *testing.T) {
 // on a real stream, gets that session aborted with CREDIT_EXCEEDED while
 // another session on the same tunnel keeps working.
 func TestGRPCCreditIgnored(t *testing.T) {
-	const window = DefaultWindow
+	const window = 256 << 10
 	p := newTestPKI(t)
 	sAcc := newAcceptor()
 	gt := newGRPCTunnel(t, p, grpcOptions{}, Config{}, Config{Window: window, Accept: sAcc.hook}, true)

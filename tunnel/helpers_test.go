@@ -241,7 +241,7 @@ func (a *acceptor) hook(s *Session) {
 }
 
 // next returns the next accepted session.
-func (a *acceptor) next(t *testing.T) *Session {
+func (a *acceptor) next(t testing.TB) *Session {
 	t.Helper()
 	select {
 	case s := <-a.ch:
