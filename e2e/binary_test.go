@@ -131,7 +131,8 @@ func buildBinaries(t *testing.T) string {
 // responder `oftp2 serve`, `smartproxy-server` with a license for this host's Proxy ID (-L),
 // `smartproxy-client --config` with the JSON configuration file, and partners `oftp2 send`.
 // It delivers files, refuses an unknown partner (ESID 03, the security event in both daemons'
-// text logs), kills the client with SIGKILL in the middle of a file (the partner gets ESID 05,
+// text logs), reloads the client's configuration with SIGHUP (a disabled partner is refused by
+// the server, an invalid file is refused by the client and changes nothing), kills the client with SIGKILL in the middle of a file (the partner gets ESID 05,
 // nothing appears under a final name), restarts the client and resumes the file, and stops
 // both daemons with SIGTERM (exit status 0).
 func TestBinaries(t *testing.T) {
@@ -226,6 +227,57 @@ func TestBinaries(t *testing.T) {
 		line := regexp.MustCompile(`level=warning .*event=partner_unknown .*odette_id=` + unknownID)
 		server.waitLog(t, line, 1)
 		client.waitLog(t, regexp.MustCompile(`event=partner_unknown .*odette_id=`+unknownID+` .*source=server`), 1)
+	})
+
+	t.Run("configuration reload", func(t *testing.T) {
+		// SIGHUP with the partner disabled: the server enforces the new version.
+		applied := regexp.MustCompile(`level=info .*event=config_applied`)
+		before := len(applied.FindAllString(server.stderr.String(), -1))
+		disabled := fx.config(listen, internal.Addr())
+		no := false
+		disabled.Partners[0].Enabled = &no
+		fx.writeConfig(t, disabled)
+		if err := client.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		server.waitLog(t, applied, before+1)
+		refusedAs := func(t *testing.T, n int) {
+			t.Helper()
+			p := send(t, "oftp2 send disabled", partnerID, partnerPassword, "partner", nil, path("invoices.edi"))
+			if err := p.wait(t, time.Minute); err == nil || !strings.Contains(p.stderr.String(), "ended by the partner with ESID 03") {
+				t.Errorf("oftp2 send as a disabled partner: %v, stderr %q; want ESID 03", err, p.stderr.String())
+			}
+			server.waitLog(t, regexp.MustCompile(`event=partner_disabled .*odette_id=`+partnerID), n)
+		}
+		refusedAs(t, 1)
+
+		// An invalid file is refused by the client; the last good configuration stays.
+		if err := os.WriteFile(cfgPath, []byte(`{"partners": [{"odette_id": "x", "odete_id": 1}]}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := client.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		client.waitLog(t, regexp.MustCompile(`event=config_reload_refused`), 1)
+		refusedAs(t, 2)
+
+		// Enabled again: sessions go through.
+		fx.writeConfig(t, fx.config(listen, internal.Addr()))
+		if err := client.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		server.waitLog(t, applied, before+2)
+		if got := len(applied.FindAllString(server.stderr.String(), -1)); got != before+2 {
+			t.Errorf("the server applied %d configurations, want %d (the invalid file must not reach it)", got, before+2)
+		}
+		f := makeFile(t, work, "after-reload.edi", oftp2.FormatText, 100<<10, 4)
+		p := send(t, "oftp2 send after reload", partnerID, partnerPassword, "partner", []string{"--format", "T"}, f.out.Path)
+		if err := p.wait(t, time.Minute); err != nil {
+			t.Fatalf("oftp2 send after the partner was enabled again: %v\n%s", err, p.stderr.String())
+		}
+		if received(f.sha) != 1 {
+			t.Errorf("oftp2 serve did not report the file with sha256 %s", f.sha)
+		}
 	})
 
 	t.Run("client killed mid-transfer", func(t *testing.T) {

@@ -160,7 +160,6 @@ func TestRejectionMatrix(t *testing.T) {
 			if err := rp.ExpectSSRM(); err != nil {
 				t.Fatal(err)
 			}
-			start := time.Now()
 			tc.send(t, rp)
 			esid, err := rp.ReadESID(10 * time.Second)
 			if err != nil {
@@ -168,9 +167,6 @@ func TestRejectionMatrix(t *testing.T) {
 			}
 			if esid.Reason != tc.esid {
 				t.Errorf("partner's ESID reason = %s, want %s", esid.Reason, tc.esid)
-			}
-			if tc.esid == oftp2.ESIDTimeout && time.Since(start) < matrixSSIDTimeout*9/10 {
-				t.Errorf("ESID 09 after %v, before the SSID deadline of %v", time.Since(start), matrixSSIDTimeout)
 			}
 			// After the ESID the server closes the connection.
 			if _, err := rp.Read(10 * time.Second); !errors.Is(err, io.EOF) {

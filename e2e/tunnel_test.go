@@ -52,7 +52,9 @@ func TestNoClientNoPartners(t *testing.T) {
 
 	// The server is up and licensed, but no client has connected: no configuration, no
 	// listener.
-	time.Sleep(100 * time.Millisecond) // give a wrongly opened listener the chance to show
+	if pol := sys.server.Policy(); pol != nil {
+		t.Fatalf("the server holds configuration version %d before any client connected", pol.Version)
+	}
 	refused(t, "before any client")
 
 	rc := sys.startClient(t, sys.tunnelAddr)
