@@ -91,6 +91,9 @@ type Config struct {
 	Backoff transport.Backoff
 	// KeepaliveTime is the gRPC keepalive interval (see transport.ClientConfig). If zero, 20s.
 	KeepaliveTime time.Duration
+	// Observer, if not nil, is told what the servers report: configuration results, events,
+	// CRL URL reports and license states. If nil, they are only logged.
+	Observer Observer
 }
 
 // Client is smartproxy-client: it keeps tunnel streams to the DMZ server up, pushes the
@@ -118,6 +121,11 @@ type Client struct {
 	license    *tunnelv1.LicenseStatus // last license state from a server
 	proxyID    string                  // last Proxy ID from a server
 	shutdown   bool                    // Run's context has ended
+
+	licenseFile   []byte              // license to push (SetLicense); nil if none
+	licenseSum    [32]byte            // SHA-256 of licenseFile
+	licChanged    chan struct{}       // closed and replaced by SetLicense
+	licensePushed map[string][32]byte // license content pushed per server Proxy ID
 }
 
 // New checks cfg and returns a Client that is not yet running.
@@ -174,6 +182,9 @@ func New(cfg Config) (*Client, error) {
 		cfgChanged: make(chan struct{}),
 		streams:    make(map[*stream]struct{}),
 		sessions:   make(map[uint64]*session),
+
+		licChanged:    make(chan struct{}),
+		licensePushed: make(map[string][32]byte),
 	}
 	if c.clientID == "" {
 		c.clientID = identityOf(cfg.Credentials)

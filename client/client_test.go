@@ -50,6 +50,7 @@ type envOptions struct {
 	streams      int
 	server       clienttest.ServerConfig
 	change       func(*configfile.File)
+	observer     client.Observer
 }
 
 // newEnv writes a configuration whose internal server is opts.internalAddr, starts a harness
@@ -88,6 +89,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		ShutdownTimeout: 3 * time.Second,
 		Linger:          3 * time.Second,
 		Backoff:         transport.Backoff{Base: 20 * time.Millisecond, Cap: 100 * time.Millisecond},
+		Observer:        opts.observer,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ const (
 	EventConfigRejected    = "config_rejected"
 	EventCRLURLReport      = "crl_url_report"
 	EventLicenseStatus     = "license_status"
+	EventLicensePushed     = "license_pushed"
 	EventSessionOpened     = "session_opened"
 	EventSessionClosed     = "session_closed"
 	EventSessionKilled     = "session_killed"

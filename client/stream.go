@@ -173,6 +173,8 @@ func (c *Client) runStream(ctx context.Context, index int, peer transport.PeerIn
 		}
 	}()
 	push(snap)
+	lic, licSum, licChanged := c.licenseState()
+	c.pushLicense(ctx, st, lic, licSum)
 	for {
 		select {
 		case err := <-runDone:
@@ -181,6 +183,9 @@ func (c *Client) runStream(ctx context.Context, index int, peer transport.PeerIn
 		case <-cfgChanged:
 			snap, cfgChanged = c.configState()
 			push(snap)
+		case <-licChanged:
+			lic, licSum, licChanged = c.licenseState()
+			c.pushLicense(ctx, st, lic, licSum)
 		case <-st.notify:
 			st.mu.Lock()
 			answered := st.answered >= st.sent
@@ -239,6 +244,10 @@ func (st *stream) control(f *tunnelv1.Frame) {
 		c.mu.Unlock()
 		if l := k.Welcome.GetLicense(); l != nil {
 			logLicense(st.log, l)
+			if l.GetProxyId() == "" {
+				l = &tunnelv1.LicenseStatus{ProxyId: k.Welcome.GetProxyId(), Valid: l.GetValid(), ExpiresAt: l.GetExpiresAt(), Reason: l.GetReason()}
+			}
+			c.observe(func(o Observer) { o.LicenseStatus(l) })
 		}
 		st.wake()
 	case *tunnelv1.Frame_ConfigApplied:
@@ -266,12 +275,20 @@ func (st *stream) control(f *tunnelv1.Frame) {
 					Error("the server refused the configuration")
 			}
 		}
+		st.mu.Lock()
+		proxyID := st.welcome.GetProxyId()
+		st.mu.Unlock()
+		c.observe(func(o Observer) {
+			o.ConfigResult(ConfigResult{Version: ca.GetVersion(), Applied: ca.GetOk(), Errors: ca.GetErrors(), Tunnel: st.index, ProxyID: proxyID})
+		})
 		st.wake()
 	case *tunnelv1.Frame_Event:
 		c.metrics.events.WithLabelValues(severityName(k.Event.GetSeverity())).Inc()
 		logEvent(st.log, k.Event)
+		c.observe(func(o Observer) { o.ServerEvent(k.Event) })
 	case *tunnelv1.Frame_CrlUrlReport:
 		logCRLURLReport(st.log, k.CrlUrlReport)
+		c.observe(func(o Observer) { o.CRLURLs(k.CrlUrlReport.GetUrls()) })
 	case *tunnelv1.Frame_LicenseStatus:
 		c.mu.Lock()
 		c.license = k.LicenseStatus
@@ -280,6 +297,7 @@ func (st *stream) control(f *tunnelv1.Frame) {
 		}
 		c.mu.Unlock()
 		logLicense(st.log, k.LicenseStatus)
+		c.observe(func(o Observer) { o.LicenseStatus(k.LicenseStatus) })
 	case *tunnelv1.Frame_Drain:
 		d := k.Drain
 		st.mu.Lock()

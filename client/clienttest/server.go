@@ -176,10 +176,11 @@ type Conn struct {
 	// Peer is the client's verified identity.
 	Peer transport.PeerInfo
 
-	srv     *Server
-	cancel  context.CancelFunc
-	done    chan struct{}
-	configs chan *tunnelv1.ConfigSnapshot
+	srv      *Server
+	cancel   context.CancelFunc
+	done     chan struct{}
+	configs  chan *tunnelv1.ConfigSnapshot
+	licenses chan []byte
 
 	mu      sync.Mutex // guards the fields below; owned by the Control callback otherwise
 	pending *tunnelv1.ConfigSnapshot
@@ -195,7 +196,8 @@ func (s *Server) handle(ctx context.Context, peer transport.PeerInfo, stream tun
 	welcomeVersion := s.welcomeVersion
 	s.mu.Unlock()
 	c := &Conn{Peer: peer, srv: s, cancel: cancel, done: make(chan struct{}), configs: make(chan *tunnelv1.ConfigSnapshot, 16),
-		parts: make(map[string][]byte), applied: welcomeVersion}
+		licenses: make(chan []byte, 16),
+		parts:    make(map[string][]byte), applied: welcomeVersion}
 	defer close(c.done)
 	hello := make(chan *tunnelv1.Hello, 1)
 	var helloOnce sync.Once
@@ -249,7 +251,7 @@ func (s *Server) handle(ctx context.Context, peer transport.PeerInfo, stream tun
 	return err
 }
 
-// control handles the client's configuration frames.
+// control handles the client's configuration and license frames.
 func (c *Conn) control(f *tunnelv1.Frame) {
 	switch k := f.GetKind().(type) {
 	case *tunnelv1.Frame_ConfigSnapshot:
@@ -258,6 +260,11 @@ func (c *Conn) control(f *tunnelv1.Frame) {
 		c.parts = make(map[string][]byte)
 		c.mu.Unlock()
 		c.tryComplete()
+	case *tunnelv1.Frame_LicenseUpdate:
+		select {
+		case c.licenses <- k.LicenseUpdate.GetLicense():
+		default:
+		}
 	case *tunnelv1.Frame_ConfigChunk:
 		ch := k.ConfigChunk
 		c.mu.Lock()
@@ -333,6 +340,10 @@ func (c *Conn) WaitConfig(t testing.TB, timeout time.Duration) *tunnelv1.ConfigS
 		return nil
 	}
 }
+
+// Licenses returns the channel of license files the client pushed on this stream
+// (LicenseUpdate).
+func (c *Conn) Licenses() <-chan []byte { return c.licenses }
 
 // Configs returns the channel of complete configurations received on this stream.
 func (c *Conn) Configs() <-chan *tunnelv1.ConfigSnapshot { return c.configs }
