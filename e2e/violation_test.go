@@ -217,3 +217,70 @@ func appendSTB(dst, buf []byte) []byte {
 	n := len(buf) + 4
 	return append(append(dst, 0x10, byte(n>>16), byte(n>>8), byte(n)), buf...)
 }
+
+// TestInsideViolation has the internal OFTP2 server break the protocol: after the SSID
+// exchange it sends a CDT although no file is open. The server's validator must end the
+// session with ESID 02 to the partner (an endpoint sending a file, which sees a remote ESID)
+// and to the internal server (through the client), with a protocol_violation event
+// (side=inside) in the server's log and at the client.
+func TestInsideViolation(t *testing.T) {
+	fx := newFixture(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	insideESID := make(chan *oftp2.ESID, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(insideESID)
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(waitTimeout))
+		r, w := oftp2.NewReader(conn, 0), oftp2.NewWriter(conn)
+		w.WriteCommand(&oftp2.SSRM{})
+		if _, err := r.ReadBuffer(); err != nil { // the partner's SSID
+			return
+		}
+		w.WriteCommand(&oftp2.SSID{Level: 5, ID: companyID, Password: companyPassword, BufferSize: 4096, Mode: oftp2.ModeReceiver, Restart: true, Credit: 8})
+		w.WriteCommand(&oftp2.CDT{})
+		for {
+			b, err := r.ReadBuffer()
+			if err != nil {
+				return
+			}
+			if cmd, err := oftp2.Parse(b, nil); err == nil {
+				if e, ok := cmd.(*oftp2.ESID); ok {
+					insideESID <- e
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	sys := startSystem(t, fx, systemOptions{internalVia: func(string) string { return ln.Addr().String() }})
+
+	f := makeFile(t, t.TempDir(), "to-a-broken-server.dat", oftp2.FormatUnstructured, 64<<10, 5)
+	var local string
+	_, err = runPartner(t, fx, sys.partnerAddr(t), fx.partner(t, partnerID), partnerConfig(partnerID, partnerPassword), func(c net.Conn) net.Conn {
+		local = c.LocalAddr().String()
+		return c
+	}, f)
+	var se *endpoint.SessionError
+	if !errors.As(err, &se) || !se.Remote || se.Reason != oftp2.ESIDProtocolViolation {
+		t.Errorf("partner session ended with %v, want ESID 02 from the server", err)
+	}
+	select {
+	case e := <-insideESID:
+		if e == nil || e.Reason != oftp2.ESIDProtocolViolation {
+			t.Errorf("the internal server got ESID %v, want 02", e)
+		}
+	case <-time.After(waitTimeout):
+		t.Error("the internal server got no ESID")
+	}
+	sys.securityEvent(t, "protocol_violation", local, map[string]string{"side": "inside", "command": "CDT", "esid_reason": "02"})
+}
