@@ -62,9 +62,13 @@ func (s *session) addDelivery(p *preparedFile) *delivery {
 	return d
 }
 
-// interrupt unblocks the session's I/O when its context is cancelled.
+// interrupt unblocks a read the session waits in when its context is
+// cancelled. Writes are left alone: every write checks the context first and
+// is bounded by the inactivity timer, and a TLS write cut off by a deadline
+// leaves a partial record behind that corrupts everything sent after it, the
+// ESID 05 of cancelled and the close_notify of finish included.
 func (s *session) interrupt() {
-	_ = s.conn.SetDeadline(time.Unix(1, 0))
+	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
 	close(s.interrupted)
 }
 
