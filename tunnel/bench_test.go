@@ -22,9 +22,8 @@ import (
 var benchBufSizes = []int{DefaultMaxBufferSize, 4096}
 
 // benchGRPC is the gRPC configuration the Throughput benchmark uses: the
-// settings recommended in docs/benchmarks.md (BDP estimation left on, a
-// receive buffer pool with a 128 KiB tier, 256 KiB socket buffers).
-var benchGRPC = grpcOptions{pool128K: true, bufferSize: 256 << 10}
+// recommended one (ServerOptions and DialOptions, BDP estimation left on).
+var benchGRPC = grpcOptions{tuned: true}
 
 // BenchmarkThroughput compares, for each buffer size: a mutual-TLS 1.3 TCP
 // copy (the baseline), one session through the tunnel, and 100 concurrent
@@ -52,11 +51,10 @@ func BenchmarkTuning(b *testing.B) {
 		name string
 		opts grpcOptions
 	}{
-		{"grpc=bdp", grpcOptions{}},
-		{"grpc=bdp+pool", grpcOptions{pool128K: true}},
-		{"grpc=bdp+pool+buf256K", grpcOptions{pool128K: true, bufferSize: 256 << 10}},
-		{"grpc=win4M+pool+buf256K", grpcOptions{pool128K: true, bufferSize: 256 << 10, streamWindow: 4 << 20, connWindow: 4 << 20}},
-		{"grpc=win16M+pool+buf256K", grpcOptions{pool128K: true, bufferSize: 256 << 10, streamWindow: 16 << 20, connWindow: 16 << 20}},
+		{"grpc=default", grpcOptions{}},
+		{"grpc=tuned", grpcOptions{tuned: true}},
+		{"grpc=tuned+win4M", grpcOptions{tuned: true, streamWindow: 4 << 20, connWindow: 4 << 20}},
+		{"grpc=tuned+win16M", grpcOptions{tuned: true, streamWindow: 16 << 20, connWindow: 16 << 20}},
 	}
 	for _, window := range []int{256 << 10, 512 << 10, 1 << 20} {
 		for _, g := range grpcs {

@@ -11,8 +11,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/experimental"
-	"google.golang.org/grpc/mem"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/pki"
@@ -24,13 +22,9 @@ type grpcOptions struct {
 	// InitialConnWindowSize on both ends; zero leaves both unset (BDP
 	// estimation on).
 	streamWindow, connWindow int32
-	// bufferSize sets WriteBufferSize and ReadBufferSize on both ends; zero
-	// keeps gRPC's default.
-	bufferSize int
-	// pool128K gives both ends a receive buffer pool with a 128 KiB tier, so
-	// that a message holding one 99,999-byte buffer does not take (and
-	// zero) a 1 MiB buffer of gRPC's default pool.
-	pool128K bool
+	// tuned adds ServerOptions and DialOptions (pooled codec without
+	// zeroing, 256 KiB socket buffers); otherwise gRPC's defaults apply.
+	tuned bool
 }
 
 // testPKI is a tunnel CA with a server and a client certificate.
@@ -114,17 +108,9 @@ func newGRPCTunnel(tb testing.TB, p *testPKI, opts grpcOptions, clientCfg, serve
 		sopts = append(sopts, grpc.InitialWindowSize(opts.streamWindow), grpc.InitialConnWindowSize(opts.connWindow))
 		copts = append(copts, grpc.WithInitialWindowSize(opts.streamWindow), grpc.WithInitialConnWindowSize(opts.connWindow))
 	}
-	if opts.bufferSize != 0 {
-		sopts = append(sopts, grpc.WriteBufferSize(opts.bufferSize), grpc.ReadBufferSize(opts.bufferSize))
-		copts = append(copts, grpc.WithWriteBufferSize(opts.bufferSize), grpc.WithReadBufferSize(opts.bufferSize))
-	}
-	if opts.pool128K {
-		pool, err := mem.NewBinaryTieredBufferPool(8, 12, 14, 15, 17, 20)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		sopts = append(sopts, experimental.BufferPool(pool))
-		copts = append(copts, experimental.WithBufferPool(pool))
+	if opts.tuned {
+		sopts = append(sopts, ServerOptions()...)
+		copts = append(copts, DialOptions()...)
 	}
 	srv := grpc.NewServer(sopts...)
 	ts := &tunnelServer{cfg: serverCfg, muxes: make(chan *Mux, 1)}
@@ -186,7 +172,7 @@ func newGRPCTunnel(tb testing.TB, p *testPKI, opts grpcOptions, clientCfg, serve
 // mutual TLS: 200 sessions on one stream, opened from both sides, move data
 // in both directions (checked by SHA-256) while one session's reader reads
 // nothing; every other session completes, and the stalled session holds at
-// most one window.
+// most one window. It runs with the recommended gRPC options.
 func TestGRPCManySessionsOneStalled(t *testing.T) {
 	const (
 		sessions = 200
@@ -195,7 +181,8 @@ func TestGRPCManySessionsOneStalled(t *testing.T) {
 	)
 	p := newTestPKI(t)
 	cAcc, sAcc := newAcceptor(), newAcceptor()
-	gt := newGRPCTunnel(t, p, grpcOptions{}, Config{Window: window, Accept: cAcc.hook}, Config{Window: window, Accept: sAcc.hook}, false)
+	// The recommended gRPC options (ServerOptions, DialOptions).
+	gt := newGRPCTunnel(t, p, grpcOptions{tuned: true}, Config{Window: window, Accept: cAcc.hook}, Config{Window: window, Accept: sAcc.hook}, false)
 	ctx := context.Background()
 
 	// The stalled session: the client writes three windows, the server
