@@ -185,34 +185,7 @@ func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 		t.Fatal(err)
 	}
 	s.tunnelAddr = ln.Addr().String()
-	s.server, err = server.New(server.Config{
-		TunnelListener:    ln,
-		TunnelCredentials: &transport.StaticCredentials{Cert: fx.TunnelServer.TLS, Pool: fx.TunnelCA.Pool()},
-		ProxyID:           testProxyID,
-		LicensePath:       writeLicense(t, t.TempDir(), testProxyID),
-		Logger:            s.serverLog.log,
-		Metrics:           prometheus.NewRegistry(),
-		DrainTimeout:      2 * time.Second,
-		ListenRetry:       50 * time.Millisecond,
-		EventQueue:        4096,
-		SessionWindow:     uint32(opts.window),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.server.Run(ctx) }()
-	var once sync.Once
-	s.stopServer = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("server.Run() = %v, want nil", err)
-			}
-		})
-	}
-	t.Cleanup(s.stopServer)
+	s.startServer(t, ln)
 
 	if !opts.noClient {
 		addr := s.tunnelAddr
@@ -223,6 +196,41 @@ func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 		s.waitListener(t, true)
 	}
 	return s
+}
+
+// startServer runs a new smartproxy-server on the tunnel listener ln until the test ends or
+// s.stopServer is called.
+func (s *system) startServer(t testing.TB, ln net.Listener) {
+	t.Helper()
+	srv, err := server.New(server.Config{
+		TunnelListener:    ln,
+		TunnelCredentials: &transport.StaticCredentials{Cert: s.fx.TunnelServer.TLS, Pool: s.fx.TunnelCA.Pool()},
+		ProxyID:           testProxyID,
+		LicensePath:       writeLicense(t, t.TempDir(), testProxyID),
+		Logger:            s.serverLog.log,
+		Metrics:           prometheus.NewRegistry(),
+		DrainTimeout:      2 * time.Second,
+		ListenRetry:       50 * time.Millisecond,
+		EventQueue:        4096,
+		SessionWindow:     uint32(s.window),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	var once sync.Once
+	s.server = srv
+	s.stopServer = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("server.Run() = %v, want nil", err)
+			}
+		})
+	}
+	t.Cleanup(s.stopServer)
 }
 
 // runningClient is one in-process smartproxy-client.

@@ -78,6 +78,49 @@ func TestNoClientNoPartners(t *testing.T) {
 	}
 }
 
+// TestServerRestart stops the DMZ server while the client is connected and starts a new one
+// on the same tunnel port, as after a reboot of the DMZ host: the new server holds no
+// configuration, so the partner port stays closed until the client has reconnected on its own
+// and pushed its configuration again; then the listener opens on the same address and
+// sessions go through.
+func TestServerRestart(t *testing.T) {
+	fx := newFixture(t)
+	listen := freePort(t)
+	sys := startSystem(t, fx, systemOptions{listen: listen})
+	leaf := fx.partner(t, partnerID)
+	deliver := func(t *testing.T, name string, sessions int) {
+		t.Helper()
+		f := makeFile(t, t.TempDir(), name, oftp2.FormatUnstructured, 256<<10, uint64(sessions))
+		res, err := sendAs(t, fx, listen, leaf, partnerID, partnerPassword, nil, f)
+		if err != nil {
+			t.Fatalf("partner session: %v", err)
+		}
+		checkDelivered(t, res, sys.responderResults(t, sessions)[sessions-1], []testFile{f})
+	}
+	deliver(t, "before.dat", 1)
+
+	sys.stopServer()
+	if _, err := net.DialTimeout("tcp", listen, 5*time.Second); !isRefused(err) {
+		t.Errorf("partner port with the server stopped: %v, want connection refused", err)
+	}
+	ln, err := net.Listen("tcp", sys.tunnelAddr)
+	if err != nil {
+		t.Fatalf("bind the tunnel port again: %v", err)
+	}
+	sys.startServer(t, ln)
+	if pol := sys.server.Policy(); pol != nil {
+		t.Fatalf("the new server starts with configuration version %d, want none", pol.Version)
+	}
+	if got := sys.waitListener(t, true); got != listen {
+		t.Fatalf("partner listener of the new server on %s, want %s", got, listen)
+	}
+	pushes := sys.clientLog.entries("config_pushed", nil)
+	if len(pushes) < 2 {
+		t.Errorf("the client pushed its configuration %d times, want once per server", len(pushes))
+	}
+	deliver(t, "after.dat", 2)
+}
+
 // readWatch records when the endpoint's current Read began (0 when it is not reading).
 type readWatch struct {
 	net.Conn
