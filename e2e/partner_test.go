@@ -265,8 +265,8 @@ func checkDelivered(t testing.TB, res *endpoint.Result, rr servertest.ResponderR
 		if rf.Size != f.size {
 			t.Errorf("stored %s: size %d, want %d", rf.Path, rf.Size, f.size)
 		}
-		if rf.Partner != res.Partner && rf.Partner == "" {
-			t.Errorf("stored %s: partner %q", rf.Path, rf.Partner)
+		if want := res.Sent[i].File.DatasetName; rf.DatasetName != want {
+			t.Errorf("stored %s: dataset %q, want %q", rf.Path, rf.DatasetName, want)
 		}
 	}
 }
