@@ -1,0 +1,190 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Event is a security or system event reported by a proxy client.
+type Event struct {
+	// Seq is the store's sequence number; set by AddEvents.
+	Seq int64
+	// ID is the client's unique id of the event.
+	ID string
+	// Client is the name of the client that reported it.
+	Client string
+	// Time is when the event happened.
+	Time time.Time
+	// ReceivedAt is when the backend stored it.
+	ReceivedAt time.Time
+	// Severity is debug, info, warning, error or critical.
+	Severity string
+	// Name is the stable event name, e.g. "partner_unknown".
+	Name string
+	// SessionID is the session the event belongs to; 0 if none.
+	SessionID uint64
+	// OdetteID and RemoteAddr are the partner and address involved.
+	OdetteID, RemoteAddr string
+	// Message is a human-readable description.
+	Message string
+	// Fields are further structured fields.
+	Fields map[string]string
+	// Source is "server" or "client".
+	Source string
+	// Outcome records what the backend did with the event, e.g.
+	// "ignored by rule 3" or "script exit 0"; empty when nothing yet.
+	Outcome string
+}
+
+// AddEvents stores the events a client reported, in one transaction. An
+// event whose id is stored already counts as a duplicate and is not stored
+// again. It returns the events stored now, with their Seq.
+func (s *Store) AddEvents(ctx context.Context, clientID int64, events []Event) ([]Event, int, error) {
+	type prepared struct {
+		e      Event
+		fields string
+	}
+	list := make([]prepared, len(events))
+	for i, e := range events {
+		f := fieldf("events[%d]", i)
+		if e.ID == "" || e.Name == "" {
+			return nil, 0, invalid(f, "id and name are required")
+		}
+		for _, t := range []struct{ name, v string }{{"id", e.ID}, {"name", e.Name}, {"odette_id", e.OdetteID},
+			{"remote_addr", e.RemoteAddr}, {"message", e.Message}, {"source", e.Source}} {
+			if err := checkText(f+"."+t.name, t.v, maxText); err != nil {
+				return nil, 0, err
+			}
+		}
+		fields := "{}"
+		if len(e.Fields) > 0 {
+			b, err := json.Marshal(e.Fields)
+			if err != nil {
+				return nil, 0, invalid(f+".fields", "%v", err)
+			}
+			fields = string(b)
+		}
+		list[i] = prepared{e: e, fields: fields}
+	}
+	var (
+		fresh []Event
+		dups  int
+	)
+	now := s.now().UTC()
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		fresh, dups = nil, 0
+		var client string
+		if err := tx.QueryRowContext(ctx, `SELECT name FROM clients WHERE id = ?`, clientID).Scan(&client); err != nil {
+			return fmt.Errorf("store: client %d: %w", clientID, err)
+		}
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO events (event_id, client_id, time, received_at, severity, name,
+			session_id, odette_id, remote_addr, message, fields, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (event_id) DO NOTHING`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, p := range list {
+			e := p.e
+			res, err := stmt.ExecContext(ctx, e.ID, clientID, ts(e.Time), ts(now), e.Severity, e.Name, int64(e.SessionID),
+				e.OdetteID, e.RemoteAddr, e.Message, p.fields, e.Source)
+			if err != nil {
+				return fmt.Errorf("store: add event %s: %w", e.ID, err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				dups++
+				continue
+			}
+			if e.Seq, err = res.LastInsertId(); err != nil {
+				return err
+			}
+			e.Client, e.ReceivedAt = client, now
+			fresh = append(fresh, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return fresh, dups, nil
+}
+
+// SetEventOutcome records what the backend did with the event with seq.
+func (s *Store) SetEventOutcome(ctx context.Context, seq int64, outcome string) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE events SET outcome = ? WHERE seq = ?`, outcome, seq)
+		return err
+	})
+}
+
+// EventFilter selects events for Events.
+type EventFilter struct {
+	// Since selects events that happened at or after it; zero: all.
+	Since time.Time
+	// Name selects events of this name; empty: all.
+	Name string
+	// Limit is the largest number of events returned, the newest ones. If
+	// zero, 100.
+	Limit int
+}
+
+// Events returns stored events, oldest first.
+func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if !f.Since.IsZero() {
+		where, args = append(where, "e.time >= ?"), append(args, ts(f.Since))
+	}
+	if f.Name != "" {
+		where, args = append(where, "e.name = ?"), append(args, f.Name)
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	q := `SELECT e.seq, e.event_id, coalesce(c.name, ''), e.time, e.received_at, e.severity, e.name, e.session_id,
+		e.odette_id, e.remote_addr, e.message, e.fields, e.source, e.outcome
+		FROM events e LEFT JOIN clients c ON c.id = e.client_id`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q = `SELECT * FROM (` + q + ` ORDER BY e.time DESC, e.seq DESC LIMIT ?) ORDER BY 4, 1`
+	rows, err := s.r.QueryContext(ctx, q, append(args, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("store: read events: %w", err)
+	}
+	defer rows.Close()
+	var list []Event
+	for rows.Next() {
+		var (
+			e           Event
+			t, received string
+			sid         int64
+			fields      string
+		)
+		if err := rows.Scan(&e.Seq, &e.ID, &e.Client, &t, &received, &e.Severity, &e.Name, &sid, &e.OdetteID,
+			&e.RemoteAddr, &e.Message, &fields, &e.Source, &e.Outcome); err != nil {
+			return nil, err
+		}
+		e.SessionID = uint64(sid)
+		if e.Time, err = mustTS(t); err != nil {
+			return nil, err
+		}
+		if e.ReceivedAt, err = mustTS(received); err != nil {
+			return nil, err
+		}
+		if fields != "{}" {
+			if err := json.Unmarshal([]byte(fields), &e.Fields); err != nil {
+				return nil, fmt.Errorf("store: event %s fields: %w", e.ID, err)
+			}
+		}
+		list = append(list, e)
+	}
+	return list, rows.Err()
+}
