@@ -30,7 +30,7 @@ const testToken = "tok-3f2a9c11d0e8b7a6"
 // every request as strictly as the contract demands (token, media type, unknown fields) and
 // records what it saw.
 type fakeBackend struct {
-	t      *testing.T
+	t      testing.TB
 	token  string // the bearer token required; "" when basic authentication is required instead
 	user   string // basic authentication user, if required
 	pass   string // basic authentication password, if required
@@ -53,7 +53,7 @@ type fakeBackend struct {
 	fail func(w http.ResponseWriter, r *http.Request, hit int) bool
 }
 
-func newFakeBackend(t *testing.T) *fakeBackend {
+func newFakeBackend(t testing.TB) *fakeBackend {
 	return &fakeBackend{
 		t: t, token: testToken,
 		doc:     apiv1.ConfigDocument{Revision: 1, PartnerListenAddress: ":6619", LogLevel: "info"},
@@ -281,7 +281,7 @@ func (f *fakeBackend) serveBytes(w http.ResponseWriter, r *http.Request, body []
 
 // newClient returns a client of srv that trusts its certificate, with tiny retry delays; it is
 // closed when the test ends.
-func newClient(t *testing.T, srv *httptest.Server, mod func(*apiclient.Config)) *apiclient.Client {
+func newClient(t testing.TB, srv *httptest.Server, mod func(*apiclient.Config)) *apiclient.Client {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AddCert(srv.Certificate())
