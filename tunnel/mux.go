@@ -42,12 +42,15 @@ func (s Side) String() string {
 // Defaults and bounds of Config.
 const (
 	// DefaultWindow is the per-session receive window when Config.Window is
-	// zero: 1 MiB, ten of the largest OFTP2 exchange buffers. One session's
-	// throughput is at most a window per credit round trip; 256 KiB (two
-	// buffers in flight) left a single session at about half the speed of a
-	// plain TLS copy on loopback. See docs/benchmarks.md for the
-	// measurements and the memory trade-off.
-	DefaultWindow = 1 << 20
+	// zero: 256 KiB, two and a half of the largest OFTP2 exchange buffers.
+	// One session's throughput is at most a window per credit round trip;
+	// on loopback 256 KiB carries a single bulk session at about half the
+	// speed of a plain TLS copy, 1 MiB at about three quarters, while the
+	// whole proxy path of a session is several times slower than either
+	// (docs/benchmarks.md). The window also bounds the memory a session can
+	// hold on each side, so the default stays small; raise it for links
+	// with a long round trip.
+	DefaultWindow = 256 << 10
 	// MaxWindow is the largest per-session window (it travels as uint32 and
 	// the sum of grants must stay below 2^31).
 	MaxWindow = 1 << 30
