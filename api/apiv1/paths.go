@@ -38,16 +38,18 @@ type Endpoint struct {
 	Auth bool
 }
 
-// Endpoints lists every endpoint of v1.
-var Endpoints = []Endpoint{
-	{http.MethodGet, PathConfig, true},
-	{http.MethodGet, PathCRL, true},
-	{http.MethodPost, PathCRLURLs, true},
-	{http.MethodPost, PathEvents, true},
-	{http.MethodPut, PathLicenseStatus, true},
-	{http.MethodGet, PathLicense, true},
-	{http.MethodPost, PathConfigStatus, true},
-	{http.MethodGet, PathHealth, false},
+// Endpoints returns every endpoint of v1, in a new slice.
+func Endpoints() []Endpoint {
+	return []Endpoint{
+		{http.MethodGet, PathConfig, true},
+		{http.MethodGet, PathCRL, true},
+		{http.MethodPost, PathCRLURLs, true},
+		{http.MethodPost, PathEvents, true},
+		{http.MethodPut, PathLicenseStatus, true},
+		{http.MethodGet, PathLicense, true},
+		{http.MethodPost, PathConfigStatus, true},
+		{http.MethodGet, PathHealth, false},
+	}
 }
 
 // CRLPath returns the download path of the CRL with the given ID, escaped for use in a URL.
