@@ -30,7 +30,8 @@ func (c *Client) Config(ctx context.Context, etag string, wait time.Duration) (d
 		return nil, "", false, &OpError{Op: op, Err: err}
 	}
 	secs := int64((wait + time.Second - 1) / time.Second)
-	cl := &call{method: http.MethodGet, path: "/config", etag: etag, auth: true, idempotent: true, timeout: c.timeout}
+	cl := &call{method: http.MethodGet, path: "/config", etag: etag, auth: true, idempotent: true, timeout: c.timeout,
+		accept: apiv1.ContentTypeJSON}
 	if etag != "" && secs > 0 {
 		cl.query = url.Values{apiv1.QueryWait: {strconv.FormatInt(secs, 10)}}
 		cl.timeout += time.Duration(secs) * time.Second
@@ -73,7 +74,8 @@ func (c *Client) CRL(ctx context.Context, id, etag string, w io.Writer) (newETag
 	if err := checkETagArg(etag); err != nil {
 		return "", false, &OpError{Op: op, Err: err}
 	}
-	cl := &call{method: http.MethodGet, path: "/crls/" + url.PathEscape(id), etag: etag, auth: true, idempotent: true, timeout: c.download}
+	cl := &call{method: http.MethodGet, path: "/crls/" + url.PathEscape(id), etag: etag, auth: true, idempotent: true,
+		timeout: c.download, accept: apiv1.ContentTypeCRL + ", " + apiv1.ContentTypeJSON}
 	cl.handle = func(resp *http.Response) (bool, error) {
 		if resp.StatusCode == http.StatusNotModified {
 			if etag == "" {
@@ -143,7 +145,8 @@ func (c *Client) License(ctx context.Context, etag string) (license []byte, newE
 	if err := checkETagArg(etag); err != nil {
 		return nil, "", false, &OpError{Op: op, Err: err}
 	}
-	cl := &call{method: http.MethodGet, path: "/license", etag: etag, auth: true, idempotent: true, timeout: c.download}
+	cl := &call{method: http.MethodGet, path: "/license", etag: etag, auth: true, idempotent: true, timeout: c.download,
+		accept: apiv1.ContentTypeLicense + ", " + apiv1.ContentTypeJSON}
 	cl.handle = func(resp *http.Response) (bool, error) {
 		if resp.StatusCode == http.StatusNotModified {
 			if etag == "" {
@@ -191,7 +194,8 @@ func (c *Client) PostEvents(ctx context.Context, events []apiv1.Event) (accepted
 		return 0, 0, &OpError{Op: op, Err: err}
 	}
 	var out apiv1.EventsResponse
-	cl := &call{method: http.MethodPost, path: "/events", body: body, auth: true, idempotent: true, timeout: c.timeout}
+	cl := &call{method: http.MethodPost, path: "/events", body: body, auth: true, idempotent: true, timeout: c.timeout,
+		accept: apiv1.ContentTypeJSON}
 	cl.handle = func(resp *http.Response) (bool, error) {
 		if resp.StatusCode != http.StatusOK {
 			return false, fmt.Errorf("unexpected status %d, want 200", resp.StatusCode)
@@ -230,7 +234,8 @@ func (c *Client) post(ctx context.Context, method, path string, v any, invalid e
 	if err != nil {
 		return &OpError{Op: op, Err: err}
 	}
-	cl := &call{method: method, path: path, body: body, auth: true, idempotent: idempotent, timeout: c.timeout}
+	cl := &call{method: method, path: path, body: body, auth: true, idempotent: idempotent, timeout: c.timeout,
+		accept: apiv1.ContentTypeJSON}
 	cl.handle = func(resp *http.Response) (bool, error) {
 		if resp.StatusCode/100 != 2 {
 			return false, fmt.Errorf("unexpected status %d", resp.StatusCode)
@@ -244,7 +249,7 @@ func (c *Client) post(ctx context.Context, method, path string, v any, invalid e
 // returns nil when the backend answers status "ok".
 func (c *Client) Health(ctx context.Context) error {
 	var out apiv1.HealthResponse
-	cl := &call{method: http.MethodGet, path: "/health", idempotent: true, timeout: c.timeout}
+	cl := &call{method: http.MethodGet, path: "/health", idempotent: true, timeout: c.timeout, accept: apiv1.ContentTypeJSON}
 	cl.handle = func(resp *http.Response) (bool, error) {
 		if resp.StatusCode != http.StatusOK {
 			return false, fmt.Errorf("unexpected status %d, want 200", resp.StatusCode)

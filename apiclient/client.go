@@ -194,13 +194,33 @@ func tlsConfig(cfg *Config, host string) (*tls.Config, error) {
 			}
 			got := sha256.Sum256(cs.PeerCertificates[0].Raw)
 			if got != pin {
-				return fmt.Errorf("the backend's certificate has the SHA-256 fingerprint %s, not the pinned %s",
-					Fingerprint(cs.PeerCertificates[0]), formatFingerprint(pin))
+				return &pinError{got: got, want: pin}
 			}
 			return nil
 		}
 	}
 	return tc, nil
+}
+
+// pinError is a backend certificate that does not match Config.PinSHA256.
+type pinError struct{ got, want [sha256.Size]byte }
+
+func (e *pinError) Error() string {
+	return fmt.Sprintf("the backend's certificate has the SHA-256 fingerprint %s, not the pinned %s",
+		formatFingerprint(e.got), formatFingerprint(e.want))
+}
+
+// permanentTransportError reports whether a transport error cannot go away by retrying: the
+// backend's certificate is not trusted.
+func permanentTransportError(err error) bool {
+	var (
+		pe *pinError
+		ve *tls.CertificateVerificationError
+		ua x509.UnknownAuthorityError
+		he x509.HostnameError
+		ci x509.CertificateInvalidError
+	)
+	return errors.As(err, &pe) || errors.As(err, &ve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci)
 }
 
 // parseFingerprint reads 64 hexadecimal digits, optionally separated by colons or spaces.
@@ -255,6 +275,7 @@ type call struct {
 	etag       string // If-None-Match, if not empty
 	body       []byte // JSON request body; nil for none
 	auth       bool   // send the bearer token
+	accept     string // Accept header; the error body is always JSON
 	idempotent bool   // may be retried
 	timeout    time.Duration
 	// handle reads a 2xx or 304 answer. It reports whether a failure may be retried.
@@ -326,7 +347,9 @@ func (c *Client) attempt(ctx context.Context, cl *call) (retry bool, wait time.D
 		return false, 0, &OpError{Op: cl.op(), Err: err}
 	}
 	req.Header.Set("User-Agent", c.userAgent)
-	req.Header.Set("Accept", apiv1.ContentTypeJSON+", */*;q=0.5")
+	if cl.accept != "" {
+		req.Header.Set("Accept", cl.accept)
+	}
 	if cl.body != nil {
 		req.Header.Set(apiv1.HeaderContentType, apiv1.ContentTypeJSON)
 	}
@@ -340,7 +363,7 @@ func (c *Client) attempt(ctx context.Context, cl *call) (retry bool, wait time.D
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return true, 0, &OpError{Op: cl.op(), Err: transportCause(err, actx, cl.timeout)}
+		return !permanentTransportError(err), 0, &OpError{Op: cl.op(), Err: transportCause(err, actx, cl.timeout)}
 	}
 	defer func() {
 		// Drain a little so that the connection can be reused, then close.

@@ -681,11 +681,12 @@ func TestPinning(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newClient(t, srv, func(cfg *apiclient.Config) {
-				tc.mod(cfg)
-				cfg.Retry.Attempts = 1
-			})
+			c := newClient(t, srv, tc.mod)
+			before := f.connCount()
 			err := c.Health(context.Background())
+			if got := f.connCount() - before; got != 1 {
+				t.Errorf("connections = %d, want 1 (an untrusted certificate is not retried)", got)
+			}
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Errorf("Health = %v, want nil", err)

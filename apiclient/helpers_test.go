@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -49,6 +50,7 @@ type fakeBackend struct {
 	auth          map[string]string // "METHOD /v1/path" → last Authorization header
 	queries       []string          // raw queries of GET /v1/config
 	polling       chan struct{}     // gets a value when a long poll starts waiting
+	conns         int               // TCP connections accepted
 	// fail, if set, may answer a request itself (it returns true then); called with mu held.
 	fail func(w http.ResponseWriter, r *http.Request, hit int) bool
 }
@@ -70,6 +72,13 @@ func (f *fakeBackend) start(http2 bool) *httptest.Server {
 	srv := httptest.NewUnstartedServer(f)
 	srv.EnableHTTP2 = http2
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are part of the tests
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			f.mu.Lock()
+			f.conns++
+			f.mu.Unlock()
+		}
+	}
 	srv.StartTLS()
 	f.t.Cleanup(srv.Close)
 	return srv
@@ -90,6 +99,12 @@ func (f *fakeBackend) setConfig(mod func(*apiv1.ConfigDocument)) {
 	f.doc.Revision++
 	close(f.changed)
 	f.changed = make(chan struct{})
+}
+
+func (f *fakeBackend) connCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.conns
 }
 
 func (f *fakeBackend) hitCount(key string) int {
