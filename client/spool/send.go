@@ -20,7 +20,8 @@ type PostFunc func(ctx context.Context, evs []apiv1.Event) error
 // RejectedError says the backend refused the event at Index of a batch as invalid; sending it
 // again cannot succeed.
 type RejectedError struct {
-	// Index is the position of the refused event in the batch.
+	// Index is the position of the refused event in the batch, or -1 when the backend refused
+	// the batch without naming an event (Send then sends the events one by one to find it).
 	Index int
 	// Err is the backend's answer.
 	Err error
@@ -137,7 +138,15 @@ func (s *Spool) Send(ctx context.Context, post PostFunc, cfg SendConfig, stats *
 			stats.Sent += uint64(len(b.Events))
 			limit = cfg.BatchEvents
 			bo.Reset()
-		case errors.As(err, &rej) && rej.Index >= 0 && rej.Index < len(b.Events):
+		case errors.As(err, &rej):
+			if rej.Index < 0 || rej.Index >= len(b.Events) {
+				if len(b.Events) > 1 {
+					// The batch was refused without naming the event: find it one by one.
+					limit = 1
+					continue
+				}
+				rej.Index = 0
+			}
 			if rej.Index > 0 {
 				// Send the events before the refused one first; it is then the oldest.
 				limit = rej.Index

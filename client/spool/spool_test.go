@@ -479,6 +479,7 @@ type store struct {
 	posts     int
 	failNext  int // posts to fail before accepting
 	rejectMsg string
+	anonymous bool // reject without naming the event
 	got       chan struct{}
 }
 
@@ -499,6 +500,9 @@ func (st *store) post(ctx context.Context, evs []apiv1.Event) error {
 	}
 	for i, ev := range evs {
 		if st.rejectMsg != "" && ev.Message == st.rejectMsg {
+			if st.anonymous {
+				return &spool.RejectedError{Index: -1, Err: errors.New("invalid_json")}
+			}
 			return &spool.RejectedError{Index: i, Err: errors.New("invalid_field: events[" + fmt.Sprint(i) + "].message")}
 		}
 	}
@@ -531,12 +535,18 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestSend(t *testing.T) {
+	t.Run("rejection names the event", func(t *testing.T) { testSend(t, false) })
+	t.Run("rejection of the whole batch", func(t *testing.T) { testSend(t, true) })
+}
+
+func testSend(t *testing.T, anonymous bool) {
 	dir := filepath.Join(t.TempDir(), "spool")
 	log, hook := test.NewNullLogger()
 	s := open(t, spool.Config{Dir: dir, Logger: log})
 	st := newStore()
 	st.failNext = 2
 	st.rejectMsg = "event 4"
+	st.anonymous = anonymous
 	ids := appendN(t, s, 0, 10)
 
 	ctx, cancel := context.WithCancel(context.Background())

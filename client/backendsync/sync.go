@@ -1,0 +1,525 @@
+package backendsync
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+
+	"smartproxy/api/apiv1"
+	"smartproxy/apiclient"
+	"smartproxy/client"
+	"smartproxy/client/configspec"
+	"smartproxy/client/spool"
+	"smartproxy/tunnel/transport"
+)
+
+// API is the part of the backend API the Syncer uses; *apiclient.Client implements it.
+type API interface {
+	// Config long-polls GET /v1/config: with etag and a wait it returns when the document
+	// differs from etag, or after the wait with changed false.
+	Config(ctx context.Context, etag string, wait time.Duration) (doc *apiv1.ConfigDocument, newETag string, changed bool, err error)
+	// CRL streams the body of CRL id into w unless its ETag is etag.
+	CRL(ctx context.Context, id, etag string, w io.Writer) (newETag string, changed bool, err error)
+	// ReportCRLURLs posts CRL distribution points the server reported.
+	ReportCRLURLs(ctx context.Context, urls []string) error
+	// PostEvents posts a batch of events.
+	PostEvents(ctx context.Context, evs []apiv1.Event) (accepted, duplicates int, err error)
+	// PutLicenseStatus reports the server's license state.
+	PutLicenseStatus(ctx context.Context, st *apiv1.LicenseStatus) error
+	// License returns the license file unless its ETag is etag.
+	License(ctx context.Context, etag string) (file []byte, newETag string, changed bool, err error)
+	// ReportConfigStatus reports the server's answer to a configuration.
+	ReportConfigStatus(ctx context.Context, st *apiv1.ConfigStatus) error
+}
+
+// Target is the part of the client the Syncer drives; *client.Client implements it.
+type Target interface {
+	// Current returns the configuration in force.
+	Current() *client.Snapshot
+	// SetConfig makes a new configuration version the one in force and pushes it.
+	SetConfig(s *client.Snapshot) error
+	// SetLicense makes file the license pushed to the servers.
+	SetLicense(file []byte) error
+}
+
+// Defaults of Config.
+const (
+	// DefaultWait is Config.Wait when zero.
+	DefaultWait = 30 * time.Second
+	// DefaultLicenseInterval is Config.LicenseInterval when zero.
+	DefaultLicenseInterval = time.Minute
+	// DefaultMaxCRLBytes is Config.MaxCRLBytes when zero.
+	DefaultMaxCRLBytes = 256 << 20
+	// DefaultEventQueue is Config.EventQueue when zero.
+	DefaultEventQueue = 4096
+)
+
+// Config configures a Syncer. API and StateDir are required; every other zero value is a
+// documented default.
+type Config struct {
+	// API is the backend. Required.
+	API API
+	// StateDir is the directory of the last good configuration and the event spool, created
+	// with mode 0700. Required.
+	StateDir string
+	// Wait is the long-poll wait of GET /v1/config (at most apiv1.MaxWait). If zero,
+	// DefaultWait.
+	Wait time.Duration
+	// LicenseInterval is how often GET /v1/license is asked. If zero, DefaultLicenseInterval.
+	LicenseInterval time.Duration
+	// Backoff spaces the retries after a failed poll (full jitter). If its Base or Cap is zero,
+	// 1s and 1m.
+	Backoff transport.Backoff
+	// MaxCRLBytes bounds one CRL. If zero, DefaultMaxCRLBytes.
+	MaxCRLBytes int64
+	// Spool bounds the event spool; its Dir and Logger are set by New.
+	Spool spool.Config
+	// Send configures the spool's sender.
+	Send spool.SendConfig
+	// EventQueue is the number of events queued in memory between the tunnels and the spool;
+	// beyond it events are dropped, counted and logged. If zero, DefaultEventQueue.
+	EventQueue int
+	// Logger receives the Syncer's log. If nil, nothing is logged.
+	Logger logrus.FieldLogger
+	// Now is the clock for certificate and CRL validity. If nil, time.Now.
+	Now func() time.Time
+}
+
+// Event names of the Syncer's log lines.
+const (
+	// EventBackendUnreachable: a poll of the backend failed; the configuration in force stays.
+	EventBackendUnreachable = "backend_unreachable"
+	// EventBackendReachable: the backend answers again after failures.
+	EventBackendReachable = "backend_reachable"
+	// EventCachedConfig: the client started with the last good configuration from the state
+	// directory.
+	EventCachedConfig = "config_cached"
+	// EventConfigReceived: a new configuration document is in force in the client.
+	EventConfigReceived = "config_received"
+	// EventConfigInvalid: the builder refused a configuration document.
+	EventConfigInvalid = "config_invalid"
+	// EventEventsDropped: events were dropped before reaching the spool (queue full or refused).
+	EventEventsDropped = "events_dropped"
+	// EventLicenseReceived: a new license file came from the backend.
+	EventLicenseReceived = "license_received"
+)
+
+// Syncer keeps a client in step with the backend. Create it with New, get the configuration to
+// start the client with from Initial, then Run it with the client. It implements
+// client.Observer.
+type Syncer struct {
+	// Immutable after New.
+	cfg   Config
+	log   logrus.FieldLogger
+	store *store
+	spool *spool.Spool
+	now   func() time.Time
+
+	events        chan apiv1.Event // Observer and Hook → eventLoop
+	eventsDropped atomic.Uint64    // dropped because events was full or refused by the spool
+
+	// Owned by Initial, then by configLoop.
+	etag      string
+	doc       *apiv1.ConfigDocument
+	unhealthy bool // the last poll failed
+
+	mu       sync.Mutex // guards the fields below
+	target   Target     // set by Run
+	revs     map[uint64]revision
+	reported map[uint64]bool // versions whose result went to the backend, by Applied
+	statuses []*apiv1.ConfigStatus
+	urls     map[string]bool
+	license  *apiv1.LicenseStatus // to report; nil when reported
+	wake     chan struct{}        // capacity 1: reporter has work
+}
+
+// revision is the document a snapshot version was built from.
+type revision struct {
+	rev  int64
+	etag string
+}
+
+// New checks cfg, creates the state directory and opens the spool.
+func New(cfg Config) (*Syncer, error) {
+	switch {
+	case cfg.API == nil:
+		return nil, errors.New("backendsync: Config.API is required")
+	case cfg.StateDir == "":
+		return nil, errors.New("backendsync: Config.StateDir is required")
+	case cfg.Wait < 0 || cfg.Wait > apiv1.MaxWait:
+		return nil, fmt.Errorf("backendsync: Config.Wait %v is out of range 0 to %v", cfg.Wait, apiv1.MaxWait)
+	}
+	if cfg.Wait == 0 {
+		cfg.Wait = DefaultWait
+	}
+	if cfg.LicenseInterval <= 0 {
+		cfg.LicenseInterval = DefaultLicenseInterval
+	}
+	if cfg.Backoff.Base <= 0 {
+		cfg.Backoff.Base = time.Second
+	}
+	if cfg.Backoff.Cap <= 0 {
+		cfg.Backoff.Cap = time.Minute
+	}
+	if cfg.MaxCRLBytes <= 0 {
+		cfg.MaxCRLBytes = DefaultMaxCRLBytes
+	}
+	if cfg.EventQueue <= 0 {
+		cfg.EventQueue = DefaultEventQueue
+	}
+	log := cfg.Logger
+	if log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		log = l
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	st := &store{dir: cfg.StateDir}
+	if err := st.init(); err != nil {
+		return nil, fmt.Errorf("backendsync: state directory: %w", err)
+	}
+	scfg := cfg.Spool
+	scfg.Dir = filepath.Join(cfg.StateDir, spoolDir)
+	scfg.Logger = log
+	sp, err := spool.Open(scfg)
+	if err != nil {
+		return nil, fmt.Errorf("backendsync: %w", err)
+	}
+	return &Syncer{
+		cfg: cfg, log: log, store: st, spool: sp, now: now,
+		events:   make(chan apiv1.Event, cfg.EventQueue),
+		revs:     make(map[uint64]revision),
+		reported: make(map[uint64]bool),
+		urls:     make(map[string]bool),
+		wake:     make(chan struct{}, 1),
+	}, nil
+}
+
+// Spool returns the Syncer's event spool.
+func (s *Syncer) Spool() *spool.Spool { return s.spool }
+
+// Initial returns the configuration to start the client with: the last good configuration of
+// the state directory when there is one (the backend is not asked, so that a client restarted
+// during a backend outage configures the server at once; Run catches up), otherwise the
+// backend's document, asked for until it answers with a usable one or ctx ends.
+func (s *Syncer) Initial(ctx context.Context) (*client.Snapshot, error) {
+	saved, err := s.store.load()
+	if err != nil {
+		s.log.WithError(err).Error("the saved configuration cannot be read; asking the backend")
+	}
+	if saved != nil {
+		snap, err := s.buildSaved(saved)
+		if err == nil {
+			s.etag, s.doc = saved.ETag, saved.Document
+			s.log.WithFields(logrus.Fields{"event": EventCachedConfig, "config_version": snap.Version, "revision": saved.Document.Revision,
+				"saved_at": saved.SavedAt.Format(time.RFC3339)}).
+				Warn("starting with the last good configuration from the state directory; the backend is asked next and its changes follow")
+			return snap, nil
+		}
+		s.log.WithError(err).Error("the saved configuration is not usable; asking the backend")
+	}
+	bo := s.cfg.Backoff
+	etag := ""
+	for {
+		wait := time.Duration(0)
+		if etag != "" {
+			wait = s.cfg.Wait // a refused document: wait for its change
+		}
+		doc, newETag, changed, err := s.cfg.API.Config(ctx, etag, wait)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err == nil && changed {
+			snap, aerr := s.apply(ctx, doc, newETag, 0)
+			if aerr == nil {
+				bo.Reset()
+				return snap, nil
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			var ce *configspec.Error
+			if errors.As(aerr, &ce) {
+				etag = newETag
+				continue
+			}
+			err = aerr
+		}
+		if err == nil {
+			continue // unchanged after the wait
+		}
+		d := bo.Next()
+		s.log.WithError(err).WithFields(logrus.Fields{"event": EventBackendUnreachable, "retry_in": d.Round(time.Millisecond).String()}).
+			Warn("no configuration yet: the backend is not reachable and the state directory holds none")
+		if !sleep(ctx, d) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// buildSaved builds the snapshot of a saved document, after checking its CRL files.
+func (s *Syncer) buildSaved(st *savedState) (*client.Snapshot, error) {
+	for i := range st.Document.CRLs {
+		info := &st.Document.CRLs[i]
+		if err := checkCRLInfo(info, s.cfg.MaxCRLBytes); err != nil {
+			return nil, fmt.Errorf("crls[%d]: %w", i, err)
+		}
+		if err := s.store.verifyCRL(info); err != nil {
+			return nil, err
+		}
+	}
+	res, err := configspec.Build(specOf(st.Document, s.readCRL(nil)), s.now())
+	if err != nil {
+		return nil, err
+	}
+	snap := res.Snapshot
+	snap.Version = st.Version
+	snap.Source = fmt.Sprintf("backend revision %d (saved %s)", st.Document.Revision, st.SavedAt.Format(time.RFC3339))
+	s.mu.Lock()
+	s.revs[snap.Version] = revision{rev: st.Document.Revision, etag: st.ETag}
+	s.mu.Unlock()
+	return snap, nil
+}
+
+// readCRL returns the CRL content function for specOf: the bytes the snapshot in force holds
+// for the same content (no second copy), or the file.
+func (s *Syncer) readCRL(cur *client.Snapshot) func(*apiv1.CRLInfo) ([]byte, error) {
+	held := make(map[string][]byte)
+	if cur != nil {
+		for _, c := range cur.Security.GetCrls() {
+			held[hex.EncodeToString(c.GetSha256())] = c.GetDer()
+		}
+	}
+	return func(info *apiv1.CRLInfo) ([]byte, error) {
+		if der, ok := held[strings.ToLower(info.SHA256)]; ok && int64(len(der)) == info.Size {
+			return der, nil
+		}
+		return os.ReadFile(s.store.crlPath(info.SHA256))
+	}
+}
+
+// fetchCRLs downloads the CRLs of doc whose content is not on disk yet, one at a time.
+func (s *Syncer) fetchCRLs(ctx context.Context, doc *apiv1.ConfigDocument) error {
+	for i := range doc.CRLs {
+		info := &doc.CRLs[i]
+		if err := checkCRLInfo(info, s.cfg.MaxCRLBytes); err != nil {
+			return &configspec.Error{Problems: []configspec.Problem{{Field: fmt.Sprintf("crls[%d]", i), Msg: err.Error()}}}
+		}
+		if s.store.haveCRL(info) {
+			continue
+		}
+		start := time.Now()
+		err := s.store.writeCRL(info, func(w io.Writer) error {
+			_, _, err := s.cfg.API.CRL(ctx, info.ID, "", w)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("CRL %s: %w", info.ID, err)
+		}
+		s.log.WithFields(logrus.Fields{"crl_id": info.ID, "url": info.URL, "bytes": info.Size,
+			"took": time.Since(start).Round(time.Millisecond).String()}).Info("CRL downloaded from the backend")
+	}
+	return nil
+}
+
+// apply makes a document the configuration: CRLs, snapshot, saved state. cur is the version in
+// force (0 at start). A *configspec.Error means the document is refused (and was reported).
+func (s *Syncer) apply(ctx context.Context, doc *apiv1.ConfigDocument, etag string, cur uint64) (*client.Snapshot, error) {
+	if err := s.fetchCRLs(ctx, doc); err != nil {
+		var ce *configspec.Error
+		if errors.As(err, &ce) {
+			s.refused(doc, etag, ce)
+		}
+		return nil, err
+	}
+	res, err := configspec.Build(specOf(doc, s.readCRL(s.currentSnapshot())), s.now())
+	if err != nil {
+		var ce *configspec.Error
+		if errors.As(err, &ce) {
+			s.refused(doc, etag, ce)
+		}
+		return nil, err
+	}
+	for _, w := range res.Warnings {
+		s.log.WithFields(logrus.Fields{"event": "config_warning", "revision": doc.Revision}).Warn("configuration: " + w)
+	}
+	version := uint64(max(doc.Revision, 0))
+	if version <= cur {
+		s.log.WithFields(logrus.Fields{"revision": doc.Revision, "config_version": cur}).
+			Warn("the backend's revision is not higher than the configuration version in force (was the backend's database replaced?); using the next version")
+		version = cur + 1
+	}
+	snap := res.Snapshot
+	snap.Version = version
+	snap.Source = fmt.Sprintf("backend revision %d", doc.Revision)
+	if err := s.store.save(&savedState{ETag: etag, Version: version, SavedAt: s.now().UTC(), Document: doc}); err != nil {
+		// The configuration is still good; only a restart during an outage would miss it.
+		s.log.WithError(err).Error("saving the configuration in the state directory failed")
+	} else if n, err := s.store.prune(doc); err != nil {
+		s.log.WithError(err).Warn("removing old CRL files from the state directory failed")
+	} else if n > 0 {
+		s.log.WithField("files", n).Debug("removed CRL files the configuration no longer names")
+	}
+	s.mu.Lock()
+	s.revs[version] = revision{rev: doc.Revision, etag: etag}
+	s.mu.Unlock()
+	s.etag, s.doc = etag, doc
+	return snap, nil
+}
+
+// currentSnapshot is the snapshot in force in the target, or nil before Run.
+func (s *Syncer) currentSnapshot() *client.Snapshot {
+	s.mu.Lock()
+	t := s.target
+	s.mu.Unlock()
+	if t == nil {
+		return nil
+	}
+	return t.Current()
+}
+
+// refused logs a refused document and queues its status for the backend.
+func (s *Syncer) refused(doc *apiv1.ConfigDocument, etag string, ce *configspec.Error) {
+	st := &apiv1.ConfigStatus{Revision: doc.Revision, ETag: etag, Applied: false}
+	for _, p := range ce.Problems {
+		st.Errors = append(st.Errors, apiv1.ConfigError{Field: p.Field, Message: p.Msg})
+		s.log.WithFields(logrus.Fields{"event": EventConfigInvalid, "revision": doc.Revision, "field": p.Field, "error": p.Msg}).
+			Error("configuration problem")
+	}
+	s.log.WithFields(logrus.Fields{"event": EventConfigInvalid, "revision": doc.Revision, "problems": len(ce.Problems)}).
+		Error("the backend's configuration document is refused; the configuration in force stays")
+	s.queueStatus(st)
+}
+
+// Run keeps the client in step with the backend until ctx ends: the configuration long poll,
+// the license poll, the relay of the servers' reports and the event spool's sender. It returns
+// nil after ctx ended and everything it started has stopped, and closes the spool.
+func (s *Syncer) Run(ctx context.Context, target Target) error {
+	s.mu.Lock()
+	s.target = target
+	s.mu.Unlock()
+	defer s.spool.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { s.configLoop(gctx, target); return nil })
+	g.Go(func() error { s.licenseLoop(gctx, target); return nil })
+	g.Go(func() error { s.reportLoop(gctx); return nil })
+	g.Go(func() error { s.eventLoop(gctx); return nil })
+	g.Go(func() error { return s.spool.Send(gctx, s.postEvents, s.cfg.Send, nil) })
+	return g.Wait()
+}
+
+// configLoop long-polls the configuration and applies every change.
+func (s *Syncer) configLoop(ctx context.Context, target Target) {
+	bo := s.cfg.Backoff
+	for ctx.Err() == nil {
+		doc, etag, changed, err := s.cfg.API.Config(ctx, s.etag, s.cfg.Wait)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil && changed {
+			var snap *client.Snapshot
+			snap, err = s.apply(ctx, doc, etag, target.Current().Version)
+			if err == nil {
+				if serr := target.SetConfig(snap); serr != nil {
+					s.log.WithError(serr).Error("the client refused the configuration")
+				} else {
+					s.log.WithFields(logrus.Fields{"event": EventConfigReceived, "revision": doc.Revision, "config_version": snap.Version,
+						"partners": len(doc.Partners), "crls": len(doc.CRLs)}).Info("new configuration from the backend")
+				}
+			} else if ctx.Err() != nil {
+				return
+			} else if errors.As(err, new(*configspec.Error)) {
+				s.etag = etag // wait for the next change of the document
+				err = nil
+			}
+		}
+		if err == nil {
+			if s.unhealthy {
+				s.unhealthy = false
+				s.log.WithField("event", EventBackendReachable).Info("the backend answers again")
+			}
+			bo.Reset()
+			continue
+		}
+		d := bo.Next()
+		fields := logrus.Fields{"event": EventBackendUnreachable, "retry_in": d.Round(time.Millisecond).String(),
+			"config_version": target.Current().Version}
+		if !s.unhealthy {
+			s.unhealthy = true
+			s.log.WithError(err).WithFields(fields).Warn("configuration poll failed; the configuration in force stays (running on cached configuration)")
+		} else {
+			s.log.WithError(err).WithFields(fields).Debug("configuration poll failed again")
+		}
+		if !sleep(ctx, d) {
+			return
+		}
+	}
+}
+
+// licenseLoop asks for the license file and hands a new one to the client.
+func (s *Syncer) licenseLoop(ctx context.Context, target Target) {
+	etag := ""
+	notFound := false
+	bo := s.cfg.Backoff
+	for {
+		file, newETag, changed, err := s.cfg.API.License(ctx, etag)
+		if ctx.Err() != nil {
+			return
+		}
+		d := s.cfg.LicenseInterval
+		switch {
+		case err == nil && changed:
+			notFound = false
+			bo.Reset()
+			if err := target.SetLicense(file); err != nil {
+				s.log.WithError(err).Error("license from the backend not used")
+			} else {
+				etag = newETag
+				s.log.WithFields(logrus.Fields{"event": EventLicenseReceived, "bytes": len(file)}).Info("license file from the backend")
+			}
+		case err == nil:
+			bo.Reset()
+		case isNotFound(err):
+			bo.Reset()
+			if !notFound {
+				notFound = true
+				s.log.Info("the backend holds no license file for this proxy")
+			}
+		default:
+			d = min(bo.Next(), s.cfg.LicenseInterval)
+			s.log.WithError(err).Debug("license poll failed")
+		}
+		if !sleep(ctx, d) {
+			return
+		}
+	}
+}
+
+// isNotFound reports whether err is the backend's 404.
+func isNotFound(err error) bool { return errors.Is(err, apiclient.ErrNotFound) }
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,414 @@
+package backendsync_test
+
+import (
+	"context"
+	"crypto/x509"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"smartproxy/api/apiv1"
+	"smartproxy/client"
+	"smartproxy/client/backendsync"
+	"smartproxy/client/clienttest"
+	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/tunnel/transport"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const waitLong = 10 * time.Second
+
+func rootsOf(srv *httptest.Server) *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	return pool
+}
+
+// document returns a valid configuration document over the fixture files, with the fixture
+// CRL stored in b.
+func document(b *backend, files *clienttest.Files, rev int64) *apiv1.ConfigDocument {
+	crl := b.addCRL("partner-ca", "http://crl.partner-ca.test/ca.crl", files.CRL)
+	return &apiv1.ConfigDocument{
+		Revision:                 rev,
+		PartnerListenAddress:     "127.0.0.1:0",
+		CompanyIdentity:          apiv1.CompanyIdentity{CertificateChainPEM: string(files.Company.CertPEM), PrivateKeyPEM: apiv1.Secret(files.Company.KeyPEM)},
+		TrustedCACertificatesPEM: []string{string(files.PartnerCA.CertPEM)},
+		CRLs:                     []apiv1.CRLInfo{crl},
+		Partners: []apiv1.Partner{
+			{OdetteID: clienttest.PartnerID, Name: "Partner AG", Enabled: true, Password: clienttest.PartnerPassword, Direction: apiv1.DirectionBoth},
+			{OdetteID: clienttest.OtherPartnerID, Name: "Other GmbH", Enabled: true, Charset: apiv1.CharsetLenient},
+		},
+		Limits:         apiv1.Limits{MaxSessions: 100},
+		InternalServer: &apiv1.InternalServer{Address: "127.0.0.1:3305"},
+		LogLevel:       "info",
+	}
+}
+
+// env is a Syncer between a backend and a real client connected to a harness DMZ server.
+type env struct {
+	files   *clienttest.Files
+	backend *backend
+	dmz     *clienttest.Server
+	state   string
+	hook    *logtest.Hook
+	log     *logrus.Logger
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{files: clienttest.NewFiles(t, t.TempDir()), backend: newBackend(t), state: filepath.Join(t.TempDir(), "state")}
+	e.dmz = clienttest.NewServer(t, clienttest.ServerConfig{ProxyID: "PROXY-1"})
+	e.log, e.hook = logtest.NewNullLogger()
+	e.log.SetLevel(logrus.DebugLevel)
+	return e
+}
+
+// running is one started Syncer with its client.
+type running struct {
+	syncer *backendsync.Syncer
+	client *client.Client
+	stop   func()
+}
+
+func (e *env) newSyncer(t *testing.T) *backendsync.Syncer {
+	t.Helper()
+	s, err := backendsync.New(backendsync.Config{
+		API: e.backend.api(t), StateDir: e.state, Wait: 2 * time.Second, LicenseInterval: 100 * time.Millisecond,
+		Backoff: transport.Backoff{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}, Logger: e.log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// start gets the initial configuration and runs client and Syncer.
+func (e *env) start(t *testing.T) *running {
+	t.Helper()
+	s := e.newSyncer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	ictx, icancel := context.WithTimeout(ctx, waitLong)
+	snap, err := s.Initial(ictx)
+	icancel()
+	if err != nil {
+		cancel()
+		s.Spool().Close()
+		t.Fatalf("Initial() = %v", err)
+	}
+	e.log.AddHook(s.Hook())
+	c, err := client.New(client.Config{
+		Server: e.dmz.Addr, ServerName: "localhost", Credentials: e.dmz.ClientCredentials, Version: "test",
+		Config: snap, Logger: e.log, Observer: s, ShutdownTimeout: time.Second,
+		Backoff: transport.Backoff{Base: 20 * time.Millisecond, Cap: 100 * time.Millisecond},
+	})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := c.Run(ctx); err != nil {
+			t.Errorf("client Run() = %v", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := s.Run(ctx, c); err != nil {
+			t.Errorf("Syncer Run() = %v", err)
+		}
+	}()
+	var once sync.Once
+	r := &running{syncer: s, client: c, stop: func() {
+		once.Do(func() {
+			cancel()
+			wg.Wait()
+			e.log.ReplaceHooks(logrus.LevelHooks{})
+			e.log.AddHook(e.hook)
+		})
+	}}
+	t.Cleanup(r.stop)
+	return r
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLong)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func partnerEnabled(cfg *tunnelv1.ConfigSnapshot, id string) (enabled, found bool) {
+	for _, p := range cfg.GetConfig().GetPartners() {
+		if p.GetOdetteId() == id {
+			return p.GetEnabled(), true
+		}
+	}
+	return false, false
+}
+
+func TestSyncFollowsBackend(t *testing.T) {
+	e := newEnv(t)
+	e.backend.setDoc(document(e.backend, e.files, 5))
+	r := e.start(t)
+	conn := e.dmz.WaitConn(t, waitLong)
+	cfg := conn.WaitConfig(t, waitLong)
+	if cfg.GetVersion() != 5 {
+		t.Errorf("pushed version = %d, want 5 (the revision)", cfg.GetVersion())
+	}
+	if crls := cfg.GetConfig().GetCrls(); len(crls) != 1 || string(crls[0].GetDer()) != string(e.files.CRL) || crls[0].GetUrl() != "http://crl.partner-ca.test/ca.crl" {
+		t.Errorf("pushed CRLs = %v, want the backend's CRL with its URL", crls)
+	}
+	if en, ok := partnerEnabled(cfg, clienttest.PartnerID); !ok || !en {
+		t.Errorf("partner %s enabled = %v (found %v), want enabled", clienttest.PartnerID, en, ok)
+	}
+	waitFor(t, "the applied status", func() bool { return len(e.backend.configStatuses()) >= 1 })
+	st := e.backend.configStatuses()[0]
+	if st.Revision != 5 || !st.Applied || !strings.HasPrefix(st.ETag, `"r5-`) {
+		t.Errorf("config status = %+v, want revision 5 applied with the document's ETag", st)
+	}
+
+	// Disable the partner: the change reaches the DMZ server through the long poll.
+	doc := document(e.backend, e.files, 6)
+	doc.Partners[0].Enabled = false
+	e.backend.setDoc(doc)
+	cfg = conn.WaitConfig(t, waitLong)
+	if en, _ := partnerEnabled(cfg, clienttest.PartnerID); cfg.GetVersion() != 6 || en {
+		t.Errorf("pushed version %d with partner enabled %v, want version 6 with the partner disabled", cfg.GetVersion(), en)
+	}
+	if got := r.client.Current().Version; got != 6 {
+		t.Errorf("client version = %d, want 6", got)
+	}
+	// The unchanged CRL was downloaded once.
+	e.backend.mu.Lock()
+	gets := e.backend.crlGets["partner-ca"]
+	e.backend.mu.Unlock()
+	if gets != 1 {
+		t.Errorf("CRL downloads = %d, want 1 (the content did not change)", gets)
+	}
+
+	// A revision that is not higher than the version in force gets the next version.
+	e.backend.setDoc(document(e.backend, e.files, 3))
+	cfg = conn.WaitConfig(t, waitLong)
+	if cfg.GetVersion() != 7 {
+		t.Errorf("pushed version for revision 3 = %d, want 7", cfg.GetVersion())
+	}
+	waitFor(t, "the status of revision 3", func() bool {
+		return slices.ContainsFunc(e.backend.configStatuses(), func(s apiv1.ConfigStatus) bool { return s.Revision == 3 && s.Applied })
+	})
+}
+
+func TestStateDirectory(t *testing.T) {
+	e := newEnv(t)
+	e.backend.setDoc(document(e.backend, e.files, 2))
+	r := e.start(t)
+	e.dmz.WaitConn(t, waitLong).WaitConfig(t, waitLong)
+	r.stop()
+	for _, p := range []struct {
+		path string
+		mode os.FileMode
+	}{
+		{e.state, 0o700},
+		{filepath.Join(e.state, "state.json"), 0o600},
+		{filepath.Join(e.state, "crls"), 0o700},
+		{filepath.Join(e.state, "spool"), 0o700},
+	} {
+		st, err := os.Stat(p.path)
+		if err != nil {
+			t.Errorf("%s: %v", p.path, err)
+			continue
+		}
+		if got := st.Mode().Perm(); got != p.mode {
+			t.Errorf("%s mode = %04o, want %04o", p.path, got, p.mode)
+		}
+	}
+	crls, _ := filepath.Glob(filepath.Join(e.state, "crls", "*"))
+	if len(crls) != 1 {
+		t.Fatalf("CRL files = %v, want one", crls)
+	}
+	if st, _ := os.Stat(crls[0]); st.Mode().Perm() != 0o600 {
+		t.Errorf("%s mode = %04o, want 0600", crls[0], st.Mode().Perm())
+	}
+	data, err := os.ReadFile(crls[0])
+	if err != nil || string(data) != string(e.files.CRL) {
+		t.Errorf("CRL file content differs from the backend's CRL (%v)", err)
+	}
+}
+
+// TestRestartWhileBackendDown restarts the client with the backend down: it configures the
+// server from the state directory, and catches up when the backend is back.
+func TestRestartWhileBackendDown(t *testing.T) {
+	e := newEnv(t)
+	e.backend.setDoc(document(e.backend, e.files, 8))
+	r := e.start(t)
+	conn := e.dmz.WaitConn(t, waitLong)
+	first := conn.WaitConfig(t, waitLong)
+	r.stop()
+
+	e.backend.setDown(true)
+	e.dmz.SetWelcomeVersion(0) // a restarted DMZ server holds nothing
+	conn.Drop()
+	r = e.start(t)
+	conn = e.dmz.WaitConn(t, waitLong)
+	cached := conn.WaitConfig(t, waitLong)
+	if cached.GetVersion() != first.GetVersion() || len(cached.GetConfig().GetPartners()) != 2 || len(cached.GetConfig().GetCrls()) != 1 {
+		t.Errorf("configuration from the state directory = version %d with %d partners and %d CRLs, want version %d with 2 partners and 1 CRL",
+			cached.GetVersion(), len(cached.GetConfig().GetPartners()), len(cached.GetConfig().GetCrls()), first.GetVersion())
+	}
+	waitFor(t, "the cached-configuration warning", func() bool { return logged(e.hook, backendsync.EventCachedConfig) })
+	waitFor(t, "the unreachable warning", func() bool { return logged(e.hook, backendsync.EventBackendUnreachable) })
+
+	doc := document(e.backend, e.files, 9)
+	doc.Partners = doc.Partners[:1]
+	e.backend.setDoc(doc)
+	e.backend.setDown(false)
+	next := conn.WaitConfig(t, waitLong)
+	if next.GetVersion() != 9 || len(next.GetConfig().GetPartners()) != 1 {
+		t.Errorf("configuration after the backend returned = version %d with %d partners, want version 9 with 1", next.GetVersion(), len(next.GetConfig().GetPartners()))
+	}
+	waitFor(t, "the reachable line", func() bool { return logged(e.hook, backendsync.EventBackendReachable) })
+}
+
+func logged(h *logtest.Hook, event string) bool {
+	for _, en := range h.AllEntries() {
+		if en.Data["event"] == event {
+			return true
+		}
+	}
+	return false
+}
+
+func TestRefusedDocument(t *testing.T) {
+	e := newEnv(t)
+	e.backend.setDoc(document(e.backend, e.files, 1))
+	r := e.start(t)
+	conn := e.dmz.WaitConn(t, waitLong)
+	conn.WaitConfig(t, waitLong)
+
+	bad := document(e.backend, e.files, 2)
+	bad.Partners[0].OdetteID = "bad id!"
+	bad.CompanyIdentity.PrivateKeyPEM = ""
+	e.backend.setDoc(bad)
+	waitFor(t, "the refusal status", func() bool {
+		return slices.ContainsFunc(e.backend.configStatuses(), func(s apiv1.ConfigStatus) bool { return s.Revision == 2 })
+	})
+	var st apiv1.ConfigStatus
+	for _, s := range e.backend.configStatuses() {
+		if s.Revision == 2 {
+			st = s
+		}
+	}
+	var fields []string
+	for _, ce := range st.Errors {
+		fields = append(fields, ce.Field)
+	}
+	if st.Applied || !slices.Equal(fields, []string{"company_identity.private_key_pem", "partners[0].odette_id"}) {
+		t.Errorf("status of the refused document = %+v, want not applied with the key and the Odette ID named", st)
+	}
+	if got := r.client.Current().Version; got != 1 {
+		t.Errorf("version in force = %d, want 1 (the refused document changes nothing)", got)
+	}
+	select {
+	case cfg := <-conn.Configs():
+		t.Errorf("a refused document reached the server as version %d", cfg.GetVersion())
+	case <-time.After(200 * time.Millisecond):
+	}
+	// The next good document is used.
+	e.backend.setDoc(document(e.backend, e.files, 3))
+	if cfg := conn.WaitConfig(t, waitLong); cfg.GetVersion() != 3 {
+		t.Errorf("version after the refused one = %d, want 3", cfg.GetVersion())
+	}
+}
+
+// TestRelay sends the server's reports through the client and checks what reached the backend.
+func TestRelay(t *testing.T) {
+	e := newEnv(t)
+	e.backend.setDoc(document(e.backend, e.files, 1))
+	e.backend.setLicense([]byte("license for PROXY-1"))
+	e.start(t)
+	conn := e.dmz.WaitConn(t, waitLong)
+	conn.WaitConfig(t, waitLong)
+
+	// The backend's license reaches the server.
+	select {
+	case lic := <-conn.Licenses():
+		if string(lic) != "license for PROXY-1" {
+			t.Errorf("pushed license = %q, want the backend's", lic)
+		}
+	case <-time.After(waitLong):
+		t.Fatal("the backend's license was not pushed")
+	}
+
+	ctx := context.Background()
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, f := range []*tunnelv1.Frame{
+		{Kind: &tunnelv1.Frame_Event{Event: &tunnelv1.Event{Name: "partner_unknown", Severity: tunnelv1.Severity_SEVERITY_CRITICAL,
+			OdetteId: "STRANGER", RemoteAddr: "192.0.2.7:40000", Message: "unknown partner", SessionId: 17,
+			Fields: map[string]string{"reason": "partner_unknown", "long": strings.Repeat("x", 5000)}, Time: timestamppb.New(at)}}},
+		{Kind: &tunnelv1.Frame_CrlUrlReport{CrlUrlReport: &tunnelv1.CrlUrlReport{Urls: []string{"http://crl.other.test/a.crl", "ldap://dir.test/cn=x"}}}},
+		{Kind: &tunnelv1.Frame_LicenseStatus{LicenseStatus: &tunnelv1.LicenseStatus{ProxyId: "PROXY-1", Valid: true, ExpiresAt: timestamppb.New(at)}}},
+	} {
+		if err := conn.Send(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A warning of the client itself with an event name becomes a client event.
+	e.log.WithFields(logrus.Fields{"event": "internal_protocol_violation", "remote_addr": "127.0.0.1:3305", "session_id": 4}).
+		Warn("the internal server sent an invalid command")
+
+	waitFor(t, "two events in the backend", func() bool { return len(e.backend.eventsByID()) >= 2 })
+	var server, own *apiv1.Event
+	for id, ev := range e.backend.eventsByID() {
+		if len(id) != 32 {
+			t.Errorf("event id %q, want 32 hexadecimal digits", id)
+		}
+		switch ev.Name {
+		case "partner_unknown":
+			server = &ev
+		case "internal_protocol_violation":
+			own = &ev
+		}
+	}
+	if server == nil || server.Source != apiv1.SourceServer || server.Severity != apiv1.SeverityCritical || server.OdetteID != "STRANGER" ||
+		server.SessionID != 17 || !server.Time.Equal(at) || server.Fields["reason"] != "partner_unknown" ||
+		len(server.Fields["long"]) > apiv1.MaxFieldValueLength || !strings.Contains(server.Fields["long"], "5000 bytes, shortened") {
+		t.Errorf("server event in the backend = %+v, want partner_unknown with its fields (the long one shortened and marked)", server)
+	}
+	if own == nil || own.Source != apiv1.SourceClient || own.Severity != apiv1.SeverityWarning || own.RemoteAddr != "127.0.0.1:3305" || own.SessionID != 4 {
+		t.Errorf("client event in the backend = %+v, want the warning with source client", own)
+	}
+	waitFor(t, "the CRL URL report", func() bool {
+		e.backend.mu.Lock()
+		defer e.backend.mu.Unlock()
+		return len(e.backend.urls) > 0
+	})
+	waitFor(t, "the valid license status", func() bool {
+		e.backend.mu.Lock()
+		defer e.backend.mu.Unlock()
+		return slices.ContainsFunc(e.backend.licStatus, func(s apiv1.LicenseStatus) bool { return s.Valid })
+	})
+	e.backend.mu.Lock()
+	defer e.backend.mu.Unlock()
+	if !slices.Equal(e.backend.urls, []string{"http://crl.other.test/a.crl"}) {
+		t.Errorf("reported CRL URLs = %q, want the http URL only", e.backend.urls)
+	}
+	if first := e.backend.licStatus[0]; first.ProxyID != "PROXY-1" {
+		t.Errorf("license status = %+v, want PROXY-1's", first)
+	}
+}
