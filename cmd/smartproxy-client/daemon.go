@@ -19,7 +19,9 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"smartproxy/admin"
+	"smartproxy/apiclient"
 	"smartproxy/client"
+	"smartproxy/client/backendsync"
 	"smartproxy/client/configfile"
 	"smartproxy/internal/buildinfo"
 	"smartproxy/internal/logging"
@@ -62,42 +64,74 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 				Warn("replaced a stale PID file left behind by a process that is gone")
 		}
 	}
-	if o.backend != nil {
-		log.WithField("backend", o.backend.String()).
-			Warn("-U: synchronisation with the backend API is not available in this version; the configuration comes from --config")
+	// The configuration source: the backend (-U) or the local file (--config). A local file is
+	// checked first, before anything else is set up.
+	var (
+		loader *configfile.Loader
+		syncer *backendsync.Syncer
+		snap   *client.Snapshot
+		source string
+	)
+	if o.backend == nil {
+		if loader, err = configfile.NewLoader(o.configFile, nil); err != nil {
+			return err
+		}
+		res, err := loader.Load()
+		if err != nil {
+			return err
+		}
+		logWarnings(log, res.Warnings)
+		snap, source = res.Snapshot, loader.Path()
 	}
-
-	loader, err := configfile.NewLoader(o.configFile, nil)
-	if err != nil {
-		return err
-	}
-	res, err := loader.Load()
-	if err != nil {
-		return err
-	}
-	logWarnings(log, res.Warnings)
 	creds, err := transport.NewCertSource(transport.CertSourceConfig{
 		CertFile: o.tunnelCert, KeyFile: o.tunnelKey, CAFile: o.tunnelCA, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("tunnel certificate: %w", err)
 	}
+	if o.backend != nil {
+		if syncer, err = newSyncer(o, log); err != nil {
+			return err
+		}
+		log.AddHook(syncer.Hook())
+		source = o.backend.String()
+		log.WithFields(logrus.Fields{"backend": source, "state_dir": o.stateDir}).Info("configuration from the backend")
+		sdnotify.Status("waiting for the configuration from " + source)
+		if snap, err = syncer.Initial(ctx); err != nil {
+			syncer.Spool().Close()
+			if ctx.Err() != nil {
+				log.Info("stopped before a configuration arrived")
+				return nil
+			}
+			return err
+		}
+	}
+	closeSyncer := func() {
+		if syncer != nil {
+			syncer.Spool().Close()
+		}
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	c, err := client.New(client.Config{
+	ccfg := client.Config{
 		Server:      o.server,
 		ServerName:  o.serverName,
 		SourceIP:    o.sourceIP,
 		Credentials: creds,
 		Streams:     o.streams,
 		Version:     buildinfo.Version(),
-		Config:      res.Snapshot,
+		Config:      snap,
 		Logger:      log,
 		Levels:      levels,
 		Metrics:     reg,
-	})
+	}
+	if syncer != nil {
+		ccfg.Observer = syncer
+	}
+	c, err := client.New(ccfg)
 	if err != nil {
+		closeSyncer()
 		return err
 	}
 
@@ -108,6 +142,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 			adminLn, err = adminSrv.Listen(o.adminAddr)
 		}
 		if err != nil {
+			closeSyncer()
 			return fmt.Errorf("admin listener: %w", err)
 		}
 	}
@@ -118,6 +153,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 			if adminLn != nil {
 				adminLn.Close()
 			}
+			closeSyncer()
 			return fmt.Errorf("metrics listener: %w", err)
 		}
 		mux := http.NewServeMux()
@@ -133,6 +169,16 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	go func() { defer wg.Done(); runErr <- c.Run(runCtx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); creds.Run(runCtx) }()
+	if syncer != nil {
+		// Run closes the spool when it returns.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := syncer.Run(runCtx, c); err != nil {
+				log.WithError(err).Error("backend synchronisation failed")
+			}
+		}()
+	}
 	if adminSrv != nil {
 		wg.Add(1)
 		go func() {
@@ -154,8 +200,8 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); sdnotify.Watchdog(runCtx, nil) }()
 
-	fields := logrus.Fields{"server": o.server, "config_file": loader.Path(), "config_version": res.Snapshot.Version,
-		"internal_server": res.Snapshot.Internal.Address}
+	fields := logrus.Fields{"server": o.server, "config_source": source, "config_version": snap.Version,
+		"internal_server": snap.Internal.Address}
 	if adminLn != nil {
 		fields["admin_addr"] = adminLn.Addr().String()
 	}
@@ -166,7 +212,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 		fields["pid_file"] = o.pidFile
 	}
 	log.WithFields(fields).Info("started")
-	sdnotify.Ready(fmt.Sprintf("connecting to %s; configuration version %d", o.server, res.Snapshot.Version))
+	sdnotify.Ready(fmt.Sprintf("connecting to %s; configuration version %d", o.server, snap.Version))
 
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
@@ -213,13 +259,18 @@ loop:
 	return result
 }
 
-// reload re-reads the configuration file and the tunnel certificate files (SIGHUP). A file
-// that does not load is refused with every problem logged; the configuration in force stays.
+// reload re-reads the tunnel certificate files and, with a local configuration file, that file
+// (SIGHUP). A file that does not load is refused with every problem logged; the configuration
+// in force stays.
 func reload(log logrus.FieldLogger, loader *configfile.Loader, c *client.Client, creds *transport.CertSource) {
 	if changed, err := creds.Reload(); err != nil {
 		log.WithError(err).Error("SIGHUP: tunnel certificate files not reloaded; the previous ones stay in use")
 	} else {
 		log.WithField("changed", changed).Info("SIGHUP: tunnel certificate files reloaded")
+	}
+	if loader == nil {
+		log.Info("SIGHUP: the configuration comes from the backend, which the client follows continuously")
+		return
 	}
 	res, err := loader.Load()
 	if err != nil {
@@ -250,4 +301,24 @@ func logWarnings(log logrus.FieldLogger, warnings []string) {
 	for _, w := range warnings {
 		log.WithField("event", eventConfigWarning).Warn("configuration: " + w)
 	}
+}
+
+// newSyncer creates the API client and the Syncer for -U.
+func newSyncer(o *options, log logrus.FieldLogger) (*backendsync.Syncer, error) {
+	api, err := apiclient.New(apiclient.Config{
+		BaseURL:   o.backend.full(),
+		Token:     apiclient.Token(o.token.Reveal()),
+		CAFile:    o.apiCA,
+		PinSHA256: o.apiFingerprint,
+		Logger:    log,
+		UserAgent: "smartproxy-client/" + buildinfo.Version(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("-U: %w", err)
+	}
+	s, err := backendsync.New(backendsync.Config{API: api, StateDir: o.stateDir, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("--state-dir: %w", err)
+	}
+	return s, nil
 }

@@ -204,7 +204,8 @@ func TestDaemon(t *testing.T) {
 }
 
 // TestStartFailures: a start with a broken configuration file fails with the field named, before
-// anything is dialled; -U without --config says that backend synchronisation is not available.
+// anything is dialled; -U with an unreadable --api-ca fails with the file named and without the
+// URL's password.
 func TestStartFailures(t *testing.T) {
 	bin := binary(t)
 	dir := t.TempDir()
@@ -222,12 +223,15 @@ func TestStartFailures(t *testing.T) {
 		t.Errorf("start output = %q, want the field named", out)
 	}
 
-	p = start(t, bin, "-U", "https://proxy:pw@api.example.com/", "-S", "127.0.0.1:1")
+	srv := clienttest.NewServer(t, clienttest.ServerConfig{})
+	cert, key, ca := srv.WriteClientFiles(t, dir)
+	p = start(t, bin, "-U", "https://proxy:pw@127.0.0.1:1/", "-S", "127.0.0.1:1", "--tunnel-cert", cert, "--tunnel-key", key, "--tunnel-ca", ca,
+		"--api-ca", filepath.Join(dir, "missing-ca.pem"), "--state-dir", filepath.Join(dir, "state"), "--admin", "", "--metrics", "", "--pid-file", "")
 	if code := p.wait(t); code != 1 {
-		t.Errorf("-U without --config exited with %d, want 1", code)
+		t.Errorf("-U with a missing --api-ca exited with %d, want 1", code)
 	}
-	if out := p.stderr.String(); !strings.Contains(out, "backend API is not available") || strings.Contains(out, ":pw@") {
-		t.Errorf("-U output = %q, want the explanation and no password", out)
+	if out := p.stderr.String(); !strings.Contains(out, "missing-ca.pem") || strings.Contains(out, ":pw@") || strings.Contains(out, "pw") {
+		t.Errorf("-U output = %q, want the missing file named and no password", out)
 	}
 	p = start(t, bin, "--frobnicate")
 	if code := p.wait(t); code != 2 {

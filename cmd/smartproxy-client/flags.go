@@ -26,6 +26,9 @@ const (
 	defaultAdminAddr   = "127.0.0.1:2880"
 	defaultMetricsAddr = "127.0.0.1:2882"
 	pidFileName        = "smartproxy-client.pid"
+	// defaultStateDir holds the last good configuration from the backend and the event spool
+	// (systemd: StateDirectory=smartproxy-client).
+	defaultStateDir = "/var/lib/smartproxy-client"
 )
 
 // options is the parsed command line.
@@ -39,7 +42,11 @@ type options struct {
 	debug      bool   // -d
 	sourceIP   string // -o
 	configFile string
-	tunnelCert string
+	// stateDir, apiCA and apiFingerprint configure the backend synchronisation (-U).
+	stateDir       string
+	apiCA          string
+	apiFingerprint string
+	tunnelCert     string
 	tunnelKey  string
 	tunnelCA   string
 	serverName string
@@ -55,6 +62,16 @@ type options struct {
 	logDir    string
 }
 
+// String describes o for logs and tests without secrets (the token, the backend password).
+func (o *options) String() string {
+	backend := "-"
+	if o.backend != nil {
+		backend = o.backend.String()
+	}
+	return fmt.Sprintf("options{server: %s, backend: %s, token: %s, config: %q, state_dir: %q, streams: %d}",
+		o.server, backend, o.token, o.configFile, o.stateDir, o.streams)
+}
+
 // usageError marks errors caused by a bad command line (exit status 2).
 type usageError struct{ msg string }
 
@@ -62,19 +79,18 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
-// errBackendNotAvailable is the answer to -U without --config.
-var errBackendNotAvailable = errors.New("-U: synchronisation with the backend API is not available in this version; " +
-	"give the configuration with --config FILE (see docs/configuration.md)")
-
-const usageText = `usage: smartproxy-client -S host[:port] --config FILE --tunnel-cert FILE --tunnel-key FILE --tunnel-ca FILE [options]
+const usageText = `usage: smartproxy-client -S host[:port] -U url -T token --tunnel-cert FILE --tunnel-key FILE --tunnel-ca FILE [options]
+       smartproxy-client -S host[:port] --config FILE --tunnel-cert FILE --tunnel-key FILE --tunnel-ca FILE [options]
 
 smartproxy-client is the internal part of the SmartProxy for OFTP2. It dials the DMZ server
 (smartproxy-server), pushes the security configuration to it and forwards the OFTP2 sessions the
-server admits to the internal OFTP2 server. It runs in the foreground (systemd supervises it).
+server admits to the internal OFTP2 server. The configuration comes from the backend API (-U) or
+from a local file (--config), exactly one of them. It runs in the foreground (systemd
+supervises it).
 
 Options compatible with the original product:
-  -U url       backend API, https://[user:pass@]host[:port]/path (backend synchronisation is not
-               available yet: use --config)
+  -U url       backend API, https://[user:pass@]host[:port][/path]; the configuration is
+               long-polled from it, the last good one kept in --state-dir
   -S host[:port]
                the DMZ server (smartproxy-server); port 2878 if not given
   -T token     bearer token for the backend API
@@ -99,7 +115,10 @@ func parseArgs(args []string) (*options, error) {
 	fs.StringVar(&o.sourceIP, "o", "", "")
 	fs.BoolVar(&o.help, "h", false, "")
 	fs.BoolVar(&o.version, "v", false, "")
-	fs.StringVar(&o.configFile, "config", "", "the local configuration `FILE` (JSON, see docs/configuration.md); SIGHUP reloads it")
+	fs.StringVar(&o.configFile, "config", "", "the local configuration `FILE` (JSON, see docs/configuration.md) instead of -U; SIGHUP reloads it")
+	fs.StringVar(&o.stateDir, "state-dir", defaultStateDir, "`DIR` (mode 0700) for the last good configuration from the backend and the event spool (with -U)")
+	fs.StringVar(&o.apiCA, "api-ca", "", "PEM `FILE` with the CAs the backend's certificate must chain to (with -U; default: the system's roots)")
+	fs.StringVar(&o.apiFingerprint, "api-fingerprint", "", "SHA-256 `FINGERPRINT` the backend's certificate must have (64 hex digits, colons allowed), as smartproxy-api prints it for a certificate it generated (with -U)")
 	fs.StringVar(&o.tunnelCert, "tunnel-cert", "", "PEM `FILE` with the client's tunnel certificate chain; SIGHUP reloads it")
 	fs.StringVar(&o.tunnelKey, "tunnel-key", "", "PEM `FILE` with the private key of --tunnel-cert")
 	fs.StringVar(&o.tunnelCA, "tunnel-ca", "", "PEM `FILE` with the tunnel CA the server certificate must chain to")
@@ -152,11 +171,28 @@ func parseArgs(args []string) (*options, error) {
 		o.backend = u
 	}
 	o.token = client.Secret(token)
-	if o.configFile == "" {
-		if o.backend != nil {
-			return nil, errBackendNotAvailable
+	switch {
+	case o.configFile != "" && o.backend != nil:
+		return nil, usagef("give the configuration source once: -U url (the backend) or --config FILE (a local file), not both")
+	case o.configFile == "" && o.backend == nil:
+		return nil, usagef("-U url (the backend API) or --config FILE (a local file, see docs/configuration.md) is required")
+	case o.backend != nil:
+		if o.check {
+			return nil, usagef("--check checks a local configuration file (--config); the backend checks its own documents")
 		}
-		return nil, usagef("--config FILE is required (see docs/configuration.md)")
+		if o.backend.User != "" && token != "" {
+			return nil, usagef("-U with user:password and -T both authenticate with the Authorization header; give one of them")
+		}
+		if o.backend.User == "" && token == "" {
+			return nil, usagef("-T token is required with -U (the backend's bearer token for this proxy client)")
+		}
+		if o.stateDir == "" {
+			return nil, usagef("--state-dir: a directory is required with -U")
+		}
+	default:
+		if o.apiCA != "" || o.apiFingerprint != "" || token != "" {
+			return nil, usagef("-T, --api-ca and --api-fingerprint belong to -U; with --config there is no backend")
+		}
 	}
 	if o.check {
 		return o, nil
@@ -245,6 +281,15 @@ type backendURL struct {
 	Password client.Secret
 }
 
+// full returns the URL with the credentials, for the API client only.
+func (b *backendURL) full() string {
+	u := *b.URL
+	if b.User != "" {
+		u.User = url.UserPassword(b.User, b.Password.Reveal())
+	}
+	return u.String()
+}
+
 func (b *backendURL) String() string {
 	if b.User == "" {
 		return b.URL.String()
@@ -272,6 +317,9 @@ func parseBackendURL(s string) (*backendURL, error) {
 	b := &backendURL{}
 	if u.User != nil {
 		b.User = u.User.Username()
+		if b.User == "" {
+			return nil, errors.New("user information without a user name")
+		}
 		pw, _ := u.User.Password()
 		b.Password = client.Secret(pw)
 		u.User = nil

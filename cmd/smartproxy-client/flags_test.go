@@ -14,6 +14,11 @@ var base = []string{"-S", "dmz.example.com", "--config", "c.json", "--tunnel-cer
 
 func args(extra ...string) []string { return append(append([]string(nil), base...), extra...) }
 
+// backendArgs is a daemon command line with the backend instead of --config.
+func backendArgs(extra ...string) []string {
+	return append([]string{"-S", "dmz.example.com", "--tunnel-cert", "c.pem", "--tunnel-key", "k.pem", "--tunnel-ca", "ca.pem"}, extra...)
+}
+
 func TestParseArgs(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -56,13 +61,28 @@ func TestParseArgs(t *testing.T) {
 				t.Errorf("pidFile = %q, want empty", o.pidFile)
 			}
 		}},
-		{"backend URL with credentials and config", args("-U", "https://proxy:s3cret@api.example.com:8443/v1", "-T", "tok"), func(t *testing.T, o *options) {
+		{"backend URL with credentials", backendArgs("-U", "https://proxy:s3cret@api.example.com:8443/v1"), func(t *testing.T, o *options) {
 			b := o.backend
-			if b == nil || b.URL.String() != "https://api.example.com:8443/v1" || b.User != "proxy" || !b.Password.Equal("s3cret") || !o.token.Equal("tok") {
-				t.Fatalf("backend = %+v, want URL without credentials, user proxy, the password and the token", b)
+			if b == nil || b.URL.String() != "https://api.example.com:8443/v1" || b.User != "proxy" || !b.Password.Equal("s3cret") {
+				t.Fatalf("backend = %+v, want URL without credentials, user proxy and the password", b)
 			}
-			if s := fmt.Sprintf("%v %+v %s %v", b, b, o.token, b.Password); strings.Contains(s, "s3cret") || strings.Contains(s, "tok") {
+			if got := b.full(); got != "https://proxy:s3cret@api.example.com:8443/v1" {
+				t.Errorf("full() = %q, want the URL with its credentials", got)
+			}
+			if s := fmt.Sprintf("%v %+v %s %v", b, b, o.token, b.Password); strings.Contains(s, "s3cret") {
 				t.Errorf("printing the options shows a secret: %s", s)
+			}
+			if o.stateDir != defaultStateDir {
+				t.Errorf("stateDir = %q, want the default %q", o.stateDir, defaultStateDir)
+			}
+		}},
+		{"backend with token and TLS options", backendArgs("-U", "https://api.example.com/", "-T", "tok-123", "--state-dir", "/tmp/st",
+			"--api-ca", "api-ca.pem", "--api-fingerprint", "AB:CD"), func(t *testing.T, o *options) {
+			if o.backend == nil || o.backend.User != "" || !o.token.Equal("tok-123") || o.stateDir != "/tmp/st" || o.apiCA != "api-ca.pem" || o.apiFingerprint != "AB:CD" {
+				t.Errorf("options = %+v, want the backend with token, state dir, CA and fingerprint", o)
+			}
+			if s := fmt.Sprintf("%v %+v", o, o.token); strings.Contains(s, "tok-123") {
+				t.Errorf("printing the options shows the token: %s", s)
 			}
 		}},
 		{"check needs only the config", []string{"--check", "--config", "c.json"}, func(t *testing.T, o *options) {
@@ -99,8 +119,15 @@ func TestParseArgsErrors(t *testing.T) {
 		want  string
 		usage bool // a usage error (exit status 2)
 	}{
-		{"backend without config", []string{"-U", "https://api.example.com/", "-S", "dmz"}, "backend API is not available in this version", false},
-		{"no config", []string{"-S", "dmz"}, "--config FILE is required", true},
+		{"backend and config", args("-U", "https://api.example.com/", "-T", "tok"), "not both", true},
+		{"backend without token", backendArgs("-U", "https://api.example.com/"), "-T token is required", true},
+		{"backend with user and token", backendArgs("-U", "https://u:s3cret@api.example.com/", "-T", "tok"), "give one of them", true},
+		{"backend user without name", backendArgs("-U", "https://:s3cret@api.example.com/"), "without a user name", true},
+		{"backend without state dir", backendArgs("-U", "https://api.example.com/", "-T", "tok", "--state-dir="), "--state-dir", true},
+		{"backend and check", []string{"-U", "https://api.example.com/", "-T", "tok", "--check"}, "--check checks a local configuration file", true},
+		{"token without backend", args("-T", "tok"), "belong to -U", true},
+		{"API CA without backend", args("--api-ca", "ca.pem"), "belong to -U", true},
+		{"no source", []string{"-S", "dmz"}, "-U url (the backend API) or --config FILE", true},
 		{"no server", []string{"--config", "c.json"}, "-S host[:port] is required", true},
 		{"bad server port", args("-S", "dmz:99999"), "-S: ", true},
 		{"server without host", args("-S", ":2878"), "has no host", true},
