@@ -47,11 +47,11 @@ type options struct {
 	apiCA          string
 	apiFingerprint string
 	tunnelCert     string
-	tunnelKey  string
-	tunnelCA   string
-	serverName string
-	streams    int
-	adminAddr  string
+	tunnelKey      string
+	tunnelCA       string
+	serverName     string
+	streams        int
+	adminAddr      string
 	// metricsAddr is the Prometheus listener; empty disables it.
 	metricsAddr string
 	// check makes the run check the configuration file and exit (--check).
