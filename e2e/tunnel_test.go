@@ -217,10 +217,11 @@ func partialSize(t testing.TB, recvDir string) int64 {
 // name, and the partner's next session after a new client connected must resume the file
 // (OFTP2 restart, position > 0) and deliver it byte-identical.
 //
-// To make the partner's side deterministic the internal connection is paused before the
-// client goes, so that the partner has sent its credit and waits for a CDT when the ESID
-// comes (a partner still writing when the server closes may see a reset instead, which is
-// TCP, not the proxy).
+// In the first cases the internal connection is paused before the client goes, so that the
+// partner has sent its credit and waits for a CDT when the ESID comes. In the last the partner
+// is still writing DATA when the ESID comes: the server drains what the partner sends after the
+// ESID until it disconnects (WF_NDISC), so that closing the socket does not reset the
+// connection and destroy the ESID in flight.
 func TestClientKilledMidTransfer(t *testing.T) {
 	current := func(sys *system) *runningClient {
 		sys.mu.Lock()
@@ -228,19 +229,21 @@ func TestClientKilledMidTransfer(t *testing.T) {
 		return sys.client
 	}
 	tests := []struct {
-		name   string
-		end    func(sys *system, tunnel *forwarder)
-		reason string // session_ended reason in the server's log
+		name    string
+		end     func(sys *system, tunnel *forwarder)
+		reason  string // session_ended reason in the server's log
+		writing bool   // the partner is still sending DATA when the client goes
 	}{
-		{"tunnel cut", func(sys *system, tunnel *forwarder) { tunnel.Cut(); current(sys).stop() }, "inside_tunnel_lost"},
-		{"context cancelled", func(sys *system, tunnel *forwarder) { current(sys).stop(); tunnel.Cut() }, "inside_shutdown"},
+		{"tunnel cut", func(sys *system, tunnel *forwarder) { tunnel.Cut(); current(sys).stop() }, "inside_tunnel_lost", false},
+		{"context cancelled", func(sys *system, tunnel *forwarder) { current(sys).stop(); tunnel.Cut() }, "inside_shutdown", false},
+		{"tunnel cut while the partner writes", func(sys *system, tunnel *forwarder) { tunnel.Cut(); current(sys).stop() }, "inside_tunnel_lost", true},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { clientEndsMidTransfer(t, tc.end, tc.reason) })
+		t.Run(tc.name, func(t *testing.T) { clientEndsMidTransfer(t, tc.end, tc.reason, tc.writing) })
 	}
 }
 
-func clientEndsMidTransfer(t *testing.T, end func(*system, *forwarder), reason string) {
+func clientEndsMidTransfer(t *testing.T, end func(*system, *forwarder), reason string, writing bool) {
 	fx := newFixture(t)
 	var tunnelFwd, internalFwd *forwarder
 	sys := startSystem(t, fx, systemOptions{
@@ -284,12 +287,14 @@ func clientEndsMidTransfer(t *testing.T, end func(*system, *forwarder), reason s
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	internalFwd.Pause()
-	for watch.waitingFor() < 300*time.Millisecond {
-		if time.Now().After(deadline) {
-			t.Fatal("the partner never waited for credit")
+	if !writing {
+		internalFwd.Pause()
+		for watch.waitingFor() < 300*time.Millisecond {
+			if time.Now().After(deadline) {
+				t.Fatal("the partner never waited for credit")
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	end(sys, tunnelFwd)
 

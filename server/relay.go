@@ -44,7 +44,17 @@ type relay struct {
 	endOnce      sync.Once
 	end          *outcome // the first fatal outcome; written once under endOnce
 	stopRelay    context.CancelFunc
+	// lingering is set by terminate once an ESID of the proxy's own reached the partner: the
+	// partner→inside goroutine then discards what still arrives, and run waits for the
+	// partner to disconnect before the connection is closed.
+	lingering atomic.Bool
 }
+
+// esidLinger bounds how long the proxy waits, after an ESID of its own, for the partner to
+// disconnect (RFC 5024 §9.3, WF_NDISC). Closing a socket that still has unread data in its
+// receive buffer sends a TCP reset, and the reset can destroy the ESID before the partner has
+// read it; draining for a moment lets the ESID arrive.
+const esidLinger = 2 * time.Second
 
 // outcome is how one direction, or the whole session, ended.
 type outcome struct {
@@ -107,6 +117,11 @@ func (r *relay) run() {
 		}
 	}
 	wg.Wait()
+	if r.lingering.Load() {
+		// Whatever the partner still sends after the ESID is read and dropped until it
+		// disconnects or esidLinger has passed (the read deadline was set by terminate).
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.conn, 4<<20))
+	}
 	r.finish()
 }
 
@@ -116,8 +131,13 @@ func (r *relay) run() {
 func (r *relay) terminate(o outcome) {
 	r.endOnce.Do(func() {
 		r.end = &o
+		sent := false
 		if _, _, ended := r.v.Ended(); o.esidToPartner && !ended {
-			r.pw.esid(o.esid, esidTextFor(o))
+			// A write to a partner that stopped reading may be blocked holding the writer;
+			// the deadline frees it (that write fails, and so does the ESID: the TLS stream
+			// is broken after a timed-out write).
+			_ = r.raw.SetWriteDeadline(time.Now().Add(esidWriteTimeout))
+			sent = r.pw.esid(o.esid, esidTextFor(o))
 		} else {
 			r.pw.shut()
 		}
@@ -125,6 +145,13 @@ func (r *relay) terminate(o outcome) {
 			r.inside.Abort(o.reason, o.esid, o.text)
 		}
 		r.stopRelay()
+		if sent {
+			// Let the partner read the ESID: close_notify, then drain until it hangs up.
+			r.lingering.Store(true)
+			_ = r.conn.CloseWrite()
+			_ = r.raw.SetReadDeadline(time.Now().Add(esidLinger))
+			return
+		}
 		r.raw.Close()
 	})
 }
@@ -169,6 +196,9 @@ func (r *relay) fromPartner(ctx context.Context) outcome {
 			}
 			return outcome{fatal: true, reason: tunnelv1.AbortReason_ABORT_REASON_PEER_CLOSED, esid: oftp2.ESIDUnspecified,
 				text: "partner connection failed: " + err.Error(), abortInside: true, cause: "partner_connection_lost"}
+		}
+		if r.lingering.Load() {
+			continue // after the proxy's own ESID: dropped, never judged or forwarded
 		}
 		r.touch()
 		code, err := r.v.Check(oftp2.Initiator, buf)
