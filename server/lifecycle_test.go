@@ -368,3 +368,60 @@ func TestLicenseUpdate(t *testing.T) {
 		t.Errorf("ReloadLicense() = %v", err)
 	}
 }
+
+// TestIdleTimeoutPartnerNotReading: the inside sends a file to a partner that stops reading, so
+// the relay's write to the partner blocks. The idle timer must still end the session: the
+// blocked write is freed, the partner connection closed, and the responder gets ESID 09.
+func TestIdleTimeoutPartnerNotReading(t *testing.T) {
+	p := servertest.NewPKI(t)
+	cfg := p.SecurityConfig(t, servertest.EnabledPartner("O0013PARTNER"))
+	cfg.Limits = &tunnelv1.Limits{IdleTimeout: durationpb.New(500 * time.Millisecond)}
+	path, _ := writeFile(t, t.TempDir(), "big.bin", randomBytes(t, 48<<20))
+	env := newEnv(t, p, cfg, envOptions{responder: func(c *endpoint.Config) {
+		c.Outbox = func(string) ([]endpoint.OutgoingFile, error) {
+			return []endpoint.OutgoingFile{{Path: path, DatasetName: "TOPARTNER"}}, nil
+		}
+	}})
+	leaf := p.Partner(t, "O0013PARTNER", nil)
+	rp, err := servertest.DialPartner(env.s.PartnerAddr(), &leaf.TLS, env.pki.CompanyCA.Pool())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rp.Close()
+	if err := rp.ExpectSSRM(); err != nil {
+		t.Fatal(err)
+	}
+	// A receiving partner with the largest buffer and credit: the responder may send ~64 MB
+	// before it needs a CDT, far more than the sockets and the tunnel window hold.
+	write(t, rp, servertest.SSID(t, "O0013PARTNER", "", func(s *oftp2.SSID) {
+		s.Mode, s.BufferSize, s.Credit, s.Compression = oftp2.ModeReceiver, 65535, 999, false
+	}))
+	if _, err := rp.Read(10 * time.Second); err != nil {
+		t.Fatalf("waiting for the responder's SSID: %v", err)
+	}
+	write(t, rp, mustAppend(t, &oftp2.CD{}))
+	b, err := rp.Read(10 * time.Second)
+	if err != nil || len(b) == 0 || oftp2.CommandCode(b[0]) != oftp2.CodeSFID {
+		t.Fatalf("after CD: %q, %v; want the responder's SFID", b, err)
+	}
+	write(t, rp, mustAppend(t, &oftp2.SFPA{}))
+	// From here the partner reads nothing.
+	env.logEntry(t, EventSessionEnded, func(e *logrus.Entry) bool { return e.Data["reason"] == "idle_timeout" })
+	results, err := env.responder.WaitResults(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var se *endpoint.SessionError
+	if !errors.As(results[0].Err, &se) || se.Reason != oftp2.ESIDTimeout {
+		t.Errorf("responder ended with %v, want ESID 09 from the proxy", results[0].Err)
+	}
+}
+
+func mustAppend(t *testing.T, c oftp2.Command) []byte {
+	t.Helper()
+	b, err := c.Append(nil)
+	if err != nil {
+		t.Fatalf("%s.Append: %v", c.Code(), err)
+	}
+	return b
+}
