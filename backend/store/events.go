@@ -160,6 +160,40 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 		return nil, fmt.Errorf("store: read events: %w", err)
 	}
 	defer rows.Close()
+	return scanEvents(rows)
+}
+
+// PendingEvents returns up to limit events the backend has not finished
+// with (no outcome recorded), oldest first: after a restart they are
+// processed again.
+func (s *Store) PendingEvents(ctx context.Context, limit int) ([]Event, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT e.seq, e.event_id, coalesce(c.name, ''), e.time, e.received_at, e.severity,
+		e.name, e.session_id, e.odette_id, e.remote_addr, e.message, e.fields, e.source, e.outcome
+		FROM events e LEFT JOIN clients c ON c.id = e.client_id WHERE e.outcome = '' ORDER BY e.seq LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: read pending events: %w", err)
+	}
+	defer rows.Close()
+	return scanEvents(rows)
+}
+
+// SetEventOutcomes records what the backend did with several events, by
+// seq, in one transaction.
+func (s *Store) SetEventOutcomes(ctx context.Context, outcomes map[int64]string) error {
+	if len(outcomes) == 0 {
+		return nil
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		for seq, o := range outcomes {
+			if _, err := tx.ExecContext(ctx, `UPDATE events SET outcome = ? WHERE seq = ?`, o, seq); err != nil {
+				return fmt.Errorf("store: event outcome: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+func scanEvents(rows *sql.Rows) ([]Event, error) {
 	var list []Event
 	for rows.Next() {
 		var (
@@ -167,8 +201,9 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 			t, received string
 			sid         int64
 			fields      string
+			err         error
 		)
-		if err := rows.Scan(&e.Seq, &e.ID, &e.Client, &t, &received, &e.Severity, &e.Name, &sid, &e.OdetteID,
+		if err = rows.Scan(&e.Seq, &e.ID, &e.Client, &t, &received, &e.Severity, &e.Name, &sid, &e.OdetteID,
 			&e.RemoteAddr, &e.Message, &fields, &e.Source, &e.Outcome); err != nil {
 			return nil, err
 		}

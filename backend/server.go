@@ -1,0 +1,219 @@
+package backend
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+
+	"smartproxy/api/apiv1"
+	"smartproxy/backend/store"
+)
+
+// Config configures a Server. Store is required; every other zero value
+// selects the documented default.
+type Config struct {
+	// Store is the open database. Required. The Server does not close it.
+	Store *store.Store
+	// Logger receives request lines, security events and job results. If
+	// nil, logs are discarded.
+	Logger logrus.FieldLogger
+	// TLSConfig is the server's TLS configuration with its certificate.
+	// Required by Run (the API is served over HTTPS only); Handler works
+	// without it.
+	TLSConfig *tls.Config
+	// Now is the clock. If nil, time.Now.
+	Now func() time.Time
+	// MaxWait is the longest long poll of GET /v1/config. If zero,
+	// apiv1.MaxWait (60s).
+	MaxWait time.Duration
+	// RevisionPollInterval is how often the revision is read to notice
+	// changes made by other processes (the admin CLI). If zero, 200ms.
+	RevisionPollInterval time.Duration
+	// IgnoreExpiryInterval is how often expired log-ignore rules are
+	// removed. If zero, one minute.
+	IgnoreExpiryInterval time.Duration
+	// ShutdownTimeout bounds the graceful shutdown of the HTTPS server
+	// before open connections are closed. If zero, 10s.
+	ShutdownTimeout time.Duration
+	// Events configures the event processor and the event script.
+	Events EscalatorConfig
+	// CRL configures the CRL downloader.
+	CRL FetcherConfig
+}
+
+// Server is the HTTPS API of contract v1 with the jobs beside it. Create it
+// with New, serve with Run.
+type Server struct {
+	// Immutable after New.
+	cfg     Config
+	st      *store.Store
+	log     logrus.FieldLogger
+	now     func() time.Time
+	fetcher *Fetcher
+	esc     *Escalator
+	handler http.Handler
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed when Run begins to shut down; ends long polls
+
+	docMu   sync.Mutex // guards the cached configuration document
+	docRev  int64
+	docBody []byte
+	docETag string
+
+	touchMu sync.Mutex
+	touched map[int64]time.Time // client id → last recorded request
+}
+
+// discardLogger returns a logger that writes nothing.
+func discardLogger() *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
+
+// New checks cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("backend: Config.Store is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = discardLogger()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = apiv1.MaxWait
+	}
+	if cfg.IgnoreExpiryInterval <= 0 {
+		cfg.IgnoreExpiryInterval = time.Minute
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	esc, err := NewEscalator(cfg.Store, cfg.Events, cfg.Logger, cfg.Now)
+	if err != nil {
+		return nil, err
+	}
+	fetcher, err := NewFetcher(cfg.Store, cfg.CRL, cfg.Logger, cfg.Now)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, now: cfg.Now, esc: esc, fetcher: fetcher,
+		stopping: make(chan struct{}), touched: make(map[int64]time.Time)}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the HTTP handler of the API. Run serves it; tests may
+// serve it themselves.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// stop ends long polls; it is called when Run shuts down.
+func (s *Server) stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
+
+// Run serves the API over TLS on ln and runs the revision poller, the CRL
+// downloader, the event processor and the ignore-rule expiry job until ctx
+// ends or one of them fails. Then it shuts the HTTPS server down gracefully
+// and returns when every goroutine it started has ended. Run closes ln.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	if s.cfg.TLSConfig == nil {
+		ln.Close()
+		return errors.New("backend: Config.TLSConfig is required to serve")
+	}
+	pending, err := s.st.PendingEvents(ctx, pendingLimit)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.st.PollRevision(gctx, s.cfg.RevisionPollInterval) })
+	g.Go(func() error { return s.fetcher.Run(gctx) })
+	g.Go(func() error { return s.esc.Run(gctx, pending) })
+	g.Go(func() error { return s.expireIgnoreRules(gctx) })
+	g.Go(func() error {
+		tlsCfg := s.cfg.TLSConfig.Clone()
+		if len(tlsCfg.NextProtos) == 0 {
+			tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+		}
+		srv := &http.Server{
+			Handler:           s.handler,
+			TLSConfig:         tlsCfg,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          log.New(s.log.WithField("component", "http").WriterLevel(logrus.DebugLevel), "", 0),
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(tls.NewListener(ln, tlsCfg)) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("backend: serve: %w", err)
+		case <-gctx.Done():
+		}
+		s.stop()
+		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			s.log.WithError(err).Warn("graceful shutdown timed out; closing connections")
+			srv.Close()
+		}
+		if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("backend: serve: %w", err)
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// pendingLimit bounds the events picked up again at start.
+const pendingLimit = 10000
+
+// expireIgnoreRules removes expired log-ignore rules every
+// IgnoreExpiryInterval (and once at start) and logs each removal.
+func (s *Server) expireIgnoreRules(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.IgnoreExpiryInterval)
+	defer t.Stop()
+	for {
+		s.ExpireIgnoreRules(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// ExpireIgnoreRules removes the log-ignore rules whose validity has ended
+// and logs each removal with event=ignore_rule_expired. It returns how many
+// it removed.
+func (s *Server) ExpireIgnoreRules(ctx context.Context) int {
+	removed, err := s.st.RemoveExpiredIgnoreRules(ctx, s.now())
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.WithError(err).Error("cannot remove expired log-ignore rules")
+		}
+		return 0
+	}
+	for _, r := range removed {
+		s.log.WithFields(logrus.Fields{
+			"event":       "ignore_rule_expired",
+			"id":          r.ID,
+			"substring":   r.Substring,
+			"description": r.Description,
+			"valid_until": r.ValidUntil.UTC().Format(time.RFC3339),
+		}).Info("log-ignore rule expired and removed")
+	}
+	return len(removed)
+}
