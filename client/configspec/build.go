@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -327,16 +328,16 @@ func (b *builder) crls(list []CRL, cas []*x509.Certificate) []*tunnelv1.Crl {
 			b.problem(c.Field, "%s%v", where(&c.Blob), err)
 			continue
 		}
-		// The revocation package is the DMZ server's own parser: it verifies the signature
-		// against the trusted CAs without building a structure per entry, so that a CRL of a
-		// million serials costs little more than its size here too.
-		crl, err := revocation.ParseFrom(der, cas, b.now)
+		// The DMZ server's own parser checks the structure, the issuer among the trusted CAs and
+		// the signature without indexing the entries, so that a CRL of a million serials costs
+		// no memory beyond its bytes here; the server indexes it where it is used.
+		_, err = revocation.VerifyFrom(der, cas, b.now)
 		var stale *revocation.StaleError
 		switch {
 		case len(cas) == 0:
 			// Reported at the trusted CAs; nothing to verify the CRL against.
 		case errors.As(err, &stale):
-			b.warnf(c.Field, "%sthe CRL of %q is out of date since %s; refresh it", where(&c.Blob), crl.Issuer(), crl.NextUpdate().Format(time.RFC3339))
+			b.warnf(c.Field, "%sthe CRL of %q is out of date since %s; refresh it", where(&c.Blob), stale.Issuer, stale.NextUpdate.Format(time.RFC3339))
 		case err != nil:
 			b.problem(c.Field, "%sthe CRL is signed by none of the trusted CAs or cannot be used: %v", where(&c.Blob), err)
 			continue
@@ -696,7 +697,21 @@ func (b *builder) ignoreRules(list []LogIgnoreRule) []*tunnelv1.LogIgnoreRule {
 // internal server settings with the contents of their TLS material.
 func (b *builder) digest(in client.InternalServer, s *InternalServer) [32]byte {
 	h := sha256.New()
-	sec, err := proto.MarshalOptions{Deterministic: true}.Marshal(b.sec)
+	// The CRLs count by their SHA-256, not their bytes: marshalling a CRL of a million serials
+	// would copy it once more for nothing.
+	light := &tunnelv1.SecurityConfig{}
+	dst := light.ProtoReflect()
+	b.sec.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Name() != "crls" {
+			dst.Set(fd, v) // shares the value: nothing is copied
+		}
+		return true
+	})
+	light.Crls = make([]*tunnelv1.Crl, len(b.sec.Crls))
+	for i, c := range b.sec.Crls {
+		light.Crls[i] = &tunnelv1.Crl{Id: c.Id, Url: c.Url, Sha256: c.Sha256}
+	}
+	sec, err := proto.MarshalOptions{Deterministic: true}.Marshal(light)
 	if err != nil {
 		// Marshal fails only on invalid UTF-8 in strings; report it in the digest instead of
 		// failing, as the server will refuse such a configuration with its field.
