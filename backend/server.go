@@ -9,6 +9,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -153,7 +154,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    64 << 10,
-			ErrorLog:          log.New(s.log.WithField("component", "http").WriterLevel(logrus.DebugLevel), "", 0),
+			ErrorLog:          log.New(httpErrorLog{s.log.WithField("component", "http")}, "", 0),
 		}
 		errc := make(chan error, 1)
 		go func() { errc <- srv.Serve(tls.NewListener(ln, tlsCfg)) }()
@@ -216,4 +217,13 @@ func (s *Server) ExpireIgnoreRules(ctx context.Context) int {
 		}).Info("log-ignore rule expired and removed")
 	}
 	return len(removed)
+}
+
+// httpErrorLog passes the HTTP server's own messages (TLS handshake errors
+// and the like) to the logger at DEBUG.
+type httpErrorLog struct{ log logrus.FieldLogger }
+
+func (l httpErrorLog) Write(p []byte) (int, error) {
+	l.log.Debug(strings.TrimSpace(string(p)))
+	return len(p), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 )
 
 // Snapshot is everything a configuration document holds, read in one
@@ -59,4 +60,41 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	s.publish(snap.Revision)
 	return snap, nil
+}
+
+// TableCounts returns the number of rows of every table, by name.
+func (s *Store) TableCounts(ctx context.Context) (map[string]int64, error) {
+	counts := make(map[string]int64)
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name`)
+		if err != nil {
+			return err
+		}
+		var names []string
+		for rows.Next() {
+			var n string
+			if err := rows.Scan(&n); err != nil {
+				rows.Close()
+				return err
+			}
+			names = append(names, n)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		for _, n := range names {
+			var c int64
+			// Table names come from sqlite_schema, quoted as identifiers.
+			q := `SELECT count(*) FROM "` + strings.ReplaceAll(n, `"`, `""`) + `"`
+			if err := tx.QueryRowContext(ctx, q).Scan(&c); err != nil {
+				return err
+			}
+			counts[n] = c
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: count rows: %w", err)
+	}
+	return counts, nil
 }
