@@ -440,6 +440,10 @@ func (s *Syncer) report(ctx context.Context) error {
 			s.license = nil
 		}
 		s.mu.Unlock()
+		select {
+		case s.licWake <- struct{}{}:
+		default:
+		}
 	}
 	return nil
 }

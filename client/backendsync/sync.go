@@ -142,6 +142,9 @@ type Syncer struct {
 	urls     map[string]bool
 	license  *apiv1.LicenseStatus // to report; nil when reported
 	wake     chan struct{}        // capacity 1: reporter has work
+	// licWake (capacity 1) asks the license loop to ask now: a license status was reported,
+	// and the backend may now know which Proxy ID's license this client wants.
+	licWake chan struct{}
 }
 
 // revision is the document a snapshot version was built from.
@@ -206,6 +209,7 @@ func New(cfg Config) (*Syncer, error) {
 		reported: make(map[uint64]bool),
 		urls:     make(map[string]bool),
 		wake:     make(chan struct{}, 1),
+		licWake:  make(chan struct{}, 1),
 	}, nil
 }
 
@@ -503,8 +507,14 @@ func (s *Syncer) licenseLoop(ctx context.Context, target Target) {
 			d = min(bo.Next(), s.cfg.LicenseInterval)
 			s.log.WithError(err).Debug("license poll failed")
 		}
-		if !sleep(ctx, d) {
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-s.licWake:
+			t.Stop()
+		case <-t.C:
 		}
 	}
 }
