@@ -218,7 +218,7 @@ func TestFetcherKeepsOldCRLOnBadInput(t *testing.T) {
 		t.Fatal("the good CRL was not stored")
 	}
 	badSig := bytes.Clone(e.crl(t, 7, 8))
-	badSig[len(badSig)-1] ^= 0xff // inside the signature
+	badSig[len(badSig)-1] ^= 0xff            // inside the signature
 	impostor, err := pki.NewCA("Partner CA") // same name, other key
 	if err != nil {
 		t.Fatal(err)
