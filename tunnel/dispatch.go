@@ -149,6 +149,12 @@ func (m *Mux) onAbort(a *tunnelv1.SessionAbort) {
 func (m *Mux) onOpen(o *tunnelv1.SessionOpen) error {
 	id := o.GetSessionId()
 	m.mu.Lock()
+	if m.closed {
+		// The writer stopped the Mux meanwhile; a session created now would
+		// never be ended.
+		m.mu.Unlock()
+		return ErrClosed
+	}
 	if id == 0 || id%2 != m.peerParity || id <= m.highestPeerID {
 		m.mu.Unlock()
 		return &ProtocolError{Text: fmt.Sprintf("SessionOpen with id %d: ids from the peer must be %s and increase (last %d)",

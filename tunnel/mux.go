@@ -257,8 +257,10 @@ func New(s Stream, cfg Config) (*Mux, error) {
 // connection breaks, so an ended ctx does not mean an orderly stop); call
 // Shutdown first for an orderly stop with ABORT_REASON_SHUTDOWN. The error
 // says why the Mux stopped: context.Cause(ctx) if ctx ended, otherwise the
-// stream's error or a *ProtocolError. Run may be called once; later calls
-// return ErrClosed.
+// stream's error or a *ProtocolError. After a *ProtocolError Run stops
+// reading; if its writer is blocked because the peer reads nothing, Run
+// returns only once the stream's context ends. Run may be called once;
+// later calls return ErrClosed.
 func (m *Mux) Run(ctx context.Context) error {
 	if !m.running.CompareAndSwap(false, true) {
 		return ErrClosed
