@@ -17,7 +17,9 @@ var (
 	licenseValid   = regexp.MustCompile(`event=license_updated`)
 )
 
-func esid(code int) func(outcome) bool { return func(o outcome) bool { return !o.admitted && o.esid == code } }
+func esid(code int) func(outcome) bool {
+	return func(o outcome) bool { return !o.admitted && o.esid == code }
+}
 
 // refusedAtTLS is a refusal before SSRM: the partner's certificate was not accepted.
 func refusedAtTLS(o outcome) bool { return !o.admitted && o.esid < 0 }
