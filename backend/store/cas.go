@@ -28,30 +28,53 @@ type CA struct {
 // AddCA stores a trusted CA certificate given in DER. The certificate must be
 // a CA certificate; adding one twice is ErrConflict.
 func (s *Store) AddCA(ctx context.Context, der []byte) (CA, error) {
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return CA{}, invalid("trusted_ca_certificates_pem", "not a certificate: %v", err)
-	}
-	if !cert.IsCA || !cert.BasicConstraintsValid {
-		return CA{}, invalid("trusted_ca_certificates_pem", "%s is not a CA certificate (basic constraints)", cert.Subject)
-	}
-	ca := CA{SHA256: Fingerprint(cert), Subject: cert.Subject.String(), NotAfter: cert.NotAfter.UTC(), DER: cert.Raw, AddedAt: s.now().UTC()}
-	err = s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO trusted_cas (sha256, subject, not_after, der, added_at) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (sha256) DO NOTHING`, ca.SHA256, ca.Subject, ts(ca.NotAfter), ca.DER, ts(ca.AddedAt))
-		if err != nil {
-			return fmt.Errorf("store: add CA: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return conflict("CA", ca.Subject+" (sha256 "+ca.SHA256+")")
-		}
-		ca.ID, err = res.LastInsertId()
-		return err
-	})
+	list, err := s.AddCAs(ctx, [][]byte{der})
 	if err != nil {
 		return CA{}, err
 	}
-	return ca, nil
+	return list[0], nil
+}
+
+// AddCAs stores several trusted CA certificates in one transaction: when one
+// is not a CA certificate or is stored already, none is stored.
+func (s *Store) AddCAs(ctx context.Context, ders [][]byte) ([]CA, error) {
+	if len(ders) == 0 {
+		return nil, invalid("trusted_ca_certificates_pem", "no certificate given")
+	}
+	cas := make([]CA, len(ders))
+	now := s.now().UTC()
+	for i, der := range ders {
+		field := fieldf("trusted_ca_certificates_pem[%d]", i)
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, invalid(field, "not a certificate: %v", err)
+		}
+		if !cert.IsCA || !cert.BasicConstraintsValid {
+			return nil, invalid(field, "%s is not a CA certificate (basic constraints)", cert.Subject)
+		}
+		cas[i] = CA{SHA256: Fingerprint(cert), Subject: cert.Subject.String(), NotAfter: cert.NotAfter.UTC(), DER: cert.Raw, AddedAt: now}
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		for i := range cas {
+			ca := &cas[i]
+			res, err := tx.ExecContext(ctx, `INSERT INTO trusted_cas (sha256, subject, not_after, der, added_at) VALUES (?, ?, ?, ?, ?)
+				ON CONFLICT (sha256) DO NOTHING`, ca.SHA256, ca.Subject, ts(ca.NotAfter), ca.DER, ts(ca.AddedAt))
+			if err != nil {
+				return fmt.Errorf("store: add CA: %w", err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return conflict("CA", ca.Subject+" (sha256 "+ca.SHA256+")")
+			}
+			if ca.ID, err = res.LastInsertId(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cas, nil
 }
 
 // CAs returns the trusted CA certificates in the order they were added.
