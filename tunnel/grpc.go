@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/protoadapt"
 )
 
 // gRPC settings that the tunnel's throughput depends on, measured in
@@ -66,9 +67,9 @@ var _ mem.BufferPool = (*bufPool)(nil)
 
 // Marshal encodes v into one pooled buffer.
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
-	m, ok := v.(proto.Message)
-	if !ok {
-		return nil, fmt.Errorf("tunnel: codec: cannot marshal %T: not a proto.Message", v)
+	m := messageOf(v)
+	if m == nil {
+		return nil, fmt.Errorf("tunnel: codec: cannot marshal %T: not a protobuf message", v)
 	}
 	size := proto.Size(m)
 	if mem.IsBelowBufferPoolingThreshold(size) {
@@ -92,13 +93,25 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 
 // Unmarshal decodes data into v.
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
-	m, ok := v.(proto.Message)
-	if !ok {
-		return fmt.Errorf("tunnel: codec: cannot unmarshal into %T: not a proto.Message", v)
+	m := messageOf(v)
+	if m == nil {
+		return fmt.Errorf("tunnel: codec: cannot unmarshal into %T: not a protobuf message", v)
 	}
 	buf := data.MaterializeToBuffer(c.pool)
 	defer buf.Free()
 	return proto.Unmarshal(buf.ReadOnlyData(), m)
+}
+
+// messageOf returns v as a protobuf message (also for messages of the older
+// API), or nil.
+func messageOf(v any) proto.Message {
+	switch v := v.(type) {
+	case protoadapt.MessageV2:
+		return v
+	case protoadapt.MessageV1:
+		return protoadapt.MessageV2Of(v)
+	}
+	return nil
 }
 
 // Name returns "proto".
