@@ -81,4 +81,13 @@
 // SessionOpen the peer has not seen yet (id above the peer's "highest seen")
 // are left alone, so a session being opened is never killed; the stream is
 // ordered, so this needs no timers.
+//
+// # gRPC
+//
+// [ClientStream] and [ServerStream] adapt the generated Connect streams to
+// [Stream]. [ServerOptions] and [DialOptions] are the gRPC options the
+// throughput measurements in docs/benchmarks.md recommend: a protobuf codec
+// with a buffer pool that does not zero a MiB per message, and larger
+// socket buffers. They are compatible on the wire with peers that do not
+// use them.
 package tunnel
