@@ -349,6 +349,9 @@ func newSystem(t testing.TB) *system {
 	s.cli("config", "set", "internal_server.address", s.internalAddr)
 	s.partnerAddr = freeAddr(t)
 	s.cli("config", "set", "partner_listen_address", s.partnerAddr)
+	// The tests connect many times a second from one address.
+	s.cli("config", "set", "limits.per_ip_rate", "10000")
+	s.cli("config", "set", "limits.per_ip_burst", "10000")
 	s.cli("ca", "add", s.path("partner-ca.pem"))
 	return s
 }
@@ -385,6 +388,7 @@ func (s *system) cli(args ...string) string {
 }
 
 func (s *system) tryCLI(args ...string) (string, error) {
+
 	cmd := exec.Command(filepath.Join(s.bin, "smartproxy-api"), append([]string{"--db", s.db}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -592,7 +596,11 @@ func (s *system) probe(cfg *tls.Config, id, password string) outcome {
 	switch c := cmd.(type) {
 	case *oftp2.SSID:
 		o.admitted = true
-		w.WriteCommand(&oftp2.ESID{Reason: oftp2.ESIDNormal})
+		// End the session normally: the partner has nothing to send (CD), the internal
+		// server has nothing either and answers ESID 00.
+		if err := w.WriteCommand(&oftp2.CD{}); err == nil {
+			r.ReadBuffer()
+		}
 	case *oftp2.ESID:
 		o.esid, o.detail = int(c.Reason), c.Text
 	default:

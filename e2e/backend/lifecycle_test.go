@@ -21,8 +21,11 @@ func esid(code int) func(outcome) bool {
 	return func(o outcome) bool { return !o.admitted && o.esid == code }
 }
 
-// refusedAtTLS is a refusal before SSRM: the partner's certificate was not accepted.
-func refusedAtTLS(o outcome) bool { return !o.admitted && o.esid < 0 }
+// refusedAtTLS is a refusal of the partner's certificate in the TLS handshake (the alert
+// names the certificate), not one of the limits, which close the connection before TLS.
+func refusedAtTLS(o outcome) bool {
+	return !o.admitted && o.esid < 0 && strings.Contains(o.detail, "certificate")
+}
 
 // TestPartnerLifecycle drives the DMZ through the backend's admin CLI: a partner added with the
 // CLI can connect through the DMZ, disabled it is refused at its next connection, enabled again
