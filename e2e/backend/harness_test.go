@@ -350,9 +350,7 @@ func newSystem(t testing.TB) *system {
 	// The backend's database, set up with the admin CLI.
 	s.db = s.path("api.db")
 	s.apiAddr = freeAddr(t)
-	s.cli("init")
-	out := s.cli("token", "create", "--client", "proxy-1")
-	s.token = findToken(t, out)
+	s.token = findToken(t, s.cli("init", "--client", "proxy-1"))
 	s.writePEM("company.pem", s.company.CertPEM)
 	s.writePEM("company-key.pem", s.company.KeyPEM)
 	s.writePEM("partner-ca.pem", s.partnerCA.CertPEM)
@@ -401,7 +399,7 @@ func (s *system) cli(args ...string) string {
 
 func (s *system) tryCLI(args ...string) (string, error) {
 
-	cmd := exec.Command(filepath.Join(s.bin, "smartproxy-api"), append([]string{"--db", s.db}, args...)...)
+	cmd := exec.Command(filepath.Join(s.bin, "smartproxy-api"), append(args, "--db", s.db, "--data-dir", s.work)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
