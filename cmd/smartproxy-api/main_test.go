@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -608,7 +609,8 @@ func TestServeLongPollWokenByCLI(t *testing.T) {
 	var out, logs syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--log-level", "debug"}, &out, &logs)
+		done <- run(ctx, []string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--log-level", "debug",
+			"--pid-file", filepath.Join(dir, "api.pid")}, &out, &logs)
 	}()
 	defer func() {
 		cancel()
@@ -630,6 +632,9 @@ func TestServeLongPollWokenByCLI(t *testing.T) {
 		} else {
 			time.Sleep(10 * time.Millisecond)
 		}
+	}
+	if pid, err := os.ReadFile(filepath.Join(dir, "api.pid")); err != nil || strings.TrimSpace(string(pid)) != strconv.Itoa(os.Getpid()) {
+		t.Errorf("PID file = %q, %v, want %d", pid, err, os.Getpid())
 	}
 	cert := loadCert(t, filepath.Join(dir, backend.GeneratedCertFile))
 	if !strings.Contains(out.String(), backend.Fingerprint(cert)) {

@@ -12,6 +12,7 @@ import (
 	"smartproxy/backend/store"
 	"smartproxy/internal/buildinfo"
 	"smartproxy/internal/logging"
+	"smartproxy/internal/pidfile"
 	"smartproxy/internal/sdnotify"
 )
 
@@ -35,6 +36,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logDir := fs.String("log-dir", "", "write logs to daily files in this directory instead of stderr")
+	pidPath := fs.String("pid-file", "", "write the process ID to this file (refused while another live process holds it)")
 	if _, err := parseExact(fs, args, 0, ""); err != nil {
 		return err
 	}
@@ -57,6 +59,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usagef("serve: %v", err)
 	}
 	defer closer.Close()
+	if *pidPath != "" {
+		pf, err := pidfile.Acquire(*pidPath)
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		defer pf.Release()
+		if pf.Stale {
+			log.WithField("stale_pid", pf.StalePID).Warn("replaced a stale PID file")
+		}
+	}
 
 	st, err := store.Open(ctx, c.dbPath(), store.Options{Logger: log})
 	if err != nil {
@@ -101,8 +113,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}).Info("smartproxy-api serving")
 	fmt.Fprintf(stdout, "smartproxy-api listening on https://%s\nTLS certificate SHA-256 fingerprint: %s\n", ln.Addr(), backend.Fingerprint(leaf))
 	sdnotify.Ready("serving on " + ln.Addr().String())
+	wctx, stopWatchdog := context.WithCancel(ctx)
+	watchdog := make(chan error, 1)
+	go func() {
+		watchdog <- sdnotify.Watchdog(wctx, func() bool {
+			_, err := st.Revision(wctx)
+			return err == nil
+		})
+	}()
 	err = srv.Run(ctx, ln)
 	sdnotify.Stopping()
+	stopWatchdog()
+	if werr := <-watchdog; werr != nil {
+		log.WithError(werr).Warn("systemd watchdog")
+	}
 	log.Info("smartproxy-api stopped")
 	return err
 }
