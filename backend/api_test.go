@@ -550,3 +550,25 @@ func TestLicense(t *testing.T) {
 		t.Errorf("GET license for another client = %d, want 404", resp.StatusCode)
 	}
 }
+
+// TestShutdownEndsLongPoll stops the server while a long poll waits: the
+// poll is answered with 304 at once instead of holding the shutdown.
+func TestShutdownEndsLongPoll(t *testing.T) {
+	e := newEnv(t, nil)
+	resp, _, _ := getConfig(t, e, nil, "")
+	etag := resp.Header.Get("ETag")
+	done := make(chan int, 1)
+	go func() {
+		resp, _, _ := getConfig(t, e, map[string]string{"If-None-Match": etag}, "?wait=60")
+		done <- resp.StatusCode
+	}()
+	waitFor(t, "the long poll to start", func() bool {
+		return e.srv.waiting.Load() == 1
+	})
+	start := time.Now()
+	e.stop()
+	if got := <-done; got != http.StatusNotModified {
+		t.Errorf("long poll during shutdown = %d, want 304", got)
+	}
+	t.Logf("shutdown with a waiting long poll took %v", time.Since(start).Round(time.Millisecond))
+}

@@ -143,8 +143,10 @@ func (s *Server) getConfig(w http.ResponseWriter, r *http.Request, _ store.Clien
 			defer close(changed)
 			s.st.WaitRevision(wctx, rev)
 		}()
+		s.waiting.Add(1)
 		select {
 		case <-changed:
+			s.waiting.Add(-1)
 			cancel()
 			if ctx.Err() != nil {
 				return nil
@@ -154,6 +156,7 @@ func (s *Server) getConfig(w http.ResponseWriter, r *http.Request, _ store.Clien
 		case <-s.stopping:
 		case <-ctx.Done():
 		}
+		s.waiting.Add(-1)
 		cancel()
 		<-changed
 		if ctx.Err() != nil {

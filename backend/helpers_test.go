@@ -91,6 +91,7 @@ type env struct {
 	token   string
 	client2 string // a second client's token
 	logs    *logBuffer
+	stop    func() // ends Run and waits for it; idempotent
 }
 
 func newEnv(t *testing.T, change func(*Config)) *env {
@@ -141,12 +142,18 @@ func newEnv(t *testing.T, change func(*Config)) *env {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
 	e.client = &http.Client{Transport: tr, Timeout: 90 * time.Second}
 	e.base = "https://" + ln.Addr().String()
+	var once sync.Once
+	e.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run() = %v", err)
+			}
+		})
+	}
 	t.Cleanup(func() {
 		tr.CloseIdleConnections()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run() = %v", err)
-		}
+		e.stop()
 	})
 	return e
 }

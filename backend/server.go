@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -66,6 +67,7 @@ type Server struct {
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed when Run begins to shut down; ends long polls
+	waiting  atomic.Int64  // long polls waiting for a change
 
 	docMu   sync.Mutex // guards the cached configuration document
 	docRev  int64

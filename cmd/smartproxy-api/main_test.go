@@ -581,6 +581,33 @@ func TestSQLMetacharactersCLI(t *testing.T) {
 	mustCLI(t, dir, "partner", "add", "--odette-id", "';DROP TABLE partners;--", "--charset", "lenient")
 	failCLI(t, dir, "partner", "add", "--odette-id", "'; DROP TABLE partners; --", "--charset", "lenient") // 26 characters
 	failCLI(t, dir, "partner", "show", "'; DROP TABLE partners; --")
+	// A lenient partner's password may hold quotes and semicolons; it is stored verbatim.
+	mustCLI(t, dir, "partner", "set", "O00A", "--charset", "lenient", "--password", "';--\"x")
+	if p, _ := st.Partner(ctx, "O00A"); p.Password != "';--\"x" {
+		t.Errorf("lenient password stored as %q", p.Password)
+	}
+	for _, args := range [][]string{
+		{"partner", "set", "O00B", "--password", "'; DROP TABLE partners; --"}, // longer than 8
+		{"partner", "set", "O00B", "--subject", "'; DROP TABLE partners; --"},  // not a DN
+		{"partner", "set", "O00B", "--fingerprint", "'; DROP TABLE partners; --"},
+		{"partner", "set", "O00B", "--network", "'; DROP TABLE partners; --"},
+		{"partner", "set", "O00B", "--direction", "'; DROP TABLE partners; --"},
+		{"token", "create", "--client", "x'; DROP TABLE tokens; --"},
+		{"route", "add", "--name", "r", "--listen", "127.0.0.1:1", "--partner-address", "x:1", "--partner-odette-id", "O1", "--server-name", "'; DROP TABLE routes; --"},
+		{"crl", "import", "'; DROP TABLE crls; --"},
+		{"config", "set", "internal_server.address", "'; DROP TABLE settings; --:1"},
+		{"config", "set", "internal_server.tls.server_name", "'; DROP TABLE settings; --"},
+		{"config", "set", "'; DROP TABLE settings; --", "1"},
+	} {
+		failCLI(t, dir, args...)
+	}
+	if out := mustCLI(t, dir, "events", "list", "--name", "'; DROP TABLE events; --"); strings.Count(out, "\n") != 1 {
+		t.Errorf("events list with a hostile name:\n%s", out)
+	}
+	mustCLI(t, dir, "crl-url", "add", "http://crl.example/x.crl?a=';DROP%20TABLE%20crl_urls;--&b=\"q\"")
+	if urls, _ := st.CRLURLs(ctx); len(urls) != 1 || urls[0].URL != "http://crl.example/x.crl?a=';DROP%20TABLE%20crl_urls;--&b=\"q\"" {
+		t.Errorf("CRL URLs = %+v", urls)
+	}
 	failCLI(t, dir, "config", "set", "outgoing_source_ip", "'; DROP TABLE settings; --")
 	failCLI(t, dir, "crl-url", "remove", "'; DROP TABLE crl_urls; --")
 	failCLI(t, dir, "ca", "remove", "'; DROP TABLE trusted_cas; --")
@@ -594,7 +621,8 @@ func TestSQLMetacharactersCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if counts["partners"] != int64(len(hostile))+1 || counts["ignore_rules"] != int64(len(hostile)) || len(counts) != 19 {
+	if counts["partners"] != int64(len(hostile))+1 || counts["ignore_rules"] != int64(len(hostile)) || counts["crl_urls"] != 1 ||
+		counts["routes"] != 0 || counts["tokens"] != 1 || len(counts) != 19 {
 		t.Errorf("table counts = %v", counts)
 	}
 }
