@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/tunnel"
 )
 
 // ClientStreamHandler runs one tunnel stream, typically a multiplexer, until
@@ -153,6 +154,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.InitialWindowSize != 0 {
 		c.opts = append(c.opts, grpc.WithInitialWindowSize(cfg.InitialWindowSize), grpc.WithInitialConnWindowSize(cfg.InitialConnWindowSize))
 	}
+	c.opts = append(c.opts, tunnel.DialOptions()...)
 	return c, nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/tunnel"
 )
 
 // DefaultPort is the tunnel port.
@@ -193,6 +194,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.InitialWindowSize != 0 {
 		opts = append(opts, grpc.InitialWindowSize(cfg.InitialWindowSize), grpc.InitialConnWindowSize(cfg.InitialConnWindowSize))
 	}
+	// The codec with the non-zeroing buffer pool and the socket buffer sizes measured in
+	// docs/benchmarks.md (tunnel section).
+	opts = append(opts, tunnel.ServerOptions()...)
 	s.grpc = grpc.NewServer(opts...)
 	tunnelv1.RegisterTunnelServiceServer(s.grpc, &tunnelService{s: s})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
