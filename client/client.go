@@ -144,6 +144,9 @@ func New(cfg Config) (*Client, error) {
 	case cfg.Streams < 0:
 		return nil, fmt.Errorf("client: Config.Streams %d is negative", cfg.Streams)
 	}
+	if err := cfg.Config.check(); err != nil {
+		return nil, fmt.Errorf("client: Config.Config: %w", err)
+	}
 	if cfg.Streams == 0 {
 		cfg.Streams = 1
 	}
@@ -296,6 +299,9 @@ func (c *Client) Current() *Snapshot {
 func (c *Client) SetConfig(s *Snapshot) error {
 	if s == nil || s.Security == nil {
 		return errors.New("client: SetConfig: no configuration")
+	}
+	if err := s.check(); err != nil {
+		return fmt.Errorf("client: SetConfig: %w", err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -2,7 +2,10 @@ package client
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
+	"io"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -75,5 +78,64 @@ func TestConfigFramesInlineBudget(t *testing.T) {
 	}
 	if want := 1 + 5 - inline/(ChunkSize-1); len(frames) != want {
 		t.Errorf("configFrames() = %d frames, want %d (snapshot and one chunk per CRL not inline)", len(frames), want)
+	}
+}
+
+func TestStreamCRL(t *testing.T) {
+	der := bytes.Repeat([]byte("crl-bytes-"), 250) // 2500 bytes
+	sum := sha256.Sum256(der)
+	c := &tunnelv1.Crl{Id: "big", Size: uint64(len(der)), Sha256: sum[:]}
+	tests := []struct {
+		name    string
+		content []byte
+		wantErr string
+	}{
+		{"exact", der, ""},
+		{"short", der[:2000], "offset 2000 of 2500"},
+		{"other bytes", bytes.Repeat([]byte("x"), len(der)), "SHA-256"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []byte
+			var offsets []uint64
+			send := func(_ context.Context, f *tunnelv1.Frame) error {
+				ch := f.GetConfigChunk()
+				if ch.GetVersion() != 9 || ch.GetCrlId() != "big" {
+					t.Errorf("chunk %v, want version 9 of CRL big", ch)
+				}
+				offsets = append(offsets, ch.GetOffset())
+				got = append(got, ch.GetData()...) // copied: the buffer is reused
+				return nil
+			}
+			src := func(id string) (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(tt.content)), nil }
+			n, err := streamCRL(context.Background(), send, 9, c, src, 1000)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("streamCRL() = %v, want an error containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != 3 || !bytes.Equal(got, der) || len(offsets) != 3 || offsets[1] != 1000 || offsets[2] != 2000 {
+				t.Errorf("streamCRL() = %d frames at %v with %d bytes, want 3 chunks at 0, 1000, 2000 with the CRL", n, offsets, len(got))
+			}
+		})
+	}
+}
+
+func TestStreamedCRLNeedsSource(t *testing.T) {
+	snap := &Snapshot{Version: 1, Security: &tunnelv1.SecurityConfig{Crls: []*tunnelv1.Crl{{Id: "x", Size: 10}}}}
+	if err := snap.check(); err == nil || !strings.Contains(err.Error(), "CRLSource") {
+		t.Errorf("check() = %v, want an error naming the missing CRLSource", err)
+	}
+	snap.CRLSource = func(string) (io.ReadCloser, error) { return nil, nil }
+	if err := snap.check(); err != nil {
+		t.Errorf("check() with a source = %v, want nil", err)
+	}
+	frames := configFrames(snap, 4)
+	if len(frames) != 1 || frames[0].GetConfigSnapshot().GetConfig().GetCrls()[0].GetSize() != 10 {
+		t.Errorf("configFrames() = %d frames, want only the snapshot announcing the streamed CRL", len(frames))
 	}
 }

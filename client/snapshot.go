@@ -3,7 +3,9 @@ package client
 import (
 	"crypto/subtle"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
@@ -23,9 +25,14 @@ type Snapshot struct {
 	Digest [32]byte
 	// Source says where the configuration came from, for logs, e.g. "file /etc/smartproxy/client.json".
 	Source string
-	// Security is the configuration the DMZ server enforces. Large CRLs are inline here; the
-	// Client splits them into ConfigChunk frames when it sends.
+	// Security is the configuration the DMZ server enforces. A CRL is either inline (der set;
+	// the Client splits a large one into ConfigChunk frames when it sends) or streamed: der
+	// empty with its size and sha256 set, its bytes read from CRLSource whenever the
+	// configuration is pushed, so that the client does not hold them in memory.
 	Security *tunnelv1.SecurityConfig
+	// CRLSource opens the bytes of a streamed CRL by its id. Required when Security lists a
+	// streamed CRL; the bytes must have the listed size and SHA-256 (the server checks both).
+	CRLSource func(id string) (io.ReadCloser, error)
 	// Internal says how incoming sessions reach the internal OFTP2 server.
 	Internal InternalServer
 }
@@ -98,4 +105,20 @@ func (s Secret) Reveal() string { return string(s) }
 // Equal reports whether s equals the clear text t, in time independent of where they differ.
 func (s Secret) Equal(t string) bool {
 	return subtle.ConstantTimeCompare([]byte(s), []byte(t)) == 1
+}
+
+// streamed reports whether c is a streamed CRL (see Snapshot.Security).
+func streamed(c *tunnelv1.Crl) bool { return len(c.GetDer()) == 0 && c.GetSize() > 0 }
+
+// check reports a snapshot the Client cannot send.
+func (s *Snapshot) check() error {
+	for i, c := range s.Security.GetCrls() {
+		if streamed(c) && s.CRLSource == nil {
+			return fmt.Errorf("crls[%d] (%s) is streamed (no der, size %d) but the snapshot has no CRLSource", i, c.GetId(), c.GetSize())
+		}
+		if len(c.GetDer()) == 0 && c.GetSize() == 0 {
+			return errors.New("crls[" + fmt.Sprint(i) + "] has neither der nor size")
+		}
+	}
+	return nil
 }

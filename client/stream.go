@@ -205,8 +205,21 @@ func (c *Client) runStream(ctx context.Context, index int, peer transport.PeerIn
 // pushConfig sends snap on st: one ConfigSnapshot and the chunks of large CRLs.
 func (c *Client) pushConfig(ctx context.Context, st *stream, snap *Snapshot) error {
 	frames := configFrames(snap, ChunkSize)
+	sent := len(frames)
 	for _, f := range frames {
 		if err := st.mux.SendControl(ctx, f); err != nil {
+			return err
+		}
+	}
+	for _, c := range snap.Security.GetCrls() {
+		if !streamed(c) {
+			continue
+		}
+		n, err := streamCRL(ctx, st.mux.SendControl, snap.Version, c, snap.CRLSource, ChunkSize)
+		sent += n
+		if err != nil {
+			// The server keeps waiting for the chunks until a newer version replaces this one.
+			st.log.WithError(err).WithField("config_version", snap.Version).Error("configuration push incomplete: a CRL could not be read")
 			return err
 		}
 	}
@@ -214,7 +227,7 @@ func (c *Client) pushConfig(ctx context.Context, st *stream, snap *Snapshot) err
 	st.sent = snap.Version
 	st.mu.Unlock()
 	st.log.WithFields(logrus.Fields{"event": EventConfigPushed, "config_version": snap.Version,
-		"config_sha256": fmt.Sprintf("%x", snap.Digest[:8]), "frames": len(frames)}).Info("configuration pushed")
+		"config_sha256": fmt.Sprintf("%x", snap.Digest[:8]), "frames": sent}).Info("configuration pushed")
 	return nil
 }
 

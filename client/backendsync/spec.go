@@ -35,9 +35,9 @@ func pemBlob(field, text string, required bool) configspec.Blob {
 	return bl
 }
 
-// specOf turns a configuration document into the source-neutral form. crl returns the content
-// of the CRL described by its argument (its DER file, or the bytes the snapshot in force holds).
-func specOf(doc *apiv1.ConfigDocument, crl func(*apiv1.CRLInfo) ([]byte, error)) *configspec.Spec {
+// specOf turns a configuration document into the source-neutral form. crl completes the spec of
+// the CRL described by its argument (its content, or that it was verified before).
+func specOf(doc *apiv1.ConfigDocument, crl func(info *apiv1.CRLInfo, c *configspec.CRL)) *configspec.Spec {
 	s := &configspec.Spec{
 		PartnerListenAddress: doc.PartnerListenAddress,
 		CompanyCertificate:   pemBlob("company_identity.certificate_chain_pem", doc.CompanyIdentity.CertificateChainPEM, true),
@@ -52,9 +52,9 @@ func specOf(doc *apiv1.ConfigDocument, crl func(*apiv1.CRLInfo) ([]byte, error))
 	for i := range doc.CRLs {
 		info := &doc.CRLs[i]
 		field := fmt.Sprintf("crls[%d]", i)
-		bl := configspec.Blob{Field: field, Name: "CRL " + info.ID}
-		bl.Data, bl.Err = crl(info)
-		s.CRLs = append(s.CRLs, configspec.CRL{Blob: bl, URL: info.URL, URLField: field + ".url"})
+		c := configspec.CRL{Blob: configspec.Blob{Field: field, Name: "CRL " + info.ID}, URL: info.URL, URLField: field + ".url"}
+		crl(info, &c)
+		s.CRLs = append(s.CRLs, c)
 	}
 	for i := range doc.Partners {
 		p := &doc.Partners[i]

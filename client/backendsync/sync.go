@@ -2,13 +2,14 @@ package backendsync
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -130,12 +131,12 @@ type Syncer struct {
 	eventsDropped atomic.Uint64    // dropped because events was full or refused by the spool
 
 	// Owned by Initial, then by configLoop.
+	verified  map[[32]byte]string // CRL contents built before, with the trust key they were checked with
 	etag      string
 	doc       *apiv1.ConfigDocument
 	unhealthy bool // the last poll failed
 
 	mu       sync.Mutex // guards the fields below
-	target   Target     // set by Run
 	revs     map[uint64]revision
 	reported map[uint64]bool // versions whose result went to the backend, by Applied
 	statuses []*apiv1.ConfigStatus
@@ -205,6 +206,7 @@ func New(cfg Config) (*Syncer, error) {
 	return &Syncer{
 		cfg: cfg, log: log, store: st, spool: sp, now: now,
 		events:   make(chan apiv1.Event, cfg.EventQueue),
+		verified: make(map[[32]byte]string),
 		revs:     make(map[uint64]revision),
 		reported: make(map[uint64]bool),
 		urls:     make(map[string]bool),
@@ -286,11 +288,10 @@ func (s *Syncer) buildSaved(st *savedState) (*client.Snapshot, error) {
 			return nil, err
 		}
 	}
-	res, err := configspec.Build(specOf(st.Document, s.readCRL(nil)), s.now())
+	snap, err := s.build(st.Document)
 	if err != nil {
 		return nil, err
 	}
-	snap := res.Snapshot
 	snap.Version = st.Version
 	snap.Source = fmt.Sprintf("backend revision %d (saved %s)", st.Document.Revision, st.SavedAt.Format(time.RFC3339))
 	s.mu.Lock()
@@ -299,21 +300,73 @@ func (s *Syncer) buildSaved(st *savedState) (*client.Snapshot, error) {
 	return snap, nil
 }
 
-// readCRL returns the CRL content function for specOf: the bytes the snapshot in force holds
-// for the same content (no second copy), or the file.
-func (s *Syncer) readCRL(cur *client.Snapshot) func(*apiv1.CRLInfo) ([]byte, error) {
-	held := make(map[string][]byte)
-	if cur != nil {
-		for _, c := range cur.Security.GetCrls() {
-			held[hex.EncodeToString(c.GetSha256())] = c.GetDer()
+// build builds the snapshot of a document whose CRLs are on disk. The CRLs are streamed: the
+// snapshot lists them, and the client reads them from the state directory when it pushes the
+// configuration, so that even a CRL of a million serials is never held in memory for long. A
+// CRL content verified before against the same trusted CAs is not read again.
+func (s *Syncer) build(doc *apiv1.ConfigDocument) (*client.Snapshot, error) {
+	caKey := trustKey(doc)
+	var checked [][32]byte
+	var read int64
+	spec := specOf(doc, func(info *apiv1.CRLInfo, c *configspec.CRL) {
+		c.Stream = true
+		sum, err := hex.DecodeString(info.SHA256)
+		if err != nil || len(sum) != 32 {
+			c.Err = fmt.Errorf("sha256 %q is not 64 hexadecimal digits", info.SHA256)
+			return
 		}
-	}
-	return func(info *apiv1.CRLInfo) ([]byte, error) {
-		if der, ok := held[strings.ToLower(info.SHA256)]; ok && int64(len(der)) == info.Size {
-			return der, nil
+		copy(c.SHA256[:], sum)
+		c.Size = info.Size
+		if s.verified[c.SHA256] == caKey {
+			c.Verified = true
+			return
 		}
-		return os.ReadFile(s.store.crlPath(info.SHA256))
+		c.Data, c.Err = os.ReadFile(s.store.crlPath(info.SHA256))
+		checked = append(checked, c.SHA256)
+		read += int64(len(c.Data))
+	})
+	res, err := configspec.Build(spec, s.now())
+	spec = nil
+	if read >= gcAfterBytes {
+		// The CRL bytes read for the checks are garbage now. Collect them at once: otherwise
+		// the collector's next target, set while they were live, would let the garbage of the
+		// push that follows grow the heap to twice their size before it runs.
+		runtime.GC()
 	}
+	if err != nil {
+		return nil, err
+	}
+	for _, sum := range checked {
+		s.verified[sum] = caKey
+	}
+	for _, w := range res.Warnings {
+		s.log.WithFields(logrus.Fields{"event": "config_warning", "revision": doc.Revision}).Warn("configuration: " + w)
+	}
+	files := make(map[string]string, len(doc.CRLs))
+	for _, c := range res.Snapshot.Security.GetCrls() {
+		files[c.GetId()] = s.store.crlPath(hex.EncodeToString(c.GetSha256()))
+	}
+	res.Snapshot.CRLSource = func(id string) (io.ReadCloser, error) {
+		path, ok := files[id]
+		if !ok {
+			return nil, fmt.Errorf("no CRL %q in this configuration", id)
+		}
+		return os.Open(path)
+	}
+	return res.Snapshot, nil
+}
+
+// gcAfterBytes is the amount of CRL bytes read for one build above which build collects them at
+// once.
+const gcAfterBytes = 8 << 20
+
+// trustKey identifies a document's set of trusted CAs, for the cache of verified CRLs.
+func trustKey(doc *apiv1.ConfigDocument) string {
+	h := sha256.New()
+	for _, pem := range doc.TrustedCACertificatesPEM {
+		fmt.Fprintf(h, "%d:%s", len(pem), pem)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // fetchCRLs downloads the CRLs of doc whose content is not on disk yet, one at a time.
@@ -350,7 +403,7 @@ func (s *Syncer) apply(ctx context.Context, doc *apiv1.ConfigDocument, etag stri
 		}
 		return nil, err
 	}
-	res, err := configspec.Build(specOf(doc, s.readCRL(s.currentSnapshot())), s.now())
+	snap, err := s.build(doc)
 	if err != nil {
 		var ce *configspec.Error
 		if errors.As(err, &ce) {
@@ -358,16 +411,12 @@ func (s *Syncer) apply(ctx context.Context, doc *apiv1.ConfigDocument, etag stri
 		}
 		return nil, err
 	}
-	for _, w := range res.Warnings {
-		s.log.WithFields(logrus.Fields{"event": "config_warning", "revision": doc.Revision}).Warn("configuration: " + w)
-	}
 	version := uint64(max(doc.Revision, 0))
 	if version <= cur {
 		s.log.WithFields(logrus.Fields{"revision": doc.Revision, "config_version": cur}).
 			Warn("the backend's revision is not higher than the configuration version in force (was the backend's database replaced?); using the next version")
 		version = cur + 1
 	}
-	snap := res.Snapshot
 	snap.Version = version
 	snap.Source = fmt.Sprintf("backend revision %d", doc.Revision)
 	if err := s.store.save(&savedState{ETag: etag, Version: version, SavedAt: s.now().UTC(), Document: doc}); err != nil {
@@ -383,17 +432,6 @@ func (s *Syncer) apply(ctx context.Context, doc *apiv1.ConfigDocument, etag stri
 	s.mu.Unlock()
 	s.etag, s.doc = etag, doc
 	return snap, nil
-}
-
-// currentSnapshot is the snapshot in force in the target, or nil before Run.
-func (s *Syncer) currentSnapshot() *client.Snapshot {
-	s.mu.Lock()
-	t := s.target
-	s.mu.Unlock()
-	if t == nil {
-		return nil
-	}
-	return t.Current()
 }
 
 // refused logs a refused document and queues its status for the backend.
@@ -413,9 +451,6 @@ func (s *Syncer) refused(doc *apiv1.ConfigDocument, etag string, ce *configspec.
 // the license poll, the relay of the servers' reports and the event spool's sender. It returns
 // nil after ctx ended and everything it started has stopped, and closes the spool.
 func (s *Syncer) Run(ctx context.Context, target Target) error {
-	s.mu.Lock()
-	s.target = target
-	s.mu.Unlock()
 	defer s.spool.Close()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { s.configLoop(gctx, target); return nil })

@@ -52,8 +52,9 @@ type Result struct {
 }
 
 // Build checks s at time now and builds the snapshot. On failure the error is an *Error naming
-// every problem's field. The snapshot shares the CRL bytes of s (they can be large): the caller
-// must not modify them afterwards.
+// every problem's field. The snapshot shares the CRL bytes of s (they can be large) unless the
+// CRL is streamed (CRL.Stream): the caller must not modify them afterwards, and must set
+// Snapshot.CRLSource when a CRL is streamed.
 func Build(s *Spec, now time.Time) (*Result, error) {
 	b := &builder{now: now, sec: &tunnelv1.SecurityConfig{}}
 	sec := b.sec
@@ -319,6 +320,16 @@ func (b *builder) crls(list []CRL, cas []*x509.Certificate) []*tunnelv1.Crl {
 				b.problem(c.URLField, "%q is not an absolute URL", c.URL)
 			}
 		}
+		if c.Stream && c.Verified {
+			id := CRLID(c.SHA256)
+			if prev, dup := ids[id]; dup {
+				b.problem(c.Field, "%sthe same CRL as %s", where(&c.Blob), prev)
+				continue
+			}
+			ids[id] = strings.TrimSuffix(c.Field, ".file")
+			out = append(out, &tunnelv1.Crl{Id: id, Url: c.URL, Size: uint64(c.Size), Sha256: bytes.Clone(c.SHA256[:])})
+			continue
+		}
 		data, ok := b.use(&c.Blob)
 		if !ok {
 			continue
@@ -326,6 +337,10 @@ func (b *builder) crls(list []CRL, cas []*x509.Certificate) []*tunnelv1.Crl {
 		der, err := CRLDER(data)
 		if err != nil {
 			b.problem(c.Field, "%s%v", where(&c.Blob), err)
+			continue
+		}
+		if c.Stream && len(der) != len(data) {
+			b.problem(c.Field, "%sa streamed CRL must be DER, not PEM", where(&c.Blob))
 			continue
 		}
 		// The DMZ server's own parser checks the structure, the issuer among the trusted CAs and
@@ -349,6 +364,10 @@ func (b *builder) crls(list []CRL, cas []*x509.Certificate) []*tunnelv1.Crl {
 			continue
 		}
 		ids[id] = strings.TrimSuffix(c.Field, ".file")
+		if c.Stream {
+			out = append(out, &tunnelv1.Crl{Id: id, Url: c.URL, Size: uint64(len(der)), Sha256: sum[:]})
+			continue
+		}
 		out = append(out, &tunnelv1.Crl{Id: id, Url: c.URL, Der: der, Sha256: sum[:]})
 	}
 	return out

@@ -69,6 +69,17 @@ type CRL struct {
 	URL string
 	// URLField is the path of URL, for its problems, e.g. "crls[0].url".
 	URLField string
+	// Stream keeps the CRL's bytes out of the snapshot: it lists the CRL with its size and
+	// SHA-256 only, and the caller sets Snapshot.CRLSource to read it when it is pushed. Blob's
+	// Data is still needed for the checks, unless Verified is set.
+	Stream bool
+	// Verified, with Stream, says that the caller has checked exactly this content (SHA256) with
+	// Build before, against the same trusted CAs: Build then takes SHA256 and Size as they are
+	// and does not need Data. A CRL the caller has not seen verified must not be marked.
+	Verified bool
+	// SHA256 and Size describe the content of a Verified CRL.
+	SHA256 [32]byte
+	Size   int64
 }
 
 // Partner is one trading partner.
