@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,7 +29,7 @@ type crlServer struct {
 	requests []http.Header
 }
 
-func newCRLServer(t *testing.T) *crlServer {
+func newCRLServer(t testing.TB) *crlServer {
 	cs := &crlServer{bodies: map[string][]byte{}}
 	cs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cs.mu.Lock()
@@ -48,6 +49,7 @@ func newCRLServer(t *testing.T) *crlServer {
 			return
 		}
 		w.Header().Set("Content-Type", "application/pkix-crl")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		w.Write(body)
 	}))
 	t.Cleanup(cs.Close)

@@ -81,7 +81,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // temporary directory and a client that trusts the backend's generated
 // certificate.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	dbPath  string
 	st      *store.Store
@@ -94,7 +94,10 @@ type env struct {
 	stop    func() // ends Run and waits for it; idempotent
 }
 
-func newEnv(t *testing.T, change func(*Config)) *env {
+func newEnv(t *testing.T, change func(*Config)) *env { return newEnvTB(t, change) }
+
+// newEnvTB is newEnv for tests and benchmarks.
+func newEnvTB(t testing.TB, change func(*Config)) *env {
 	t.Helper()
 	ctx := context.Background()
 	e := &env{t: t, dir: t.TempDir()}

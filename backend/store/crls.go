@@ -474,7 +474,8 @@ type CRLReader struct {
 	blobID int64
 	chunks int
 	next   int
-	buf    []byte
+	own    []byte // the current piece; reused
+	buf    []byte // the unread rest of own
 }
 
 // OpenCRL returns the metadata of the CRL with id and a reader of its body.
@@ -494,18 +495,37 @@ func (r *CRLReader) Read(p []byte) (int, error) {
 		if r.next >= r.chunks {
 			return 0, io.EOF
 		}
-		err := r.s.r.QueryRowContext(r.ctx, `SELECT data FROM crl_chunks WHERE blob_id = ? AND seq = ?`, r.blobID, r.next).Scan(&r.buf)
-		if errors.Is(err, sql.ErrNoRows) {
-			return 0, ErrCRLChanged
+		if err := r.fill(); err != nil {
+			return 0, err
 		}
-		if err != nil {
-			return 0, fmt.Errorf("store: read CRL: %w", err)
-		}
-		r.next++
 	}
 	n := copy(p, r.buf)
 	r.buf = r.buf[n:]
 	return n, nil
+}
+
+// fill reads the next piece into the reader's own buffer, which is reused
+// from piece to piece.
+func (r *CRLReader) fill() error {
+	rows, err := r.s.r.QueryContext(r.ctx, `SELECT data FROM crl_chunks WHERE blob_id = ? AND seq = ?`, r.blobID, r.next)
+	if err != nil {
+		return fmt.Errorf("store: read CRL: %w", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("store: read CRL: %w", err)
+		}
+		return ErrCRLChanged
+	}
+	var raw sql.RawBytes
+	if err := rows.Scan(&raw); err != nil {
+		return fmt.Errorf("store: read CRL: %w", err)
+	}
+	r.own = append(r.own[:0], raw...)
+	r.buf = r.own
+	r.next++
+	return nil
 }
 
 // ReadCRL returns the whole DER body of the CRL with id. Use OpenCRL to
