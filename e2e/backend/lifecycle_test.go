@@ -15,6 +15,7 @@ var (
 	listenerOpened = regexp.MustCompile(`event=partner_listener_opened`)
 	configApplied  = regexp.MustCompile(`event=config_applied`)
 	licenseValid   = regexp.MustCompile(`event=license_updated`)
+	crlReceived    = regexp.MustCompile(`crls=1 event=config_received`)
 )
 
 func esid(code int) func(outcome) bool {
@@ -66,7 +67,7 @@ func TestPartnerLifecycle(t *testing.T) {
 		// The partner's connections made the DMZ report the distribution point; the backend's
 		// downloader fetched the (empty) CRL and the client pushed it.
 		waitFor(t, "the partner CA's CRL in the DMZ's configuration", func() bool {
-			return strings.Contains(s.cli("crl-url", "list"), s.crl.url) && strings.Contains(s.server.stderr.String(), "1 CRLs")
+			return strings.Contains(s.cli("crl-url", "list"), s.crl.url) && crlReceived.MatchString(s.client.stderr.String())
 		})
 		s.crl.set(s.partnerCRL(serial(t, p)))
 		o := s.waitOutcome(t, "the revoked partner", p, partnerID, partnerPassword, refusedAtTLS)
