@@ -7,8 +7,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	mrand "math/rand/v2"
 	"net/http"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	"golang.org/x/crypto/cryptobyte/asn1"
 
 	"smartproxy/api/apiv1"
+	"smartproxy/backend/store"
 	"smartproxy/internal/pki"
 )
 
@@ -190,3 +193,67 @@ func BenchmarkLargeCRL(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// BenchmarkLongPollWake measures the time from a change committed through a
+// second database handle (as `smartproxy-api partner add` in another process
+// commits it) to the answer of a long poll that waited for it. The revision
+// is polled every 200ms, the default; a random pause before each change keeps
+// the changes out of step with the poller.
+//
+//	go test -run '^$' -bench LongPollWake -benchtime 20x ./backend/
+func BenchmarkLongPollWake(b *testing.B) {
+	e := newEnvTB(b, func(c *Config) { c.RevisionPollInterval = 200 * time.Millisecond })
+	ctx := context.Background()
+	other, err := storeOpen(ctx, e.dbPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer other.Close()
+	get := func(etag string) (*http.Response, error) {
+		req, _ := http.NewRequest("GET", e.base+apiv1.PathConfig+"?wait=30", nil)
+		req.Header.Set("Authorization", "Bearer "+e.token)
+		if etag != "" {
+			req.Header.Set("If-None-Match", etag)
+		}
+		resp, err := e.client.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+	var total time.Duration
+	i := 0
+	for b.Loop() {
+		resp, err := get("")
+		if err != nil {
+			b.Fatal(err)
+		}
+		answered := make(chan time.Time, 1)
+		go func() {
+			r, err := get(resp.Header.Get("ETag"))
+			if err != nil || r.StatusCode != http.StatusOK {
+				b.Errorf("long poll = %v, %v", r, err)
+			}
+			answered <- time.Now()
+		}()
+		for e.srv.waiting.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		i++
+		// Changes come at random moments, not in step with the poller.
+		time.Sleep(time.Duration(mrand.Int64N(int64(250 * time.Millisecond))))
+		start := time.Now()
+		if err := other.AddPartner(ctx, storePartner("O"+strconv.Itoa(i))); err != nil {
+			b.Fatal(err)
+		}
+		total += (<-answered).Sub(start)
+	}
+	b.ReportMetric(float64(total.Milliseconds())/float64(i), "ms/change")
+}
+
+func storeOpen(ctx context.Context, path string) (*store.Store, error) {
+	return store.Open(ctx, path, store.Options{})
+}
+
+func storePartner(id string) store.Partner { return store.Partner{OdetteID: id, Enabled: true} }
