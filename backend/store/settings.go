@@ -122,7 +122,10 @@ func SettingKeys() []string {
 
 // SettingChange sets Key to Value, or removes the setting when Value is "".
 type SettingChange struct {
-	Key   string
+	// Key is one of the keys of SettingDefs.
+	Key string
+	// Value is the new value in the form SettingDef.Kind describes (for
+	// file kinds the file's content); "" removes the setting.
 	Value string
 }
 
@@ -169,23 +172,37 @@ func (s InternalServer) TLS() bool {
 	return s.TLSCAPEM != "" || s.TLSCertificatePEM != "" || s.TLSKeyPEM != "" || s.TLSServerName != ""
 }
 
-// Limits are the partner listener's resource limits.
+// Limits are the partner listener's resource limits. A zero value means
+// the DMZ server's default (no cap for MaxCredit and MaxBufferSize).
 type Limits struct {
-	MaxSessions      uint32
-	MaxHandshakes    uint32
-	PerIPRate        float64
-	PerIPBurst       uint32
+	// MaxSessions is the maximum of concurrent partner sessions.
+	MaxSessions uint32
+	// MaxHandshakes is the maximum of concurrent TLS handshakes and SSID
+	// exchanges.
+	MaxHandshakes uint32
+	// PerIPRate is the number of new connections per second from one IP.
+	PerIPRate float64
+	// PerIPBurst is the burst of the per-IP rate limit.
+	PerIPBurst uint32
+	// HandshakeTimeout bounds a partner's TLS handshake.
 	HandshakeTimeout time.Duration
-	SSIDTimeout      time.Duration
-	IdleTimeout      time.Duration
-	MaxCredit        uint32
-	MaxBufferSize    uint32
+	// SSIDTimeout bounds the wait for a partner's SSID.
+	SSIDTimeout time.Duration
+	// IdleTimeout ends a session without commands for this long.
+	IdleTimeout time.Duration
+	// MaxCredit caps the SSID credit passed on (1 to 999).
+	MaxCredit uint32
+	// MaxBufferSize caps the SSID exchange buffer size (128 to 99999).
+	MaxBufferSize uint32
 }
 
 // SettingValue is one stored setting.
 type SettingValue struct {
-	Key       string
-	Value     string
+	// Key names the setting.
+	Key string
+	// Value is the stored value; secret for KindPrivateKey.
+	Value string
+	// UpdatedAt is when it was last changed.
 	UpdatedAt time.Time
 }
 

@@ -147,7 +147,9 @@ type ConfigStatus struct {
 
 // FieldMessage is one problem of a configuration.
 type FieldMessage struct {
-	Field   string `json:"field"`
+	// Field is the JSON path of the offending field.
+	Field string `json:"field"`
+	// Message says what is wrong with it.
 	Message string `json:"message"`
 }
 
