@@ -63,13 +63,8 @@ checkproto: proto ## Fail when committed generated code differs from a fresh `ma
 	@test -z "$$(git status --porcelain -- gen/)" || { echo "untracked generated files:"; git status --porcelain -- gen/; exit 1; }
 
 .PHONY: fuzz
-fuzz: ## Run every Fuzz target for FUZZTIME each (default 10s).
-	@for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "== $$pkg $$f ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
-	  done; \
-	done
+fuzz: ## Run every Fuzz target for FUZZTIME each (default 10s; a count such as 5000x works too).
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 .PHONY: bench
 bench: ## Run the benchmarks (BENCHCOUNT, BENCHTIME); compare with benchstat.
