@@ -360,6 +360,11 @@ func (s *Syncer) reportLoop(ctx context.Context) {
 			if retry != nil {
 				continue // a retry is scheduled; it takes the new work too
 			}
+		case <-s.recovered:
+			if timer != nil {
+				timer.Stop()
+			}
+			retry = nil
 		case <-retry:
 			retry = nil
 		}

@@ -64,6 +64,11 @@ const (
 	DefaultMaxCRLBytes = 256 << 20
 	// DefaultEventQueue is Config.EventQueue when zero.
 	DefaultEventQueue = 4096
+	// DefaultRetryBase and DefaultRetryCap bound the backoff of the polls when Config.Backoff
+	// leaves them zero. A poll is one small request, so the cap is short: a backend that is
+	// back is noticed within seconds.
+	DefaultRetryBase = 500 * time.Millisecond
+	DefaultRetryCap  = 10 * time.Second
 )
 
 // Config configures a Syncer. API and StateDir are required; every other zero value is a
@@ -79,8 +84,8 @@ type Config struct {
 	Wait time.Duration
 	// LicenseInterval is how often GET /v1/license is asked. If zero, DefaultLicenseInterval.
 	LicenseInterval time.Duration
-	// Backoff spaces the retries after a failed poll (full jitter). If its Base or Cap is zero,
-	// 1s and 1m.
+	// Backoff spaces the retries after a failed poll or report (full jitter). If its Base or Cap
+	// is zero, DefaultRetryBase and DefaultRetryCap.
 	Backoff transport.Backoff
 	// MaxCRLBytes bounds one CRL. If zero, DefaultMaxCRLBytes.
 	MaxCRLBytes int64
@@ -146,6 +151,8 @@ type Syncer struct {
 	// licWake (capacity 1) asks the license loop to ask now: a license status was reported,
 	// and the backend may now know which Proxy ID's license this client wants.
 	licWake chan struct{}
+	// recovered (capacity 1) ends the reporter's retry wait: the backend answers again.
+	recovered chan struct{}
 }
 
 // revision is the document a snapshot version was built from.
@@ -171,10 +178,10 @@ func New(cfg Config) (*Syncer, error) {
 		cfg.LicenseInterval = DefaultLicenseInterval
 	}
 	if cfg.Backoff.Base <= 0 {
-		cfg.Backoff.Base = time.Second
+		cfg.Backoff.Base = DefaultRetryBase
 	}
 	if cfg.Backoff.Cap <= 0 {
-		cfg.Backoff.Cap = time.Minute
+		cfg.Backoff.Cap = DefaultRetryCap
 	}
 	if cfg.MaxCRLBytes <= 0 {
 		cfg.MaxCRLBytes = DefaultMaxCRLBytes
@@ -212,6 +219,8 @@ func New(cfg Config) (*Syncer, error) {
 		urls:     make(map[string]bool),
 		wake:     make(chan struct{}, 1),
 		licWake:  make(chan struct{}, 1),
+
+		recovered: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -490,6 +499,12 @@ func (s *Syncer) configLoop(ctx context.Context, target Target) {
 			if s.unhealthy {
 				s.unhealthy = false
 				s.log.WithField("event", EventBackendReachable).Info("the backend answers again")
+				// The event sender and the reporter may be in a long backoff: retry now.
+				s.spool.Kick()
+				select {
+				case s.recovered <- struct{}{}:
+				default:
+				}
 			}
 			bo.Reset()
 			continue

@@ -97,6 +97,8 @@ func (s *Spool) Send(ctx context.Context, post PostFunc, cfg SendConfig, stats *
 		select {
 		case <-ctx.Done():
 			return false
+		case <-s.kick:
+			return true
 		case <-t.C:
 			return true
 		}

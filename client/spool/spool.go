@@ -71,6 +71,7 @@ type Spool struct {
 	log logrus.FieldLogger
 
 	ready chan struct{} // capacity 1: signalled by Append
+	kick  chan struct{} // capacity 1: signalled by Kick
 
 	mu       sync.Mutex
 	closed   bool
@@ -126,7 +127,7 @@ func Open(cfg Config) (*Spool, error) {
 	if err := diskfile.MkdirPrivate(cfg.Dir); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	s := &Spool{cfg: cfg, log: log.WithField("spool", cfg.Dir), ready: make(chan struct{}, 1)}
+	s := &Spool{cfg: cfg, log: log.WithField("spool", cfg.Dir), ready: make(chan struct{}, 1), kick: make(chan struct{}, 1)}
 	if err := s.load(); err != nil {
 		return nil, fmt.Errorf("spool %s: %w", cfg.Dir, err)
 	}
@@ -561,6 +562,14 @@ func (s *Spool) CutBytes() int64 {
 // are pending). It has room for one value: a receiver that was busy still sees that something
 // arrived.
 func (s *Spool) Ready() <-chan struct{} { return s.ready }
+
+// Kick ends a retry wait of Send at once, e.g. because the backend was seen answering again.
+func (s *Spool) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
 
 // Close closes the active segment. Pending events stay on disk for the next Open.
 func (s *Spool) Close() error {
