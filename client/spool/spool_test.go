@@ -648,3 +648,23 @@ func TestSendStopsOnCancel(t *testing.T) {
 		t.Errorf("Len() = %d after failed posts, want 2 (nothing acknowledged)", n)
 	}
 }
+
+// TestKick ends a long retry wait of Send at once.
+func TestKick(t *testing.T) {
+	s := open(t, spool.Config{Dir: filepath.Join(t.TempDir(), "spool")})
+	appendN(t, s, 0, 3)
+	st := newStore()
+	st.failNext = 1
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Send(ctx, st.post, spool.SendConfig{BatchEvents: 3, Backoff: transport.Backoff{Base: time.Hour, Cap: time.Hour}}, nil)
+	}()
+	waitFor(t, "the failed first post", func() bool { st.mu.Lock(); defer st.mu.Unlock(); return st.posts == 1 })
+	s.Kick()
+	waitFor(t, "the events after Kick", func() bool { return st.count() == 3 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Send() = %v, want nil", err)
+	}
+}
