@@ -90,11 +90,30 @@ func TestPartnerLifecycle(t *testing.T) {
 				t.Errorf("event %s: source %q client %q, want server events of proxy-1", ev.ID, ev.Source, ev.Client)
 			}
 		}
+		// The client's reports: the server's license state and its answer to the newest
+		// configuration, with the revision in force.
+		rev, err := s.api.store.Revision(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the client's reports for the newest revision", func() bool {
+			clients, err := s.api.store.Clients(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(clients) == 1 && clients[0].Config != nil && clients[0].Config.Revision == rev
+		})
 		clients, err := s.api.store.Clients(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("backend's view of the client: %+v", clients)
+		c := clients[0]
+		if c.License == nil || !c.License.Valid || c.License.ProxyID != s.proxyID() {
+			t.Errorf("license status in the backend = %+v, want the valid license of proxy %s", c.License, s.proxyID())
+		}
+		if !c.Config.Applied || len(c.Config.Errors) != 0 {
+			t.Errorf("config status in the backend = %+v, want revision %d applied", c.Config, rev)
+		}
 	})
 }
 
