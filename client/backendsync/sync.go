@@ -138,7 +138,6 @@ type Syncer struct {
 	// Owned by Initial, then by configLoop.
 	verified  map[[32]byte]string // CRL contents built before, with the trust key they were checked with
 	etag      string
-	doc       *apiv1.ConfigDocument
 	unhealthy bool // the last poll failed
 
 	mu       sync.Mutex // guards the fields below
@@ -239,7 +238,7 @@ func (s *Syncer) Initial(ctx context.Context) (*client.Snapshot, error) {
 	if saved != nil {
 		snap, err := s.buildSaved(saved)
 		if err == nil {
-			s.etag, s.doc = saved.ETag, saved.Document
+			s.etag = saved.ETag
 			s.log.WithFields(logrus.Fields{"event": EventCachedConfig, "config_version": snap.Version, "revision": saved.Document.Revision,
 				"saved_at": saved.SavedAt.Format(time.RFC3339)}).
 				Warn("starting with the last good configuration from the state directory; the backend is asked next and its changes follow")
@@ -439,7 +438,7 @@ func (s *Syncer) apply(ctx context.Context, doc *apiv1.ConfigDocument, etag stri
 	s.mu.Lock()
 	s.revs[version] = revision{rev: doc.Revision, etag: etag}
 	s.mu.Unlock()
-	s.etag, s.doc = etag, doc
+	s.etag = etag
 	return snap, nil
 }
 
