@@ -314,9 +314,11 @@ func TestReportedURLFetchedSoon(t *testing.T) {
 	if resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("POST crl-urls = %d %s", resp.StatusCode, body)
 	}
-	waitFor(t, "the reported CRL to be stored", func() bool {
+	// The CRL is stored first and the URL's fetch status written after it: wait for both.
+	waitFor(t, "the reported CRL to be stored and its fetch recorded", func() bool {
 		crls, err := e.st.CRLs(ctx)
-		return err == nil && len(crls) == 1 && crls[0].URL == u
+		list, lerr := e.st.CRLURLs(ctx)
+		return err == nil && len(crls) == 1 && crls[0].URL == u && lerr == nil && len(list) == 1 && list[0].LastStatus != ""
 	})
 	_, doc, _ := getConfig(t, e, nil, "")
 	if len(doc.CRLs) != 1 || doc.CRLs[0].URL != u {
