@@ -260,6 +260,12 @@ func (c *Client) Run(ctx context.Context) error {
 		st.mux.Shutdown(sctx, "smartproxy-client is shutting down")
 	}
 	c.waitSessions(sctx)
+	// A last round trip on each stream before it closes: the server answers a Ping after the
+	// control frames it queued earlier, so its last Event frames (a refusal logged just before
+	// the shutdown) reach the Observer instead of being cut off with the stream.
+	for _, st := range streams {
+		st.mux.Ping(sctx)
+	}
 	scancel()
 	cancel()
 	<-done

@@ -272,9 +272,6 @@ func (s *Server) refuse(ps *partnerSession, pw *partnerWriter, ref *refusal) {
 			Info("partner connection ended during admission: " + c.text)
 		return
 	}
-	if pw != nil && ref.ssrm {
-		pw.esid(ref.esid, esidText(ref))
-	}
 	s.metrics.admissions.WithLabelValues(ref.event).Inc()
 	ev := security(ref.event, ps.remote, ref.odette, ref.reason, ref.msg)
 	ev.fields = ref.fields
@@ -282,7 +279,12 @@ func (s *Server) refuse(ps *partnerSession, pw *partnerWriter, ref *refusal) {
 		ev = ev.with("esid_reason", fmt.Sprintf("%02d", uint8(ref.esid)))
 	}
 	ev = ev.with("local_session_id", strconv.FormatUint(ps.id, 10))
+	// The event is queued for the tunnel before the partner learns of the refusal, so that it
+	// is on its way inside before anything the partner does next.
 	s.emit(ev)
+	if pw != nil && ref.ssrm {
+		pw.esid(ref.esid, esidText(ref))
+	}
 }
 
 // esidText is the reason text the partner sees. For identity refusals it is deliberately

@@ -163,6 +163,10 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
+	// The backend synchronisation stops only after the client has: the client's last events
+	// (a server's Event frames that arrive while the tunnel shuts down) still reach the spool.
+	syncCtx, stopSync := context.WithCancel(context.Background())
+	defer stopSync()
 	var wg sync.WaitGroup
 	runErr := make(chan error, 1)
 	wg.Add(1)
@@ -174,7 +178,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := syncer.Run(runCtx, c); err != nil {
+			if err := syncer.Run(syncCtx, c); err != nil {
 				log.WithError(err).Error("backend synchronisation failed")
 			}
 		}()
@@ -246,6 +250,7 @@ loop:
 	if err := <-runErr; err != nil && result == nil {
 		result = err
 	}
+	stopSync()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if adminSrv != nil {
