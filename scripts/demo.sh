@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# demo.sh — run the SmartProxy for OFTP2 on loopback and deliver a file through it.
+# demo.sh — run the whole SmartProxy for OFTP2 on loopback, configured from its backend, and
+# deliver a file through it.
 #
-# Called by `make demo` after `make build`. It uses ./bin/{smartproxy-server,smartproxy-client,
-# smartproxy-license,oftp2} and works in ./demo-run (DEMO_DIR), which it recreates:
+# Called by `make demo` after `make build`. It uses ./bin/{smartproxy-api,smartproxy-server,
+# smartproxy-client,smartproxy-license,oftp2} and works in ./demo-run (DEMO_DIR), which it
+# recreates:
 #
+#                           smartproxy-api (backend: SQLite, HTTPS)
+#                                  ▲ -U/-T: config, license, events
 #   partner (oftp2 send) ──TLS──► smartproxy-server ══tunnel══ smartproxy-client ──► oftp2 serve
-#                                  (DMZ, no config)             (--config client.json)  (internal)
+#                                  (DMZ, no config)                                   (internal)
 #
-# Exit status 0 means the file arrived byte-identical at the internal OFTP2 server and the
-# partner received its end-to-end response (EERP); anything else fails with the log tails.
-# The partner and tunnel ports are 6619 and 2878 when those are free on 127.0.0.1, else free
-# high ports (DEMO_PARTNER_PORT, DEMO_TUNNEL_PORT change the preference; 0 means any).
+# The demo's whole configuration (company certificate and key, trusted partner CA and its CRL,
+# the partner, the partner port, the internal OFTP2 server, the license) is put into the
+# backend with its admin CLI (smartproxy-api init, config set, ca add, crl import, partner add,
+# license import, token create); the client follows the backend and configures the DMZ server.
+# Only the certificates are made by a helper (go build ./scripts/demosetup).
+#
+# Exit status 0 means the file arrived byte-identical at the internal OFTP2 server, the partner
+# received its end-to-end response (EERP) and the backend received the proxy's events; anything
+# else fails with the log tails. The partner and tunnel ports are 6619 and 2878 when those are
+# free on 127.0.0.1, else free high ports (DEMO_PARTNER_PORT, DEMO_TUNNEL_PORT change the
+# preference; 0 means any); the backend's HTTPS port is always a free high port.
 # Every process the script starts is stopped when it exits.
 set -euo pipefail
 
@@ -22,10 +33,12 @@ PARTNER_ID=O0013000000PARTNER   # the calling side (initiator, sender)
 PARTNER_PW=PARTNPW
 COMPANY_ID=O0013000000COMPANY   # the internal OFTP2 server (responder, receiver)
 COMPANY_PW=COMPANY
+PROXY_CLIENT=demo-proxy         # the proxy client's name in the backend
 WAIT_SECONDS=${WAIT_SECONDS:-30}
 
 say() { printf '\n== %s\n' "$*"; }
 logs() {
+  local f
   for f in "$RUN"/logs/*.log; do
     [[ -s $f ]] || continue
     printf '\n--- %s (last 25 lines) ---\n' "$f" >&2
@@ -37,7 +50,7 @@ fail() {
   exit 1
 }
 
-for b in smartproxy-server smartproxy-client smartproxy-license oftp2; do
+for b in smartproxy-api smartproxy-server smartproxy-client smartproxy-license oftp2; do
   [[ -x $BIN/$b ]] || fail "$BIN/$b is missing: run make build (or make demo)"
 done
 if command -v sha256sum >/dev/null; then
@@ -47,13 +60,15 @@ else
 fi
 
 rm -rf "$RUN"
-mkdir -p "$RUN/logs" "$RUN/outgoing" "$RUN/pid"
+mkdir -p "$RUN/logs" "$RUN/outgoing" "$RUN/pid" "$RUN/server"
 RUN=$(cd "$RUN" && pwd)
+API_DIR=$RUN/api
 
 PIDS=()
 cleanup() {
   local status=$?
   local pid
+  trap - EXIT INT TERM
   for pid in ${PIDS[@]+"${PIDS[@]}"}; do
     kill -TERM "$pid" 2>/dev/null || true
   done
@@ -66,6 +81,8 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # waitfor FILE PATTERN PID WHAT: wait (bounded) until FILE contains PATTERN while PID runs.
 waitfor() {
@@ -78,7 +95,13 @@ waitfor() {
   fail "$what was not ready within ${WAIT_SECONDS}s"
 }
 
-say "Helper for the demo's certificates and configuration (go build ./scripts/demosetup)"
+# api ARGS...: the backend's admin CLI on the demo's database; its output is indented.
+api() {
+  "$BIN/smartproxy-api" "$@" --data-dir "$API_DIR" 2>&1 | sed 's/^/  /'
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || fail "smartproxy-api $* failed"
+}
+
+say "Helper for the demo's certificates (go build ./scripts/demosetup)"
 "$GO" build -o "$RUN/demosetup" ./scripts/demosetup
 SETUP=$RUN/demosetup
 
@@ -86,12 +109,11 @@ say "Tunnel PKI: smartproxy-server pki init"
 "$BIN/smartproxy-server" pki init --dir "$RUN/tunnel" | sed 's/^/  /'
 
 say "Company certificate, partner CA, partner certificate and CRL"
-"$SETUP" certs --dir "$RUN/config" --partner-id "$PARTNER_ID" --company-id "$COMPANY_ID" | sed 's/^/  /'
+"$SETUP" certs --dir "$RUN/certs" --partner-id "$PARTNER_ID" --company-id "$COMPANY_ID" | sed 's/^/  /'
 
 say "License for this host: smartproxy-license issue --dev --proxy-id \$(smartproxy-server -L)"
 PROXY_ID=$("$BIN/smartproxy-server" -L)
 "$BIN/smartproxy-license" issue --dev --proxy-id "$PROXY_ID" --customer "SmartProxy demo" --days 1 --out "$RUN/license" | sed 's/^/  /'
-"$BIN/smartproxy-server" -V -l "$RUN/license" | sed 's/^/  /'
 
 say "Internal OFTP2 server: oftp2 serve ($COMPANY_ID, plain TCP on loopback)"
 "$BIN/oftp2" serve --plain --listen 127.0.0.1:0 --addr-file "$RUN/serve.addr" \
@@ -112,13 +134,42 @@ echo "  listening on $INTERNAL"
 PARTNER_ADDR=$("$SETUP" port "${DEMO_PARTNER_PORT:-6619}")
 TUNNEL_ADDR=$("$SETUP" port "${DEMO_TUNNEL_PORT:-2878}")
 
-say "Client configuration from examples/client.json"
-"$SETUP" config --dir "$RUN/config" --template examples/client.json \
-  --listen "$PARTNER_ADDR" --internal "$INTERNAL" --partner-id "$PARTNER_ID" --partner-password "$PARTNER_PW" | sed 's/^/  /'
-"$BIN/smartproxy-client" --check --config "$RUN/config/client.json" | sed 's/^/  /'
+say "Backend: smartproxy-api init --data-dir $API_DIR (database, TLS certificate, first token)"
+INIT_OUT=$("$BIN/smartproxy-api" init --data-dir "$API_DIR" --client "$PROXY_CLIENT" 2>&1) ||
+  fail "smartproxy-api init: $INIT_OUT"
+# The token is printed once; it is not shown here (it is a secret), only that there is one.
+TOKEN=$(grep -Eo '\bspt_[A-Za-z0-9_-]+' <<<"$INIT_OUT" | head -n 1) || true
+[[ -n $TOKEN ]] || fail "smartproxy-api init printed no token: $INIT_OUT"
+grep -v "$TOKEN" <<<"$INIT_OUT" | sed 's/^/  /'
+echo "  (token of proxy client $PROXY_CLIENT: ${TOKEN:0:8}…, kept for smartproxy-client -T)"
 
-say "DMZ: smartproxy-server -i $TUNNEL_ADDR (it holds no configuration of its own)"
-"$BIN/smartproxy-server" -i "$TUNNEL_ADDR" -l "$RUN/license" \
+say "Backend: the demo's configuration, through the admin CLI"
+api config set company_certificate "$RUN/certs/company.pem" company_key "$RUN/certs/company-key.pem" \
+  partner_listen_address "$PARTNER_ADDR" internal_server.address "$INTERNAL" \
+  internal_server.connect_timeout 10s limits.max_sessions 100 log_level info
+api ca add "$RUN/certs/partner-ca.pem"
+api crl import "$RUN/certs/partner-ca.crl"
+printf '%s\n' "$PARTNER_PW" >"$RUN/certs/partner-password"
+api partner add --odette-id "$PARTNER_ID" --name "Demo Partner" --password-file "$RUN/certs/partner-password" \
+  --serial "$PARTNER_ID" --direction both
+api license import "$RUN/license"
+say "Backend: what it holds now (smartproxy-api config show, partner list)"
+api config show
+api partner list
+
+say "Backend: smartproxy-api serve --listen 127.0.0.1:0 (HTTPS)"
+"$BIN/smartproxy-api" serve --data-dir "$API_DIR" --listen 127.0.0.1:0 --pid-file "$RUN/pid/smartproxy-api.pid" \
+  >"$RUN/api.out" 2>"$RUN/logs/smartproxy-api.log" &
+PIDS+=($!)
+API_PID=$!
+waitfor "$RUN/api.out" "fingerprint: " "$API_PID" "smartproxy-api serve"
+API_ADDR=$(awk '/listening on https:\/\// {sub(/.*https:\/\//, ""); print; exit}' "$RUN/api.out")
+API_FP=$(awk -F': ' '/fingerprint: / {print $2; exit}' "$RUN/api.out")
+[[ -n $API_ADDR && -n $API_FP ]] || fail "smartproxy-api serve did not print its address and fingerprint"
+sed 's/^/  /' "$RUN/api.out"
+
+say "DMZ: smartproxy-server -i $TUNNEL_ADDR (no configuration and no license of its own)"
+"$BIN/smartproxy-server" -i "$TUNNEL_ADDR" -l "$RUN/server/license" \
   --tunnel-cert "$RUN/tunnel/server.pem" --tunnel-key "$RUN/tunnel/server-key.pem" --tunnel-ca "$RUN/tunnel/tunnel-ca.pem" \
   --admin= --metrics= --pid-file "$RUN/pid/smartproxy-server.pid" 2>"$RUN/logs/smartproxy-server.log" &
 PIDS+=($!)
@@ -126,15 +177,20 @@ SERVER_PID=$!
 waitfor "$RUN/logs/smartproxy-server.log" "waiting for a client tunnel" "$SERVER_PID" "smartproxy-server"
 echo "  running (log: $RUN/logs/smartproxy-server.log)"
 
-say "Inside: smartproxy-client -S $TUNNEL_ADDR --config client.json"
-"$BIN/smartproxy-client" -S "$TUNNEL_ADDR" --tunnel-server-name localhost --config "$RUN/config/client.json" \
+say "Inside: smartproxy-client -S $TUNNEL_ADDR -U https://$API_ADDR -T … --api-fingerprint …"
+"$BIN/smartproxy-client" -S "$TUNNEL_ADDR" --tunnel-server-name localhost \
+  -U "https://$API_ADDR" -T "$TOKEN" --api-fingerprint "$API_FP" --state-dir "$RUN/client-state" \
   --tunnel-cert "$RUN/tunnel/client.pem" --tunnel-key "$RUN/tunnel/client-key.pem" --tunnel-ca "$RUN/tunnel/tunnel-ca.pem" \
   --admin= --metrics= --pid-file "$RUN/pid/smartproxy-client.pid" 2>"$RUN/logs/smartproxy-client.log" &
 PIDS+=($!)
 CLIENT_PID=$!
 waitfor "$RUN/logs/smartproxy-server.log" "event=partner_listener_opened" "$SERVER_PID" "smartproxy-server's partner listener"
 kill -0 "$CLIENT_PID" 2>/dev/null || fail "smartproxy-client exited"
-echo "  the client pushed its configuration; partner listener open on $PARTNER_ADDR"
+waitfor "$RUN/logs/smartproxy-server.log" 'msg="license valid"' "$SERVER_PID" "smartproxy-server's license from the backend"
+kill -0 "$CLIENT_PID" 2>/dev/null || fail "smartproxy-client exited"
+echo "  the client fetched the configuration and the license from the backend and pushed both;"
+echo "  partner listener open on $PARTNER_ADDR"
+"$BIN/smartproxy-server" -V -l "$RUN/server/license" | sed 's/^/  smartproxy-server -V: /'
 
 say "A sample EDI text file (format T, lines ending in CR LF)"
 SAMPLE=$RUN/outgoing/invoices.edi
@@ -145,7 +201,7 @@ ls -l "$SAMPLE" | sed 's/^/  /'
 
 say "Partner: oftp2 send ($PARTNER_ID) → $PARTNER_ADDR, through the DMZ, waiting for the EERP"
 "$BIN/oftp2" send --connect "$PARTNER_ADDR" --server-name localhost \
-  --cert "$RUN/config/partner.pem" --key "$RUN/config/partner-key.pem" --ca "$RUN/config/company-ca.pem" \
+  --cert "$RUN/certs/partner.pem" --key "$RUN/certs/partner-key.pem" --ca "$RUN/certs/company-ca.pem" \
   --odette-id "$PARTNER_ID" --password "$PARTNER_PW" \
   --partner-id "$COMPANY_ID" --partner-password "$COMPANY_PW" \
   --format T "$SAMPLE" 2>"$RUN/logs/oftp2-send.log" | tee "$RUN/send.out" | sed 's/^/  /' ||
@@ -163,6 +219,22 @@ say "What the proxy logged about the session"
 grep -E 'event=(session_started|session_ended)' "$RUN/logs/smartproxy-server.log" | sed 's/^/  server: /'
 grep -E 'event=(session_opened|session_closed)' "$RUN/logs/smartproxy-client.log" | sed 's/^/  client: /'
 
+say "The backend received the session's end: smartproxy-api events list --name session_ended"
+EVENTS=""
+for ((i = 0; i < WAIT_SECONDS * 10; i++)); do
+  EVENTS=$("$BIN/smartproxy-api" events list --data-dir "$API_DIR" --name session_ended 2>&1) ||
+    fail "smartproxy-api events list: $EVENTS"
+  grep -q "$PARTNER_ID" <<<"$EVENTS" && break
+  kill -0 "$CLIENT_PID" 2>/dev/null || fail "smartproxy-client exited"
+  sleep 0.1
+done
+grep -q "$PARTNER_ID" <<<"$EVENTS" || fail "the backend received no session_ended event of $PARTNER_ID within ${WAIT_SECONDS}s"
+sed 's/^/  /' <<<"$EVENTS"
+say "All events the backend holds: smartproxy-api events list"
+EVENTS=$("$BIN/smartproxy-api" events list --data-dir "$API_DIR" --limit 1000 2>&1) || fail "smartproxy-api events list: $EVENTS"
+sed 's/^/  /' <<<"$EVENTS"
+ALL_EVENTS=$(tail -n +2 <<<"$EVENTS" | grep -c . || true)
+
 WANT=$(sha "$SAMPLE")
 GOT=$(sha "$RECEIVED")
 say "Result"
@@ -171,7 +243,9 @@ echo "            sha256 $WANT"
 echo "  received: $RECEIVED"
 echo "            sha256 $GOT"
 echo "  metadata: $(dirname "$RECEIVED")/.oftp2/received/$(basename "$RECEIVED").json"
+echo "  backend:  $ALL_EVENTS events stored in $API_DIR/smartproxy-api.db, among them the partner's session_ended"
 [[ $WANT == "$GOT" ]] || fail "the received file differs from the sent one"
 echo
 echo "OK: partner → smartproxy-server → tunnel → smartproxy-client → internal OFTP2 server:"
-echo "    the file arrived byte-identical and the partner received the end-to-end response (EERP)."
+echo "    the file arrived byte-identical and the partner received the end-to-end response (EERP);"
+echo "    the configuration came from the backend (smartproxy-api), which received the proxy's events."

@@ -1,13 +1,11 @@
-// Command demosetup prepares what scripts/demo.sh needs besides the tunnel certificates that
-// `smartproxy-server pki init` makes: the company's certificate (its own CA), a partner CA
-// with a partner certificate whose subject serialNumber is the partner's Odette ID and an
-// (empty) CRL of that CA, and the client configuration file, made from the example
-// examples/client.json with the demo's addresses, files and partner. It also chooses the ports
-// of the demo.
+// Command demosetup makes what scripts/demo.sh needs and neither `smartproxy-server pki init`
+// (the tunnel certificates) nor the backend's admin CLI (`smartproxy-api`, which holds the whole
+// configuration) can make: the company's certificate (its own CA), a partner CA with a partner
+// certificate whose subject serialNumber is the partner's Odette ID, and a CRL of that CA. The
+// demo imports them into the backend with `smartproxy-api config set`, `ca add` and `crl
+// import`. It also chooses the ports of the demo.
 //
 //	go run ./scripts/demosetup certs --dir DIR --partner-id ID --company-id ID
-//	go run ./scripts/demosetup config --dir DIR --template examples/client.json \
-//	    --listen ADDR --internal ADDR --partner-id ID --partner-password PW
 //	go run ./scripts/demosetup port PREFERRED
 //
 // `port` prints "127.0.0.1:PREFERRED" when that port is free on the loopback address, else a
@@ -15,8 +13,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,7 +24,6 @@ import (
 	"strconv"
 	"time"
 
-	"smartproxy/client/configfile"
 	"smartproxy/internal/pki"
 )
 
@@ -48,21 +43,15 @@ const (
 	filePartnerCRL = "partner-ca.crl"
 	filePartner    = "partner.pem"
 	filePartnerKey = "partner-key.pem"
-	fileConfig     = "client.json"
 )
-
-// crlURL is the distribution point named for the partner CA's CRL in the configuration.
-const crlURL = "http://crl.partner-ca.demo/partner-ca.crl"
 
 func run(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: demosetup certs|config|port [flags]")
+		return errors.New("usage: demosetup certs|port [flags]")
 	}
 	switch args[0] {
 	case "certs":
 		return certs(args[1:], stdout)
-	case "config":
-		return config(args[1:], stdout)
 	case "port":
 		if len(args) != 2 {
 			return errors.New("usage: demosetup port PREFERRED")
@@ -137,64 +126,6 @@ func certs(args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%-40s %s\n", path, f.what)
 	}
-	return nil
-}
-
-// config writes the client configuration file from the example.
-func config(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("config", flag.ContinueOnError)
-	dir := fs.String("dir", "", "directory of the certificate files; the configuration is written there (required)")
-	template := fs.String("template", "", "the example configuration file (required)")
-	listen := fs.String("listen", "", "partner listen address (required)")
-	internal := fs.String("internal", "", "internal OFTP2 server address (required)")
-	partnerID := fs.String("partner-id", "", "the partner's Odette ID (required)")
-	partnerPassword := fs.String("partner-password", "", "the partner's SSID password")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *dir == "" || *template == "" || *listen == "" || *internal == "" || *partnerID == "" {
-		return errors.New("config: --dir, --template, --listen, --internal and --partner-id are required")
-	}
-	data, err := os.ReadFile(*template)
-	if err != nil {
-		return err
-	}
-	var f configfile.File
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
-		return fmt.Errorf("template %s: %w", *template, err)
-	}
-	if len(f.Partners) == 0 || f.InternalServer == nil {
-		return fmt.Errorf("template %s: no partners or no internal_server", *template)
-	}
-	f.PartnerListenAddress = *listen
-	f.CompanyCertificate, f.CompanyKey = fileCompany, fileCompanyKey
-	f.TrustedCAFiles = []string{filePartnerCA}
-	f.CRLs = []configfile.CRL{{File: filePartnerCRL, URL: crlURL}}
-	// The example's first partner becomes the demo partner; the example's others name files
-	// and networks the demo does not have, except a disabled one, which is kept.
-	p := f.Partners[0]
-	p.OdetteID, p.Name, p.Password = *partnerID, "Demo Partner", *partnerPassword
-	partners := []configfile.Partner{p}
-	for _, q := range f.Partners[1:] {
-		if q.Enabled != nil && !*q.Enabled {
-			partners = append(partners, q)
-		}
-	}
-	f.Partners = partners
-	f.InternalServer.Address = *internal
-	f.InternalServer.TLS = nil
-	f.LogIgnoreRules = nil
-	out, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return err
-	}
-	path := filepath.Join(*dir, fileConfig)
-	if err := pki.WriteFile(path, append(out, '\n'), 0o600); err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, path)
 	return nil
 }
 
