@@ -114,13 +114,13 @@ func goTool() string {
 	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
-// buildBinaries builds smartproxy-server, smartproxy-client, smartproxy-license and oftp2
-// into a temporary directory and returns it.
+// buildBinaries builds smartproxy-server, smartproxy-client, smartproxy-license, smartproxy-api
+// and oftp2 into a temporary directory and returns it.
 func buildBinaries(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	cmd := exec.Command(goTool(), "build", "-o", dir+string(os.PathSeparator),
-		"smartproxy/cmd/smartproxy-server", "smartproxy/cmd/smartproxy-client", "smartproxy/cmd/smartproxy-license", "smartproxy/cmd/oftp2")
+		"smartproxy/cmd/smartproxy-server", "smartproxy/cmd/smartproxy-client", "smartproxy/cmd/smartproxy-license", "smartproxy/cmd/smartproxy-api", "smartproxy/cmd/oftp2")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -364,7 +364,7 @@ func waitFile(t *testing.T, path string, p *proc) string {
 
 // TestDemoScript runs scripts/demo.sh — what `make demo`, the README's first command, runs —
 // with freshly built binaries and free ports, and checks that it reports the file delivered
-// through the proxy with matching SHA-256 sums.
+// through the proxy with matching SHA-256 sums and the proxy's events stored in the backend.
 func TestDemoScript(t *testing.T) {
 	bash, err := exec.LookPath("bash")
 	if err != nil {
@@ -390,6 +390,9 @@ func TestDemoScript(t *testing.T) {
 	}
 	if got := fileSHA256(t, m[1]); got != sums[0][1] {
 		t.Errorf("the file the demo names, %s, has sha256 %s, want %s", m[1], got, sums[0][1])
+	}
+	if ev := regexp.MustCompile(`(?m)^  backend:  ([1-9][0-9]*) events stored in `).FindStringSubmatch(text); ev == nil {
+		t.Errorf("the demo printed no backend line with a number of stored events:\n%s", text)
 	}
 	if !strings.Contains(text, "\nOK: partner → smartproxy-server → tunnel → smartproxy-client → internal OFTP2 server") {
 		t.Errorf("the demo did not report success:\n%s", text)
