@@ -65,6 +65,15 @@ RUN=$(cd "$RUN" && pwd)
 API_DIR=$RUN/api
 
 PIDS=()
+NAMES=()
+# procname PID: the name of a process the script started.
+procname() {
+  local i
+  for i in "${!PIDS[@]}"; do
+    [[ ${PIDS[$i]} == "$1" ]] && echo "${NAMES[$i]}" && return
+  done
+  echo "?"
+}
 cleanup() {
   local status=$?
   local pid
@@ -84,21 +93,26 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# waitfor FILE PATTERN PID WHAT: wait (bounded) until FILE contains PATTERN while PID runs.
+# waitfor FILE PATTERN WHAT PID...: wait (bounded) until FILE contains PATTERN while every PID
+# runs.
 waitfor() {
-  local file=$1 pattern=$2 pid=$3 what=$4 i
+  local file=$1 pattern=$2 what=$3 i pid
+  shift 3
   for ((i = 0; i < WAIT_SECONDS * 20; i++)); do
     grep -q -- "$pattern" "$file" 2>/dev/null && return 0
-    kill -0 "$pid" 2>/dev/null || fail "$what exited before it was ready"
+    for pid in "$@"; do
+      kill -0 "$pid" 2>/dev/null || fail "waiting for $what: process $pid ($(procname "$pid")) exited"
+    done
     sleep 0.05
   done
-  fail "$what was not ready within ${WAIT_SECONDS}s"
+  fail "$what: not within ${WAIT_SECONDS}s"
 }
 
 # api ARGS...: the backend's admin CLI on the demo's database; its output is indented.
 api() {
-  "$BIN/smartproxy-api" "$@" --data-dir "$API_DIR" 2>&1 | sed 's/^/  /'
-  [[ ${PIPESTATUS[0]} -eq 0 ]] || fail "smartproxy-api $* failed"
+  local out
+  out=$("$BIN/smartproxy-api" "$@" --data-dir "$API_DIR" 2>&1) || fail "smartproxy-api $*: $out"
+  sed 's/^/  /' <<<"$out"
 }
 
 say "Helper for the demo's certificates (go build ./scripts/demosetup)"
@@ -119,7 +133,7 @@ say "Internal OFTP2 server: oftp2 serve ($COMPANY_ID, plain TCP on loopback)"
 "$BIN/oftp2" serve --plain --listen 127.0.0.1:0 --addr-file "$RUN/serve.addr" \
   --odette-id "$COMPANY_ID" --password "$COMPANY_PW" --partner "$PARTNER_ID:$PARTNER_PW" \
   --dir "$RUN/inbox" >"$RUN/serve.out" 2>"$RUN/logs/oftp2-serve.log" &
-PIDS+=($!)
+PIDS+=($!) NAMES+=("oftp2 serve")
 SERVE_PID=$!
 for ((i = 0; i < WAIT_SECONDS * 20; i++)); do
   [[ -s $RUN/serve.addr ]] && break
@@ -160,9 +174,9 @@ api partner list
 say "Backend: smartproxy-api serve --listen 127.0.0.1:0 (HTTPS)"
 "$BIN/smartproxy-api" serve --data-dir "$API_DIR" --listen 127.0.0.1:0 --pid-file "$RUN/pid/smartproxy-api.pid" \
   >"$RUN/api.out" 2>"$RUN/logs/smartproxy-api.log" &
-PIDS+=($!)
+PIDS+=($!) NAMES+=("smartproxy-api serve")
 API_PID=$!
-waitfor "$RUN/api.out" "fingerprint: " "$API_PID" "smartproxy-api serve"
+waitfor "$RUN/api.out" "fingerprint: " "smartproxy-api serve to listen" "$API_PID"
 API_ADDR=$(awk '/listening on https:\/\// {sub(/.*https:\/\//, ""); print; exit}' "$RUN/api.out")
 API_FP=$(awk -F': ' '/fingerprint: / {print $2; exit}' "$RUN/api.out")
 [[ -n $API_ADDR && -n $API_FP ]] || fail "smartproxy-api serve did not print its address and fingerprint"
@@ -172,9 +186,9 @@ say "DMZ: smartproxy-server -i $TUNNEL_ADDR (no configuration and no license of 
 "$BIN/smartproxy-server" -i "$TUNNEL_ADDR" -l "$RUN/server/license" \
   --tunnel-cert "$RUN/tunnel/server.pem" --tunnel-key "$RUN/tunnel/server-key.pem" --tunnel-ca "$RUN/tunnel/tunnel-ca.pem" \
   --admin= --metrics= --pid-file "$RUN/pid/smartproxy-server.pid" 2>"$RUN/logs/smartproxy-server.log" &
-PIDS+=($!)
+PIDS+=($!) NAMES+=("smartproxy-server")
 SERVER_PID=$!
-waitfor "$RUN/logs/smartproxy-server.log" "waiting for a client tunnel" "$SERVER_PID" "smartproxy-server"
+waitfor "$RUN/logs/smartproxy-server.log" "waiting for a client tunnel" "smartproxy-server to listen" "$API_PID" "$SERVER_PID"
 echo "  running (log: $RUN/logs/smartproxy-server.log)"
 
 say "Inside: smartproxy-client -S $TUNNEL_ADDR -U https://$API_ADDR -T … --api-fingerprint …"
@@ -182,12 +196,12 @@ say "Inside: smartproxy-client -S $TUNNEL_ADDR -U https://$API_ADDR -T … --api
   -U "https://$API_ADDR" -T "$TOKEN" --api-fingerprint "$API_FP" --state-dir "$RUN/client-state" \
   --tunnel-cert "$RUN/tunnel/client.pem" --tunnel-key "$RUN/tunnel/client-key.pem" --tunnel-ca "$RUN/tunnel/tunnel-ca.pem" \
   --admin= --metrics= --pid-file "$RUN/pid/smartproxy-client.pid" 2>"$RUN/logs/smartproxy-client.log" &
-PIDS+=($!)
+PIDS+=($!) NAMES+=("smartproxy-client")
 CLIENT_PID=$!
-waitfor "$RUN/logs/smartproxy-server.log" "event=partner_listener_opened" "$SERVER_PID" "smartproxy-server's partner listener"
-kill -0 "$CLIENT_PID" 2>/dev/null || fail "smartproxy-client exited"
-waitfor "$RUN/logs/smartproxy-server.log" 'msg="license valid"' "$SERVER_PID" "smartproxy-server's license from the backend"
-kill -0 "$CLIENT_PID" 2>/dev/null || fail "smartproxy-client exited"
+waitfor "$RUN/logs/smartproxy-server.log" "event=partner_listener_opened" \
+  "the configuration from the backend to open the partner listener" "$API_PID" "$SERVER_PID" "$CLIENT_PID"
+waitfor "$RUN/logs/smartproxy-server.log" 'msg="license valid"' \
+  "the license from the backend to be valid in smartproxy-server" "$API_PID" "$SERVER_PID" "$CLIENT_PID"
 echo "  the client fetched the configuration and the license from the backend and pushed both;"
 echo "  partner listener open on $PARTNER_ADDR"
 "$BIN/smartproxy-server" -V -l "$RUN/server/license" | sed 's/^/  smartproxy-server -V: /'
