@@ -152,7 +152,7 @@ say "Backend: smartproxy-api init --data-dir $API_DIR (database, TLS certificate
 INIT_OUT=$("$BIN/smartproxy-api" init --data-dir "$API_DIR" --client "$PROXY_CLIENT" 2>&1) ||
   fail "smartproxy-api init: $INIT_OUT"
 # The token is printed once; it is not shown here (it is a secret), only that there is one.
-TOKEN=$(grep -Eo '\bspt_[A-Za-z0-9_-]+' <<<"$INIT_OUT" | head -n 1) || true
+TOKEN=$(grep -Eo 'spt_[A-Za-z0-9_-]+' <<<"$INIT_OUT" | head -n 1) || true
 [[ -n $TOKEN ]] || fail "smartproxy-api init printed no token: $INIT_OUT"
 grep -v "$TOKEN" <<<"$INIT_OUT" | sed 's/^/  /'
 echo "  (token of proxy client $PROXY_CLIENT: ${TOKEN:0:8}…, kept for smartproxy-client -T)"
