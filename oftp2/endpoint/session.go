@@ -75,6 +75,9 @@ func (s *session) interrupt() {
 // finish fills the Result, keeps or removes a partial file, logs the end of
 // the session and closes the connection.
 func (s *session) finish(err error) {
+	if s.e.inbox != nil {
+		s.e.inbox.release(s)
+	}
 	if s.cur != nil {
 		if aerr := s.cur.abort(); aerr != nil {
 			s.log.WithError(aerr).Warn("could not save the restart state of the file being received")
@@ -362,7 +365,7 @@ func (s *session) startInitiator() error {
 func (s *session) speak(cdReceived bool) (turn, error) {
 	did := false
 	if s.e.inbox != nil {
-		responses, err := s.e.inbox.responses(s.partner)
+		responses, err := s.e.inbox.responses(s.partner, s)
 		if err != nil {
 			s.log.WithError(err).Warn("pending end-to-end responses")
 		}
@@ -728,7 +731,7 @@ func (s *session) endFile(x *incoming, efid *oftp2.EFID, log *logrus.Entry) (boo
 			log.WithError(perr).Warn("file processing failed: answering with NERP")
 		}
 	}
-	if err := s.e.inbox.addResponse(r); err != nil {
+	if err := s.e.inbox.addResponse(r, s); err != nil {
 		log.WithError(err).Error("cannot persist the end-to-end response")
 	}
 	// §9.12 WF_CD: after EFPA(CD=Y) only CD may follow.

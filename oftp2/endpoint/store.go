@@ -135,6 +135,11 @@ type inbox struct {
 
 	mu     sync.Mutex
 	active map[string]bool // keys being received; guarded by mu
+	// claims maps a pending response's key to the session that will send it; guarded by mu.
+	// A response belongs to the session that received its file, so that of several
+	// concurrent sessions with one partner each delivers its own receipts; an unclaimed one
+	// (left by an earlier session) goes to the first session that speaks.
+	claims map[string]any
 }
 
 func openInbox(dir string, checkpoint int64, now func() time.Time) (*inbox, error) {
@@ -146,7 +151,7 @@ func openInbox(dir string, checkpoint int64, now func() time.Time) (*inbox, erro
 	if checkpoint <= 0 {
 		checkpoint = DefaultCheckpointInterval
 	}
-	return &inbox{dir: dir, checkpoint: checkpoint, now: now, active: make(map[string]bool)}, nil
+	return &inbox{dir: dir, checkpoint: checkpoint, now: now, active: make(map[string]bool), claims: make(map[string]any)}, nil
 }
 
 func (in *inbox) path(parts ...string) string {
@@ -656,17 +661,52 @@ func safeFileName(dsn string) string {
 	return s
 }
 
-// addResponse persists an end-to-end response to send to partner.
-func (in *inbox) addResponse(r *response) error {
+// addResponse persists an end-to-end response to send to partner, claimed by owner (the
+// session that received the file).
+func (in *inbox) addResponse(r *response, owner any) error {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
+	in.mu.Lock()
+	in.claims[r.Key] = owner
+	in.mu.Unlock()
 	return writeFileAtomic(in.path(responsesDirName, r.Key+".json"), data)
 }
 
-// responses returns the pending responses for partner, oldest first.
-func (in *inbox) responses(partner string) ([]*response, error) {
+// release drops owner's claims: its responses not yet delivered go to a later session.
+func (in *inbox) release(owner any) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for k, o := range in.claims {
+		if o == owner {
+			delete(in.claims, k)
+		}
+	}
+}
+
+// responses returns the pending responses for partner that owner may send, oldest first:
+// its own and the unclaimed ones, which it claims.
+func (in *inbox) responses(partner string, owner any) ([]*response, error) {
+	all, err := in.allResponses(partner)
+	if err != nil {
+		return nil, err
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	out := all[:0]
+	for _, r := range all {
+		if o, ok := in.claims[r.Key]; ok && o != owner {
+			continue
+		}
+		in.claims[r.Key] = owner
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// allResponses returns every pending response for partner, oldest first.
+func (in *inbox) allResponses(partner string) ([]*response, error) {
 	entries, err := os.ReadDir(in.path(responsesDirName))
 	if err != nil {
 		return nil, fmt.Errorf("endpoint: %w", err)
@@ -692,6 +732,9 @@ func (in *inbox) responses(partner string) ([]*response, error) {
 
 // responseDone removes a response the partner has acknowledged with RTR.
 func (in *inbox) responseDone(key string) error {
+	in.mu.Lock()
+	delete(in.claims, key)
+	in.mu.Unlock()
 	err := os.Remove(in.path(responsesDirName, key+".json"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
