@@ -60,14 +60,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer closer.Close()
 	if *pidPath != "" {
-		pf, err := pidfile.Acquire(*pidPath)
+		pf, err := pidfile.Claim(*pidPath, "smartproxy-api", log)
 		if err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
 		defer pf.Release()
-		if pf.Stale {
-			log.WithField("stale_pid", pf.StalePID).Warn("replaced a stale PID file")
-		}
 	}
 
 	st, err := store.Open(ctx, c.dbPath(), store.Options{Logger: log})

@@ -50,19 +50,11 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	levels := logging.NewLevels(log)
 
 	if o.pidFile != "" {
-		pf, err := pidfile.Acquire(o.pidFile)
+		pf, err := pidfile.Claim(o.pidFile, "smartproxy-client", log)
 		if err != nil {
-			var re *pidfile.RunningError
-			if errors.As(err, &re) {
-				return fmt.Errorf("another smartproxy-client is running with PID %d (PID file %s)", re.PID, re.Path)
-			}
-			return fmt.Errorf("PID file: %w", err)
+			return err
 		}
 		defer pf.Release()
-		if pf.Stale {
-			log.WithFields(logrus.Fields{"pid_file": pf.Path(), "stale_pid": pf.StalePID}).
-				Warn("replaced a stale PID file left behind by a process that is gone")
-		}
 	}
 	// The configuration source: the backend (-U) or the local file (--config). A local file is
 	// checked first, before anything else is set up.

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/sirupsen/logrus"
 )
 
 // ErrRunning is matched (errors.Is) by the error Acquire returns when a live process owns the file.
@@ -22,11 +24,15 @@ var ErrRunning = errors.New("another instance is running")
 
 // RunningError reports that a live process holds the PID file.
 type RunningError struct {
-	Path string // the PID file
-	PID  int    // the owner's PID as written in the file; 0 if it could not be read
+	Path   string // the PID file
+	PID    int    // the owner's PID as written in the file; 0 if it could not be read
+	Daemon string // the daemon's name, if the caller gave one (Claim)
 }
 
 func (e *RunningError) Error() string {
+	if e.Daemon != "" && e.PID > 0 {
+		return fmt.Sprintf("another %s is running with PID %d (PID file %s)", e.Daemon, e.PID, e.Path)
+	}
 	if e.PID > 0 {
 		return fmt.Sprintf("pid file %s: another instance is running with pid %d", e.Path, e.PID)
 	}
@@ -147,4 +153,22 @@ func samePath(f *os.File, path string) (bool, error) {
 		return false, err
 	}
 	return os.SameFile(a, b), nil
+}
+
+// Claim is Acquire for a daemon: a live owner is an error that names the daemon and the owner's
+// PID, and a stale file that was replaced is logged as a warning on log.
+func Claim(path, daemon string, log logrus.FieldLogger) (*File, error) {
+	pf, err := Acquire(path)
+	if err != nil {
+		var re *RunningError
+		if errors.As(err, &re) {
+			re.Daemon = daemon
+		}
+		return nil, err
+	}
+	if pf.Stale {
+		log.WithFields(logrus.Fields{"pid_file": pf.Path(), "stale_pid": pf.StalePID}).
+			Warn("replaced a stale PID file left behind by a process that is gone")
+	}
+	return pf, nil
 }

@@ -1,6 +1,7 @@
 package pidfile
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"os/exec"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sirupsen/logrus"
 )
 
 func TestAcquireFresh(t *testing.T) {
@@ -138,5 +141,30 @@ func TestAcquireHeldByOtherProcess(t *testing.T) {
 func TestAcquireEmptyPath(t *testing.T) {
 	if _, err := Acquire(""); err == nil {
 		t.Error(`Acquire("") = nil error, want error`)
+	}
+}
+
+func TestClaim(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.pid")
+	if err := os.WriteFile(path, []byte("4194301\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := logrus.New()
+	log.SetOutput(&buf)
+	p, err := Claim(path, "smartproxy-test", log)
+	if err != nil {
+		t.Fatalf("Claim(stale) = %v", err)
+	}
+	defer p.Release()
+	if !strings.Contains(buf.String(), "stale_pid=4194301") {
+		t.Errorf("Claim(stale) logged %q, want the stale PID", buf.String())
+	}
+}
+
+func TestRunningErrorNamesDaemon(t *testing.T) {
+	err := &RunningError{Path: "/run/x.pid", PID: 42, Daemon: "smartproxy-server"}
+	if got, want := err.Error(), "another smartproxy-server is running with PID 42 (PID file /run/x.pid)"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
 	}
 }
