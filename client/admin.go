@@ -97,17 +97,8 @@ func (a adminBackend) SetLogLevel(_ context.Context, sessionID uint64, level tun
 	if levels == nil {
 		return 0, fmt.Errorf("log levels cannot be changed in this process")
 	}
-	if by == "" {
-		by = "admin"
-	}
 	if sessionID == 0 {
-		lv, ok := admin.LevelToLogrus(level)
-		if !ok {
-			return 0, fmt.Errorf("log level %s is not a level", level)
-		}
-		prev := admin.LevelFromLogrus(levels.Global())
-		levels.SetGlobal(lv, by)
-		return prev, nil
+		return admin.SetLevel(levels, "", level, by)
 	}
 	c.mu.Lock()
 	s := c.sessions[sessionID]
@@ -115,21 +106,7 @@ func (a adminBackend) SetLogLevel(_ context.Context, sessionID uint64, level tun
 	if s == nil || s.logKey == "" {
 		return 0, admin.ErrNotFound
 	}
-	prev := tunnelv1.LogLevel_LOG_LEVEL_UNSPECIFIED
-	if lv, own := levels.SessionLevel(s.logKey); own {
-		prev = admin.LevelFromLogrus(lv)
-	}
-	var err error
-	if lv, ok := admin.LevelToLogrus(level); ok {
-		err = levels.SetSession(s.logKey, lv, by)
-	} else {
-		// UNSPECIFIED: follow the process level again.
-		err = levels.FollowGlobal(s.logKey, by)
-	}
-	if err != nil {
-		return 0, admin.ErrNotFound
-	}
-	return prev, nil
+	return admin.SetLevel(levels, s.logKey, level, by)
 }
 
 // License reports the license state the server last reported.

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"strconv"
 
@@ -95,17 +94,8 @@ func (a adminBackend) KillSession(_ context.Context, id uint64, text string) err
 // SetLogLevel changes the process level (sessionID 0) or one session's level.
 func (a adminBackend) SetLogLevel(_ context.Context, sessionID uint64, level tunnelv1.LogLevel, by string) (tunnelv1.LogLevel, error) {
 	s := a.s
-	if by == "" {
-		by = "admin"
-	}
 	if sessionID == 0 {
-		lv, ok := admin.LevelToLogrus(level)
-		if !ok {
-			return 0, fmt.Errorf("log level %s is not a level", level)
-		}
-		prev := admin.LevelFromLogrus(s.levels.Global())
-		s.levels.SetGlobal(lv, by)
-		return prev, nil
+		return admin.SetLevel(s.levels, "", level, by)
 	}
 	s.sessionsMu.Lock()
 	_, ok := s.sessions[sessionID]
@@ -113,22 +103,7 @@ func (a adminBackend) SetLogLevel(_ context.Context, sessionID uint64, level tun
 	if !ok {
 		return 0, admin.ErrNotFound
 	}
-	key := strconv.FormatUint(sessionID, 10)
-	prev := tunnelv1.LogLevel_LOG_LEVEL_UNSPECIFIED
-	if lv, own := s.levels.SessionLevel(key); own {
-		prev = admin.LevelFromLogrus(lv)
-	}
-	var err error
-	if lv, ok := admin.LevelToLogrus(level); ok {
-		err = s.levels.SetSession(key, lv, by)
-	} else {
-		// UNSPECIFIED: follow the process level again.
-		err = s.levels.FollowGlobal(key, by)
-	}
-	if err != nil {
-		return 0, admin.ErrNotFound
-	}
-	return prev, nil
+	return admin.SetLevel(s.levels, strconv.FormatUint(sessionID, 10), level, by)
 }
 
 // License reports the license state.
