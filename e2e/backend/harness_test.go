@@ -1,7 +1,6 @@
 package backend_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -17,12 +16,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,6 +28,7 @@ import (
 	"smartproxy/backend/store"
 	"smartproxy/internal/license"
 	"smartproxy/internal/pki"
+	"smartproxy/internal/proctest"
 	"smartproxy/oftp2"
 )
 
@@ -61,135 +58,12 @@ const (
 	waitTimeout     = 30 * time.Second
 )
 
-// syncBuffer is a bytes.Buffer safe for a process's writer and the test's readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // proc is a running process of a built binary.
-type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	stdout syncBuffer
-	stderr syncBuffer
-	done   chan struct{}
-	err    error // valid after done
-}
+type proc = proctest.Proc
 
 func startProc(t testing.TB, name, path string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(path, args...), done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			t.Logf("%s %s\n--- stderr (tail) ---\n%s", name, strings.Join(args, " "), tail(p.stderr.String(), 40))
-		}
-	})
-	return p
-}
-
-func (p *proc) kill() {
-	select {
-	case <-p.done:
-	default:
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// stop sends SIGTERM and waits for the end.
-func (p *proc) stop(t testing.TB) {
-	t.Helper()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(waitTimeout):
-		t.Fatalf("%s did not stop after SIGTERM", p.name)
-	}
-}
-
-// waitLog waits until stderr has at least n lines matching re.
-func (p *proc) waitLog(t testing.TB, re *regexp.Regexp, n int) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for len(re.FindAllString(p.stderr.String(), -1)) < n {
-		select {
-		case <-p.done:
-			t.Fatalf("%s ended (%v) before logging %d lines matching %s", p.name, p.err, n, re)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s logged %d lines matching %s within %v, want %d", p.name, len(re.FindAllString(p.stderr.String(), -1)), re, waitTimeout, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// vmHWM returns the process's peak resident set size in bytes (VmHWM of /proc/PID/status),
-// and its current one (VmRSS).
-func (p *proc) memory(t testing.TB) (peak, current int64) {
-	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		t.Fatalf("%s: %v", p.name, err)
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmHWM:":
-			peak = kb << 10
-		case "VmRSS:":
-			current = kb << 10
-		}
-	}
-	return peak, current
-}
-
-// resetPeak resets the kernel's VmHWM of the process to its current RSS (clear_refs 5), so
-// that a later peak belongs to what happened in between.
-func (p *proc) resetPeak(t testing.TB) {
-	t.Helper()
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.cmd.Process.Pid), []byte("5"), 0); err != nil {
-		t.Logf("%s: resetting the peak RSS is not possible here (%v); VmHWM counts from the start", p.name, err)
-	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	return proctest.Start(t, name, path, args...)
 }
 
 var (
@@ -207,11 +81,8 @@ func binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command(goTool(), "build", "-o", buildDir+string(os.PathSeparator), "smartproxy/cmd/smartproxy-server",
-			"smartproxy/cmd/smartproxy-client", "smartproxy/cmd/smartproxy-api", "smartproxy/cmd/oftp2")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		buildErr = proctest.Build(buildDir, "smartproxy/cmd/smartproxy-server", "smartproxy/cmd/smartproxy-client",
+			"smartproxy/cmd/smartproxy-api", "smartproxy/cmd/oftp2")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

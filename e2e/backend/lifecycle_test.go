@@ -40,8 +40,8 @@ func TestPartnerLifecycle(t *testing.T) {
 	s.startBackend()
 	s.startServer()
 	s.startClient()
-	s.server.waitLog(t, listenerOpened, 1)
-	s.server.waitLog(t, licenseValid, 1)
+	s.server.WaitLog(t, listenerOpened, 1)
+	s.server.WaitLog(t, licenseValid, 1)
 
 	p := s.partner(partnerID)
 	other := s.partner(otherID)
@@ -67,7 +67,7 @@ func TestPartnerLifecycle(t *testing.T) {
 		// The partner's connections made the DMZ report the distribution point; the backend's
 		// downloader fetched the (empty) CRL and the client pushed it.
 		waitFor(t, "the partner CA's CRL in the DMZ's configuration", func() bool {
-			return strings.Contains(s.cli("crl-url", "list"), s.crl.url) && crlReceived.MatchString(s.client.stderr.String())
+			return strings.Contains(s.cli("crl-url", "list"), s.crl.url) && crlReceived.MatchString(s.client.Stderr.String())
 		})
 		s.crl.set(s.partnerCRL(serial(t, p)))
 		o := s.waitOutcome(t, "the revoked partner", p, partnerID, partnerPassword, refusedAtTLS)
@@ -129,7 +129,7 @@ func TestBackendOutage(t *testing.T) {
 	s.startBackend()
 	s.startServer()
 	s.startClient()
-	s.server.waitLog(t, listenerOpened, 1)
+	s.server.WaitLog(t, listenerOpened, 1)
 	p := s.partner(partnerID)
 	stranger := s.partner(strangerID)
 	s.waitOutcome(t, "the partner", p, partnerID, partnerPassword, admitted)
@@ -148,19 +148,19 @@ func TestBackendOutage(t *testing.T) {
 	}
 	raise(5)
 	// Restart both daemons while the backend is down.
-	s.client.stop(t)
-	s.server.stop(t)
+	s.client.Stop(t)
+	s.server.Stop(t)
 	s.startServer()
 	s.startClient()
-	s.client.waitLog(t, regexp.MustCompile(`event=config_cached`), 1)
-	s.server.waitLog(t, listenerOpened, 1)
+	s.client.WaitLog(t, regexp.MustCompile(`event=config_cached`), 1)
+	s.server.WaitLog(t, listenerOpened, 1)
 	s.waitOutcome(t, "the partner, configured from the client's state directory", p, partnerID, partnerPassword, admitted)
 	raise(5)
 	// Kill the client without warning once the last events are on its disk.
 	waitFor(t, "the events in the client's spool", func() bool { return spoolHolds(t, s.path("client-state"), addrs[len(addrs)-1]) })
-	s.client.kill()
+	s.client.Kill()
 	s.startClient()
-	s.client.waitLog(t, regexp.MustCompile(`event=config_cached`), 1)
+	s.client.WaitLog(t, regexp.MustCompile(`event=config_cached`), 1)
 	s.waitOutcome(t, "the partner after the client's SIGKILL", p, partnerID, partnerPassword, admitted)
 	raise(3)
 

@@ -25,7 +25,7 @@ func TestLargeCRL(t *testing.T) {
 	s.startBackend()
 	s.startServer()
 	s.startClient()
-	s.server.waitLog(t, listenerOpened, 1)
+	s.server.WaitLog(t, listenerOpened, 1)
 	p := s.partner(partnerID)
 	other := s.partner(otherID)
 	s.waitOutcome(t, "the partner", p, partnerID, partnerPassword, admitted)
@@ -36,10 +36,10 @@ func TestLargeCRL(t *testing.T) {
 	der := largeCRL(t, s.partnerCA, n, 7, serial(t, p))
 	t.Logf("generated a CRL of %d serials, %d bytes, in %v", n+1, len(der), time.Since(start).Round(time.Millisecond))
 
-	_, clientBase := s.client.memory(t)
-	_, serverBase := s.server.memory(t)
-	s.client.resetPeak(t)
-	s.server.resetPeak(t)
+	_, clientBase := s.client.Memory(t)
+	_, serverBase := s.server.Memory(t)
+	s.client.ResetPeak(t)
+	s.server.ResetPeak(t)
 	start = time.Now()
 	s.crl.set(der)
 	o := s.waitOutcome(t, "the partner revoked by the large CRL", p, partnerID, partnerPassword, refusedAtTLS)
@@ -47,8 +47,8 @@ func TestLargeCRL(t *testing.T) {
 	if o := s.probe(other, otherID, otherPassword); !o.admitted {
 		t.Errorf("the other partner with the large CRL in force: %v, want admitted", o)
 	}
-	clientPeak, clientNow := s.client.memory(t)
-	serverPeak, serverNow := s.server.memory(t)
+	clientPeak, clientNow := s.client.Memory(t)
+	serverPeak, serverNow := s.server.Memory(t)
 	mib := func(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 	ratio := func(b int64) string { return fmt.Sprintf("%.2f×", float64(b)/float64(len(der))) }
 	t.Logf("CRL of %d serials (%s) enforced in the DMZ %v after it was published (%v)", n+1, mib(int64(len(der))), took.Round(time.Millisecond), o)
@@ -70,7 +70,7 @@ func BenchmarkDisableToEnforcement(b *testing.B) {
 	s.startBackend()
 	s.startServer()
 	s.startClient()
-	s.server.waitLog(b, listenerOpened, 1)
+	s.server.WaitLog(b, listenerOpened, 1)
 	p := s.partner(partnerID)
 	s.waitOutcome(b, "the partner", p, partnerID, partnerPassword, admitted)
 	var worst time.Duration
