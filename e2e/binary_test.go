@@ -96,7 +96,13 @@ func TestBinaries(t *testing.T) {
 			"--odette-id", id, "--password", password, "--partner-id", companyID, "--partner-password", companyPassword}, extra...)
 		return startProc(t, name, filepath.Join(bin, "oftp2"), append(args, files...)...)
 	}
-	received := func(sha string) int { return strings.Count(serve.Stdout.String(), "sha256="+sha) }
+	// serve prints its "received … sha256=" line only when the session has ended through the
+	// whole proxy chain, which can be after oftp2 send has exited: wait for the line, then count.
+	received := func(t *testing.T, sha string) int {
+		t.Helper()
+		serve.WaitStdout(t, regexp.MustCompile("sha256="+sha), 1)
+		return strings.Count(serve.Stdout.String(), "sha256="+sha)
+	}
 
 	t.Run("deliver", func(t *testing.T) {
 		tf := makeFile(t, work, "invoices.edi", oftp2.FormatText, 2*mib, 1)
@@ -110,8 +116,8 @@ func TestBinaries(t *testing.T) {
 			t.Fatalf("oftp2 send: %v\n%s", err, p.Stderr.String())
 		}
 		for _, f := range []testFile{tf, vf} {
-			if received(f.sha) != 1 {
-				t.Errorf("oftp2 serve reported %d files with sha256 %s, want 1:\n%s", received(f.sha), f.sha, serve.Stdout.String())
+			if n := received(t, f.sha); n != 1 {
+				t.Errorf("oftp2 serve reported %d files with sha256 %s, want 1:\n%s", n, f.sha, serve.Stdout.String())
 			}
 		}
 		if !strings.Contains(p.Stdout.String(), "delivered "+vf.out.Path) || !strings.Contains(p.Stdout.String(), "sha256="+vf.sha) {
@@ -186,8 +192,8 @@ func TestBinaries(t *testing.T) {
 		if err := p.Wait(t, time.Minute); err != nil {
 			t.Fatalf("oftp2 send after the partner was enabled again: %v\n%s", err, p.Stderr.String())
 		}
-		if received(f.sha) != 1 {
-			t.Errorf("oftp2 serve did not report the file with sha256 %s", f.sha)
+		if n := received(t, f.sha); n != 1 {
+			t.Errorf("oftp2 serve reported the file with sha256 %s %d times, want once", f.sha, n)
 		}
 	})
 
@@ -236,8 +242,8 @@ func TestBinaries(t *testing.T) {
 		if m == nil || m[1] == "0" {
 			t.Errorf("oftp2 send output %q: want the file delivered with a restart position > 0", p.Stdout.String())
 		}
-		if received(big.sha) != 1 {
-			t.Errorf("oftp2 serve reported the big file %d times, want once", received(big.sha))
+		if n := received(t, big.sha); n != 1 {
+			t.Errorf("oftp2 serve reported the big file %d times, want once", n)
 		}
 	})
 

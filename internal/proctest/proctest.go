@@ -120,15 +120,35 @@ func (p *Proc) Stop(t testing.TB) {
 // the test at once if the process ends first.
 func (p *Proc) WaitLog(t testing.TB, re *regexp.Regexp, n int) {
 	t.Helper()
+	p.waitOutput(t, &p.Stderr, "stderr", re, n)
+}
+
+// WaitStdout waits up to DefaultTimeout until stdout holds at least n matches of re; it fails
+// the test at once if the process ends first. A daemon that reports results on stdout (oftp2
+// serve's "received" lines) may print them after its peer has already exited, so a test reads
+// them through WaitStdout, never straight after the peer's end.
+func (p *Proc) WaitStdout(t testing.TB, re *regexp.Regexp, n int) {
+	t.Helper()
+	p.waitOutput(t, &p.Stdout, "stdout", re, n)
+}
+
+// waitOutput polls out every 10 ms until it holds n matches of re, the deadline passes or the
+// process ends.
+func (p *Proc) waitOutput(t testing.TB, out *Buffer, name string, re *regexp.Regexp, n int) {
+	t.Helper()
 	deadline := time.Now().Add(DefaultTimeout)
-	for len(re.FindAllString(p.Stderr.String(), -1)) < n {
+	for len(re.FindAllString(out.String(), -1)) < n {
 		select {
 		case <-p.done:
-			t.Fatalf("%s ended (%v) before logging %d lines matching %s", p.Name, p.err, n, re)
+			// The process may have written the last lines just before it ended.
+			if len(re.FindAllString(out.String(), -1)) >= n {
+				return
+			}
+			t.Fatalf("%s ended (%v) with %d matches of %s on %s, want %d", p.Name, p.err, len(re.FindAllString(out.String(), -1)), re, name, n)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s logged %d lines matching %s within %v, want %d", p.Name, len(re.FindAllString(p.Stderr.String(), -1)), re, DefaultTimeout, n)
+			t.Fatalf("%s wrote %d matches of %s on %s within %v, want %d", p.Name, len(re.FindAllString(out.String(), -1)), re, name, DefaultTimeout, n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
