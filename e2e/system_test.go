@@ -21,6 +21,7 @@ import (
 
 	"smartproxy/client"
 	"smartproxy/client/configfile"
+	"smartproxy/internal/testnet"
 	"smartproxy/oftp2"
 	"smartproxy/oftp2/endpoint"
 	"smartproxy/server"
@@ -141,18 +142,6 @@ type systemOptions struct {
 	internalVia func(target string) string
 }
 
-// freePort returns a loopback address with a port that was free a moment ago.
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // startSystem starts responder, server and (unless opts.noClient) client and waits until the
 // partner listener is open. Everything stops when the test ends.
 func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
@@ -168,7 +157,7 @@ func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 	s.responder = servertest.StartResponder(t, rc)
 
 	if opts.listen == "" {
-		opts.listen = freePort(t)
+		opts.listen = testnet.ReserveAddr(t)
 	}
 	internal := s.responder.Addr
 	if opts.internalVia != nil {
@@ -345,9 +334,18 @@ func (s *system) finalFiles(t testing.TB) []string {
 
 func finalFiles(t testing.TB, dir string) []string {
 	t.Helper()
-	entries, err := os.ReadDir(dir)
+	out, err := listFinal(dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+// listFinal is finalFiles without the test, for goroutines other than the test's.
+func listFinal(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
 	}
 	var out []string
 	for _, e := range entries {
@@ -356,7 +354,7 @@ func finalFiles(t testing.TB, dir string) []string {
 		}
 		out = append(out, filepath.Join(dir, e.Name()))
 	}
-	return out
+	return out, nil
 }
 
 // isRefused reports whether err is a refused TCP connection.
