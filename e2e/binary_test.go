@@ -71,7 +71,7 @@ func TestBinaries(t *testing.T) {
 		t.Fatalf("smartproxy-server -L: %v", err)
 	}
 	proxyID := strings.TrimSpace(string(out))
-	lic := writeLicense(t, work, proxyID)
+	lic := writeLicense(t, work, proxyID, nil)
 
 	recv := path("inbox")
 	serve := startProc(t, "oftp2 serve", filepath.Join(bin, "oftp2"), "serve", "--plain", "--listen", "127.0.0.1:0",

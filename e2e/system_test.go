@@ -21,6 +21,7 @@ import (
 
 	"smartproxy/client"
 	"smartproxy/client/configfile"
+	"smartproxy/internal/license"
 	"smartproxy/internal/testnet"
 	"smartproxy/oftp2"
 	"smartproxy/oftp2/endpoint"
@@ -114,6 +115,7 @@ type system struct {
 
 	clientLog *logCapture // shared by every client the test starts
 	window    int         // per-session tunnel window of the clients
+	license   func(*license.License)
 
 	mu     sync.Mutex
 	client *runningClient // the client started last
@@ -125,6 +127,8 @@ type systemOptions struct {
 	// 127.0.0.1 is chosen (and kept, so that the address stays the same when the listener
 	// closes and opens again).
 	listen string
+	// license, if not nil, changes the server's license before it is signed.
+	license func(*license.License)
 	// config, if not nil, changes the configuration file before it is written.
 	config func(*configfile.File)
 	// responder, if not nil, changes the internal responder's configuration.
@@ -146,7 +150,7 @@ type systemOptions struct {
 // partner listener is open. Everything stops when the test ends.
 func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 	t.Helper()
-	s := &system{fx: fx, recvDir: t.TempDir(), serverLog: newLogCapture(), clientLog: newLogCapture(), window: opts.window}
+	s := &system{fx: fx, recvDir: t.TempDir(), serverLog: newLogCapture(), clientLog: newLogCapture(), window: opts.window, license: opts.license}
 	rc := endpoint.Config{
 		ID: companyID, Password: companyPassword, ReceiveDir: s.recvDir, Timeout: 30 * time.Second,
 		Partners: map[string]oftp2.Password{partnerID: partnerPassword, healthyID: ""},
@@ -195,7 +199,7 @@ func (s *system) startServer(t testing.TB, ln net.Listener) {
 		TunnelListener:    ln,
 		TunnelCredentials: &transport.StaticCredentials{Cert: s.fx.TunnelServer.TLS, Pool: s.fx.TunnelCA.Pool()},
 		ProxyID:           testProxyID,
-		LicensePath:       writeLicense(t, t.TempDir(), testProxyID),
+		LicensePath:       writeLicense(t, t.TempDir(), testProxyID, s.license),
 		Logger:            s.serverLog.log,
 		Metrics:           prometheus.NewRegistry(),
 		DrainTimeout:      2 * time.Second,
