@@ -336,7 +336,7 @@ func TestInsideFramingViolation(t *testing.T) {
 		}
 		w.WriteCommand(&oftp2.SSID{Level: 5, ID: companyID, Password: companyPassword, BufferSize: 4096, Mode: oftp2.ModeReceiver, Restart: true, Credit: 8})
 		conn.Write([]byte{0x20, 0, 0, 6, 'C', ' ', ' '}) // version 2: not OFTP2 stream framing
-		io.Copy(io.Discard, conn)                           // until the client closes
+		io.Copy(io.Discard, conn)                        // until the client closes
 	}()
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	sys := startSystem(t, fx, systemOptions{internalVia: func(string) string { return ln.Addr().String() }})
