@@ -69,6 +69,10 @@ fuzz: ## Run every Fuzz target for FUZZTIME each (default 10s; a count such as 5
 bench: ## Run the benchmarks (BENCHCOUNT, BENCHTIME); compare with benchstat.
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) -benchtime $(BENCHTIME) ./...
 
+.PHONY: bench-e2e
+bench-e2e: build ## End-to-end transfers: direct TLS vs HAProxy vs SmartProxy; results into docs/benchmarks.md.
+	./scripts/bench-e2e.sh
+
 .PHONY: demo
 demo: build ## Run the whole system on loopback with embedded defaults and deliver a file.
 	./scripts/demo.sh

@@ -57,6 +57,8 @@ type options struct {
 	adminAddr      string
 	// metricsAddr is the Prometheus listener; empty disables it.
 	metricsAddr string
+	// pprof serves /debug/pprof/ on the metrics listener.
+	pprof bool
 	// check makes the run check the configuration file and exit (--check).
 	check     bool
 	pidFile   string
@@ -131,6 +133,7 @@ func parseArgs(args []string) (*options, error) {
 	fs.IntVar(&o.streams, "streams", 1, "`N` parallel tunnel streams to the server, each on its own connection")
 	fs.StringVar(&o.adminAddr, "admin", defaultAdminAddr, "`ADDR` of the admin gRPC service (status, sessions, log level; loopback only); empty disables it")
 	fs.StringVar(&o.metricsAddr, "metrics", defaultMetricsAddr, "`ADDR` of the Prometheus /metrics endpoint (loopback only); empty disables it")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve Go runtime profiles at /debug/pprof/ on the --metrics listener (see docs/operations.md)")
 	fs.BoolVar(&o.check, "check", false, "check the configuration file (--config) and the files it names, print a summary and exit")
 	fs.StringVar(&o.pidFile, "pid-file", "", "PID `FILE` (default: "+pidFileName+" beside the binary); empty string disables it with --pid-file=")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `FORMAT`: text or json")
@@ -226,6 +229,9 @@ func parseArgs(args []string) (*options, error) {
 	}
 	if o.streams < 1 || o.streams > 64 {
 		return nil, usagef("--streams: %d is out of range 1 to 64", o.streams)
+	}
+	if o.pprof && o.metricsAddr == "" {
+		return nil, usagef("--pprof: the profiles are served on the --metrics listener, which is disabled")
 	}
 	for _, a := range []struct{ flag, v string }{{"--admin", o.adminAddr}, {"--metrics", o.metricsAddr}} {
 		if a.v == "" {

@@ -141,6 +141,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"streams", args("--streams", "0"), "--streams", true},
 		{"admin not loopback", args("--admin", "0.0.0.0:2880"), "--admin", true},
 		{"metrics not loopback", args("--metrics", "192.0.2.1:2882"), "--metrics", true},
+		{"pprof without metrics", args("--pprof", "--metrics="), "--pprof", true},
 		{"log format", args("--log-format", "xml"), "--log-format", true},
 		{"log level", args("--log-level", "loud"), "--log-level", true},
 		{"log level hides errors", args("--log-level", "fatal"), "would hide errors", true},
