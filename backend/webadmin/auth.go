@@ -2,7 +2,9 @@ package webadmin
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -72,9 +74,18 @@ func (h *Handler) authed(fn func(w http.ResponseWriter, r *http.Request, s *stor
 				h.log.WithError(err).Warn("web admin: cannot record session activity")
 			}
 		}
-		if err := r.ParseMultipartForm(maxUpload); err != nil && !errors.Is(err, http.ErrNotMultipart) {
-			h.failed(w, r, "", err)
-			return
+		if r.Method == http.MethodPost {
+			r.Body = http.MaxBytesReader(w, r.Body, maxUpload)
+			var err error
+			if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+				err = r.ParseMultipartForm(maxUpload)
+			} else {
+				err = r.ParseForm()
+			}
+			if err != nil {
+				h.failed(w, r, "", fmt.Errorf("the form cannot be read: %w", err))
+				return
+			}
 		}
 		fn(w, r, s)
 	}

@@ -65,6 +65,9 @@ func pathID(r *http.Request, name string) (int64, error) {
 // upload returns the content of the uploaded file field, nil when none was
 // chosen.
 func upload(r *http.Request, field string) ([]byte, error) {
+	if r.MultipartForm == nil {
+		return nil, nil // a form without files (authed parsed it)
+	}
 	f, hdr, err := r.FormFile(field)
 	if errors.Is(err, http.ErrMissingFile) || (err == nil && hdr.Size == 0) {
 		if f != nil {
