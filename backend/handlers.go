@@ -25,6 +25,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET "+apiv1.PathLicense, s.auth(s.getLicense))
 	mux.HandleFunc("POST "+apiv1.PathConfigStatus, s.auth(s.postConfigStatus))
 	mux.HandleFunc("GET "+apiv1.PathHealth, s.getHealth)
+	if s.cfg.Admin != nil {
+		mux.Handle(AdminPath, s.cfg.Admin)
+	}
 	allowed := map[string]string{}
 	for _, e := range apiv1.Endpoints() {
 		p := e.Path

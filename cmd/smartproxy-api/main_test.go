@@ -623,7 +623,7 @@ func TestSQLMetacharactersCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	if counts["partners"] != int64(len(hostile))+1 || counts["ignore_rules"] != int64(len(hostile)) || counts["crl_urls"] != 1 ||
-		counts["routes"] != 0 || counts["tokens"] != 1 || len(counts) != 19 {
+		counts["routes"] != 0 || counts["tokens"] != 1 || len(counts) != 23 {
 		t.Errorf("table counts = %v", counts)
 	}
 }
