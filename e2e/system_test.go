@@ -21,6 +21,7 @@ import (
 
 	"smartproxy/client"
 	"smartproxy/client/configfile"
+	"smartproxy/internal/backoff"
 	"smartproxy/internal/license"
 	"smartproxy/internal/testnet"
 	"smartproxy/oftp2"
@@ -205,6 +206,7 @@ func (s *system) startServer(t testing.TB, ln net.Listener) {
 		DrainTimeout:      2 * time.Second,
 		ListenRetry:       50 * time.Millisecond,
 		EventQueue:        4096,
+		RefusalLogBurst:   -1, // the tests wait for every event; attack_test.go runs the default
 		SessionWindow:     uint32(s.window),
 	})
 	if err != nil {
@@ -251,7 +253,7 @@ func (s *system) startClient(t testing.TB, tunnelAddr string) *runningClient {
 		Config:          res.Snapshot,
 		Logger:          s.clientLog.log,
 		Metrics:         prometheus.NewRegistry(),
-		Backoff:         transport.Backoff{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond},
+		Backoff:         backoff.Exponential{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond},
 		ShutdownTimeout: 5 * time.Second,
 		Window:          s.window,
 	})

@@ -92,7 +92,7 @@ func (ps *partnerSession) stop(c *stopCause) { ps.cancel(c) }
 
 // servePartner runs one partner connection: TLS, SSRM, SSID checks, the inside session and
 // the relay. It owns conn and closes it.
-func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort) {
+func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort, slot *preSlot) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	ps := &partnerSession{
@@ -112,15 +112,7 @@ func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort) 
 	defer s.levels.Release(logID)
 	log := slog.WithFields(logrus.Fields{"session_id": ps.id, "remote_addr": ps.remote, "direction": "incoming"})
 
-	hsHeld := true
-	releaseHandshake := func() {
-		if hsHeld {
-			hsHeld = false
-			s.handshakeGate.release()
-			s.metrics.handshakes.Dec()
-		}
-	}
-	defer releaseHandshake()
+	defer slot.release()
 
 	// A stop (admin kill, shutdown) during admission unblocks every read and write.
 	stopAdmission := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
@@ -128,7 +120,6 @@ func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort) 
 
 	info := &peerInfo{}
 	conn := tls.Server(raw, partnerTLSConfig(pol, s.now, info))
-	raw.SetDeadline(s.now().Add(pol.Limits.HandshakeTimeout))
 	if err := conn.HandshakeContext(ctx); err != nil {
 		s.refuse(ps, nil, classifyHandshakeError(err))
 		return
@@ -147,7 +138,7 @@ func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort) 
 	// The proxy is the partner's Responder; the internal server's own SSRM is consumed by the
 	// client.
 	ps.set(func(ps *partnerSession) { ps.state = "waiting for SSID" })
-	raw.SetDeadline(s.now().Add(pol.Limits.SSIDTimeout))
+	slot.tlsDone()
 	pw := &partnerWriter{w: oftp2.NewWriter(conn), raw: raw}
 	ssrm, err := (&oftp2.SSRM{}).Append(nil)
 	if err != nil {
@@ -171,6 +162,7 @@ func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort) 
 			odette: partner.OdetteID, msg: "partner session refused: the license is not valid: " + err.Error()})
 		return
 	}
+	slot.admitted()
 
 	// The SSID passed inside carries SSIDSDEB and SSIDCRED lowered to the partner's caps; the
 	// validator sees exactly what the internal server sees.
@@ -228,7 +220,6 @@ func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort) 
 	}
 	stopAdmission()
 	raw.SetDeadline(time.Time{})
-	releaseHandshake()
 	s.metrics.admissions.WithLabelValues("accepted").Inc()
 	ps.set(func(ps *partnerSession) { ps.state = "open"; ps.tunnelSID = sid })
 	log = log.WithField("tunnel_session_id", sid)

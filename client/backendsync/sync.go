@@ -22,7 +22,7 @@ import (
 	"smartproxy/client"
 	"smartproxy/client/configspec"
 	"smartproxy/client/spool"
-	"smartproxy/tunnel/transport"
+	"smartproxy/internal/backoff"
 )
 
 // API is the part of the backend API the Syncer uses; *apiclient.Client implements it.
@@ -86,7 +86,7 @@ type Config struct {
 	LicenseInterval time.Duration
 	// Backoff spaces the retries after a failed poll or report (full jitter). If its Base or Cap
 	// is zero, DefaultRetryBase and DefaultRetryCap.
-	Backoff transport.Backoff
+	Backoff backoff.Exponential
 	// MaxCRLBytes bounds one CRL. If zero, DefaultMaxCRLBytes.
 	MaxCRLBytes int64
 	// Spool bounds the event spool; its Dir and Logger are set by New.

@@ -22,7 +22,7 @@ import (
 	"smartproxy/client/backendsync"
 	"smartproxy/client/clienttest"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
-	"smartproxy/tunnel/transport"
+	"smartproxy/internal/backoff"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -85,7 +85,7 @@ func (e *env) newSyncer(t *testing.T) *backendsync.Syncer {
 	t.Helper()
 	s, err := backendsync.New(backendsync.Config{
 		API: e.backend.api(t), StateDir: e.state, Wait: 2 * time.Second, LicenseInterval: 100 * time.Millisecond,
-		Backoff: transport.Backoff{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}, Logger: e.log,
+		Backoff: backoff.Exponential{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}, Logger: e.log,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +110,7 @@ func (e *env) start(t *testing.T) *running {
 	c, err := client.New(client.Config{
 		Server: e.dmz.Addr, ServerName: "localhost", Credentials: e.dmz.ClientCredentials, Version: "test",
 		Config: snap, Logger: e.log, Observer: s, ShutdownTimeout: time.Second,
-		Backoff: transport.Backoff{Base: 20 * time.Millisecond, Cap: 100 * time.Millisecond},
+		Backoff: backoff.Exponential{Base: 20 * time.Millisecond, Cap: 100 * time.Millisecond},
 	})
 	if err != nil {
 		cancel()

@@ -97,7 +97,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	var adminSrv *admin.Server
 	var adminLn net.Listener
 	if o.adminAddr != "" {
-		if adminSrv, err = admin.New(admin.Config{Backend: srv.Admin(), Logger: log}); err == nil {
+		if adminSrv, err = admin.New(admin.Config{Backend: srv.Admin(), Logger: log, Health: srv.Health()}); err == nil {
 			adminLn, err = adminSrv.Listen(o.adminAddr)
 		}
 		if err != nil {
