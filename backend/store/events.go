@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -222,4 +223,101 @@ func scanEvents(rows *sql.Rows) ([]Event, error) {
 		list = append(list, e)
 	}
 	return list, rows.Err()
+}
+
+// EventPageFilter selects a page of events for EventPage. Every field is
+// optional.
+type EventPageFilter struct {
+	// Severity selects events of this severity or a more severe one.
+	Severity string
+	// Name, OdetteID and Client select events with exactly this value.
+	Name, OdetteID, Client string
+	// From and Until select events that happened in [From, Until).
+	From, Until time.Time
+	// BeforeTime and BeforeSeq continue a listing after the last event of
+	// the previous page: only events older than that one are returned.
+	BeforeTime time.Time
+	BeforeSeq  int64
+	// Limit is the most events returned. If zero, 50.
+	Limit int
+}
+
+// severityOrder lists the severities from least to most severe.
+var severityOrder = []string{"debug", "info", "warning", "error", "critical"}
+
+// EventPage returns events that match f, newest first. Every filter is
+// served by an index, so a page costs about the same whatever the number of
+// stored events.
+func (s *Store) EventPage(ctx context.Context, f EventPageFilter) ([]Event, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if f.Severity != "" {
+		i := slices.Index(severityOrder, f.Severity)
+		if i < 0 {
+			return nil, invalid("severity", "%q is not debug, info, warning, error or critical", f.Severity)
+		}
+		if i > 0 {
+			marks := strings.Repeat("?, ", len(severityOrder)-i)
+			where = append(where, "e.severity IN ("+marks[:len(marks)-2]+")")
+			for _, sv := range severityOrder[i:] {
+				args = append(args, sv)
+			}
+		}
+	}
+	if f.Name != "" {
+		where, args = append(where, "e.name = ?"), append(args, f.Name)
+	}
+	if f.OdetteID != "" {
+		where, args = append(where, "e.odette_id = ?"), append(args, f.OdetteID)
+	}
+	if f.Client != "" {
+		where, args = append(where, "e.client_id = (SELECT id FROM clients WHERE name = ?)"), append(args, f.Client)
+	}
+	if !f.From.IsZero() {
+		where, args = append(where, "e.time >= ?"), append(args, ts(f.From))
+	}
+	if !f.Until.IsZero() {
+		where, args = append(where, "e.time < ?"), append(args, ts(f.Until))
+	}
+	if !f.BeforeTime.IsZero() {
+		bt := ts(f.BeforeTime)
+		where, args = append(where, "(e.time < ? OR (e.time = ? AND e.seq < ?))"), append(args, bt, bt, f.BeforeSeq)
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	q := `SELECT e.seq, e.event_id, coalesce(c.name, ''), e.time, e.received_at, e.severity, e.name, e.session_id,
+		e.odette_id, e.remote_addr, e.message, e.fields, e.source, e.outcome
+		FROM events e LEFT JOIN clients c ON c.id = e.client_id`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	rows, err := s.r.QueryContext(ctx, q+` ORDER BY e.time DESC, e.seq DESC LIMIT ?`, append(args, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("store: read events: %w", err)
+	}
+	defer rows.Close()
+	return scanEvents(rows)
+}
+
+// EventBySeq returns one event.
+func (s *Store) EventBySeq(ctx context.Context, seq int64) (Event, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT e.seq, e.event_id, coalesce(c.name, ''), e.time, e.received_at, e.severity,
+		e.name, e.session_id, e.odette_id, e.remote_addr, e.message, e.fields, e.source, e.outcome
+		FROM events e LEFT JOIN clients c ON c.id = e.client_id WHERE e.seq = ?`, seq)
+	if err != nil {
+		return Event{}, fmt.Errorf("store: read event: %w", err)
+	}
+	defer rows.Close()
+	list, err := scanEvents(rows)
+	if err != nil {
+		return Event{}, err
+	}
+	if len(list) == 0 {
+		return Event{}, notFound("event", seq)
+	}
+	return list[0], nil
 }

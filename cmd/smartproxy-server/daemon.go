@@ -15,12 +15,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
 
 	"smartproxy/admin"
 	"smartproxy/internal/buildinfo"
+	"smartproxy/internal/diaghttp"
 	"smartproxy/internal/license"
 	"smartproxy/internal/logging"
 	"smartproxy/internal/pidfile"
@@ -115,9 +115,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 			}
 			return fmt.Errorf("metrics listener: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		metricsSrv = &http.Server{Handler: diaghttp.Handler(diaghttp.Config{Registry: reg, Pprof: o.pprof}), ReadHeaderTimeout: 10 * time.Second}
 	}
 
 	runCtx, stopRun := context.WithCancel(context.Background())
