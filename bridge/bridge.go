@@ -652,3 +652,19 @@ func (cw *connWriter) shut() {
 	cw.closed = true
 	cw.mu.Unlock()
 }
+
+// Refuse ends a connection whose session never reached the tunnel: an ESID with reason and
+// text (shortened to 80 octets), the write side closed, and the input drained for DefaultLinger
+// so that the ESID is not destroyed by a reset. It does not close conn.
+func Refuse(conn net.Conn, reason oftp2.ESIDReason, text string) error {
+	_ = conn.SetWriteDeadline(time.Now().Add(DefaultESIDWriteTimeout))
+	if err := oftp2.NewWriter(conn).WriteCommand(&oftp2.ESID{Reason: reason, Text: truncate(text, 80)}); err != nil {
+		return err
+	}
+	if hc, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = hc.CloseWrite()
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(DefaultLinger))
+	_, _ = io.Copy(io.Discard, io.LimitReader(conn, 4<<20))
+	return nil
+}
