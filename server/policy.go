@@ -76,6 +76,8 @@ type Policy struct {
 	Limits Limits
 	// OutgoingSourceIP is the source address for outgoing connections; invalid if unset.
 	OutgoingSourceIP netip.Addr
+	// Routes maps a route name to the outgoing route.
+	Routes map[string]*Route
 	// LogLevel is the requested process log level; 0 (panic) means no change.
 	LogLevel logrus.Level
 	// IgnoreRules lower matching events to INFO.
@@ -83,6 +85,21 @@ type Policy struct {
 	// Warnings are problems that did not prevent the configuration from being applied (a
 	// CRL past its nextUpdate, for example), one line each.
 	Warnings []string
+}
+
+// Route is one outgoing route: the client listens for the internal OFTP2 server, and the
+// server dials the partner.
+type Route struct {
+	// Name identifies the route in SessionOpen.route_name and in logs.
+	Name string
+	// PartnerAddress is the partner's "host:port".
+	PartnerAddress string
+	// PartnerOdetteID is the Odette ID of the partner reached by the route, without padding.
+	// The partner's certificate must be bound to it and its SSID must carry it.
+	PartnerOdetteID string
+	// ServerName is the name the partner's server certificate is verified against: the
+	// configured one, else the host of PartnerAddress.
+	ServerName string
 }
 
 // Partner is one configured trading partner.
@@ -258,7 +275,7 @@ func CompilePolicy(version uint64, cfg *tunnelv1.SecurityConfig, now time.Time) 
 		}
 		p.OutgoingSourceIP = a
 	}
-	c.routes(cfg.GetOutgoingRoutes(), p.Partners)
+	p.Routes = c.routes(cfg.GetOutgoingRoutes(), p.Partners)
 	p.LogLevel = c.logLevel("log_level", cfg.GetLogLevel())
 	p.IgnoreRules = c.ignoreRules(cfg.GetLogIgnoreRules())
 	if len(c.errs) > 0 {
@@ -590,7 +607,8 @@ func unmapBits(a netip.Addr) int {
 	return 0
 }
 
-func (c *compiler) routes(routes []*tunnelv1.Route, partners map[string]*Partner) {
+func (c *compiler) routes(routes []*tunnelv1.Route, partners map[string]*Partner) map[string]*Route {
+	out := make(map[string]*Route)
 	names := make(map[string]bool)
 	for i, r := range routes {
 		path := fmt.Sprintf("outgoing_routes[%d]", i)
@@ -600,13 +618,21 @@ func (c *compiler) routes(routes []*tunnelv1.Route, partners map[string]*Partner
 			c.errorf(path+".name", "%q is used twice", r.GetName())
 		}
 		names[r.GetName()] = true
-		if _, _, err := net.SplitHostPort(r.GetPartnerAddress()); err != nil {
+		host, _, err := net.SplitHostPort(r.GetPartnerAddress())
+		if err != nil {
 			c.errorf(path+".partner_address", "%q is not host:port", r.GetPartnerAddress())
 		}
-		if id := strings.TrimRight(r.GetPartnerOdetteId(), " "); partners[id] == nil {
+		id := strings.TrimRight(r.GetPartnerOdetteId(), " ")
+		if partners[id] == nil {
 			c.errorf(path+".partner_odette_id", "%q is not a configured partner", id)
 		}
+		rt := &Route{Name: r.GetName(), PartnerAddress: r.GetPartnerAddress(), PartnerOdetteID: id, ServerName: r.GetServerName()}
+		if rt.ServerName == "" {
+			rt.ServerName = host
+		}
+		out[rt.Name] = rt
 	}
+	return out
 }
 
 // logLevel maps a tunnel LogLevel to logrus; UNSPECIFIED maps to 0 (no change).
