@@ -246,11 +246,18 @@ func (s *system) startClient(t testing.TB, tunnelAddr string) *runningClient {
 	if err != nil {
 		t.Fatalf("the client refused the configuration file: %v", err)
 	}
+	return s.startClientWith(t, tunnelAddr, res.Snapshot)
+}
+
+// startClientWith runs a client with the configuration snap against tunnelAddr until the test
+// ends or its stop is called.
+func (s *system) startClientWith(t testing.TB, tunnelAddr string, snap *client.Snapshot) *runningClient {
+	t.Helper()
 	c, err := client.New(client.Config{
 		Server:          tunnelAddr,
 		ServerName:      "localhost",
 		Credentials:     &transport.StaticCredentials{Cert: s.fx.TunnelClient.TLS, Pool: s.fx.TunnelCA.Pool()},
-		Config:          res.Snapshot,
+		Config:          snap,
 		Logger:          s.clientLog.log,
 		Metrics:         prometheus.NewRegistry(),
 		Backoff:         backoff.Exponential{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond},

@@ -93,6 +93,9 @@ const (
 	EventConfigApplied = "config_applied"
 	// EventConfigRejected: a configuration version was refused (ERROR).
 	EventConfigRejected = "config_rejected"
+	// EventConfigOriginChanged: a configuration of another origin (file, backend) replaced the
+	// one in force whatever its version: a client was switched to another source (WARNING).
+	EventConfigOriginChanged = "config_origin_changed"
 	// EventConfigWarning: a configuration was applied with a warning (WARN).
 	EventConfigWarning = "config_warning"
 	// EventListenerOpened: the partner listener accepts connections (INFO).

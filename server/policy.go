@@ -95,6 +95,9 @@ type Policy struct {
 	Limits Limits
 	// OutgoingSourceIP is the source address for outgoing connections; invalid if unset.
 	OutgoingSourceIP netip.Addr
+	// Origin is where the configuration comes from (ConfigSnapshot.origin): versions are
+	// compared only between configurations of one origin.
+	Origin string
 	// Routes are the outgoing routes by name.
 	Routes map[string]*Route
 	// LogLevel is the requested process log level; 0 (panic) means no change.

@@ -320,6 +320,7 @@ func (s *Syncer) buildSaved(st *savedState) (*client.Snapshot, error) {
 	}
 	snap.Version = st.Version
 	snap.Source = fmt.Sprintf("backend revision %d (saved %s)", st.Document.Revision, st.SavedAt.Format(time.RFC3339))
+	snap.Origin = client.OriginBackend
 	s.mu.Lock()
 	s.revs[snap.Version] = revision{rev: st.Document.Revision, etag: st.ETag}
 	s.mu.Unlock()
@@ -445,6 +446,7 @@ func (s *Syncer) apply(ctx context.Context, doc *apiv1.ConfigDocument, etag stri
 	}
 	snap.Version = version
 	snap.Source = fmt.Sprintf("backend revision %d", doc.Revision)
+	snap.Origin = client.OriginBackend
 	if err := s.store.save(&savedState{ETag: etag, Version: version, SavedAt: s.now().UTC(), Document: doc}); err != nil {
 		// The configuration is still good; only a restart during an outage would miss it.
 		s.log.WithError(err).Error("saving the configuration in the state directory failed")

@@ -1010,8 +1010,10 @@ type Welcome struct {
 	// (informational: the window of each session is set by SessionOpen and SessionOpened).
 	SessionWindow uint32 `protobuf:"varint,6,opt,name=session_window,json=sessionWindow,proto3" json:"session_window,omitempty"`
 	// Configuration version the server has applied, 0 if none. The client sends a
-	// ConfigSnapshot when its version is newer.
+	// ConfigSnapshot when its version is newer, or when config_origin differs from its own.
 	ConfigVersion uint64 `protobuf:"varint,7,opt,name=config_version,json=configVersion,proto3" json:"config_version,omitempty"`
+	// Origin of the configuration in force (ConfigSnapshot.origin); empty if none or unknown.
+	ConfigOrigin  string `protobuf:"bytes,8,opt,name=config_origin,json=configOrigin,proto3" json:"config_origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1095,16 +1097,29 @@ func (x *Welcome) GetConfigVersion() uint64 {
 	return 0
 }
 
+func (x *Welcome) GetConfigOrigin() string {
+	if x != nil {
+		return x.ConfigOrigin
+	}
+	return ""
+}
+
 // ConfigSnapshot carries the whole security configuration of the DMZ server. The server applies
 // a version atomically once it is complete: immediately when no CRL is chunked, otherwise when
 // every chunked CRL has all its bytes. A snapshot with a higher version replaces an incomplete
 // one; a version not higher than the applied one is answered with ConfigApplied and not applied.
 type ConfigSnapshot struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Version of this configuration; higher wins. Never 0.
+	// Version of this configuration; higher wins among snapshots of one origin. Never 0.
 	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	// The configuration.
-	Config        *SecurityConfig `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	Config *SecurityConfig `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	// Where the configuration comes from: "file" (a client's local file, versioned by its
+	// modification time in milliseconds) or "backend" (versioned by the backend's revision).
+	// Versions of different origins are not comparable: a snapshot whose origin differs from the
+	// one in force replaces it whatever its version (its client was switched to another source).
+	// Empty (older clients) compares by version with any origin.
+	Origin        string `protobuf:"bytes,3,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1151,6 +1166,13 @@ func (x *ConfigSnapshot) GetConfig() *SecurityConfig {
 		return x.Config
 	}
 	return nil
+}
+
+func (x *ConfigSnapshot) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
 }
 
 // ConfigChunk carries consecutive bytes of a CRL announced in a ConfigSnapshot with an empty
@@ -3235,7 +3257,7 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\fcapabilities\x18\x04 \x03(\tR\fcapabilities\x12!\n" +
 	"\ftunnel_index\x18\x05 \x01(\rR\vtunnelIndex\x12%\n" +
 	"\x0esession_window\x18\x06 \x01(\rR\rsessionWindow\x12%\n" +
-	"\x0econfig_version\x18\a \x01(\x04R\rconfigVersion\"\xa7\x02\n" +
+	"\x0econfig_version\x18\a \x01(\x04R\rconfigVersion\"\xcc\x02\n" +
 	"\aWelcome\x12\x19\n" +
 	"\bproxy_id\x18\x01 \x01(\tR\aproxyId\x12%\n" +
 	"\x0eserver_version\x18\x02 \x01(\tR\rserverVersion\x12)\n" +
@@ -3243,10 +3265,12 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\alicense\x18\x04 \x01(\v2#.smartproxy.tunnel.v1.LicenseStatusR\alicense\x12\"\n" +
 	"\fcapabilities\x18\x05 \x03(\tR\fcapabilities\x12%\n" +
 	"\x0esession_window\x18\x06 \x01(\rR\rsessionWindow\x12%\n" +
-	"\x0econfig_version\x18\a \x01(\x04R\rconfigVersion\"h\n" +
+	"\x0econfig_version\x18\a \x01(\x04R\rconfigVersion\x12#\n" +
+	"\rconfig_origin\x18\b \x01(\tR\fconfigOrigin\"\x80\x01\n" +
 	"\x0eConfigSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12<\n" +
-	"\x06config\x18\x02 \x01(\v2$.smartproxy.tunnel.v1.SecurityConfigR\x06config\"j\n" +
+	"\x06config\x18\x02 \x01(\v2$.smartproxy.tunnel.v1.SecurityConfigR\x06config\x12\x16\n" +
+	"\x06origin\x18\x03 \x01(\tR\x06origin\"j\n" +
 	"\vConfigChunk\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x15\n" +
 	"\x06crl_id\x18\x02 \x01(\tR\x05crlId\x12\x16\n" +
