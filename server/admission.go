@@ -48,6 +48,8 @@ const (
 	reasonHandshakeTime  = "tls_handshake_timeout"
 	reasonRevoked        = "certificate_revoked"
 	reasonRevocationFail = "revocation_check_failed"
+	reasonNoCoveringCRL  = "no_covering_crl"
+	reasonCRLStale       = "crl_stale"
 )
 
 // peerInfo is what the TLS verification learned about the partner's certificate.
@@ -55,6 +57,7 @@ type peerInfo struct {
 	leaf     *x509.Certificate
 	chain    []*x509.Certificate // verified chain, leaf first, root last
 	noCRL    bool                // no configured CRL covered a certificate of the chain
+	stale    *revocation.CRL     // a covering CRL past its nextUpdate, if any
 	missing  []string            // CRL distribution points the configuration does not cover
 	tlsState tls.ConnectionState
 }
@@ -84,7 +87,9 @@ func partnerTLSConfig(pol *Policy, now func() time.Time, info *peerInfo) *tls.Co
 // verifyPartnerCert checks the partner's certificate chain: validity period, a chain to one of
 // the policy's trusted CAs with the clientAuth usage, and revocation of every certificate of
 // the chain below the root by the policy's CRLs (a lookup, never a scan). A certificate no
-// CRL covers is accepted (soft-fail) and noted in info for a warning and a CrlUrlReport.
+// CRL covers, or whose covering CRL is past its nextUpdate, is accepted under the soft
+// revocation policy (noted in info for a warning and a CrlUrlReport) and refused under the
+// hard one.
 func verifyPartnerCert(pol *Policy, now time.Time, cs tls.ConnectionState, info *peerInfo) error {
 	if len(cs.PeerCertificates) == 0 {
 		return &refusal{event: EventPartnerTLSRejected, reason: reasonNoClientCert, msg: "the partner presented no client certificate"}
@@ -139,7 +144,22 @@ func verifyPartnerCert(pol *Policy, now time.Time, cs tls.ConnectionState, info 
 		case revocation.NoCRL:
 			info.noCRL = true
 			info.missing = appendMissing(info.missing, pol.Revocation.MissingDistributionPoints(chain[i]))
+		case revocation.Good:
+			if next := res.CRL.NextUpdate(); info.stale == nil && !next.IsZero() && next.Before(now) {
+				info.stale = res.CRL
+			}
 		}
+	}
+	if (info.noCRL || info.stale != nil) && pol.revocationModeFor(leaf) == RevocationHard {
+		if info.noCRL {
+			return &refusal{event: EventPartnerRevocationUnknown, reason: reasonNoCoveringCRL, fields: fields,
+				msg: fmt.Sprintf("no configured CRL covers the chain of certificate %q; refused by the hard revocation policy", subject)}
+		}
+		f := map[string]string{"cert_subject": subject, "cert_serial": serialHex(leaf),
+			"crl_issuer": info.stale.Issuer(), "crl_url": info.stale.URL(), "crl_next_update": info.stale.NextUpdate().UTC().Format(time.RFC3339)}
+		return &refusal{event: EventPartnerRevocationUnknown, reason: reasonCRLStale, fields: f,
+			msg: fmt.Sprintf("the CRL covering certificate %q was due at %s; refused by the hard revocation policy",
+				subject, info.stale.NextUpdate().UTC().Format(time.RFC3339))}
 	}
 	return nil
 }

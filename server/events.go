@@ -31,6 +31,9 @@ const (
 	EventPartnerRevoked = "partner_revoked"
 	// EventPartnerCRLMissing: no configured CRL covers the client certificate (accepted).
 	EventPartnerCRLMissing = "partner_crl_missing"
+	// EventPartnerRevocationUnknown: under the hard revocation policy, no configured CRL covers
+	// the client certificate or the covering CRL is past its nextUpdate; refused in TLS.
+	EventPartnerRevocationUnknown = "partner_revocation_unknown"
 	// EventPartnerSSIDTimeout: no SSID within the SSID deadline after SSRM.
 	EventPartnerSSIDTimeout = "partner_ssid_timeout"
 	// EventPartnerSSIDInvalid: the first command was not a valid SSID.

@@ -131,6 +131,8 @@ func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort) 
 	raw.SetDeadline(s.now().Add(pol.Limits.HandshakeTimeout))
 	if err := conn.HandshakeContext(ctx); err != nil {
 		s.refuse(ps, nil, classifyHandshakeError(err))
+		// A certificate refused by the hard revocation policy still names the CRLs to fetch.
+		s.reportCRLURLs(pol.Version, info.missing)
 		return
 	}
 	info.tlsState = conn.ConnectionState()
