@@ -25,6 +25,7 @@ import (
 	"smartproxy/client/clienttest"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/backoff"
+	"smartproxy/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -147,13 +148,7 @@ func (e *env) start(t *testing.T) *running {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, waitLong, what, cond)
 }
 
 func partnerEnabled(cfg *tunnelv1.ConfigSnapshot, id string) (enabled, found bool) {

@@ -34,6 +34,10 @@ type File struct {
 	LogLevel string `json:"log_level"`
 	// LogIgnoreRules lower matching events to INFO.
 	LogIgnoreRules []LogIgnoreRule `json:"log_ignore_rules"`
+	// Revocation is the revocation policy for partner certificates that no CRL covers or whose
+	// CRL is past its nextUpdate: "soft" accepts them with a partner_crl_missing event, "hard"
+	// refuses them (partner_revocation_unknown). If empty, "soft".
+	Revocation string `json:"revocation"`
 }
 
 // CRL is one certificate revocation list file.
@@ -70,6 +74,9 @@ type Partner struct {
 	// MaxBufferSize caps the SSID exchange buffer size (128–99999) passed on for this partner.
 	// If zero, no cap.
 	MaxBufferSize uint32 `json:"max_buffer_size"`
+	// Revocation overrides the configuration's revocation policy for certificates bound to this
+	// partner: "soft" or "hard". If empty, the configuration's.
+	Revocation string `json:"revocation"`
 }
 
 // CertificateBinding ties a certificate to a partner; every field given must match.

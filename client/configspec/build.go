@@ -76,6 +76,7 @@ func Build(s *Spec, now time.Time) (*Result, error) {
 	sec.OutgoingRoutes = b.routes(s.Routes)
 	sec.LogLevel = b.logLevel("log_level", s.LogLevel)
 	sec.LogIgnoreRules = b.ignoreRules(s.LogIgnoreRules)
+	sec.RevocationPolicy = b.revocation("revocation", s.Revocation)
 	if len(b.probs) > 0 {
 		return nil, &Error{Problems: b.probs}
 	}
@@ -385,6 +386,7 @@ func (b *builder) partners(list []Partner) []*tunnelv1.Partner {
 		field := fmt.Sprintf("partners[%d]", i)
 		pp := &tunnelv1.Partner{OdetteId: p.OdetteID, Name: p.Name, Enabled: p.Enabled, MaxCredit: p.MaxCredit, MaxBufferSize: p.MaxBufferSize}
 
+		pp.RevocationPolicy = b.revocation(field+".revocation", p.Revocation)
 		switch p.Charset {
 		case "", "strict":
 			pp.CharsetPolicy = tunnelv1.CharsetPolicy_CHARSET_POLICY_STRICT
@@ -682,6 +684,21 @@ func (b *builder) routes(list []Route) []*tunnelv1.Route {
 }
 
 // logLevels maps the configuration's level names to the tunnel's.
+// revocation returns the revocation policy s names: "soft", "hard" or "" (unspecified: the
+// server's default for the configuration, the configuration's policy for a partner).
+func (b *builder) revocation(field, s string) tunnelv1.RevocationPolicy {
+	switch s {
+	case "":
+		return tunnelv1.RevocationPolicy_REVOCATION_POLICY_UNSPECIFIED
+	case "soft":
+		return tunnelv1.RevocationPolicy_REVOCATION_POLICY_SOFT
+	case "hard":
+		return tunnelv1.RevocationPolicy_REVOCATION_POLICY_HARD
+	}
+	b.problem(field, "%q is not a revocation policy; want soft or hard", s)
+	return tunnelv1.RevocationPolicy_REVOCATION_POLICY_UNSPECIFIED
+}
+
 var logLevels = map[string]tunnelv1.LogLevel{
 	"trace": tunnelv1.LogLevel_LOG_LEVEL_TRACE, "debug": tunnelv1.LogLevel_LOG_LEVEL_DEBUG,
 	"info": tunnelv1.LogLevel_LOG_LEVEL_INFO, "warn": tunnelv1.LogLevel_LOG_LEVEL_WARN,

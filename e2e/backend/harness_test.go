@@ -30,6 +30,7 @@ import (
 	"smartproxy/internal/pki"
 	"smartproxy/internal/proctest"
 	"smartproxy/internal/testnet"
+	"smartproxy/internal/testwait"
 	"smartproxy/oftp2"
 )
 
@@ -94,13 +95,7 @@ func binaries(t testing.TB) string {
 // waitFor polls cond every 10 ms until it holds or waitTimeout passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, waitTimeout, what, cond)
 }
 
 // crlServer serves one CRL over plain HTTP, as a CA's distribution point does.
