@@ -203,6 +203,9 @@ func (role certRole) handshakeRefusal(err error) *refusal {
 	if errors.As(err, &r) {
 		return r
 	}
+	if errors.Is(err, errEvicted) {
+		return &refusal{event: EventPartnerEvicted, reason: reasonEvicted, msg: "TLS handshake ended: " + err.Error(), wrapped: err}
+	}
 	reason := reasonHandshake
 	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
 		reason = reasonHandshakeTime
@@ -243,6 +246,9 @@ type ssidResult struct {
 func readSSID(r *oftp2.Reader, pol *Policy, info *peerInfo, remote netip.Addr) (*ssidResult, *refusal) {
 	buf, err := r.ReadBuffer()
 	if err != nil {
+		if errors.Is(err, errEvicted) {
+			return nil, &refusal{event: EventPartnerEvicted, reason: reasonEvicted, msg: "no SSID yet: " + err.Error(), wrapped: err}
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, &refusal{event: EventPartnerSSIDTimeout, reason: "ssid_timeout", esid: oftp2.ESIDTimeout, ssrm: true,
 				msg: "no SSID within the SSID deadline", wrapped: err}

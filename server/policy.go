@@ -32,16 +32,32 @@ const (
 	// DefaultMaxSessions is the default limit of concurrent partner connections.
 	DefaultMaxSessions = 2000
 	// DefaultMaxHandshakes is the default limit of concurrent connections that are not yet
-	// verified (TLS handshake or SSID exchange in progress).
+	// verified (TLS handshake or SSID exchange in progress): the size of the pre-admission
+	// pool.
 	DefaultMaxHandshakes = 200
+	// DefaultMaxHandshakesPerSource is the default limit of concurrent unverified connections
+	// from one source address. A partner opens one connection per session and rarely more
+	// than a few sessions at once.
+	DefaultMaxHandshakesPerSource = 8
+	// DefaultMaxHandshakesPerPrefix is the default limit of concurrent unverified connections
+	// from one network prefix (DefaultPrefixLengthV4, DefaultPrefixLengthV6).
+	DefaultMaxHandshakesPerPrefix = 32
+	// DefaultPrefixLengthV4 is the IPv4 prefix the per-prefix limit counts.
+	DefaultPrefixLengthV4 = 24
+	// DefaultPrefixLengthV6 is the IPv6 prefix the per-prefix limit counts: one site usually
+	// owns a whole /64.
+	DefaultPrefixLengthV6 = 64
 	// DefaultPerIPRate is the default number of new connections per second one source may open.
 	DefaultPerIPRate = 5.0
 	// DefaultPerIPBurst is the default burst of new connections from one source.
 	DefaultPerIPBurst = 20
-	// DefaultHandshakeTimeout is the default time allowed for the TLS handshake.
-	DefaultHandshakeTimeout = 10 * time.Second
-	// DefaultSSIDTimeout is the default time allowed for the partner's SSID after SSRM.
-	DefaultSSIDTimeout = 30 * time.Second
+	// DefaultHandshakeTimeout is the default time allowed for the TLS handshake: a handful of
+	// round trips even on a slow line, short so that a silent connection holds its
+	// pre-admission slot briefly.
+	DefaultHandshakeTimeout = 5 * time.Second
+	// DefaultSSIDTimeout is the default time allowed for the partner's SSID after SSRM. An
+	// OFTP2 initiator answers SSRM with its SSID at once (RFC 5024 §4.2.1).
+	DefaultSSIDTimeout = 10 * time.Second
 	// DefaultIdleTimeout is the default time a session may go without any command.
 	DefaultIdleTimeout = 5 * time.Minute
 	// DefaultMaxCredit is the default upper bound of SSIDCRED passed on: the protocol's own
@@ -165,8 +181,15 @@ type Binding struct {
 type Limits struct {
 	// MaxSessions limits concurrent partner connections.
 	MaxSessions int
-	// MaxHandshakes limits concurrent unverified connections.
+	// MaxHandshakes limits concurrent unverified connections (the pre-admission pool).
 	MaxHandshakes int
+	// MaxHandshakesPerSource limits concurrent unverified connections from one address.
+	MaxHandshakesPerSource int
+	// MaxHandshakesPerPrefix limits concurrent unverified connections from one network
+	// prefix of PrefixLengthV4 or PrefixLengthV6 bits.
+	MaxHandshakesPerPrefix int
+	// PrefixLengthV4 and PrefixLengthV6 are the prefix lengths MaxHandshakesPerPrefix counts.
+	PrefixLengthV4, PrefixLengthV6 int
 	// PerIPRate is the token rate of one source, connections per second.
 	PerIPRate float64
 	// PerIPBurst is the bucket size of one source.
@@ -433,16 +456,21 @@ func (c *compiler) crls(list []*tunnelv1.Crl, cas []*x509.Certificate) []*revoca
 
 func (c *compiler) limits(l *tunnelv1.Limits) Limits {
 	out := Limits{
-		MaxSessions:      DefaultMaxSessions,
-		MaxHandshakes:    DefaultMaxHandshakes,
-		PerIPRate:        DefaultPerIPRate,
-		PerIPBurst:       DefaultPerIPBurst,
-		HandshakeTimeout: DefaultHandshakeTimeout,
-		SSIDTimeout:      DefaultSSIDTimeout,
-		IdleTimeout:      DefaultIdleTimeout,
-		MaxCredit:        DefaultMaxCredit,
-		MaxBufferSize:    DefaultMaxBufferSize,
-		ConnectTimeout:   DefaultConnectTimeout,
+		MaxSessions:    DefaultMaxSessions,
+		MaxHandshakes:  DefaultMaxHandshakes,
+		PrefixLengthV4: DefaultPrefixLengthV4,
+		PrefixLengthV6: DefaultPrefixLengthV6,
+
+		MaxHandshakesPerSource: DefaultMaxHandshakesPerSource,
+		MaxHandshakesPerPrefix: DefaultMaxHandshakesPerPrefix,
+		PerIPRate:              DefaultPerIPRate,
+		PerIPBurst:             DefaultPerIPBurst,
+		HandshakeTimeout:       DefaultHandshakeTimeout,
+		SSIDTimeout:            DefaultSSIDTimeout,
+		IdleTimeout:            DefaultIdleTimeout,
+		MaxCredit:              DefaultMaxCredit,
+		MaxBufferSize:          DefaultMaxBufferSize,
+		ConnectTimeout:         DefaultConnectTimeout,
 	}
 	if l == nil {
 		return out
@@ -452,6 +480,22 @@ func (c *compiler) limits(l *tunnelv1.Limits) Limits {
 	}
 	if v := l.GetMaxHandshakes(); v > 0 {
 		out.MaxHandshakes = int(v)
+	}
+	if v := l.GetMaxHandshakesPerSource(); v > 0 {
+		out.MaxHandshakesPerSource = int(v)
+	}
+	if v := l.GetMaxHandshakesPerPrefix(); v > 0 {
+		out.MaxHandshakesPerPrefix = int(v)
+	}
+	if v := l.GetPrefixLengthV4(); v != 0 && (v < 8 || v > 32) {
+		c.errorf("limits.prefix_length_v4", "%d is outside 8-32", v)
+	} else if v > 0 {
+		out.PrefixLengthV4 = int(v)
+	}
+	if v := l.GetPrefixLengthV6(); v != 0 && (v < 16 || v > 128) {
+		c.errorf("limits.prefix_length_v6", "%d is outside 16-128", v)
+	} else if v > 0 {
+		out.PrefixLengthV6 = int(v)
 	}
 	if v := l.GetPerIpRate(); v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 		c.errorf("limits.per_ip_rate", "%v is not a rate: want a finite number >= 0", v)

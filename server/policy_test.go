@@ -71,6 +71,8 @@ func TestCompilePolicyValid(t *testing.T) {
 		MaxSessions: 7, MaxHandshakes: DefaultMaxHandshakes, PerIPRate: DefaultPerIPRate, PerIPBurst: DefaultPerIPBurst,
 		HandshakeTimeout: DefaultHandshakeTimeout, SSIDTimeout: 3 * time.Second, IdleTimeout: DefaultIdleTimeout,
 		MaxCredit: 100, MaxBufferSize: DefaultMaxBufferSize, ConnectTimeout: 4 * time.Second,
+		MaxHandshakesPerSource: DefaultMaxHandshakesPerSource, MaxHandshakesPerPrefix: DefaultMaxHandshakesPerPrefix,
+		PrefixLengthV4: DefaultPrefixLengthV4, PrefixLengthV6: DefaultPrefixLengthV6,
 	}
 	if diff := cmp.Diff(wantLimits, pol.Limits); diff != "" {
 		t.Errorf("limits (-want +got):\n%s", diff)
@@ -206,6 +208,9 @@ func TestCompilePolicyErrors(t *testing.T) {
 				SsidTimeout: &durationpb.Duration{Seconds: 1, Nanos: -1}, MaxCredit: 1000, MaxBufferSize: 100000,
 			}
 		}, []string{"limits.per_ip_rate", "limits.handshake_timeout", "limits.ssid_timeout", "limits.max_credit", "limits.max_buffer_size"}},
+		{"prefix lengths", func(c *tunnelv1.SecurityConfig) {
+			c.Limits = &tunnelv1.Limits{PrefixLengthV4: 7, PrefixLengthV6: 129}
+		}, []string{"limits.prefix_length_v4", "limits.prefix_length_v6"}},
 		{"outgoing source ip", func(c *tunnelv1.SecurityConfig) { c.OutgoingSourceIp = "300.1.1.1" }, []string{"outgoing_source_ip"}},
 		{"routes", func(c *tunnelv1.SecurityConfig) {
 			c.OutgoingRoutes = []*tunnelv1.Route{{Name: "r", PartnerAddress: "x", PartnerOdetteId: "NOBODY"}, {Name: "r", PartnerAddress: "h:1", PartnerOdetteId: "O0013PARTNER"}}

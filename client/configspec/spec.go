@@ -145,6 +145,16 @@ type Limits struct {
 	// ConnectTimeout is the time allowed for the DMZ server's TCP connect to a partner in an
 	// outgoing session.
 	ConnectTimeout time.Duration
+	// MaxHandshakesPerSource is the maximum of concurrent TLS handshakes and SSID exchanges from
+	// one source address.
+	MaxHandshakesPerSource uint32
+	// MaxHandshakesPerPrefix is the maximum of concurrent TLS handshakes and SSID exchanges from
+	// one network prefix (PrefixLengthV4, PrefixLengthV6).
+	MaxHandshakesPerPrefix uint32
+	// PrefixLengthV4 is the IPv4 prefix length MaxHandshakesPerPrefix counts (8–32).
+	PrefixLengthV4 uint32
+	// PrefixLengthV6 is the IPv6 prefix length MaxHandshakesPerPrefix counts (16–128).
+	PrefixLengthV6 uint32
 }
 
 // InternalServer is the internal OFTP2 server.

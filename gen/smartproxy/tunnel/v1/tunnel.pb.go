@@ -1719,6 +1719,16 @@ type Limits struct {
 	// Time allowed for the TCP connect to a partner in an outgoing session (the TLS handshake
 	// that follows is bounded by handshake_timeout); unset or 0 means the server's default.
 	ConnectTimeout *durationpb.Duration `protobuf:"bytes,10,opt,name=connect_timeout,json=connectTimeout,proto3" json:"connect_timeout,omitempty"`
+	// Maximum concurrent unverified connections from one source address; 0 means the server's
+	// default. A new connection beyond it is closed before TLS.
+	MaxHandshakesPerSource uint32 `protobuf:"varint,11,opt,name=max_handshakes_per_source,json=maxHandshakesPerSource,proto3" json:"max_handshakes_per_source,omitempty"`
+	// Maximum concurrent unverified connections from one network prefix (see prefix_length_v4
+	// and prefix_length_v6); 0 means the server's default.
+	MaxHandshakesPerPrefix uint32 `protobuf:"varint,12,opt,name=max_handshakes_per_prefix,json=maxHandshakesPerPrefix,proto3" json:"max_handshakes_per_prefix,omitempty"`
+	// Length of the IPv4 prefix that max_handshakes_per_prefix counts, 8-32; 0 means 24.
+	PrefixLengthV4 uint32 `protobuf:"varint,13,opt,name=prefix_length_v4,json=prefixLengthV4,proto3" json:"prefix_length_v4,omitempty"`
+	// Length of the IPv6 prefix that max_handshakes_per_prefix counts, 16-128; 0 means 64.
+	PrefixLengthV6 uint32 `protobuf:"varint,14,opt,name=prefix_length_v6,json=prefixLengthV6,proto3" json:"prefix_length_v6,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -1821,6 +1831,34 @@ func (x *Limits) GetConnectTimeout() *durationpb.Duration {
 		return x.ConnectTimeout
 	}
 	return nil
+}
+
+func (x *Limits) GetMaxHandshakesPerSource() uint32 {
+	if x != nil {
+		return x.MaxHandshakesPerSource
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxHandshakesPerPrefix() uint32 {
+	if x != nil {
+		return x.MaxHandshakesPerPrefix
+	}
+	return 0
+}
+
+func (x *Limits) GetPrefixLengthV4() uint32 {
+	if x != nil {
+		return x.PrefixLengthV4
+	}
+	return 0
+}
+
+func (x *Limits) GetPrefixLengthV6() uint32 {
+	if x != nil {
+		return x.PrefixLengthV6
+	}
+	return 0
 }
 
 // Route binds an outgoing listener of the client to a partner the server dials.
@@ -3252,7 +3290,7 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\x12CertificateBinding\x122\n" +
 	"\x15subject_serial_number\x18\x01 \x01(\tR\x13subjectSerialNumber\x12-\n" +
 	"\x12sha256_fingerprint\x18\x02 \x01(\fR\x11sha256Fingerprint\x12\x18\n" +
-	"\asubject\x18\x03 \x01(\tR\asubject\"\xe3\x03\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\"\xad\x05\n" +
 	"\x06Limits\x12!\n" +
 	"\fmax_sessions\x18\x01 \x01(\rR\vmaxSessions\x12\x1e\n" +
 	"\vper_ip_rate\x18\x02 \x01(\x01R\tperIpRate\x12 \n" +
@@ -3266,7 +3304,11 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"max_credit\x18\b \x01(\rR\tmaxCredit\x12&\n" +
 	"\x0fmax_buffer_size\x18\t \x01(\rR\rmaxBufferSize\x12B\n" +
 	"\x0fconnect_timeout\x18\n" +
-	" \x01(\v2\x19.google.protobuf.DurationR\x0econnectTimeout\"\xb8\x01\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x0econnectTimeout\x129\n" +
+	"\x19max_handshakes_per_source\x18\v \x01(\rR\x16maxHandshakesPerSource\x129\n" +
+	"\x19max_handshakes_per_prefix\x18\f \x01(\rR\x16maxHandshakesPerPrefix\x12(\n" +
+	"\x10prefix_length_v4\x18\r \x01(\rR\x0eprefixLengthV4\x12(\n" +
+	"\x10prefix_length_v6\x18\x0e \x01(\rR\x0eprefixLengthV6\"\xb8\x01\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x12'\n" +
