@@ -149,6 +149,9 @@ type Limits struct {
 	// MaxBufferSize caps the SSID exchange buffer size (128–99999) for partners without their
 	// own cap.
 	MaxBufferSize uint32
+	// ConnectTimeout is the time allowed for the DMZ server's TCP connect to a partner in an
+	// outgoing session.
+	ConnectTimeout time.Duration
 	// MaxHandshakesPerSource is the maximum of concurrent TLS handshakes and SSID exchanges from
 	// one source address.
 	MaxHandshakesPerSource uint32
