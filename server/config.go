@@ -1,7 +1,10 @@
 package server
 
 import (
+	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -136,6 +139,9 @@ func (s *Server) applySnapshot(snap *tunnelv1.ConfigSnapshot, from string) apply
 			Message: fmt.Sprintf("version %d is older than the version %d in force", v, curVersion)}}}
 	}
 	pol, err := CompilePolicy(v, snap.GetConfig(), s.now())
+	if err == nil {
+		err = s.checkSourceIP(pol)
+	}
 	if err != nil {
 		ces, ok := err.(ConfigErrors)
 		if !ok {
@@ -163,6 +169,39 @@ func (s *Server) applySnapshot(snap *tunnelv1.ConfigSnapshot, from string) apply
 	}
 	s.kickListener()
 	return applyResult{applied: true, current: v}
+}
+
+// checkSourceIP checks that the policy's outgoing source address is an address of this host,
+// by binding a UDP socket to it (nothing is sent). A missing address refuses the whole
+// configuration version with a critical outgoing_source_ip_unavailable event: every outgoing
+// session would fail, and the operator must learn it now, not from the first partner that
+// cannot be reached. The original product stops the DMZ process here; that would also cut every
+// incoming partner, so the server keeps the last good configuration instead.
+func (s *Server) checkSourceIP(pol *Policy) error {
+	ip := pol.OutgoingSourceIP
+	if !ip.IsValid() {
+		return nil
+	}
+	c, err := net.ListenPacket("udp", netip.AddrPortFrom(ip, 0).String())
+	if err == nil {
+		c.Close()
+		return nil
+	}
+	msg := fmt.Sprintf("%s is not an address of this host (%v)", ip, unwrapOpError(err))
+	s.emit(security(EventOutgoingSourceIPUnavailable, "", "", "not_local_address",
+		fmt.Sprintf("configuration version %d refused: outgoing_source_ip %s", pol.Version, msg)).
+		with("source_ip", ip.String()).with("config_version", strconv.FormatUint(pol.Version, 10)))
+	return ConfigErrors{{Field: "outgoing_source_ip", Message: msg}}
+}
+
+// unwrapOpError returns the system error inside a *net.OpError ("cannot assign requested
+// address"), or err itself.
+func unwrapOpError(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err
+	}
+	return err
 }
 
 func joinErrs(ces ConfigErrors) string {

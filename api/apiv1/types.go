@@ -204,6 +204,9 @@ type Limits struct {
 	// MaxBufferSize caps the SSID exchange buffer size (128–99999) for partners without their
 	// own cap.
 	MaxBufferSize uint32 `json:"max_buffer_size"`
+	// ConnectTimeout is the time allowed for the DMZ server's TCP connect to a partner in an
+	// outgoing session. If zero, the server's default.
+	ConnectTimeout Duration `json:"connect_timeout,omitempty"`
 }
 
 // InternalServer is the internal OFTP2 server, as the internal client reaches it.

@@ -56,7 +56,13 @@ func spec(f *File, dir string) *configspec.Spec {
 	l := &f.Limits
 	s.Limits = configspec.Limits{MaxSessions: l.MaxSessions, MaxHandshakes: l.MaxHandshakes, PerIPRate: l.PerIPRate,
 		PerIPBurst: l.PerIPBurst, HandshakeTimeout: time.Duration(l.HandshakeTimeout), SSIDTimeout: time.Duration(l.SSIDTimeout),
-		IdleTimeout: time.Duration(l.IdleTimeout), MaxCredit: l.MaxCredit, MaxBufferSize: l.MaxBufferSize}
+		IdleTimeout: time.Duration(l.IdleTimeout), MaxCredit: l.MaxCredit, MaxBufferSize: l.MaxBufferSize,
+		ConnectTimeout: time.Duration(l.ConnectTimeout)}
+	s.OutgoingSourceIP = f.OutgoingSourceIP
+	for _, r := range f.Routes {
+		s.Routes = append(s.Routes, configspec.Route{Name: r.Name, ListenAddress: r.ListenAddress, PartnerAddress: r.PartnerAddress,
+			PartnerOdetteID: r.PartnerOdetteID, ServerName: r.ServerName})
+	}
 	if in := f.InternalServer; in != nil {
 		s.InternalServer = &configspec.InternalServer{Address: in.Address, ConnectTimeout: time.Duration(in.ConnectTimeout),
 			SSRMTimeout: time.Duration(in.SSRMTimeout)}

@@ -142,6 +142,9 @@ type Limits struct {
 	// MaxBufferSize caps the SSID exchange buffer size (128–99999) for partners without their
 	// own cap.
 	MaxBufferSize uint32
+	// ConnectTimeout is the time allowed for the DMZ server's TCP connect to a partner in an
+	// outgoing session.
+	ConnectTimeout time.Duration
 }
 
 // InternalServer is the internal OFTP2 server.

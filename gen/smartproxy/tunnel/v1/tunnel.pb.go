@@ -1716,8 +1716,11 @@ type Limits struct {
 	// Upper bound for the exchange buffer size (SSIDSDEB) passed on to the internal OFTP2 server
 	// for every partner without its own Partner.max_buffer_size; 0 means the server's default.
 	MaxBufferSize uint32 `protobuf:"varint,9,opt,name=max_buffer_size,json=maxBufferSize,proto3" json:"max_buffer_size,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Time allowed for the TCP connect to a partner in an outgoing session (the TLS handshake
+	// that follows is bounded by handshake_timeout); unset or 0 means the server's default.
+	ConnectTimeout *durationpb.Duration `protobuf:"bytes,10,opt,name=connect_timeout,json=connectTimeout,proto3" json:"connect_timeout,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Limits) Reset() {
@@ -1811,6 +1814,13 @@ func (x *Limits) GetMaxBufferSize() uint32 {
 		return x.MaxBufferSize
 	}
 	return 0
+}
+
+func (x *Limits) GetConnectTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.ConnectTimeout
+	}
+	return nil
 }
 
 // Route binds an outgoing listener of the client to a partner the server dials.
@@ -3242,7 +3252,7 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\x12CertificateBinding\x122\n" +
 	"\x15subject_serial_number\x18\x01 \x01(\tR\x13subjectSerialNumber\x12-\n" +
 	"\x12sha256_fingerprint\x18\x02 \x01(\fR\x11sha256Fingerprint\x12\x18\n" +
-	"\asubject\x18\x03 \x01(\tR\asubject\"\x9f\x03\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\"\xe3\x03\n" +
 	"\x06Limits\x12!\n" +
 	"\fmax_sessions\x18\x01 \x01(\rR\vmaxSessions\x12\x1e\n" +
 	"\vper_ip_rate\x18\x02 \x01(\x01R\tperIpRate\x12 \n" +
@@ -3254,7 +3264,9 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\x0emax_handshakes\x18\a \x01(\rR\rmaxHandshakes\x12\x1d\n" +
 	"\n" +
 	"max_credit\x18\b \x01(\rR\tmaxCredit\x12&\n" +
-	"\x0fmax_buffer_size\x18\t \x01(\rR\rmaxBufferSize\"\xb8\x01\n" +
+	"\x0fmax_buffer_size\x18\t \x01(\rR\rmaxBufferSize\x12B\n" +
+	"\x0fconnect_timeout\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x0econnectTimeout\"\xb8\x01\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x12'\n" +
@@ -3505,29 +3517,30 @@ var file_smartproxy_tunnel_v1_tunnel_proto_depIdxs = []int32{
 	39, // 33: smartproxy.tunnel.v1.Limits.handshake_timeout:type_name -> google.protobuf.Duration
 	39, // 34: smartproxy.tunnel.v1.Limits.ssid_timeout:type_name -> google.protobuf.Duration
 	39, // 35: smartproxy.tunnel.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
-	40, // 36: smartproxy.tunnel.v1.LogIgnoreRule.valid_from:type_name -> google.protobuf.Timestamp
-	40, // 37: smartproxy.tunnel.v1.LogIgnoreRule.valid_until:type_name -> google.protobuf.Timestamp
-	22, // 38: smartproxy.tunnel.v1.ConfigApplied.errors:type_name -> smartproxy.tunnel.v1.ConfigError
-	3,  // 39: smartproxy.tunnel.v1.SessionOpen.direction:type_name -> smartproxy.tunnel.v1.Direction
-	24, // 40: smartproxy.tunnel.v1.SessionOpen.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
-	4,  // 41: smartproxy.tunnel.v1.SessionOpened.reason:type_name -> smartproxy.tunnel.v1.AbortReason
-	24, // 42: smartproxy.tunnel.v1.SessionOpened.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
-	4,  // 43: smartproxy.tunnel.v1.SessionAbort.reason:type_name -> smartproxy.tunnel.v1.AbortReason
-	40, // 44: smartproxy.tunnel.v1.LicenseStatus.expires_at:type_name -> google.protobuf.Timestamp
-	40, // 45: smartproxy.tunnel.v1.Event.time:type_name -> google.protobuf.Timestamp
-	5,  // 46: smartproxy.tunnel.v1.Event.severity:type_name -> smartproxy.tunnel.v1.Severity
-	38, // 47: smartproxy.tunnel.v1.Event.fields:type_name -> smartproxy.tunnel.v1.Event.FieldsEntry
-	40, // 48: smartproxy.tunnel.v1.Ping.sent_at:type_name -> google.protobuf.Timestamp
-	40, // 49: smartproxy.tunnel.v1.Pong.ping_sent_at:type_name -> google.protobuf.Timestamp
-	40, // 50: smartproxy.tunnel.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
-	39, // 51: smartproxy.tunnel.v1.Drain.reconnect_after:type_name -> google.protobuf.Duration
-	6,  // 52: smartproxy.tunnel.v1.TunnelService.Connect:input_type -> smartproxy.tunnel.v1.ConnectRequest
-	7,  // 53: smartproxy.tunnel.v1.TunnelService.Connect:output_type -> smartproxy.tunnel.v1.ConnectResponse
-	53, // [53:54] is the sub-list for method output_type
-	52, // [52:53] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	39, // 36: smartproxy.tunnel.v1.Limits.connect_timeout:type_name -> google.protobuf.Duration
+	40, // 37: smartproxy.tunnel.v1.LogIgnoreRule.valid_from:type_name -> google.protobuf.Timestamp
+	40, // 38: smartproxy.tunnel.v1.LogIgnoreRule.valid_until:type_name -> google.protobuf.Timestamp
+	22, // 39: smartproxy.tunnel.v1.ConfigApplied.errors:type_name -> smartproxy.tunnel.v1.ConfigError
+	3,  // 40: smartproxy.tunnel.v1.SessionOpen.direction:type_name -> smartproxy.tunnel.v1.Direction
+	24, // 41: smartproxy.tunnel.v1.SessionOpen.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
+	4,  // 42: smartproxy.tunnel.v1.SessionOpened.reason:type_name -> smartproxy.tunnel.v1.AbortReason
+	24, // 43: smartproxy.tunnel.v1.SessionOpened.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
+	4,  // 44: smartproxy.tunnel.v1.SessionAbort.reason:type_name -> smartproxy.tunnel.v1.AbortReason
+	40, // 45: smartproxy.tunnel.v1.LicenseStatus.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 46: smartproxy.tunnel.v1.Event.time:type_name -> google.protobuf.Timestamp
+	5,  // 47: smartproxy.tunnel.v1.Event.severity:type_name -> smartproxy.tunnel.v1.Severity
+	38, // 48: smartproxy.tunnel.v1.Event.fields:type_name -> smartproxy.tunnel.v1.Event.FieldsEntry
+	40, // 49: smartproxy.tunnel.v1.Ping.sent_at:type_name -> google.protobuf.Timestamp
+	40, // 50: smartproxy.tunnel.v1.Pong.ping_sent_at:type_name -> google.protobuf.Timestamp
+	40, // 51: smartproxy.tunnel.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
+	39, // 52: smartproxy.tunnel.v1.Drain.reconnect_after:type_name -> google.protobuf.Duration
+	6,  // 53: smartproxy.tunnel.v1.TunnelService.Connect:input_type -> smartproxy.tunnel.v1.ConnectRequest
+	7,  // 54: smartproxy.tunnel.v1.TunnelService.Connect:output_type -> smartproxy.tunnel.v1.ConnectResponse
+	54, // [54:55] is the sub-list for method output_type
+	53, // [53:54] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_smartproxy_tunnel_v1_tunnel_proto_init() }
