@@ -96,6 +96,12 @@ type Config struct {
 	// OnViolation, if not nil, is called once when a buffer breaks RFC 5024 (the validator's
 	// verdict, or broken stream framing from Conn), before the ESIDs are sent.
 	OnViolation func(Violation)
+	// Inspect, if not nil, sees every buffer the validator accepted before it is forwarded.
+	// A non-nil error (an *oftp2.ProtocolError carrying the ESID reason) refuses the session:
+	// ESID to Conn's peer, abort with ABORT_REASON_REFUSED and the same reason on the
+	// session. The DMZ server uses it to check that a called partner's SSID carries the route's
+	// Odette ID.
+	Inspect func(fromConn bool, buf []byte) error
 	// Logger receives debug lines. If nil, nothing is logged.
 	Logger logrus.FieldLogger
 }
@@ -130,7 +136,7 @@ func (s *Stop) Cause() string { return tunnel.ReasonString(s.Reason) }
 type Result struct {
 	// Cause is "normal" after an exchange of ESID 00, and otherwise one of
 	// "esid_from_<conn>", "esid_from_<session>" (an endpoint's ESID with another reason),
-	// "protocol_violation", "idle_timeout", a Stop's cause, "<conn>_connection_lost" (Conn
+	// "protocol_violation", "refused" (Config.Inspect), "idle_timeout", a Stop's cause, "<conn>_connection_lost" (Conn
 	// ended without ESID or failed) and "<session>_<reason>" (the other daemon aborted the
 	// session, e.g. "inside_tunnel_lost"), with the names of Config.ConnName and SessionName.
 	Cause string
@@ -352,6 +358,18 @@ func (b *bridge) judge(from oftp2.Side, buf []byte, fromConn bool) *outcome {
 	}
 	if err != nil {
 		return b.violation(fromConn, oftp2.CommandCode(buf[0]), err)
+	}
+	if b.cfg.Inspect == nil {
+		return nil
+	}
+	if err := b.cfg.Inspect(fromConn, buf); err != nil {
+		text := err.Error()
+		var pe *oftp2.ProtocolError
+		if errors.As(err, &pe) {
+			text = pe.ESID().Text
+		}
+		return &outcome{cause: "refused", reason: tunnelv1.AbortReason_ABORT_REASON_REFUSED, esid: oftp2.ReasonOf(err),
+			text: err.Error(), connText: text, abortSession: true}
 	}
 	return nil
 }

@@ -1,0 +1,206 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"smartproxy/client/configfile"
+	"smartproxy/internal/pki"
+	"smartproxy/internal/testnet"
+	"smartproxy/oftp2"
+	"smartproxy/oftp2/endpoint"
+	"smartproxy/server/servertest"
+)
+
+// routeName is the outgoing route of the tests.
+const routeName = "to-partner"
+
+// outgoing is a system with one outgoing route to a partner's OFTP2 server (TLS, a partner
+// certificate as server certificate, the company certificate required from the caller).
+type outgoing struct {
+	*system
+	partner   *servertest.Responder // the partner's OFTP2 server
+	recvDir   string                // where the partner stores files
+	routeAddr string                // the client's listener of the route
+}
+
+// partnerServerTLS is the TLS configuration of a partner's OFTP2 server presenting leaf and
+// requiring a client certificate of the company CA.
+func (fx *fixture) partnerServerTLS(leaf *pki.Leaf) *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs: fx.CompanyCA.Pool(), MinVersion: tls.VersionTLS12}
+}
+
+// startOutgoing starts a partner server presenting leaf as partnerID's OFTP2 server (answering
+// with answerID in its SSID), and a system whose route (in the client's configuration file)
+// leads there. mod may change the configuration.
+func startOutgoing(t testing.TB, fx *fixture, leaf *pki.Leaf, answerID string, mod func(*configfile.File)) *outgoing {
+	t.Helper()
+	o := &outgoing{recvDir: t.TempDir()}
+	o.partner = servertest.StartTLSResponder(t, endpoint.Config{
+		ID: answerID, Password: partnerPassword, ReceiveDir: o.recvDir, Timeout: 30 * time.Second,
+		Partners: map[string]oftp2.Password{companyID: companyPassword},
+	}, fx.partnerServerTLS(leaf))
+	o.routeAddr = testnet.ReserveAddr(t)
+	o.system = startSystem(t, fx, systemOptions{config: func(f *configfile.File) {
+		f.Routes = []configfile.Route{{Name: routeName, ListenAddress: o.routeAddr, PartnerAddress: o.partner.Addr,
+			PartnerOdetteID: partnerID, ServerName: "localhost"}}
+		if mod != nil {
+			mod(f)
+		}
+	}})
+	o.clientLog.wait(t, "the client", "route_listening", map[string]string{"route": routeName})
+	return o
+}
+
+// send runs the internal OFTP2 server's sending session through the route (plain TCP).
+func (o *outgoing) send(t testing.TB, files ...testFile) (*endpoint.Result, error) {
+	t.Helper()
+	ep, err := endpoint.New(endpoint.Config{Role: endpoint.Initiator, Mode: oftp2.ModeSender, ID: companyID, Password: companyPassword,
+		PartnerID: partnerID, PartnerPassword: partnerPassword, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialTimeout("tcp", o.routeAddr, 10*time.Second)
+	if err != nil {
+		t.Fatalf("dial the route listener: %v", err)
+	}
+	out := make([]endpoint.OutgoingFile, len(files))
+	for i, f := range files {
+		out[i] = f.out
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	return ep.Run(ctx, conn, out...)
+}
+
+// partnerResults waits until the partner server has finished n sessions.
+func (o *outgoing) partnerResults(t testing.TB, n int) []servertest.ResponderResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	res, err := o.partner.WaitResults(ctx, n)
+	if err != nil {
+		t.Fatalf("the partner server finished %d sessions, want %d: %v", len(o.partner.Results()), n, err)
+	}
+	return res
+}
+
+// TestOutgoingFormats sends files of 0 B, 1 MiB and 50 MiB in each Virtual File format from the
+// internal OFTP2 server through a route of the client, the tunnel and the server to the
+// partner's OFTP2 server, one session per format: every file must be stored byte-identical at
+// the partner and confirmed to the internal sender by the partner's EERP.
+func TestOutgoingFormats(t *testing.T) {
+	fx := newFixture(t)
+	o := startOutgoing(t, fx, fx.partner(t, partnerID), partnerID, nil)
+	dir := t.TempDir()
+	sessions := 0
+	for _, f := range []oftp2.FileFormat{oftp2.FormatUnstructured, oftp2.FormatText, oftp2.FormatFixed, oftp2.FormatVariable} {
+		t.Run(f.String(), func(t *testing.T) {
+			var files []testFile
+			for i, size := range []int64{0, mib, 50 * mib} {
+				files = append(files, makeFile(t, dir, fmt.Sprintf("out-%c-%d.dat", byte(f), size), f, size, uint64(20+i)))
+			}
+			res, err := o.send(t, files...)
+			if err != nil {
+				t.Fatalf("internal sender's session: %v", err)
+			}
+			sessions++
+			rr := o.partnerResults(t, sessions)[sessions-1]
+			checkDelivered(t, res, rr, files)
+			if rr.Result.Partner != companyID {
+				t.Errorf("the partner's session partner = %q, want %q", rr.Result.Partner, companyID)
+			}
+		})
+	}
+	o.serverLog.wait(t, "the server", "session_ended", map[string]string{"direction": "outgoing", "reason": "normal", "odette_id": partnerID})
+	o.clientLog.wait(t, "the client", "session_closed", map[string]string{"direction": "outgoing", "reason": "normal"})
+}
+
+// TestOutgoingRefused: partners that must not receive the company's files. Each ends with an
+// ESID to the internal sender (reason and a few words), an event at the server that the client
+// logs too, and — where the partner's certificate was refused — not one octet of OFTP2 at the
+// partner: the dial is judged inside the TLS handshake, before the session is accepted.
+func TestOutgoingRefused(t *testing.T) {
+	fx := newFixture(t)
+	type refusedCase struct {
+		name     string
+		leaf     *pki.Leaf // the partner server's certificate; nil: nothing listens
+		answerID string    // the Odette ID in the partner's SSID
+		routeID  string    // the route's partner
+		event    string
+		esid     oftp2.ESIDReason
+		certOK   bool // the certificate is accepted: the session reaches the partner
+	}
+	cases := []refusedCase{
+		{name: "SSID of another partner", leaf: fx.partner(t, partnerID), answerID: healthyID, routeID: partnerID,
+			event: "outgoing_partner_id_mismatch", esid: oftp2.ESIDUserCodeNotKnown, certOK: true},
+		{name: "expired", leaf: fx.issue(t, fx.PartnerCA, partnerID, func(r *pki.Request) {
+			r.NotBefore, r.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)
+		}), answerID: partnerID, routeID: partnerID, event: "outgoing_cert_expired", esid: oftp2.ESIDSecureAuthIncompatible},
+		{name: "untrusted CA", leaf: fx.issue(t, fx.ForeignCA, partnerID, nil), answerID: partnerID, routeID: partnerID,
+			event: "outgoing_tls_failed", esid: oftp2.ESIDSecureAuthIncompatible},
+		{name: "bound to another ID", leaf: fx.partner(t, healthyID), answerID: partnerID, routeID: partnerID,
+			event: "outgoing_cert_mismatch", esid: oftp2.ESIDUserCodeNotKnown},
+		{name: "unreachable", routeID: partnerID, event: "outgoing_connect_failed", esid: oftp2.ESIDResourcesNotAvailable},
+	}
+	if requireOpenSSL(t) != "" {
+		cases = append(cases, refusedCase{name: "revoked by an openssl CRL", leaf: fx.RevokedSSL, answerID: revokedSSLID, routeID: revokedSSLID,
+			event: "outgoing_revoked", esid: oftp2.ESIDSecureAuthIncompatible})
+	} else {
+		t.Log("openssl not installed: the case of a CRL made by `openssl ca` is left out")
+	}
+	partners := make([]*servertest.Responder, len(cases))
+	var routes []configfile.Route
+	for i, c := range cases {
+		addr := testnet.ReserveAddr(t) // nothing listens there
+		if c.leaf != nil {
+			partners[i] = servertest.StartTLSResponder(t, endpoint.Config{
+				ID: c.answerID, Password: partnerPassword, ReceiveDir: t.TempDir(), Timeout: 30 * time.Second,
+				Partners: map[string]oftp2.Password{companyID: companyPassword},
+			}, fx.partnerServerTLS(c.leaf))
+			addr = partners[i].Addr
+		}
+		routes = append(routes, configfile.Route{Name: fmt.Sprintf("route-%d", i), ListenAddress: testnet.ReserveAddr(t),
+			PartnerAddress: addr, PartnerOdetteID: c.routeID, ServerName: "localhost"})
+	}
+	sys := startSystem(t, fx, systemOptions{config: func(f *configfile.File) { f.Routes = routes }})
+	file := makeFile(t, t.TempDir(), "never.dat", oftp2.FormatUnstructured, 64<<10, 3)
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := routes[i]
+			sys.clientLog.wait(t, "the client", "route_listening", map[string]string{"route": r.Name})
+			o := &outgoing{system: sys, routeAddr: r.ListenAddress}
+			res, err := o.send(t, file)
+			var se *endpoint.SessionError
+			if !errors.As(err, &se) || !se.Remote || se.Reason != c.esid {
+				t.Fatalf("internal sender's session ended with %v, want ESID %s from the proxy", err, c.esid)
+			}
+			if len(res.Sent) > 0 && res.Sent[0].Status == endpoint.StatusDelivered {
+				t.Errorf("the file was delivered")
+			}
+			sys.serverLog.wait(t, "the server", c.event, map[string]string{"route": r.Name, "direction": "outgoing"})
+			sys.clientLog.wait(t, "the client", c.event, map[string]string{"route": r.Name, "source": "server"})
+			if c.leaf == nil {
+				return
+			}
+			pr, err := partners[i].WaitResults(context.Background(), 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case c.certOK:
+				if !errors.As(pr[0].Err, &se) || !se.Remote || se.Reason != c.esid {
+					t.Errorf("the partner's session ended with %v, want ESID %s from the proxy", pr[0].Err, c.esid)
+				}
+			case pr[0].BytesRead != 0:
+				t.Errorf("the refused partner read %d octets of OFTP2, want none", pr[0].BytesRead)
+			}
+		})
+	}
+}
