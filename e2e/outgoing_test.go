@@ -204,3 +204,40 @@ func TestOutgoingRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestOutgoingWithIncoming runs an outgoing and an incoming session at the same time on the one
+// tunnel, with outgoing_source_ip 127.0.0.2: both files arrive byte-identical with their EERPs,
+// and the called partner sees the connection come from 127.0.0.2.
+func TestOutgoingWithIncoming(t *testing.T) {
+	fx := newFixture(t)
+	o := startOutgoing(t, fx, fx.partner(t, partnerID), partnerID, func(f *configfile.File) { f.OutgoingSourceIP = "127.0.0.2" })
+	dir := t.TempDir()
+	out := makeFile(t, dir, "out.dat", oftp2.FormatUnstructured, 8*mib, 41)
+	in := makeFile(t, dir, "in.dat", oftp2.FormatText, 8*mib, 42)
+	type result struct {
+		res *endpoint.Result
+		err error
+	}
+	outDone, inDone := make(chan result, 1), make(chan result, 1)
+	go func() { res, err := o.send(t, out); outDone <- result{res, err} }()
+	go func() {
+		res, err := sendAs(t, fx, o.partnerAddr(t), fx.partner(t, partnerID), partnerID, partnerPassword, nil, in)
+		inDone <- result{res, err}
+	}()
+	or, ir := <-outDone, <-inDone
+	if or.err != nil || ir.err != nil {
+		t.Fatalf("outgoing session: %v; incoming session: %v", or.err, ir.err)
+	}
+	rr := o.partnerResults(t, 1)[0]
+	checkDelivered(t, or.res, rr, []testFile{out})
+	checkDelivered(t, ir.res, o.responderResults(t, 1)[0], []testFile{in})
+	if host, _, _ := net.SplitHostPort(rr.Remote); host != "127.0.0.2" {
+		t.Errorf("the partner saw the connection from %s, want 127.0.0.2 (outgoing_source_ip)", rr.Remote)
+	}
+	o.mu.Lock()
+	rc := o.client
+	o.mu.Unlock()
+	if n := len(rc.c.Tunnels()); n != 1 {
+		t.Errorf("the client holds %d tunnels, want 1", n)
+	}
+}
