@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"smartproxy/client/configfile"
 	"smartproxy/internal/pki"
 	"smartproxy/internal/testnet"
@@ -240,4 +242,130 @@ func TestOutgoingWithIncoming(t *testing.T) {
 	if n := len(rc.c.Tunnels()); n != 1 {
 		t.Errorf("the client holds %d tunnels, want 1", n)
 	}
+}
+
+// TestOutgoingViolations: in an outgoing session a command that breaks RFC 5024 — from the
+// called partner or from the internal initiator — ends the session with an ESID to both sides
+// carrying the validator's reason, and a protocol_violation event naming the side.
+func TestOutgoingViolations(t *testing.T) {
+	fx := newFixture(t)
+	leaf := fx.partner(t, partnerID)
+	// The partner's first command after the SSID exchange is an SFID, although the caller
+	// (the internal initiator) is the Speaker.
+	rawLn, err := tls.Listen("tcp", "127.0.0.1:0", fx.partnerServerTLS(leaf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rawLn.Close() })
+	partnerGot := make(chan error, 1) // the ESID the misbehaving partner read, as an error
+	go func() { partnerGot <- misbehavingPartner(rawLn) }()
+	// A well-behaved partner for the misbehaving internal initiator.
+	good := servertest.StartTLSResponder(t, endpoint.Config{ID: partnerID, Password: partnerPassword, ReceiveDir: t.TempDir(),
+		Timeout: 30 * time.Second, Partners: map[string]oftp2.Password{companyID: companyPassword}}, fx.partnerServerTLS(leaf))
+	badPartner, goodPartner := testnet.ReserveAddr(t), testnet.ReserveAddr(t)
+	sys := startSystem(t, fx, systemOptions{config: func(f *configfile.File) {
+		f.Routes = []configfile.Route{
+			{Name: "bad-partner", ListenAddress: badPartner, PartnerAddress: rawLn.Addr().String(), PartnerOdetteID: partnerID, ServerName: "localhost"},
+			{Name: "good-partner", ListenAddress: goodPartner, PartnerAddress: good.Addr, PartnerOdetteID: partnerID, ServerName: "localhost"},
+		}
+	}})
+
+	t.Run("from the partner", func(t *testing.T) {
+		sys.clientLog.wait(t, "the client", "route_listening", map[string]string{"route": "bad-partner"})
+		o := &outgoing{system: sys, routeAddr: badPartner}
+		_, err := o.send(t)
+		ev := sys.serverLog.wait(t, "the server", "protocol_violation", map[string]string{"side": "partner", "direction": "outgoing"})
+		want := esidReasonOf(t, ev)
+		var se *endpoint.SessionError
+		if !errors.As(err, &se) || !se.Remote || se.Reason != want {
+			t.Errorf("internal sender's session ended with %v, want ESID %s from the proxy", err, want)
+		}
+		if err := <-partnerGot; !errors.As(err, &se) || se.Reason != want {
+			t.Errorf("the misbehaving partner read %v, want ESID %s", err, want)
+		}
+	})
+	t.Run("from the internal initiator", func(t *testing.T) {
+		sys.clientLog.wait(t, "the client", "route_listening", map[string]string{"route": "good-partner"})
+		conn, err := net.DialTimeout("tcp", goodPartner, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(waitTimeout))
+		r, w := oftp2.NewReader(conn, 0), oftp2.NewWriter(conn)
+		if b, err := r.ReadBuffer(); err != nil || oftp2.CommandCode(b[0]) != oftp2.CodeSSRM {
+			t.Fatalf("first command through the route = %q, %v; want the partner's SSRM", b, err)
+		}
+		if err := w.WriteCommand(&oftp2.SSID{Level: 5, ID: companyID, Password: companyPassword, BufferSize: 4096, Mode: oftp2.ModeSender,
+			Restart: true, Credit: 10}); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := r.ReadBuffer(); err != nil || oftp2.CommandCode(b[0]) != oftp2.CodeSSID {
+			t.Fatalf("answer to the SSID = %q, %v; want the partner's SSID", b, err)
+		}
+		// DATA before any SFID.
+		if err := w.WriteBuffer(dataBuffer(100)); err != nil {
+			t.Fatal(err)
+		}
+		ev := sys.serverLog.wait(t, "the server", "protocol_violation", map[string]string{"side": "inside", "direction": "outgoing"})
+		want := esidReasonOf(t, ev)
+		b, err := r.ReadBuffer()
+		var esid oftp2.ESID
+		if err != nil || esid.Decode(b, &oftp2.ParseOptions{Charset: oftp2.CharsetLenient}) != nil || esid.Reason != want {
+			t.Errorf("the internal initiator read %q, %v; want ESID %s", b, err, want)
+		}
+		pr, err := good.WaitResults(context.Background(), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var se *endpoint.SessionError
+		if !errors.As(pr[0].Err, &se) || !se.Remote || se.Reason != want {
+			t.Errorf("the partner's session ended with %v, want ESID %s from the proxy", pr[0].Err, want)
+		}
+	})
+}
+
+// misbehavingPartner serves one outgoing session on ln as a partner that answers the SSID and
+// then sends an SFID out of turn. It returns the ESID it reads then as an
+// *endpoint.SessionError, or what went wrong.
+func misbehavingPartner(ln net.Listener) error {
+	conn, err := ln.Accept()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(waitTimeout))
+	r, w := oftp2.NewReader(conn, 0), oftp2.NewWriter(conn)
+	if err := w.WriteCommand(&oftp2.SSRM{}); err != nil {
+		return err
+	}
+	if _, err := r.ReadBuffer(); err != nil {
+		return fmt.Errorf("reading the caller's SSID: %w", err)
+	}
+	if err := w.WriteCommand(&oftp2.SSID{Level: 5, ID: partnerID, Password: partnerPassword, BufferSize: 4096, Mode: oftp2.ModeReceiver,
+		Restart: true, Credit: 10}); err != nil {
+		return err
+	}
+	if err := w.WriteCommand(violationSFID("OUTOFTURN")); err != nil {
+		return err
+	}
+	b, err := r.ReadBuffer()
+	if err != nil {
+		return fmt.Errorf("waiting for the ESID: %w", err)
+	}
+	var esid oftp2.ESID
+	if err := esid.Decode(b, &oftp2.ParseOptions{Charset: oftp2.CharsetLenient}); err != nil {
+		return fmt.Errorf("the answer %q is not an ESID: %w", b, err)
+	}
+	return &endpoint.SessionError{Reason: esid.Reason, Text: esid.Text, Remote: true}
+}
+
+// esidReasonOf returns the esid_reason field of a server event.
+func esidReasonOf(t testing.TB, e *logrus.Entry) oftp2.ESIDReason {
+	t.Helper()
+	var n int
+	if _, err := fmt.Sscanf(fmt.Sprint(e.Data["esid_reason"]), "%d", &n); err != nil || n == 0 {
+		t.Fatalf("event %v: esid_reason %v", e.Data["event"], e.Data["esid_reason"])
+	}
+	return oftp2.ESIDReason(n)
 }

@@ -21,7 +21,6 @@ import (
 
 	"smartproxy/client"
 	"smartproxy/client/configfile"
-	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/license"
 	"smartproxy/internal/testnet"
 	"smartproxy/oftp2"
@@ -115,7 +114,6 @@ type system struct {
 	stopServer func()
 
 	clientLog *logCapture // shared by every client the test starts
-	routes    []*tunnelv1.Route
 	window    int         // per-session tunnel window of the clients
 	license   func(*license.License)
 
@@ -146,16 +144,13 @@ type systemOptions struct {
 	// internalVia, if not nil, returns the internal server address of the configuration
 	// instead of the responder's (a forwarder the test can pause).
 	internalVia func(target string) string
-	// routes are outgoing routes added to the client's configuration.
-	routes []*tunnelv1.Route
 }
 
 // startSystem starts responder, server and (unless opts.noClient) client and waits until the
 // partner listener is open. Everything stops when the test ends.
 func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 	t.Helper()
-	s := &system{fx: fx, recvDir: t.TempDir(), serverLog: newLogCapture(), clientLog: newLogCapture(), window: opts.window, license: opts.license,
-		routes: opts.routes}
+	s := &system{fx: fx, recvDir: t.TempDir(), serverLog: newLogCapture(), clientLog: newLogCapture(), window: opts.window, license: opts.license}
 	rc := endpoint.Config{
 		ID: companyID, Password: companyPassword, ReceiveDir: s.recvDir, Timeout: 30 * time.Second,
 		Partners: map[string]oftp2.Password{partnerID: partnerPassword, healthyID: ""},
@@ -249,7 +244,6 @@ func (s *system) startClient(t testing.TB, tunnelAddr string) *runningClient {
 	if err != nil {
 		t.Fatalf("the client refused the configuration file: %v", err)
 	}
-	res.Snapshot.Security.OutgoingRoutes = append(res.Snapshot.Security.OutgoingRoutes, s.routes...)
 	c, err := client.New(client.Config{
 		Server:          tunnelAddr,
 		ServerName:      "localhost",
