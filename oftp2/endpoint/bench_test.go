@@ -103,3 +103,43 @@ func BenchmarkTransferRTT(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTransferValidator measures what judging every buffer with
+// oftp2.Validator costs an endpoint: the same 16 MiB transfer (U, buffer
+// 65535, credit 64, TLS on loopback) with both endpoints validating (the
+// default) and both lenient. Run the two side by side and compare the ratio.
+//
+//	go test -run '^$' -bench BenchmarkTransferValidator -benchtime 10x -count 3 ./oftp2/endpoint
+func BenchmarkTransferValidator(b *testing.B) {
+	const size = 16 << 20
+	path := filepath.Join(b.TempDir(), "random.bin")
+	data := make([]byte, size)
+	if _, err := rand.Read(data); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	for _, lenient := range []bool{false, true} {
+		name := "validator"
+		if lenient {
+			name = "lenient"
+		}
+		b.Run(name, func(b *testing.B) {
+			ic, rc := initiatorConfig(b), responderConfig(b)
+			ic.BufferSize, ic.Credit, ic.DisableCompression = 65535, 64, true
+			ic.Lenient, rc.Lenient = lenient, lenient
+			ini, resp := mustNew(b, ic), mustNew(b, rc)
+			b.SetBytes(size)
+			for n := 0; b.Loop(); n++ {
+				i, r := pair(b, context.Background(), ini, resp, nil, OutgoingFile{Path: path, DatasetName: fmt.Sprintf("VAL%d", n)})
+				if i.err != nil || r.err != nil || i.res.Err() != nil {
+					b.Fatalf("transfer: %v, %v, %v", i.err, r.err, i.res.Err())
+				}
+				b.StopTimer()
+				os.Remove(r.res.Received[0].Path)
+				b.StartTimer()
+			}
+		})
+	}
+}
