@@ -327,6 +327,7 @@ func (b *bridge) fromConnLoop() *outcome {
 			}
 			return o
 		}
+		b.noteESID(buf, true)
 		if err := b.sess.WriteBuffer(context.Background(), buf); err != nil {
 			return b.sessionEnded(err)
 		}
@@ -428,6 +429,7 @@ func (b *bridge) fromSession(ctx context.Context) *outcome {
 			}
 			return o
 		}
+		b.noteESID(buf, false)
 		if err := b.w.write(buf); err != nil {
 			if b.ending.Load() {
 				return nil
@@ -516,7 +518,7 @@ func (b *bridge) violation(fromConn bool, code oftp2.CommandCode, err error) *ou
 		text: text, connText: text, abortSession: true}
 }
 
-// forwarded counts a buffer and remembers the first ESID.
+// forwarded counts a buffer.
 func (b *bridge) forwarded(buf []byte, fromConn bool) {
 	n := uint64(len(buf))
 	if fromConn {
@@ -527,6 +529,11 @@ func (b *bridge) forwarded(buf []byte, fromConn bool) {
 	if b.cfg.OnBuffer != nil {
 		b.cfg.OnBuffer(fromConn, len(buf))
 	}
+}
+
+// noteESID remembers the first ESID that passes. It runs before the ESID is forwarded: its
+// receiver may close at once, and that close must find the ESID noted.
+func (b *bridge) noteESID(buf []byte, fromConn bool) {
 	if oftp2.CommandCode(buf[0]) != oftp2.CodeESID {
 		return
 	}
