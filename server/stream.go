@@ -25,7 +25,7 @@ const maxControlBacklog = 16 << 20
 // Hello, answers Welcome and then handles configuration, license and liveness frames in order.
 // Sessions opened by the client (outgoing sessions) are refused: this server serves incoming
 // sessions only. It returns when the stream has ended and everything it started has exited.
-func (s *Server) handleStream(ctx context.Context, peer transport.PeerInfo, stream tunnelv1.TunnelService_ConnectServer) error {
+func (s *Server) handleStream(ctx context.Context, peer transport.PeerInfo, stream transport.ConnectServer) error {
 	tc := &tunnelConn{
 		s:           s,
 		peer:        peer,
@@ -34,7 +34,7 @@ func (s *Server) handleStream(ctx context.Context, peer transport.PeerInfo, stre
 		asm:         assembler{maxBytes: s.cfg.MaxCRLBytes},
 	}
 	q := newControlQueue(s.cfg.MaxCRLBytes + maxControlBacklog)
-	mux, err := tunnel.New(tunnel.ServerStream(stream), tunnel.Config{
+	mux, err := tunnel.New(transport.ServerStream(stream), tunnel.Config{
 		Side:    tunnel.SideServer,
 		Window:  int(s.cfg.SessionWindow),
 		Logger:  tc.log,

@@ -14,6 +14,7 @@ import (
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/pki"
+	"smartproxy/tunnel/transport"
 )
 
 // grpcOptions are the gRPC settings a tunnel is built with.
@@ -80,15 +81,14 @@ type grpcTunnel struct {
 
 // tunnelServer implements TunnelService with a Mux per stream.
 type tunnelServer struct {
-	tunnelv1.UnimplementedTunnelServiceServer
 	cfg   Config
 	muxes chan *Mux
 }
 
-func (s *tunnelServer) Connect(stream tunnelv1.TunnelService_ConnectServer) error {
+func (s *tunnelServer) Connect(stream transport.ConnectServer) error {
 	cfg := s.cfg
 	cfg.Side = SideServer
-	m, err := New(ServerStream(stream), cfg)
+	m, err := New(transport.ServerStream(stream), cfg)
 	if err != nil {
 		return err
 	}
@@ -109,12 +109,12 @@ func newGRPCTunnel(tb testing.TB, p *testPKI, opts grpcOptions, clientCfg, serve
 		copts = append(copts, grpc.WithInitialWindowSize(opts.streamWindow), grpc.WithInitialConnWindowSize(opts.connWindow))
 	}
 	if opts.tuned {
-		sopts = append(sopts, ServerOptions()...)
-		copts = append(copts, DialOptions()...)
+		sopts = append(sopts, transport.ServerOptions()...)
+		copts = append(copts, transport.DialOptions()...)
 	}
 	srv := grpc.NewServer(sopts...)
 	ts := &tunnelServer{cfg: serverCfg, muxes: make(chan *Mux, 1)}
-	tunnelv1.RegisterTunnelServiceServer(srv, ts)
+	transport.RegisterService(srv, ts.Connect)
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -128,20 +128,20 @@ func newGRPCTunnel(tb testing.TB, p *testPKI, opts grpcOptions, clientCfg, serve
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := tunnelv1.NewTunnelServiceClient(cc).Connect(ctx)
+	stream, err := transport.Connect(ctx, cc)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	gt := &grpcTunnel{ln: ln}
 	if rawClient {
-		gt.raw = ClientStream(stream)
+		gt.raw = transport.ClientStream(stream)
 		// The server sees the stream only once the client sends.
 		if err := gt.raw.Send(&tunnelv1.Frame{Kind: &tunnelv1.Frame_Hello{Hello: &tunnelv1.Hello{ClientId: "raw"}}}); err != nil {
 			tb.Fatal(err)
 		}
 	} else {
 		clientCfg.Side = SideClient
-		gt.client, err = New(ClientStream(stream), clientCfg)
+		gt.client, err = New(transport.ClientStream(stream), clientCfg)
 		if err != nil {
 			tb.Fatal(err)
 		}

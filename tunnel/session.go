@@ -125,7 +125,7 @@ func (m *Mux) endLocked(s *Session, err error) {
 		s.inq.reset(nil)
 		s.inBuffered = 0
 	}
-	s.outq.reset(m.pool.put)
+	s.outq.reset(m.pool.Put)
 	s.outBytes = 0
 	s.pendingGrant = 0
 	if !s.openedClosed {
@@ -382,7 +382,7 @@ func (s *Session) WriteBuffer(ctx context.Context, b []byte) error {
 		}
 		if s.sendCredit >= len(b) {
 			s.sendCredit -= len(b)
-			p := m.pool.get(len(b))
+			p := m.pool.Get(len(b))
 			copy(*p, b)
 			s.outq.push(p)
 			s.outBytes += len(b)

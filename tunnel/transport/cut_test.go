@@ -4,8 +4,6 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 )
 
 // serverStreams hands every server-side stream's end to the test.
@@ -23,7 +21,7 @@ func TestCutConnection(t *testing.T) {
 	ended := make(chan serverStreamEnd, 4)
 	srv, err := NewServer(ServerConfig{
 		Credentials: static(p.server, p.ca),
-		OnStream: func(ctx context.Context, peer PeerInfo, s tunnelv1.TunnelService_ConnectServer) error {
+		OnStream: func(ctx context.Context, peer PeerInfo, s ConnectServer) error {
 			started <- peer
 			err := echoHandler(ctx, peer, s)
 			ended <- serverStreamEnd{peer, err}
@@ -98,7 +96,7 @@ func TestDeadPathKeepalive(t *testing.T) {
 		Credentials:  static(p.server, p.ca),
 		PingInterval: time.Second, // gRPC's minimum
 		PingTimeout:  time.Second,
-		OnStream: func(ctx context.Context, peer PeerInfo, s tunnelv1.TunnelService_ConnectServer) error {
+		OnStream: func(ctx context.Context, peer PeerInfo, s ConnectServer) error {
 			started <- peer
 			err := echoHandler(ctx, peer, s)
 			ended <- serverStreamEnd{peer, err}
