@@ -218,6 +218,7 @@ func (c *Client) relay(s *session, ic *internalConn, log logrus.FieldLogger) err
 		}
 		s.toInternal.Add(uint64(len(buf)))
 		c.metrics.toInternal.Add(float64(len(buf)))
+		ts.ReleaseBuffer(buf) // written: the tunnel reuses it for the next frame
 	}
 	cancel()
 	ic.conn.Close()

@@ -159,7 +159,7 @@ type Mux struct {
 	wake           chan struct{} // capacity 1: work for the writer
 	done           chan struct{} // closed when the Mux stops
 	running        atomic.Bool
-	pool           bufpool.Pool
+	pool           *bufpool.Pool // immutable; the stream's when it has one (BufferPool)
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -248,6 +248,10 @@ func New(s Stream, cfg Config) (*Mux, error) {
 	}
 	if a, ok := s.(ControlAttacher); ok {
 		a.AttachControl(m.SendControl)
+	}
+	m.pool = new(bufpool.Pool)
+	if p, ok := s.(interface{ BufferPool() *bufpool.Pool }); ok && p.BufferPool() != nil {
+		m.pool = p.BufferPool()
 	}
 	return m, nil
 }

@@ -309,7 +309,7 @@ func (s *Session) endErr() error {
 // once every buffer has been read; after an abort it returns the
 // *CloseError (buffers not read yet are dropped). It blocks until a buffer
 // arrives, the session ends or ctx ends (then it returns ctx.Err()).
-// Reading gives credit back to the peer.
+// Reading gives credit back to the peer. See ReleaseBuffer.
 func (s *Session) ReadBuffer(ctx context.Context) ([]byte, error) {
 	m := s.m
 	for {
@@ -352,6 +352,13 @@ func (s *Session) ReadBuffer(ctx context.Context) ([]byte, error) {
 		}
 	}
 }
+
+// ReleaseBuffer hands a buffer returned by ReadBuffer back for reuse once the
+// caller is done with it (has written it to its connection); the caller must
+// not touch b afterwards. Releasing is optional: a buffer not released is
+// left to the garbage collector. Released buffers let a bulk transfer run
+// without allocating a buffer per received frame (docs/benchmarks.md).
+func (s *Session) ReleaseBuffer(b []byte) { s.m.pool.PutSlice(b) }
 
 // WriteBuffer sends b, one OFTP2 exchange buffer (1 to MaxBufferSize
 // bytes), on the session. It copies b, so the caller may reuse it at once.

@@ -25,6 +25,7 @@ const MaxPooled = 1 << (minClassShift + numClasses - 1)
 // concurrent use. Its method set is that of gRPC's mem.BufferPool.
 type Pool struct {
 	classes [numClasses]sync.Pool
+	holders sync.Pool // spare *[]byte for GetSlice and PutSlice
 }
 
 // classOf returns the size class for n bytes, or -1 when n is too large.
@@ -62,4 +63,28 @@ func (p *Pool) Put(b *[]byte) {
 	}
 	*b = (*b)[:0]
 	p.classes[c].Put(b)
+}
+
+// GetSlice is Get for a caller that keeps a plain slice: a buffer of length n, not zeroed.
+func (p *Pool) GetSlice(n int) []byte {
+	h := p.Get(n)
+	b := *h
+	*h = nil
+	p.holders.Put(h)
+	return b
+}
+
+// PutSlice returns a buffer obtained from GetSlice (or Get). Buffers of other capacities are
+// dropped. The caller must not use b afterwards.
+func (p *Pool) PutSlice(b []byte) {
+	c := classOf(cap(b))
+	if c < 0 || cap(b) != 1<<(c+minClassShift) {
+		return
+	}
+	h, _ := p.holders.Get().(*[]byte)
+	if h == nil {
+		h = new([]byte)
+	}
+	*h = b
+	p.Put(h)
 }

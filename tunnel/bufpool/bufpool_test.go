@@ -43,3 +43,24 @@ func TestPoolReuse(t *testing.T) {
 		t.Errorf("Get/Put of a 64 KiB buffer allocates %.1f times per run, want 0", allocs)
 	}
 }
+
+// TestPoolSlices: GetSlice and PutSlice reuse buffers without allocating, and
+// a slice of a foreign capacity is dropped, not pooled.
+func TestPoolSlices(t *testing.T) {
+	var bp Pool
+	allocs := testing.AllocsPerRun(100, func() {
+		b := bp.GetSlice(99999)
+		if len(b) != 99999 || cap(b) != 131072 {
+			t.Fatalf("GetSlice(99999): len %d cap %d, want 99999, 131072", len(b), cap(b))
+		}
+		b[0] = 1
+		bp.PutSlice(b)
+	})
+	if allocs > 0.5 {
+		t.Errorf("GetSlice/PutSlice allocates %.1f times per run, want 0", allocs)
+	}
+	bp.PutSlice(make([]byte, 1000)) // capacity 1000 is no class: dropped
+	if b := bp.GetSlice(1000); cap(b) != 1024 {
+		t.Errorf("GetSlice(1000) after PutSlice of a 1000-byte slice: cap %d, want 1024 (a pooled class)", cap(b))
+	}
+}

@@ -3,7 +3,6 @@ package transport
 import (
 	"errors"
 	"fmt"
-	"io"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/experimental"
@@ -153,13 +152,20 @@ func (c codec) marshalData(d *tunnelv1.SessionData) mem.BufferSlice {
 
 // Unmarshal decodes data into v. A Connect message that carries SessionData
 // is decoded straight from gRPC's buffers: the exchange buffer is copied
-// once, into memory the caller owns, and the frame already in v is reused
-// when it is a SessionData frame (see Stream.Recv).
+// once, into memory the caller owns (from the Stream's pool when v is one of
+// its pooled messages), and the frame already in v is reused when it is a
+// SessionData frame (see Stream.Recv).
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if ok, err := c.unmarshalData(data, v); ok || err != nil {
 		return err
 	}
 	m := messageOf(v)
+	switch v := v.(type) {
+	case pooledRequest:
+		m = v.ConnectRequest
+	case pooledResponse:
+		m = v.ConnectResponse
+	}
 	if m == nil {
 		return fmt.Errorf("transport: codec: cannot unmarshal into %T: not a protobuf message", v)
 	}
@@ -185,20 +191,23 @@ var errShortData = errors.New("transport: codec: SessionData shorter than its he
 // ok is false, with a nil error, when the message takes the general path.
 func (c codec) unmarshalData(data mem.BufferSlice, v any) (ok bool, err error) {
 	var frame **tunnelv1.Frame
+	var pool *bufpool.Pool // where the exchange buffer comes from; nil: allocated
 	switch v := v.(type) {
 	case *tunnelv1.ConnectRequest:
 		frame = &v.Frame
 	case *tunnelv1.ConnectResponse:
 		frame = &v.Frame
+	case pooledRequest:
+		frame, pool = &v.Frame, v.pool
+	case pooledResponse:
+		frame, pool = &v.Frame, v.pool
 	default:
 		return false, nil
 	}
 	total := data.Len()
 	var head [maxDataHeader]byte
-	h := head[:min(total, len(head))]
-	r := data.Reader()
-	defer r.Close()
-	if _, err := io.ReadFull(r, h); err != nil || len(h) == 0 {
+	h := head[:copyAt(head[:min(total, len(head))], data, 0)]
+	if len(h) == 0 {
 		return false, nil
 	}
 	// Connect.frame: a length that runs to the end of the message.
@@ -228,9 +237,16 @@ func (c codec) unmarshalData(data mem.BufferSlice, v any) (ok bool, err error) {
 	// The exchange buffer starts right after the header parsed above (so
 	// within head): take the part of it already read, then the rest.
 	start := total - bufLen
-	b := make([]byte, bufLen)
-	copied := copy(b, head[start:min(total, len(head))])
-	if _, err := io.ReadFull(r, b[copied:]); err != nil {
+	var b []byte
+	if pool != nil {
+		b = pool.GetSlice(bufLen)
+	} else {
+		b = make([]byte, bufLen)
+	}
+	if copyAt(b, data, start) != bufLen {
+		if pool != nil {
+			pool.PutSlice(b)
+		}
 		return true, errShortData
 	}
 	f := *frame
@@ -243,6 +259,25 @@ func (c codec) unmarshalData(data mem.BufferSlice, v any) (ok bool, err error) {
 	k.SessionData.SessionId = id
 	k.SessionData.Buffer = b
 	return true, nil
+}
+
+// copyAt copies data's bytes from offset off into dst and returns how many it
+// copied: len(dst), or fewer at the end of data.
+func copyAt(dst []byte, data mem.BufferSlice, off int) int {
+	n := 0
+	for _, b := range data {
+		d := b.ReadOnlyData()
+		if off >= len(d) {
+			off -= len(d)
+			continue
+		}
+		n += copy(dst[n:], d[off:])
+		off = 0
+		if n == len(dst) {
+			break
+		}
+	}
+	return n
 }
 
 // expectBytes consumes the tag of a length-delimited field num and its

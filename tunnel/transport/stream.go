@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/tunnel/bufpool"
 )
 
 // msgStream is what both ends of a gRPC stream have in common.
@@ -39,6 +40,9 @@ type Stream struct {
 	new func() envelope       // a fresh incoming message
 	// data is the SessionData frame Recv returned last, for reuse.
 	data *tunnelv1.Frame
+	// pool is where the codec takes received exchange buffers from; the Mux
+	// uses it too (BufferPool), so that buffers its users release come back.
+	pool bufpool.Pool
 
 	// control attaches the Mux's SendControl to the transport's server
 	// stream, which sends Drain frames with it (nil on the client side).
@@ -49,10 +53,8 @@ type Stream struct {
 // ServerStreamHandler receives).
 func ServerStream(s ConnectServer) *Stream {
 	out := new(tunnelv1.ConnectResponse)
-	st := &Stream{
-		s: s, out: out, set: func(f *tunnelv1.Frame) { out.Frame = f },
-		new: func() envelope { return new(tunnelv1.ConnectRequest) },
-	}
+	st := &Stream{s: s, out: out, set: func(f *tunnelv1.Frame) { out.Frame = f }}
+	st.new = func() envelope { return pooledRequest{new(tunnelv1.ConnectRequest), &st.pool} }
 	if ss, ok := s.(*serverStream); ok {
 		st.control = ss.attach
 	}
@@ -63,10 +65,9 @@ func ServerStream(s ConnectServer) *Stream {
 // ClientStreamHandler receives).
 func ClientStream(s ConnectClient) *Stream {
 	out := new(tunnelv1.ConnectRequest)
-	return &Stream{
-		s: s, out: out, set: func(f *tunnelv1.Frame) { out.Frame = f },
-		new: func() envelope { return new(tunnelv1.ConnectResponse) },
-	}
+	st := &Stream{s: s, out: out, set: func(f *tunnelv1.Frame) { out.Frame = f }}
+	st.new = func() envelope { return pooledResponse{new(tunnelv1.ConnectResponse), &st.pool} }
+	return st
 }
 
 // Send sends one frame. It does not keep f.
@@ -110,12 +111,29 @@ func (s *Stream) AttachControl(send func(context.Context, *tunnelv1.Frame) error
 	}
 }
 
+// BufferPool returns the pool received exchange buffers come from. tunnel.New
+// makes it the Mux's pool, so that Session.ReleaseBuffer returns them here.
+func (s *Stream) BufferPool() *bufpool.Pool { return &s.pool }
+
+// pooledRequest and pooledResponse are the Connect messages Recv receives
+// into: the message itself (any protobuf codec can decode into the embedded
+// message) and, for the tunnel's codec, the pool for the exchange buffer.
+type pooledRequest struct {
+	*tunnelv1.ConnectRequest
+	pool *bufpool.Pool
+}
+
+type pooledResponse struct {
+	*tunnelv1.ConnectResponse
+	pool *bufpool.Pool
+}
+
 // setFrame puts f into a Connect message.
 func setFrame(m envelope, f *tunnelv1.Frame) {
 	switch m := m.(type) {
-	case *tunnelv1.ConnectRequest:
+	case pooledRequest:
 		m.Frame = f
-	case *tunnelv1.ConnectResponse:
+	case pooledResponse:
 		m.Frame = f
 	}
 }
