@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -14,6 +15,7 @@ import (
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/pki"
+	"smartproxy/tunnel/bufpool"
 	"smartproxy/tunnel/transport"
 )
 
@@ -420,5 +422,48 @@ func (gt *grpcTunnel) breakConnections() {
 	defer gt.ln.mu.Unlock()
 	for _, c := range gt.ln.conns {
 		c.Close()
+	}
+}
+
+// TestGRPCReleaseBuffer: over the real transport, received buffers come from
+// the stream's pool (the Mux uses the stream's pool), and buffers released
+// and reused carry exactly the data of the frame they were reused for, in
+// both directions, for buffers of every size class a session uses.
+func TestGRPCReleaseBuffer(t *testing.T) {
+	p := newTestPKI(t)
+	acc := newAcceptor()
+	gt := newGRPCTunnel(t, p, grpcOptions{tuned: true}, Config{}, Config{Accept: acc.hook}, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := gt.client.Open(ctx, &tunnelv1.SessionOpen{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := acc.next(t)
+	bufs, _ := payload(42, 300, DefaultMaxBufferSize)
+	for _, dir := range []struct {
+		name     string
+		from, to *Session
+	}{{"client to server", c, s}, {"server to client", s, c}} {
+		errc := make(chan error, 1)
+		go func() { errc <- writeAll(ctx, dir.from, bufs) }()
+		for i, want := range bufs {
+			got, err := dir.to.ReadBuffer(ctx)
+			if err != nil {
+				t.Fatalf("%s: ReadBuffer %d: %v", dir.name, i, err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%s: buffer %d: %d bytes differing from the %d sent", dir.name, i, len(got), len(want))
+			}
+			dir.to.ReleaseBuffer(got)
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("%s: writing: %v", dir.name, err)
+		}
+	}
+	for _, m := range []*Mux{gt.client, gt.server} {
+		if _, ok := m.stream.(interface{ BufferPool() *bufpool.Pool }); !ok || m.pool != m.stream.(interface{ BufferPool() *bufpool.Pool }).BufferPool() {
+			t.Errorf("the %v Mux does not use its stream's buffer pool", m.cfg.Side)
+		}
 	}
 }
