@@ -442,6 +442,9 @@ func (b *bridge) fromSession(ctx context.Context) *outcome {
 			b.closeConnWrite()
 			return nil
 		}
+		// Written and judged (the validator keeps no reference to it): the tunnel reuses the
+		// buffer for a later frame, so a bulk transfer allocates no buffer per frame.
+		b.sess.ReleaseBuffer(buf)
 	}
 }
 

@@ -22,8 +22,9 @@ const maxControlBacklog = 16 << 20
 
 // handleStream runs one Connect stream: a multiplexer, and a control goroutine that expects
 // Hello, answers Welcome and then handles configuration, license and liveness frames in order.
-// Sessions opened by the client are outgoing sessions (serveOutgoing). It returns when the stream has ended and everything it started has exited.
-func (s *Server) handleStream(ctx context.Context, peer transport.PeerInfo, stream tunnelv1.TunnelService_ConnectServer) error {
+// Sessions opened by the client are outgoing sessions (serveOutgoing). It returns when the
+// stream has ended and everything it started has exited.
+func (s *Server) handleStream(ctx context.Context, peer transport.PeerInfo, stream transport.ConnectServer) error {
 	tc := &tunnelConn{
 		s:           s,
 		peer:        peer,
@@ -32,7 +33,7 @@ func (s *Server) handleStream(ctx context.Context, peer transport.PeerInfo, stre
 		asm:         assembler{maxBytes: s.cfg.MaxCRLBytes},
 	}
 	q := newControlQueue(s.cfg.MaxCRLBytes + maxControlBacklog)
-	mux, err := tunnel.New(tunnel.ServerStream(stream), tunnel.Config{
+	mux, err := tunnel.New(transport.ServerStream(stream), tunnel.Config{
 		Side:    tunnel.SideServer,
 		Window:  int(s.cfg.SessionWindow),
 		Logger:  tc.log,
