@@ -111,6 +111,8 @@ type system struct {
 	serverLog  *logCapture
 	tunnelAddr string // the server's tunnel listener
 	stopServer func()
+	// serverConfig, if not nil, changes the configuration of every server startServer starts.
+	serverConfig func(*server.Config)
 
 	clientLog *logCapture // shared by every client the test starts
 	window    int         // per-session tunnel window of the clients
@@ -140,6 +142,8 @@ type systemOptions struct {
 	// internalVia, if not nil, returns the internal server address of the configuration
 	// instead of the responder's (a forwarder the test can pause).
 	internalVia func(target string) string
+	// server, if not nil, changes the server's configuration before it starts.
+	server func(*server.Config)
 }
 
 // freePort returns a loopback address with a port that was free a moment ago.
@@ -186,6 +190,7 @@ func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 		t.Fatal(err)
 	}
 	s.tunnelAddr = ln.Addr().String()
+	s.serverConfig = opts.server
 	s.startServer(t, ln)
 
 	if !opts.noClient {
@@ -203,7 +208,7 @@ func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 // s.stopServer is called.
 func (s *system) startServer(t testing.TB, ln net.Listener) {
 	t.Helper()
-	srv, err := server.New(server.Config{
+	cfg := server.Config{
 		TunnelListener:    ln,
 		TunnelCredentials: &transport.StaticCredentials{Cert: s.fx.TunnelServer.TLS, Pool: s.fx.TunnelCA.Pool()},
 		ProxyID:           testProxyID,
@@ -215,7 +220,11 @@ func (s *system) startServer(t testing.TB, ln net.Listener) {
 		EventQueue:        4096,
 		RefusalLogBurst:   -1, // the tests wait for every event; attack_test.go runs the default
 		SessionWindow:     uint32(s.window),
-	})
+	}
+	if s.serverConfig != nil {
+		s.serverConfig(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

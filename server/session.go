@@ -162,7 +162,10 @@ func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort, 
 			odette: partner.OdetteID, msg: "partner session refused: the license is not valid: " + err.Error()})
 		return
 	}
-	slot.admitted()
+	if ref := s.admitSession(slot, pol, partner.OdetteID); ref != nil {
+		s.refuse(ps, pw, ref)
+		return
+	}
 
 	// The SSID passed inside carries SSIDSDEB and SSIDCRED lowered to the partner's caps; the
 	// validator sees exactly what the internal server sees.
