@@ -114,8 +114,9 @@ type system struct {
 	// serverConfig, if not nil, changes the configuration of every server startServer starts.
 	serverConfig func(*server.Config)
 
-	clientLog *logCapture // shared by every client the test starts
-	window    int         // per-session tunnel window of the clients
+	clientLog *logCapture         // shared by every client the test starts
+	window    int                 // per-session tunnel window of the clients
+	backoff   backoff.Exponential // reconnect backoff of the clients
 
 	mu     sync.Mutex
 	client *runningClient // the client started last
@@ -144,6 +145,9 @@ type systemOptions struct {
 	internalVia func(target string) string
 	// server, if not nil, changes the server's configuration before it starts.
 	server func(*server.Config)
+	// backoff, if not nil, is the clients' reconnect backoff instead of the fast one of the
+	// tests (20 ms doubling up to 200 ms).
+	backoff *backoff.Exponential
 }
 
 // freePort returns a loopback address with a port that was free a moment ago.
@@ -191,6 +195,10 @@ func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 	}
 	s.tunnelAddr = ln.Addr().String()
 	s.serverConfig = opts.server
+	s.backoff = backoff.Exponential{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond}
+	if opts.backoff != nil {
+		s.backoff = *opts.backoff
+	}
 	s.startServer(t, ln)
 
 	if !opts.noClient {
@@ -269,7 +277,7 @@ func (s *system) startClient(t testing.TB, tunnelAddr string) *runningClient {
 		Config:          res.Snapshot,
 		Logger:          s.clientLog.log,
 		Metrics:         prometheus.NewRegistry(),
-		Backoff:         backoff.Exponential{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond},
+		Backoff:         s.backoff,
 		ShutdownTimeout: 5 * time.Second,
 		Window:          s.window,
 	})
