@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,6 +63,20 @@ func TestReconnectAfterOutage(t *testing.T) {
 	t.Logf("after a 3s outage with a %v cap: tunnel up %v, partner listener open %v after the restart", cap, tunnelUp, listenerOpen)
 	if listenerOpen > 5*time.Second {
 		t.Errorf("partner listener open %v after the restart, want within 5s", listenerOpen)
+	}
+	// The client's health followed its tunnel: up, down during the outage, up again.
+	var changes []string
+	for _, e := range sys.clientLog.entries("health_changed", map[string]string{"service": admin.HealthClientTunnel}) {
+		changes = append(changes, fmt.Sprint(e.Data["status"]))
+	}
+	if got, want := strings.Join(changes, " "), "SERVING NOT_SERVING SERVING"; got != want {
+		t.Errorf("client tunnel health changes logged: %q, want %q", got, want)
+	}
+	sys.mu.Lock()
+	hs := sys.client.health.Server()
+	sys.mu.Unlock()
+	if r, err := hs.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("client overall health = %v, %v, want SERVING", r, err)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 
+	"smartproxy/admin"
 	"smartproxy/client"
 	"smartproxy/client/configfile"
 	"smartproxy/internal/backoff"
@@ -254,8 +255,9 @@ func (s *system) startServer(t testing.TB, ln net.Listener) {
 
 // runningClient is one in-process smartproxy-client.
 type runningClient struct {
-	c    *client.Client
-	stop func() // cancels Run and waits for it (idempotent)
+	c      *client.Client
+	health *admin.Health // the client's health service (the tunnel part)
+	stop   func()        // cancels Run and waits for it (idempotent)
 }
 
 // startClient loads the configuration file as smartproxy-client --config does and runs a
@@ -270,7 +272,9 @@ func (s *system) startClient(t testing.TB, tunnelAddr string) *runningClient {
 	if err != nil {
 		t.Fatalf("the client refused the configuration file: %v", err)
 	}
+	health := admin.NewHealth(s.clientLog.log, admin.HealthClientTunnel)
 	c, err := client.New(client.Config{
+		Health:          health,
 		Server:          tunnelAddr,
 		ServerName:      "localhost",
 		Credentials:     &transport.StaticCredentials{Cert: s.fx.TunnelClient.TLS, Pool: s.fx.TunnelCA.Pool()},
@@ -288,7 +292,7 @@ func (s *system) startClient(t testing.TB, tunnelAddr string) *runningClient {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	var once sync.Once
-	rc := &runningClient{c: c, stop: func() {
+	rc := &runningClient{c: c, health: health, stop: func() {
 		once.Do(func() {
 			cancel()
 			if err := <-done; err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	"smartproxy/admin"
 	"smartproxy/api/apiv1"
 	"smartproxy/apiclient"
 	"smartproxy/client"
@@ -98,6 +99,9 @@ type Config struct {
 	EventQueue int
 	// Logger receives the Syncer's log. If nil, nothing is logged.
 	Logger logrus.FieldLogger
+	// Health, if not nil, is told whether the last configuration poll of the backend
+	// succeeded (admin.HealthClientBackend).
+	Health *admin.Health
 	// Now is the clock for certificate and CRL validity. If nil, time.Now.
 	Now func() time.Time
 }
@@ -261,6 +265,7 @@ func (s *Syncer) Initial(ctx context.Context) (*client.Snapshot, error) {
 			snap, aerr := s.apply(ctx, doc, newETag, 0)
 			if aerr == nil {
 				bo.Reset()
+				s.reportBackend(nil)
 				return snap, nil
 			}
 			if ctx.Err() != nil {
@@ -276,6 +281,7 @@ func (s *Syncer) Initial(ctx context.Context) (*client.Snapshot, error) {
 		if err == nil {
 			continue // unchanged after the wait
 		}
+		s.reportBackend(err)
 		d := bo.Next()
 		s.log.WithError(err).WithFields(logrus.Fields{"event": EventBackendUnreachable, "retry_in": d.Round(time.Millisecond).String()}).
 			Warn("no configuration yet: the backend is not reachable and the state directory holds none")
@@ -469,6 +475,18 @@ func (s *Syncer) Run(ctx context.Context, target Target) error {
 	return g.Wait()
 }
 
+// reportBackend tells the health service the result of a configuration poll.
+func (s *Syncer) reportBackend(err error) {
+	if s.cfg.Health == nil {
+		return
+	}
+	why := ""
+	if err != nil {
+		why = "configuration poll failed: " + err.Error()
+	}
+	s.cfg.Health.Set(admin.HealthClientBackend, err == nil, why)
+}
+
 // configLoop long-polls the configuration and applies every change.
 func (s *Syncer) configLoop(ctx context.Context, target Target) {
 	bo := s.cfg.Backoff
@@ -494,6 +512,7 @@ func (s *Syncer) configLoop(ctx context.Context, target Target) {
 				err = nil
 			}
 		}
+		s.reportBackend(err)
 		if err == nil {
 			if s.unhealthy {
 				s.unhealthy = false
