@@ -3,14 +3,11 @@ package server
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"smartproxy/internal/logging"
 	"smartproxy/server/servertest"
-	"smartproxy/tunnel/transport"
 )
 
 func TestRefusalLogCounts(t *testing.T) {
@@ -71,27 +68,8 @@ func TestRefusalLogCounts(t *testing.T) {
 func TestRefusalLogLines(t *testing.T) {
 	p := servertest.NewPKI(t)
 	var out bytes.Buffer
-	log, _, err := logging.New(logging.Options{Format: "text", Output: &out})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	const burst, max = 4, 20
-	s, err := New(Config{
-		TunnelListener:    ln,
-		TunnelCredentials: &transport.StaticCredentials{Cert: p.TunnelServer.TLS, Pool: p.TunnelCA.Pool()},
-		ProxyID:           "SPX-TEST-TEST-TEST-TEST",
-		Logger:            log,
-		RefusalLogBurst:   burst,
-		RefusalLogMax:     max,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newLogServer(t, p, "text", &out, func(c *Config) { c.RefusalLogBurst, c.RefusalLogMax = burst, max })
 	res := fail2banRegexps(t)
 	const sources, each = 30, 50
 	for i := range each {
