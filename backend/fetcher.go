@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -166,7 +167,7 @@ func (f *Fetcher) FetchDue(ctx context.Context) int {
 	if len(due) == 0 {
 		return 0
 	}
-	cas, err := f.trustedCAs(ctx)
+	cas, err := TrustedCAs(ctx, f.st)
 	if err != nil {
 		if ctx.Err() == nil {
 			f.log.WithError(err).Error("cannot read the trusted CAs")
@@ -190,22 +191,6 @@ func (f *Fetcher) FetchDue(ctx context.Context) int {
 	}
 	wg.Wait()
 	return len(due)
-}
-
-func (f *Fetcher) trustedCAs(ctx context.Context) ([]*x509.Certificate, error) {
-	list, err := f.st.CAs(ctx)
-	if err != nil {
-		return nil, err
-	}
-	certs := make([]*x509.Certificate, 0, len(list))
-	for _, c := range list {
-		cert, err := x509.ParseCertificate(c.DER)
-		if err != nil {
-			return nil, fmt.Errorf("trusted CA %d: %w", c.ID, err)
-		}
-		certs = append(certs, cert)
-	}
-	return certs, nil
 }
 
 // fetchOne downloads, checks and stores one CRL and records the result.
@@ -337,4 +322,24 @@ func readBody(r io.Reader, length, max int64) ([]byte, error) {
 		return append(buf, one[0]), nil
 	}
 	return buf, nil
+}
+
+// FetchNow downloads the CRL of the distribution point with the given id
+// at once, whether it is due or not, and records the result like a
+// scheduled download.
+func (f *Fetcher) FetchNow(ctx context.Context, id int64) error {
+	urls, err := f.st.CRLURLs(ctx)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(urls, func(u store.CRLURL) bool { return u.ID == id })
+	if i < 0 {
+		return fmt.Errorf("CRL URL %d: %w", id, store.ErrNotFound)
+	}
+	cas, err := TrustedCAs(ctx, f.st)
+	if err != nil {
+		return err
+	}
+	f.fetchOne(ctx, urls[i], cas)
+	return nil
 }

@@ -191,8 +191,10 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// logRequests logs one line per request: 2xx and 3xx at INFO (health checks
-// and unchanged long polls at DEBUG), 4xx at INFO, 5xx at ERROR.
+// logRequests logs one line per request: 2xx and 3xx at INFO (health checks,
+// unchanged long polls and the web admin's page views, which refresh
+// themselves, at DEBUG; its changes are in the audit log), 4xx at INFO, 5xx
+// at ERROR.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -212,7 +214,8 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 			switch {
 			case sw.status >= 500:
 				entry.Error("API request")
-			case r.URL.Path == apiv1.PathHealth || sw.status == http.StatusNotModified:
+			case r.URL.Path == apiv1.PathHealth || sw.status == http.StatusNotModified ||
+				(r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, AdminPath) && r.URL.Path != AdminPath+"login"):
 				entry.Debug("API request")
 			default:
 				entry.Info("API request")

@@ -51,7 +51,14 @@ type Config struct {
 	Events EscalatorConfig
 	// CRL configures the CRL downloader.
 	CRL FetcherConfig
+	// Admin, if not nil, is served for every path below AdminPath (the web
+	// admin, which does its own authentication); the API's bearer tokens
+	// do not apply there.
+	Admin http.Handler
 }
+
+// AdminPath is the path below which Config.Admin is served.
+const AdminPath = "/admin/"
 
 // Server is the HTTPS API of contract v1 with the jobs beside it. Create it
 // with New, serve with Run.
@@ -118,6 +125,10 @@ func New(cfg Config) (*Server, error) {
 	s.handler = s.routes()
 	return s, nil
 }
+
+// FetchCRL downloads the CRL of the distribution point with the given id
+// now ("fetch now" of the web admin).
+func (s *Server) FetchCRL(ctx context.Context, id int64) error { return s.fetcher.FetchNow(ctx, id) }
 
 // Handler returns the HTTP handler of the API. Run serves it; tests may
 // serve it themselves.

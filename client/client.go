@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -244,6 +245,9 @@ func (c *Client) Run(ctx context.Context) error {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- c.transport.Run(tctx) }()
+	// The route listeners close as soon as the shutdown begins: no new outgoing sessions.
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); c.runRoutes(ctx) }()
 	c.log.WithFields(logrus.Fields{"server": c.cfg.Server, "streams": c.cfg.Streams, "client_id": c.clientID,
 		"config_version": c.Current().Version}).Info("smartproxy-client running")
 
@@ -428,7 +432,7 @@ func (c *Client) addSession(st *stream, ts *tunnel.Session) (*session, *logrus.E
 	}
 	log := base.WithFields(logrus.Fields{
 		"session_id": s.id, "tunnel": st.index, "tunnel_session_id": ts.ID(),
-		"direction": "incoming", "partner": s.partner, "remote_addr": s.remote,
+		"direction": strings.ToLower(strings.TrimPrefix(open.GetDirection().String(), "DIRECTION_")), "partner": s.partner, "remote_addr": s.remote,
 	})
 	return s, log
 }

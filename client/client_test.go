@@ -406,7 +406,10 @@ func TestIncomingTransfer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, bridgeErr := runPartner(t, conn, partner, endpoint.OutgoingFile{Path: src, DatasetName: "INVOICE"})
+	res, runErr, bridgeErr := runPartner(t, conn, partner, endpoint.OutgoingFile{Path: src, DatasetName: "INVOICE"})
+	if runErr != nil {
+		t.Errorf("partner Run() = %v, want a clean session", runErr)
+	}
 	if bridgeErr != nil {
 		t.Errorf("Bridge() = %v, want a clean end", bridgeErr)
 	}
@@ -460,8 +463,8 @@ func serveEndpoint(t *testing.T, ep *endpoint.Endpoint) string {
 }
 
 // runPartner connects the partner endpoint over loopback TCP to a Bridge on conn and runs one
-// session that sends files.
-func runPartner(t *testing.T, conn *clienttest.Conn, partner *endpoint.Endpoint, files ...endpoint.OutgoingFile) (*endpoint.Result, error) {
+// session that sends files. It returns the partner's result and error and the Bridge's error.
+func runPartner(t *testing.T, conn *clienttest.Conn, partner *endpoint.Endpoint, files ...endpoint.OutgoingFile) (*endpoint.Result, error, error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -484,10 +487,7 @@ func runPartner(t *testing.T, conn *clienttest.Conn, partner *endpoint.Endpoint,
 		t.Fatal(err)
 	}
 	res, runErr := partner.Run(ctx, pc, files...)
-	if runErr != nil {
-		t.Logf("partner Run() = %v", runErr)
-	}
-	return res, <-bridgeErr
+	return res, runErr, <-bridgeErr
 }
 
 // TestIncomingSessionFlow checks the wire: the internal server's SSRM is not forwarded, the

@@ -65,6 +65,26 @@ const (
 	// EventProtocolViolation: a command in an established session broke RFC 5024.
 	EventProtocolViolation = "protocol_violation"
 
+	// EventOutgoingConnectFailed: the TCP connect to a partner of an outgoing session failed
+	// (refused, timeout, unreachable).
+	EventOutgoingConnectFailed = "outgoing_connect_failed"
+	// EventOutgoingTLSFailed: the TLS handshake with a dialed partner failed, or its server
+	// certificate is untrusted, unusable or not issued for the route's server name.
+	EventOutgoingTLSFailed = "outgoing_tls_failed"
+	// EventOutgoingCertExpired: a dialed partner's server certificate is outside its validity.
+	EventOutgoingCertExpired = "outgoing_cert_expired"
+	// EventOutgoingRevoked: a configured CRL lists a dialed partner's server certificate.
+	EventOutgoingRevoked = "outgoing_revoked"
+	// EventOutgoingCertMismatch: a dialed partner's server certificate is not bound to the
+	// route's Odette ID.
+	EventOutgoingCertMismatch = "outgoing_cert_mismatch"
+	// EventOutgoingCRLMissing: no configured CRL covers a dialed partner's certificate
+	// (accepted).
+	EventOutgoingCRLMissing = "outgoing_crl_missing"
+	// EventOutgoingSourceIPUnavailable: the configured outgoing_source_ip is not an address of
+	// this host; the configuration version is refused, or an outgoing dial fails.
+	EventOutgoingSourceIPUnavailable = "outgoing_source_ip_unavailable"
+
 	// EventSessionStarted: a verified session was opened on a tunnel (INFO).
 	EventSessionStarted = "session_started"
 	// EventSessionEnded: a session ended (INFO).
@@ -73,6 +93,9 @@ const (
 	EventConfigApplied = "config_applied"
 	// EventConfigRejected: a configuration version was refused (ERROR).
 	EventConfigRejected = "config_rejected"
+	// EventConfigOriginChanged: a configuration of another origin (file, backend) replaced the
+	// one in force whatever its version: a client was switched to another source (WARNING).
+	EventConfigOriginChanged = "config_origin_changed"
 	// EventConfigWarning: a configuration was applied with a warning (WARN).
 	EventConfigWarning = "config_warning"
 	// EventListenerOpened: the partner listener accepts connections (INFO).
@@ -111,7 +134,11 @@ func security(name, remoteAddr, odetteID, reason, msg string) event {
 		// Background noise of every internet-facing port: worth a line for fail2ban, not a
 		// page to an operator.
 		sev = tunnelv1.Severity_SEVERITY_WARNING
-	case EventLicenseInvalid:
+	case EventOutgoingCRLMissing:
+		// A configuration gap, like partner_crl_missing.
+		sev = tunnelv1.Severity_SEVERITY_WARNING
+	case EventLicenseInvalid, EventOutgoingConnectFailed:
+		// A partner that cannot be reached is an operator's problem, not an attack.
 		sev = tunnelv1.Severity_SEVERITY_ERROR
 	}
 	return event{name: name, severity: sev, remoteAddr: remoteAddr, odetteID: odetteID, reason: reason, msg: msg, security: true}

@@ -66,6 +66,9 @@ const (
 	// DefaultMaxBufferSize is the default upper bound of SSIDSDEB passed on: the protocol's
 	// own maximum (RFC 5024 §5.3.2), so by default the buffer size is not lowered.
 	DefaultMaxBufferSize = 99999
+	// DefaultConnectTimeout is the default time allowed for the TCP connect to a partner in an
+	// outgoing session.
+	DefaultConnectTimeout = 15 * time.Second
 )
 
 // Policy is one applied security configuration in a form the partner path can use directly.
@@ -92,6 +95,11 @@ type Policy struct {
 	Limits Limits
 	// OutgoingSourceIP is the source address for outgoing connections; invalid if unset.
 	OutgoingSourceIP netip.Addr
+	// Origin is where the configuration comes from (ConfigSnapshot.origin): versions are
+	// compared only between configurations of one origin.
+	Origin string
+	// Routes are the outgoing routes by name.
+	Routes map[string]*Route
 	// LogLevel is the requested process log level; 0 (panic) means no change.
 	LogLevel logrus.Level
 	// IgnoreRules lower matching events to INFO.
@@ -124,6 +132,23 @@ type Partner struct {
 	MaxCredit int
 	// MaxBufferSize bounds SSIDSDEB passed on; it already includes the Limits default.
 	MaxBufferSize int
+}
+
+// Route is one outgoing route: the partner the server dials when the client opens an outgoing
+// session on it.
+type Route struct {
+	// Name is the route's unique name (SessionOpen.route_name).
+	Name string
+	// ListenAddress is where the client listens for the internal OFTP2 server, "host:port".
+	ListenAddress string
+	// PartnerAddress is the partner's "host:port" the server dials.
+	PartnerAddress string
+	// Partner is the configured partner the route reaches; its Odette ID and certificate
+	// bindings judge the partner's server certificate and SSID.
+	Partner *Partner
+	// ServerName is the name the partner's server certificate must be issued for: the route's
+	// server_name, or the host of PartnerAddress when that is empty.
+	ServerName string
 }
 
 // Secret is a password. Its String and GoString never reveal it.
@@ -182,6 +207,8 @@ type Limits struct {
 	MaxCredit int
 	// MaxBufferSize bounds SSIDSDEB passed on for partners without their own bound.
 	MaxBufferSize int
+	// ConnectTimeout bounds the TCP connect to a partner in an outgoing session.
+	ConnectTimeout time.Duration
 }
 
 // IgnoreRule lowers events whose line contains Substring (case-insensitive) to INFO while
@@ -281,7 +308,7 @@ func CompilePolicy(version uint64, cfg *tunnelv1.SecurityConfig, now time.Time) 
 		}
 		p.OutgoingSourceIP = a
 	}
-	c.routes(cfg.GetOutgoingRoutes(), p.Partners)
+	p.Routes = c.routes(cfg.GetOutgoingRoutes(), p.Partners)
 	p.LogLevel = c.logLevel("log_level", cfg.GetLogLevel())
 	p.IgnoreRules = c.ignoreRules(cfg.GetLogIgnoreRules())
 	if len(c.errs) > 0 {
@@ -446,6 +473,7 @@ func (c *compiler) limits(l *tunnelv1.Limits) Limits {
 		IdleTimeout:            DefaultIdleTimeout,
 		MaxCredit:              DefaultMaxCredit,
 		MaxBufferSize:          DefaultMaxBufferSize,
+		ConnectTimeout:         DefaultConnectTimeout,
 	}
 	if l == nil {
 		return out
@@ -503,6 +531,7 @@ func (c *compiler) limits(l *tunnelv1.Limits) Limits {
 	dur("handshake_timeout", l.GetHandshakeTimeout(), l.GetHandshakeTimeout() != nil, &out.HandshakeTimeout)
 	dur("ssid_timeout", l.GetSsidTimeout(), l.GetSsidTimeout() != nil, &out.SSIDTimeout)
 	dur("idle_timeout", l.GetIdleTimeout(), l.GetIdleTimeout() != nil, &out.IdleTimeout)
+	dur("connect_timeout", l.GetConnectTimeout(), l.GetConnectTimeout() != nil, &out.ConnectTimeout)
 	if v := l.GetMaxCredit(); v > 999 {
 		c.errorf("limits.max_credit", "%d is above the SSIDCRED maximum 999 (RFC 5024 §5.3.2)", v)
 	} else if v > 0 {
@@ -634,23 +663,42 @@ func unmapBits(a netip.Addr) int {
 	return 0
 }
 
-func (c *compiler) routes(routes []*tunnelv1.Route, partners map[string]*Partner) {
+func (c *compiler) routes(routes []*tunnelv1.Route, partners map[string]*Partner) map[string]*Route {
+	out := make(map[string]*Route, len(routes))
 	names := make(map[string]bool)
 	for i, r := range routes {
 		path := fmt.Sprintf("outgoing_routes[%d]", i)
+		ok := true
 		if r.GetName() == "" {
 			c.errorf(path+".name", "empty")
+			ok = false
 		} else if names[r.GetName()] {
 			c.errorf(path+".name", "%q is used twice", r.GetName())
+			ok = false
 		}
 		names[r.GetName()] = true
-		if _, _, err := net.SplitHostPort(r.GetPartnerAddress()); err != nil {
+		host, _, err := net.SplitHostPort(r.GetPartnerAddress())
+		if err != nil {
 			c.errorf(path+".partner_address", "%q is not host:port", r.GetPartnerAddress())
+			ok = false
 		}
-		if id := strings.TrimRight(r.GetPartnerOdetteId(), " "); partners[id] == nil {
+		id := strings.TrimRight(r.GetPartnerOdetteId(), " ")
+		partner := partners[id]
+		if partner == nil {
 			c.errorf(path+".partner_odette_id", "%q is not a configured partner", id)
+			ok = false
 		}
+		if !ok {
+			continue
+		}
+		rt := &Route{Name: r.GetName(), ListenAddress: r.GetListenAddress(), PartnerAddress: r.GetPartnerAddress(),
+			Partner: partner, ServerName: r.GetServerName()}
+		if rt.ServerName == "" {
+			rt.ServerName = host
+		}
+		out[rt.Name] = rt
 	}
+	return out
 }
 
 // logLevel maps a tunnel LogLevel to logrus; UNSPECIFIED maps to 0 (no change).

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -222,4 +223,126 @@ func scanEvents(rows *sql.Rows) ([]Event, error) {
 		list = append(list, e)
 	}
 	return list, rows.Err()
+}
+
+// EventPageFilter selects a page of events for EventPage. Every field is
+// optional.
+type EventPageFilter struct {
+	// Severity selects events of this severity or a more severe one.
+	Severity string
+	// Name, OdetteID and Client select events with exactly this value.
+	Name, OdetteID, Client string
+	// From and Until select events that happened in [From, Until).
+	From, Until time.Time
+	// BeforeTime and BeforeSeq continue a listing after the last event of
+	// the previous page: only events older than that one are returned.
+	BeforeTime time.Time
+	BeforeSeq  int64
+	// Limit is the most events returned. If zero, 50.
+	Limit int
+}
+
+// severityOrder lists the severities from least to most severe.
+var severityOrder = []string{"debug", "info", "warning", "error", "critical"}
+
+// EventPage returns events that match f, newest first. Every filter is
+// served by an index, so a page costs about the same whatever the number of
+// stored events: a name, partner or client filter walks that column's index
+// newest first; a severity filter alone walks the severity index once per
+// severity asked for and merges the newest of each, so rare critical events
+// are found without scanning the common ones.
+func (s *Store) EventPage(ctx context.Context, f EventPageFilter) ([]Event, error) {
+	var sevs []string
+	if f.Severity != "" {
+		i := slices.Index(severityOrder, f.Severity)
+		if i < 0 {
+			return nil, invalid("severity", "%q is not debug, info, warning, error or critical", f.Severity)
+		}
+		if i > 0 {
+			sevs = severityOrder[i:]
+		}
+	}
+	var (
+		where []string
+		args  []any
+	)
+	if f.Name != "" {
+		where, args = append(where, "e.name = ?"), append(args, f.Name)
+	}
+	if f.OdetteID != "" {
+		where, args = append(where, "e.odette_id = ?"), append(args, f.OdetteID)
+	}
+	if f.Client != "" {
+		where, args = append(where, "e.client_id = (SELECT id FROM clients WHERE name = ?)"), append(args, f.Client)
+	}
+	byColumn := len(where) > 0
+	if !f.From.IsZero() {
+		where, args = append(where, "e.time >= ?"), append(args, ts(f.From))
+	}
+	if !f.Until.IsZero() {
+		where, args = append(where, "e.time < ?"), append(args, ts(f.Until))
+	}
+	if !f.BeforeTime.IsZero() {
+		bt := ts(f.BeforeTime)
+		where, args = append(where, "(e.time < ? OR (e.time = ? AND e.seq < ?))"), append(args, bt, bt, f.BeforeSeq)
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	if len(sevs) > 0 && byColumn {
+		// The unary + keeps SQLite from walking the severity index, which
+		// would scan every event of a common severity to find one partner's.
+		marks := strings.Repeat("?, ", len(sevs))
+		where = append(where, "+e.severity IN ("+marks[:len(marks)-2]+")")
+		for _, sv := range sevs {
+			args = append(args, sv)
+		}
+		sevs = nil
+	}
+	cond := ""
+	if len(where) > 0 {
+		cond = " AND " + strings.Join(where, " AND ")
+	}
+	const order = ` ORDER BY e.time DESC, e.seq DESC LIMIT ?`
+	var from string
+	var all []any
+	if len(sevs) == 0 {
+		from, all = `(SELECT * FROM events e WHERE 1 = 1`+cond+order+`)`, append(args, limit)
+	} else {
+		parts := make([]string, len(sevs))
+		for i, sv := range sevs {
+			parts[i] = `SELECT * FROM (SELECT * FROM events e WHERE e.severity = ?` + cond + order + `)`
+			all = append(append(append(all, sv), args...), limit)
+		}
+		from = `(` + strings.Join(parts, " UNION ALL ") + `)`
+	}
+	q := `SELECT e.seq, e.event_id, coalesce(c.name, ''), e.time, e.received_at, e.severity, e.name, e.session_id,
+		e.odette_id, e.remote_addr, e.message, e.fields, e.source, e.outcome
+		FROM ` + from + ` e LEFT JOIN clients c ON c.id = e.client_id` + order
+	rows, err := s.r.QueryContext(ctx, q, append(all, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("store: read events: %w", err)
+	}
+	defer rows.Close()
+	return scanEvents(rows)
+}
+
+// EventBySeq returns one event.
+func (s *Store) EventBySeq(ctx context.Context, seq int64) (Event, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT e.seq, e.event_id, coalesce(c.name, ''), e.time, e.received_at, e.severity,
+		e.name, e.session_id, e.odette_id, e.remote_addr, e.message, e.fields, e.source, e.outcome
+		FROM events e LEFT JOIN clients c ON c.id = e.client_id WHERE e.seq = ?`, seq)
+	if err != nil {
+		return Event{}, fmt.Errorf("store: read event: %w", err)
+	}
+	defer rows.Close()
+	list, err := scanEvents(rows)
+	if err != nil {
+		return Event{}, err
+	}
+	if len(list) == 0 {
+		return Event{}, notFound("event", seq)
+	}
+	return list[0], nil
 }

@@ -359,3 +359,78 @@ func readPartners(ctx context.Context, q execQueryer, odetteID string) ([]Partne
 	}
 	return list, rows.Err()
 }
+
+// PartnerFilter selects a page of partners for SearchPartners.
+type PartnerFilter struct {
+	// Query selects partners whose Odette ID or name contains it
+	// (case-insensitively); empty: all.
+	Query string
+	// Offset skips that many partners of the result.
+	Offset int
+	// Limit is the most partners returned. If zero, 50.
+	Limit int
+}
+
+// PartnerSummary is a partner as a list shows it.
+type PartnerSummary struct {
+	// OdetteID, Name, Enabled and Direction are the partner's.
+	OdetteID, Name string
+	Enabled        bool
+	Direction      string
+	// HasPassword says whether an SSID password is set.
+	HasPassword bool
+	// Bindings and Networks count the certificate bindings and allowed
+	// networks.
+	Bindings, Networks int
+	// UpdatedAt is the time of the last change.
+	UpdatedAt time.Time
+}
+
+// SearchPartners returns one page of partners by Odette ID and the number
+// of partners that match f.
+func (s *Store) SearchPartners(ctx context.Context, f PartnerFilter) ([]PartnerSummary, int, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	where, args := "", []any{}
+	if f.Query != "" {
+		like := "%" + likeEscape(f.Query) + "%"
+		where, args = ` WHERE p.odette_id LIKE ? ESCAPE '\' OR p.name LIKE ? ESCAPE '\'`, []any{like, like}
+	}
+	var (
+		list  []PartnerSummary
+		total int
+	)
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM partners p`+where, args...).Scan(&total); err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT p.odette_id, p.name, p.enabled, p.direction, p.password <> '', p.updated_at,
+			(SELECT count(*) FROM certificate_bindings b WHERE b.partner_id = p.id),
+			(SELECT count(*) FROM allowed_networks n WHERE n.partner_id = p.id)
+			FROM partners p`+where+` ORDER BY p.odette_id LIMIT ? OFFSET ?`, append(args, limit, max(f.Offset, 0))...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				p  PartnerSummary
+				at string
+			)
+			if err := rows.Scan(&p.OdetteID, &p.Name, &p.Enabled, &p.Direction, &p.HasPassword, &at, &p.Bindings, &p.Networks); err != nil {
+				return err
+			}
+			if p.UpdatedAt, err = mustTS(at); err != nil {
+				return err
+			}
+			list = append(list, p)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("store: search partners: %w", err)
+	}
+	return list, total, nil
+}

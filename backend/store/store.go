@@ -163,7 +163,8 @@ func (s *Store) Close() error {
 	return errors.Join(errs...)
 }
 
-// write runs fn in one write transaction and commits it when fn returns nil.
+// write runs fn in one write transaction and commits it when fn returns nil,
+// together with the audit entry ctx carries (WithAudit), if any.
 // The new revision is published to WaitRevision after the commit.
 func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
@@ -171,6 +172,10 @@ func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return fmt.Errorf("store: begin: %w", err)
 	}
 	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := s.recordAudit(ctx, tx); err != nil {
 		tx.Rollback()
 		return err
 	}

@@ -56,7 +56,7 @@ func tables(t *testing.T, s *Store) []string {
 	return names
 }
 
-var wantTables = []string{"allowed_networks", "certificate_bindings", "clients", "config_status", "crl_blobs",
+var wantTables = []string{"admin_login_failures", "admin_sessions", "admin_users", "allowed_networks", "audit_log", "certificate_bindings", "clients", "config_status", "crl_blobs",
 	"crl_chunks", "crl_urls", "crls", "events", "ignore_rules", "license_status", "licenses", "partners", "revision",
 	"routes", "schema_version", "settings", "tokens", "trusted_cas"}
 

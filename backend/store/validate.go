@@ -201,3 +201,8 @@ func checkServerName(field, s string) error {
 }
 
 func fieldf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+// likeEscape escapes the wildcards of a LIKE pattern (used with ESCAPE '\').
+func likeEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}

@@ -2,12 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,7 +16,6 @@ import (
 	"smartproxy/backend/store"
 	"smartproxy/internal/license"
 	"smartproxy/internal/pki"
-	"smartproxy/internal/revocation"
 )
 
 // maxInputFile is the largest certificate, key or license file read.
@@ -227,28 +221,13 @@ func (b bindingFlags) binding() (*store.CertificateBinding, error) {
 		if err != nil {
 			return nil, err
 		}
-		cert, err := parseOneCertificate(data)
+		cert, err := backend.ParseOneCertificate(data)
 		if err != nil {
 			return nil, fmt.Errorf("--certificate %s: %w", *b.certificate, err)
 		}
 		out.SHA256Fingerprint = store.Fingerprint(cert)
 	}
 	return out, nil
-}
-
-// parseOneCertificate reads one certificate in PEM or DER.
-func parseOneCertificate(data []byte) (*x509.Certificate, error) {
-	if certs, err := pki.ParseCertificatesPEM(data); err == nil {
-		if len(certs) != 1 {
-			return nil, fmt.Errorf("holds %d certificates, want one", len(certs))
-		}
-		return certs[0], nil
-	}
-	cert, err := x509.ParseCertificate(data)
-	if err != nil {
-		return nil, errors.New("not a PEM or DER certificate")
-	}
-	return cert, nil
 }
 
 // passwordFlags are --password and --password-file.
@@ -533,42 +512,20 @@ func runPartnerSet(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 // --- trusted CAs ---
 
-// readCertificates reads one or more certificates from a PEM or DER file.
-func readCertificates(path string) ([]*x509.Certificate, error) {
-	data, err := readFile("certificate file", path, maxInputFile)
-	if err != nil {
-		return nil, err
-	}
-	if certs, err := pki.ParseCertificatesPEM(data); err == nil {
-		return certs, nil
-	} else if strings.Contains(string(data), "-----BEGIN") {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	cert, err := x509.ParseCertificate(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: not a PEM or DER certificate", path)
-	}
-	return []*x509.Certificate{cert}, nil
-}
-
 func runCAAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := newFlags("ca add", "ca add FILE (PEM with one or more CA certificates, or DER)", stderr)
 	pos, err := parseExact(fs, args, 1, "a certificate file")
 	if err != nil {
 		return err
 	}
-	certs, err := readCertificates(pos[0])
+	data, err := readFile("certificate file", pos[0], maxInputFile)
 	if err != nil {
 		return err
 	}
-	ders := make([][]byte, len(certs))
-	for i, cert := range certs {
-		ders[i] = cert.Raw
-	}
 	return c.withStore(ctx, func(st *store.Store) error {
-		added, err := st.AddCAs(ctx, ders)
+		added, err := backend.AddCAs(ctx, st, data)
 		if err != nil {
-			return err
+			return fmt.Errorf("ca add: %s: %w", pos[0], err)
 		}
 		for _, ca := range added {
 			fmt.Fprintf(stdout, "CA %d added: %s (sha256 %s, until %s)\n", ca.ID, ca.Subject, ca.SHA256, fmtTime(ca.NotAfter))
@@ -688,46 +645,16 @@ func runCRLImport(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	der := data
-	if strings.HasPrefix(strings.TrimSpace(string(data[:min(len(data), 64)])), "-----BEGIN") {
-		block, _ := pem.Decode(data)
-		if block == nil || block.Type != "X509 CRL" {
-			return fmt.Errorf("crl import: %s: a PEM file without an X509 CRL block", pos[0])
-		}
-		der = block.Bytes
-	}
 	return c.withStore(ctx, func(st *store.Store) error {
-		cas, err := trustedCAs(ctx, st)
+		res, err := backend.ImportCRL(ctx, st, data, *url, time.Now())
 		if err != nil {
-			return err
-		}
-		if len(cas) == 0 {
-			return errors.New("crl import: no trusted CA is configured to verify the CRL against; add its issuer with \"ca add\" first")
-		}
-		crl, err := revocation.ParseFrom(der, cas, time.Now())
-		var stale *revocation.StaleError
-		if errors.As(err, &stale) {
-			fmt.Fprintf(stderr, "warning: %v; stored anyway\n", err)
-		} else if err != nil {
 			return fmt.Errorf("crl import: %s: %w", pos[0], err)
 		}
-		u := *url
-		if u == "" {
-			if dps := crl.DistributionPoints(); len(dps) > 0 {
-				u = dps[0]
-			}
+		if res.Stale != nil {
+			fmt.Fprintf(stderr, "warning: %v; stored anyway\n", res.Stale)
 		}
-		sum := sha256.Sum256(crl.RawIssuer())
-		nc := store.NewCRL{URL: u, IssuerKey: hex.EncodeToString(sum[:]), Issuer: crl.Issuer(), Source: "import", DER: der,
-			Entries: crl.Len(), ThisUpdate: crl.ThisUpdate(), NextUpdate: crl.NextUpdate()}
-		if n := crl.Number(); n != nil {
-			nc.Number = n.String()
-		}
-		stored, changed, err := st.PutCRL(ctx, nc)
-		if err != nil {
-			return err
-		}
-		if !changed {
+		stored := res.CRL
+		if !res.Changed {
 			fmt.Fprintf(stdout, "CRL %s of %s is stored already\n", backend.CRLID(stored.ID), stored.Issuer)
 			return nil
 		}
@@ -735,22 +662,6 @@ func runCRLImport(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			stored.Issuer, stored.Entries, fmtTime(stored.ThisUpdate), fmtTime(stored.NextUpdate))
 		return nil
 	})
-}
-
-func trustedCAs(ctx context.Context, st *store.Store) ([]*x509.Certificate, error) {
-	list, err := st.CAs(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var certs []*x509.Certificate
-	for _, ca := range list {
-		cert, err := x509.ParseCertificate(ca.DER)
-		if err != nil {
-			return nil, fmt.Errorf("trusted CA %d: %w", ca.ID, err)
-		}
-		certs = append(certs, cert)
-	}
-	return certs, nil
 }
 
 func runCRLList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -1060,18 +971,13 @@ func runLicenseImport(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	l, err := license.Parse(file, license.TrustedKeys())
-	if err != nil {
-		return fmt.Errorf("license import: %s: %w", pos[0], err)
-	}
-	if now := time.Now(); !now.Before(l.NotAfter) {
-		fmt.Fprintf(stderr, "warning: the license expired at %s; stored anyway\n", fmtTime(l.NotAfter))
-	}
-	sum := sha256.Sum256(file)
 	return c.withStore(ctx, func(st *store.Store) error {
-		if err := st.PutLicense(ctx, store.License{ProxyID: l.ProxyID, Customer: l.Customer, NotBefore: l.NotBefore,
-			NotAfter: l.NotAfter, SHA256: hex.EncodeToString(sum[:]), File: file}); err != nil {
-			return err
+		l, err := backend.ImportLicense(ctx, st, file)
+		if err != nil {
+			return fmt.Errorf("license import: %s: %w", pos[0], err)
+		}
+		if now := time.Now(); !now.Before(l.NotAfter) {
+			fmt.Fprintf(stderr, "warning: the license expired at %s; stored anyway\n", fmtTime(l.NotAfter))
 		}
 		fmt.Fprintf(stdout, "license for %s (%s) stored, valid %s to %s; proxy clients push it to their server\n",
 			l.ProxyID, l.Customer, fmtTime(l.NotBefore), fmtTime(l.NotAfter))

@@ -46,6 +46,7 @@ var groups = map[string]group{
 	"route":   {subs: map[string]command{"add": runRouteAdd, "list": runRouteList, "remove": runRouteRemove}},
 	"license": {subs: map[string]command{"import": runLicenseImport, "show": runLicenseShow}},
 	"events":  {subs: map[string]command{"list": runEventsList}},
+	"user":    {subs: map[string]command{"add": runUserAdd, "passwd": runUserPasswd, "remove": runUserRemove, "list": runUserList}},
 	"status":  {single: runStatus},
 	"export":  {single: runExport},
 }

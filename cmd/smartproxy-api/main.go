@@ -84,6 +84,7 @@ const usage = `usage: smartproxy-api COMMAND [ARGS] [--data-dir DIR] [--db FILE]
   route list | route remove NAME
   license import FILE | license show
   events list [--since T] [--name NAME] [--limit N]
+  user add NAME [--password-file FILE] | user passwd NAME [...] | user remove NAME | user list
   status                             proxy clients, their last reports and the database
   export [--with-secrets]            the configuration document a proxy client gets
 
@@ -117,7 +118,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usagef("unknown command %q", cmd)
 	}
 	if group.single != nil {
-		return group.single(ctx, rest, stdout, stderr)
+		return group.single(cliAudit(ctx, cmd, rest), rest, stdout, stderr)
 	}
 	if len(rest) == 0 {
 		return usagef("%s: missing subcommand (%s)", cmd, group.names())
@@ -126,5 +127,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !ok {
 		return usagef("%s: unknown subcommand %q (%s)", cmd, rest[0], group.names())
 	}
-	return sub(ctx, rest[1:], stdout, stderr)
+	return sub(cliAudit(ctx, cmd+" "+rest[0], rest[1:]), rest[1:], stdout, stderr)
 }

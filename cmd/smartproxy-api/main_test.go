@@ -28,6 +28,7 @@ import (
 	"smartproxy/backend/store"
 	"smartproxy/internal/license"
 	"smartproxy/internal/pki"
+	"smartproxy/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -622,7 +623,7 @@ func TestSQLMetacharactersCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	if counts["partners"] != int64(len(hostile))+1 || counts["ignore_rules"] != int64(len(hostile)) || counts["crl_urls"] != 1 ||
-		counts["routes"] != 0 || counts["tokens"] != 1 || len(counts) != 19 {
+		counts["routes"] != 0 || counts["tokens"] != 1 || len(counts) != 23 {
 		t.Errorf("table counts = %v", counts)
 	}
 }
@@ -701,7 +702,10 @@ func TestServeLongPollWokenByCLI(t *testing.T) {
 		r, b := get(resp.Header.Get("ETag"), "?wait=30")
 		polled <- answer{r, b}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// The change must come while the poll waits, or the wake-up is not what this test sees.
+	testwait.For(t, 10*time.Second, "the long poll to wait", func() bool {
+		return strings.Contains(logs.String(), "long poll waiting for a change")
+	})
 	mustCLI(t, dir, "partner", "add", "--odette-id", "O0013NEW", "--name", "New AG")
 	changed := time.Now()
 	a := <-polled

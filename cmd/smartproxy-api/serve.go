@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"time"
 
 	"smartproxy/api/apiv1"
 	"smartproxy/backend"
 	"smartproxy/backend/store"
+	"smartproxy/backend/webadmin"
 	"smartproxy/internal/buildinfo"
 	"smartproxy/internal/logging"
 	"smartproxy/internal/pidfile"
@@ -36,6 +38,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logDir := fs.String("log-dir", "", "write logs to daily files in this directory instead of stderr")
+	retention := logging.AddRetentionFlags(fs)
+	webAdmin := fs.Bool("web-admin", true, "serve the web admin below /admin/ (log in with a user from \"user add\")")
 	pidPath := fs.String("pid-file", "", "write the process ID to this file (refused while another live process holds it)")
 	if _, err := parseExact(fs, args, 0, ""); err != nil {
 		return err
@@ -54,7 +58,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usagef("serve: --log-level: %v", err)
 	}
-	log, closer, err := logging.New(logging.Options{Format: *logFormat, Level: level, Dir: *logDir, Prefix: "smartproxy-api", Output: stderr})
+	log, closer, err := logging.New(logging.Options{Format: *logFormat, Level: level, Dir: *logDir, Retention: *retention, Prefix: "smartproxy-api", Output: stderr})
 	if err != nil {
 		return usagef("serve: %v", err)
 	}
@@ -82,13 +86,24 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	srv, err := backend.New(backend.Config{
+	// The web admin's "fetch now" runs the server's CRL downloader, which
+	// exists once backend.New has returned.
+	var srv *backend.Server
+	var admin http.Handler
+	if *webAdmin {
+		if admin, err = webadmin.New(webadmin.Config{Store: st, Logger: log,
+			FetchCRL: func(ctx context.Context, id int64) error { return srv.FetchCRL(ctx, id) }}); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	srv, err = backend.New(backend.Config{
 		Store:     st,
 		Logger:    log,
 		TLSConfig: certs.TLSConfig(),
 		Events: backend.EscalatorConfig{Script: *script, Timeout: *scriptTimeout, Concurrency: *scriptConc,
 			MinSeverity: sev},
-		CRL: backend.FetcherConfig{Interval: *crlInterval, MaxSize: *crlMax, Timeout: *crlTimeout},
+		CRL:   backend.FetcherConfig{Interval: *crlInterval, MaxSize: *crlMax, Timeout: *crlTimeout},
+		Admin: admin,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -109,6 +124,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"event_script":     *script,
 	}).Info("smartproxy-api serving")
 	fmt.Fprintf(stdout, "smartproxy-api listening on https://%s\nTLS certificate SHA-256 fingerprint: %s\n", ln.Addr(), backend.Fingerprint(leaf))
+	if admin != nil {
+		fmt.Fprintf(stdout, "web admin: https://%s%s\n", ln.Addr(), webadmin.Path)
+	}
 	sdnotify.Ready("serving on " + ln.Addr().String())
 	wctx, stopWatchdog := context.WithCancel(ctx)
 	watchdog := make(chan error, 1)
