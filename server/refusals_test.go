@@ -112,3 +112,23 @@ func TestRefusalLogLines(t *testing.T) {
 		t.Errorf("no overflow summary with count %d:\n%s", (sources-max)*each, out.String())
 	}
 }
+
+// TestRefusalLogIPv6Prefix checks that the addresses of one IPv6 /64 are one source.
+func TestRefusalLogIPv6Prefix(t *testing.T) {
+	l := newRefusalLog(2, 100)
+	logged := 0
+	for i := range 10 {
+		if l.admit(fmt.Sprintf("[2001:db8:1:2::%x]:443", i+1), EventPartnerTLSRejected) {
+			logged++
+		}
+	}
+	if !l.admit("[2001:db8:1:3::1]:443", EventPartnerTLSRejected) {
+		t.Error("an address of another /64 was not logged")
+	}
+	if logged != 2 {
+		t.Errorf("10 addresses of one /64: %d events logged one by one, want the burst 2", logged)
+	}
+	if got := l.flush(time.Second); len(got) != 1 || got[0].fields["count"] != "8" || got[0].remoteAddr != "[2001:db8:1:2::a]:443" {
+		t.Errorf("flush() = %v, want one summary of 8 with the last address", got)
+	}
+}
