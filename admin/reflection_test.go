@@ -1,13 +1,11 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 
 	"smartproxy/internal/pki"
+	"smartproxy/internal/proctest"
 	"smartproxy/tunnel/transport"
 )
 
@@ -189,52 +188,9 @@ func TestReflection(t *testing.T) {
 	}
 }
 
-// findGrpcurl looks for grpcurl in the repository's bin/ (make bin/grpcurl),
-// then in PATH.
-func findGrpcurl(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			p := filepath.Join(d, "bin", "grpcurl")
-			if _, err := os.Stat(p); err == nil {
-				return p
-			}
-			break
-		}
-		if filepath.Dir(d) == d {
-			break
-		}
-	}
-	if p, err := exec.LookPath("grpcurl"); err == nil {
-		return p
-	}
-	msg := "grpcurl not found in ./bin or PATH (run `make bin/grpcurl`)"
-	if os.Getenv("SMARTPROXY_REQUIRE_GRPCURL") == "1" {
-		t.Fatal(msg + "; SMARTPROXY_REQUIRE_GRPCURL=1 makes this a failure")
-	}
-	t.Skip(msg)
-	return ""
-}
-
-func runGrpcurl(t *testing.T, bin string, args ...string) (string, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append([]string{"-max-time", "20"}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	err := cmd.Run()
-	return out.String(), err
-}
-
 // TestGrpcurl drives both ports with the real grpcurl binary.
 func TestGrpcurl(t *testing.T) {
-	bin := findGrpcurl(t)
+	bin := proctest.Grpcurl(t)
 	b := newFakeBackend()
 	plainAddr := startAdmin(t, b, nil)
 	tun := startTunnel(t, b)
@@ -262,7 +218,7 @@ func TestGrpcurl(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, err := runGrpcurl(t, bin, tt.args...)
+			out, err := proctest.RunGrpcurl(t, bin, tt.args...)
 			if err != nil {
 				t.Fatalf("grpcurl %s = %v:\n%s", strings.Join(tt.args, " "), err, out)
 			}
@@ -275,7 +231,7 @@ func TestGrpcurl(t *testing.T) {
 	}
 
 	// Without a client certificate the tunnel port refuses grpcurl.
-	out, err := runGrpcurl(t, bin, "-cacert", tun.caFile, tun.addr, "list")
+	out, err := proctest.RunGrpcurl(t, bin, "-cacert", tun.caFile, tun.addr, "list")
 	if err == nil {
 		t.Errorf("grpcurl without client certificate succeeded:\n%s", out)
 	}

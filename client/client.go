@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"smartproxy/admin"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/backoff"
 	"smartproxy/internal/logging"
@@ -96,6 +97,9 @@ type Config struct {
 	// Observer, if not nil, is told what the servers report: configuration results, events,
 	// CRL URL reports and license states. If nil, they are only logged.
 	Observer Observer
+	// Health, if not nil, is told whether at least one tunnel stream is up
+	// (admin.HealthClientTunnel).
+	Health *admin.Health
 }
 
 // Client is smartproxy-client: it keeps tunnel streams to the DMZ server up, pushes the

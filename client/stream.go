@@ -11,6 +11,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"smartproxy/admin"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/tunnel"
 	"smartproxy/tunnel/transport"
@@ -137,6 +138,7 @@ func (c *Client) runStream(ctx context.Context, index int, peer transport.PeerIn
 	c.mu.Lock()
 	c.streams[st] = struct{}{}
 	n := len(c.streams)
+	c.reportTunnels(n)
 	c.mu.Unlock()
 	c.metrics.tunnels.Set(float64(n))
 	st.log.WithFields(logrus.Fields{"event": EventTunnelUp, "proxy_id": welcome.GetProxyId(), "server_version": welcome.GetServerVersion(),
@@ -146,6 +148,7 @@ func (c *Client) runStream(ctx context.Context, index int, peer transport.PeerIn
 		c.mu.Lock()
 		delete(c.streams, st)
 		n := len(c.streams)
+		c.reportTunnels(n)
 		c.mu.Unlock()
 		c.metrics.tunnels.Set(float64(n))
 	}()
@@ -378,4 +381,12 @@ func addrString(a net.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+// reportTunnels tells the health service how many tunnel streams are up. c.mu is held, so
+// that the reports keep the order of the changes.
+func (c *Client) reportTunnels(n int) {
+	if c.cfg.Health != nil {
+		c.cfg.Health.Set(admin.HealthClientTunnel, n > 0, "no tunnel stream to the server")
+	}
 }

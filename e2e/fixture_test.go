@@ -293,14 +293,7 @@ authorityKeyIdentifier = keyid:always
 // unless SMARTPROXY_REQUIRE_OPENSSL=1, which makes it fail (as in CI).
 func requireOpenSSL(t testing.TB) string {
 	t.Helper()
-	path, err := exec.LookPath("openssl")
-	if err != nil {
-		if os.Getenv("SMARTPROXY_REQUIRE_OPENSSL") == "1" {
-			t.Fatalf("openssl not found and SMARTPROXY_REQUIRE_OPENSSL=1: %v", err)
-		}
-		return ""
-	}
-	return path
+	return requireTool(t, "openssl", "SMARTPROXY_REQUIRE_OPENSSL")
 }
 
 // opensslCRL revokes leaf with the real `openssl ca -revoke` against ca (its certificate and

@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 
+	"smartproxy/admin"
 	"smartproxy/client"
 	"smartproxy/client/configfile"
 	"smartproxy/internal/backoff"
@@ -113,9 +114,12 @@ type system struct {
 	serverLog  *logCapture
 	tunnelAddr string // the server's tunnel listener
 	stopServer func()
+	// serverConfig, if not nil, changes the configuration of every server startServer starts.
+	serverConfig func(*server.Config)
 
-	clientLog *logCapture // shared by every client the test starts
-	window    int         // per-session tunnel window of the clients
+	clientLog *logCapture         // shared by every client the test starts
+	window    int                 // per-session tunnel window of the clients
+	backoff   backoff.Exponential // reconnect backoff of the clients
 	license   func(*license.License)
 
 	mu     sync.Mutex
@@ -145,6 +149,11 @@ type systemOptions struct {
 	// internalVia, if not nil, returns the internal server address of the configuration
 	// instead of the responder's (a forwarder the test can pause).
 	internalVia func(target string) string
+	// server, if not nil, changes the server's configuration before it starts.
+	server func(*server.Config)
+	// backoff, if not nil, is the clients' reconnect backoff instead of the fast one of the
+	// tests (20 ms doubling up to 200 ms).
+	backoff *backoff.Exponential
 }
 
 // startSystem starts responder, server and (unless opts.noClient) client and waits until the
@@ -179,6 +188,11 @@ func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 		t.Fatal(err)
 	}
 	s.tunnelAddr = ln.Addr().String()
+	s.serverConfig = opts.server
+	s.backoff = backoff.Exponential{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond}
+	if opts.backoff != nil {
+		s.backoff = *opts.backoff
+	}
 	s.startServer(t, ln)
 
 	if !opts.noClient {
@@ -196,7 +210,7 @@ func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 // s.stopServer is called.
 func (s *system) startServer(t testing.TB, ln net.Listener) {
 	t.Helper()
-	srv, err := server.New(server.Config{
+	cfg := server.Config{
 		TunnelListener:    ln,
 		TunnelCredentials: &transport.StaticCredentials{Cert: s.fx.TunnelServer.TLS, Pool: s.fx.TunnelCA.Pool()},
 		ProxyID:           testProxyID,
@@ -208,7 +222,11 @@ func (s *system) startServer(t testing.TB, ln net.Listener) {
 		EventQueue:        4096,
 		RefusalLogBurst:   -1, // the tests wait for every event; attack_test.go runs the default
 		SessionWindow:     uint32(s.window),
-	})
+	}
+	if s.serverConfig != nil {
+		s.serverConfig(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,8 +248,9 @@ func (s *system) startServer(t testing.TB, ln net.Listener) {
 
 // runningClient is one in-process smartproxy-client.
 type runningClient struct {
-	c    *client.Client
-	stop func() // cancels Run and waits for it (idempotent)
+	c      *client.Client
+	health *admin.Health // the client's health service (the tunnel part)
+	stop   func()        // cancels Run and waits for it (idempotent)
 }
 
 // startClient loads the configuration file as smartproxy-client --config does and runs a
@@ -253,14 +272,16 @@ func (s *system) startClient(t testing.TB, tunnelAddr string) *runningClient {
 // ends or its stop is called.
 func (s *system) startClientWith(t testing.TB, tunnelAddr string, snap *client.Snapshot) *runningClient {
 	t.Helper()
+	health := admin.NewHealth(s.clientLog.log, admin.HealthClientTunnel)
 	c, err := client.New(client.Config{
+		Health:          health,
 		Server:          tunnelAddr,
 		ServerName:      "localhost",
 		Credentials:     &transport.StaticCredentials{Cert: s.fx.TunnelClient.TLS, Pool: s.fx.TunnelCA.Pool()},
 		Config:          snap,
 		Logger:          s.clientLog.log,
 		Metrics:         prometheus.NewRegistry(),
-		Backoff:         backoff.Exponential{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond},
+		Backoff:         s.backoff,
 		ShutdownTimeout: 5 * time.Second,
 		Window:          s.window,
 	})
@@ -271,7 +292,7 @@ func (s *system) startClientWith(t testing.TB, tunnelAddr string, snap *client.S
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	var once sync.Once
-	rc := &runningClient{c: c, stop: func() {
+	rc := &runningClient{c: c, health: health, stop: func() {
 		once.Do(func() {
 			cancel()
 			if err := <-done; err != nil {

@@ -10,16 +10,18 @@
 // The partner listener is open exactly while a policy is in force and at least one tunnel is
 // connected. Each partner connection goes through admission before anything goes inside:
 //
-//	admitPartner: accept ─► limits (sessions, handshakes, per-source rate) ─► TLS 1.2/1.3 with
-//	the company certificate, client certificate chain + validity + CRLs of the policy ─► SSRM
-//	(sent by the server) ─► the partner's SSID within the deadline: syntax, level 5, known and
-//	enabled partner, password, certificate bound to the Odette ID, source network, direction,
-//	license
+//	admitPartner: accept ─► limits (sessions full?, per-source rate) ─► pre-admission pool
+//	(per-source and per-prefix caps; when full, the longest-silent connection is evicted) ─►
+//	TLS 1.2/1.3 within the TLS deadline with the company certificate, client certificate chain
+//	+ validity + CRLs of the policy ─► SSRM (sent by the server) ─► the partner's SSID within
+//	the SSID deadline: syntax, level 5, known and enabled partner, password, certificate bound
+//	to the Odette ID, source network, direction, license ─► out of the pool into a session slot
 //	openInside: SessionOpen{INCOMING} on the least busy tunnel ─► SessionOpened from the client
 //	bridgePartner: package bridge, validator on both directions
 //
 // A refusal after SSRM answers the partner with the fitting ESID; every refusal is one
-// security event (a log line with a stable event name, and an Event frame to the client).
+// security event (a log line with a stable event name, and an Event frame to the client),
+// summarised per source past a threshold (refusals.go) so that a flood cannot drown the log.
 //
 // An outgoing session starts with a SessionOpen from the client (the internal OFTP2 server
 // called a route's listener):

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"os"
 	"regexp"
@@ -52,6 +53,35 @@ func fail2banRegexps(t *testing.T) []*regexp.Regexp {
 	return out
 }
 
+// newLogServer returns a server that is not running, logging in format to out, for tests of
+// its emitter. mod, if not nil, changes the configuration.
+func newLogServer(t *testing.T, p *servertest.PKI, format string, out io.Writer, mod func(*Config)) *Server {
+	t.Helper()
+	log, _, err := logging.New(logging.Options{Format: format, Output: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	cfg := Config{
+		TunnelListener:    ln,
+		TunnelCredentials: &transport.StaticCredentials{Cert: p.TunnelServer.TLS, Pool: p.TunnelCA.Pool()},
+		ProxyID:           "SPX-TEST-TEST-TEST-TEST",
+		Logger:            log,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // matchBan returns the address the filter would ban for line, or "".
 func matchBan(res []*regexp.Regexp, line string) string {
 	for _, re := range res {
@@ -68,24 +98,7 @@ func TestFail2banFilter(t *testing.T) {
 	for _, format := range []string{"text", "json"} {
 		t.Run(format, func(t *testing.T) {
 			var out bytes.Buffer
-			log, _, err := logging.New(logging.Options{Format: format, Output: &out})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			s, err := New(Config{
-				TunnelListener:    ln,
-				TunnelCredentials: &transport.StaticCredentials{Cert: p.TunnelServer.TLS, Pool: p.TunnelCA.Pool()},
-				ProxyID:           "SPX-TEST-TEST-TEST-TEST",
-				Logger:            log,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := newLogServer(t, p, format, &out, nil)
 			pol, err := CompilePolicy(1, p.SecurityConfig(t), time.Now())
 			if err != nil {
 				t.Fatal(err)

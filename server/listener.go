@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"smartproxy/admin"
+	"smartproxy/oftp2"
 )
 
 // The partner listener is open exactly while all of these hold: a valid configuration has been
@@ -187,22 +188,19 @@ func (s *Server) admitConn(conn net.Conn) {
 		conn.Close()
 		return
 	}
-	maxSessions := pol.Limits.MaxSessions
-	if ls := s.license.Load(); ls.lic != nil && ls.lic.MaxSessions > 0 && ls.lic.MaxSessions < maxSessions {
-		maxSessions = ls.lic.MaxSessions
-	}
-	if !s.sessionGate.tryAcquire(maxSessions) {
+	// Checked here to spare the TLS work when the server is full; the session slot itself is
+	// taken on admission (admitSession), so that connections in admission, bounded by the
+	// pool, can never hold the slots of verified sessions.
+	if s.sessionGate.held() >= int64(s.maxSessions(pol)) {
 		refuse(EventPartnerOverloaded, "max_sessions", "concurrent session limit reached")
 		return
 	}
 	if !s.rate.allow(remote.Addr(), pol.Limits.PerIPRate, pol.Limits.PerIPBurst) {
-		s.sessionGate.release()
 		refuse(EventPartnerRateLimited, "per_ip_rate", "connection rate of the source exceeded")
 		return
 	}
 	slot, reason := s.preadmit.acquire(conn, remote.Addr(), pol.Limits)
 	if slot == nil {
-		s.sessionGate.release()
 		refuse(EventPartnerSourceLimit, reason, "the source or its network has its maximum of connections in admission")
 		return
 	}
@@ -211,7 +209,33 @@ func (s *Server) admitConn(conn net.Conn) {
 	go func() {
 		defer s.partnerWG.Done()
 		defer s.metrics.sessions.Dec()
-		defer s.sessionGate.release()
+		defer func() {
+			if slot.session {
+				s.sessionGate.release()
+			}
+		}()
 		s.servePartner(slot.conn, pol, remote, slot)
 	}()
+}
+
+// maxSessions is the concurrent session limit of pol, lowered by the license's.
+func (s *Server) maxSessions(pol *Policy) int {
+	n := pol.Limits.MaxSessions
+	if ls := s.license.Load(); ls.lic != nil && ls.lic.MaxSessions > 0 && ls.lic.MaxSessions < n {
+		n = ls.lic.MaxSessions
+	}
+	return n
+}
+
+// admitSession moves a verified partner connection from the pre-admission pool to a session
+// slot. When every slot is taken it returns the refusal (ESID 08, resources not available).
+func (s *Server) admitSession(slot *preSlot, pol *Policy, odetteID string) *refusal {
+	if !s.sessionGate.tryAcquire(s.maxSessions(pol)) {
+		slot.release()
+		return &refusal{event: EventPartnerOverloaded, reason: "max_sessions", esid: oftp2.ESIDResourcesNotAvailable, ssrm: true,
+			odette: odetteID, msg: "concurrent session limit reached"}
+	}
+	slot.session = true
+	slot.admitted()
+	return nil
 }

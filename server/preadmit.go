@@ -80,6 +80,8 @@ type preSlot struct {
 
 	trusted bool // TLS completed (a certificate of a trusted CA); owned by pool.mu
 	held    bool // counted in the pool; owned by pool.mu
+
+	session bool // holds a session slot (Server.admitSession); owned by the connection's goroutine
 }
 
 // preConn is a partner connection that records when it last received a byte and reports

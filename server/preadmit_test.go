@@ -6,6 +6,12 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/sirupsen/logrus"
+
+	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/oftp2"
+	"smartproxy/server/servertest"
 )
 
 // pipeConn returns one end of an in-memory connection; the other end is closed with the test.
@@ -148,5 +154,66 @@ func TestPreadmitEviction(t *testing.T) {
 	go f.peer.Close()
 	if _, err := f.sl.conn.Read(make([]byte, 1)); errors.Is(err, errEvicted) || err == nil {
 		t.Errorf("read of an admitted connection after the peer closed = %v, want EOF", err)
+	}
+}
+
+// TestSessionSlotOnAdmission checks that connections in admission hold no session slot: with
+// max_sessions 1 and silent connections open, a partner is admitted; a partner verified after
+// the slot was taken gets ESID 08; a new connection while the slot is held is closed before
+// TLS.
+func TestSessionSlotOnAdmission(t *testing.T) {
+	p := servertest.NewPKI(t)
+	cfg := p.SecurityConfig(t, servertest.EnabledPartner("O0013PARTNER"), servertest.EnabledPartner("O0013OTHER"))
+	cfg.Limits = &tunnelv1.Limits{MaxSessions: 1, PerIpRate: 1e6, PerIpBurst: 1e6}
+	env := newEnv(t, p, cfg, envOptions{logLevel: logrus.InfoLevel})
+	addr := env.s.PartnerAddr()
+
+	for range 3 { // silent connections in the pool
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	dial := func(id string) *servertest.RawPartner {
+		t.Helper()
+		leaf := p.Partner(t, id, nil)
+		rp, err := servertest.DialPartner(addr, &leaf.TLS, p.CompanyCA.Pool())
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		t.Cleanup(func() { rp.Close() })
+		if err := rp.ExpectSSRM(); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		return rp
+	}
+	late := dial("O0013OTHER") // verified TLS, SSID still to come
+	first := dial("O0013PARTNER")
+	write(t, first, servertest.SSID(t, "O0013PARTNER", "", nil))
+	if b, err := first.Read(10 * time.Second); err != nil || len(b) == 0 || b[0] != byte(oftp2.CodeSSID) {
+		t.Fatalf("first partner: %q, %v; want the inside's SSID (admitted despite the silent connections)", b, err)
+	}
+
+	write(t, late, servertest.SSID(t, "O0013OTHER", "", nil))
+	esid, err := late.ReadESID(10 * time.Second)
+	if err != nil || esid.Reason != oftp2.ESIDResourcesNotAvailable {
+		t.Fatalf("partner verified while the only slot is taken: ESID %v, %v; want reason 08", esid, err)
+	}
+	entry, _ := env.waitSecurityEvent(t, EventPartnerOverloaded, late.Conn.LocalAddr().String())
+	if entry.Data["reason"] != "max_sessions" {
+		t.Errorf("reason = %v, want max_sessions", entry.Data["reason"])
+	}
+	if n := len(env.client.SessionOpens()); n != 1 {
+		t.Errorf("%d SessionOpens, want 1", n)
+	}
+
+	leaf := p.Partner(t, "O0013OTHER", nil)
+	if rp, err := servertest.DialPartner(addr, &leaf.TLS, p.CompanyCA.Pool()); err == nil {
+		err = rp.ExpectSSRM()
+		rp.Close()
+		if err == nil {
+			t.Error("a new connection while the only session slot is held got SSRM, want it closed before TLS")
+		}
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -11,7 +12,7 @@ import (
 
 // Refusal log summaries. Every security event that names a remote address (refused
 // connections, failed handshakes, refused SSIDs, protocol violations) counts against its source
-// IP address. Per source and interval the first Config.RefusalLogBurst events are logged and
+// (an IPv4 address or an IPv6 /64, as for the rate limit). Per source and interval the first Config.RefusalLogBurst events are logged and
 // sent to the backend one by one, so that fail2ban and an IDS see each of them; further ones
 // are only counted, and at the end of the interval one event partner_refusals_suppressed per
 // such source carries their count. Over all sources at most Config.RefusalLogMax events are
@@ -40,7 +41,7 @@ type refusalLog struct {
 
 	mu              sync.Mutex
 	logged          int                      // events logged one by one this interval; owned by mu
-	sources         map[string]*sourceCounts // by IP address; owned by mu
+	sources         map[string]*sourceCounts // by source (sourceKey); owned by mu
 	overflow        int                      // events of untracked sources; owned by mu
 	overflowSources map[string]struct{}      // untracked sources, up to max; owned by mu
 	overflowMore    bool                     // more untracked sources than overflowSources holds; owned by mu
@@ -64,8 +65,12 @@ func (l *refusalLog) admit(remoteAddr, name string) bool {
 	if l.burst < 0 {
 		return true
 	}
+	// A source as the rate limiter counts it: an IPv4 address or an IPv6 /64, so that an
+	// attacker cannot multiply its lines by the addresses of its /64.
 	ip := remoteAddr
-	if h, _, err := net.SplitHostPort(remoteAddr); err == nil {
+	if ap, err := netip.ParseAddrPort(remoteAddr); err == nil {
+		ip = sourceKey(ap.Addr()).String()
+	} else if h, _, err := net.SplitHostPort(remoteAddr); err == nil {
 		ip = h
 	}
 	l.mu.Lock()

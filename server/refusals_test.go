@@ -3,14 +3,11 @@ package server
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"smartproxy/internal/logging"
 	"smartproxy/server/servertest"
-	"smartproxy/tunnel/transport"
 )
 
 func TestRefusalLogCounts(t *testing.T) {
@@ -71,27 +68,8 @@ func TestRefusalLogCounts(t *testing.T) {
 func TestRefusalLogLines(t *testing.T) {
 	p := servertest.NewPKI(t)
 	var out bytes.Buffer
-	log, _, err := logging.New(logging.Options{Format: "text", Output: &out})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	const burst, max = 4, 20
-	s, err := New(Config{
-		TunnelListener:    ln,
-		TunnelCredentials: &transport.StaticCredentials{Cert: p.TunnelServer.TLS, Pool: p.TunnelCA.Pool()},
-		ProxyID:           "SPX-TEST-TEST-TEST-TEST",
-		Logger:            log,
-		RefusalLogBurst:   burst,
-		RefusalLogMax:     max,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newLogServer(t, p, "text", &out, func(c *Config) { c.RefusalLogBurst, c.RefusalLogMax = burst, max })
 	res := fail2banRegexps(t)
 	const sources, each = 30, 50
 	for i := range each {
@@ -132,5 +110,25 @@ func TestRefusalLogLines(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), fmt.Sprintf("count=%d ", (sources-max)*each)) {
 		t.Errorf("no overflow summary with count %d:\n%s", (sources-max)*each, out.String())
+	}
+}
+
+// TestRefusalLogIPv6Prefix checks that the addresses of one IPv6 /64 are one source.
+func TestRefusalLogIPv6Prefix(t *testing.T) {
+	l := newRefusalLog(2, 100)
+	logged := 0
+	for i := range 10 {
+		if l.admit(fmt.Sprintf("[2001:db8:1:2::%x]:443", i+1), EventPartnerTLSRejected) {
+			logged++
+		}
+	}
+	if !l.admit("[2001:db8:1:3::1]:443", EventPartnerTLSRejected) {
+		t.Error("an address of another /64 was not logged")
+	}
+	if logged != 2 {
+		t.Errorf("10 addresses of one /64: %d events logged one by one, want the burst 2", logged)
+	}
+	if got := l.flush(time.Second); len(got) != 1 || got[0].fields["count"] != "8" || got[0].remoteAddr != "[2001:db8:1:2::a]:443" {
+		t.Errorf("flush() = %v, want one summary of 8 with the last address", got)
 	}
 }

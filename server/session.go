@@ -182,7 +182,10 @@ func (s *Server) admitPartner(ps *partnerSession, raw net.Conn, pol *Policy, rem
 			odette: partner.OdetteID, msg: "partner session refused: the license is not valid: " + err.Error()})
 		return nil
 	}
-	slot.admitted()
+	if ref := s.admitSession(slot, pol, partner.OdetteID); ref != nil {
+		s.refuse(ps, pw, ref)
+		return nil
+	}
 
 	// The SSID passed inside carries SSIDSDEB and SSIDCRED lowered to the partner's caps; the
 	// validator sees exactly what the internal server sees.

@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	"smartproxy/admin"
 	"smartproxy/api/apiv1"
 	"smartproxy/apiclient"
 	"smartproxy/client"
@@ -105,6 +106,9 @@ type Config struct {
 	EventQueue int
 	// Logger receives the Syncer's log. If nil, nothing is logged.
 	Logger logrus.FieldLogger
+	// Health, if not nil, is told whether the last configuration poll of the backend
+	// succeeded (admin.HealthClientBackend).
+	Health *admin.Health
 	// Now is the clock for certificate and CRL validity. If nil, time.Now.
 	Now func() time.Time
 }
@@ -281,6 +285,7 @@ func (s *Syncer) Initial(ctx context.Context) (*client.Snapshot, error) {
 			if aerr == nil {
 				bo.Reset()
 				s.unhealthy = false
+				s.reportBackend(nil)
 				return snap, nil
 			}
 			if ctx.Err() != nil {
@@ -489,6 +494,19 @@ func (s *Syncer) Run(ctx context.Context, target Target) error {
 	return g.Wait()
 }
 
+// reportBackend tells the health service the result of a configuration poll (pollFailed
+// reports the failures).
+func (s *Syncer) reportBackend(err error) {
+	if s.cfg.Health == nil {
+		return
+	}
+	why := ""
+	if err != nil {
+		why = "configuration poll failed: " + err.Error()
+	}
+	s.cfg.Health.Set(admin.HealthClientBackend, err == nil, why)
+}
+
 // configLoop long-polls the configuration and applies every change.
 func (s *Syncer) configLoop(ctx context.Context, target Target) {
 	bo := s.cfg.Backoff
@@ -515,6 +533,7 @@ func (s *Syncer) configLoop(ctx context.Context, target Target) {
 			}
 		}
 		if err == nil {
+			s.reportBackend(nil)
 			if s.unhealthy {
 				s.unhealthy = false
 				s.log.WithField("event", EventBackendReachable).Info("the backend answers again")
@@ -563,6 +582,7 @@ func classifyPoll(err error) pollFailure {
 // one; a backend that is down is logged once (then at debug) and retried with the backoff. Both
 // say what the client runs on meanwhile (state).
 func (s *Syncer) pollFailed(err error, bo *backoff.Exponential, state string, fields logrus.Fields) time.Duration {
+	s.reportBackend(err)
 	f := classifyPoll(err)
 	d := bo.Next()
 	if f.hint != "" {

@@ -16,8 +16,10 @@ import (
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 	"go.uber.org/goleak"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"smartproxy/admin"
 	"smartproxy/api/apiv1"
 	"smartproxy/apiclient"
 	"smartproxy/client"
@@ -81,14 +83,16 @@ func newEnv(t *testing.T) *env {
 type running struct {
 	syncer *backendsync.Syncer
 	client *client.Client
+	health *admin.Health // the tunnel and backend parts
 	stop   func()
 }
 
-func (e *env) newSyncer(t *testing.T) *backendsync.Syncer {
+func (e *env) newSyncer(t *testing.T, health *admin.Health) *backendsync.Syncer {
 	t.Helper()
 	s, err := backendsync.New(backendsync.Config{
 		API: e.backend.api(t), StateDir: e.state, Wait: 2 * time.Second, LicenseInterval: 100 * time.Millisecond,
 		Backoff: backoff.Exponential{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}, Logger: e.log,
+		Health: health,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +103,8 @@ func (e *env) newSyncer(t *testing.T) *backendsync.Syncer {
 // start gets the initial configuration and runs client and Syncer.
 func (e *env) start(t *testing.T) *running {
 	t.Helper()
-	s := e.newSyncer(t)
+	health := admin.NewHealth(e.log, admin.HealthClientTunnel, admin.HealthClientBackend)
+	s := e.newSyncer(t, health)
 	ctx, cancel := context.WithCancel(context.Background())
 	ictx, icancel := context.WithTimeout(ctx, waitLong)
 	snap, err := s.Initial(ictx)
@@ -112,7 +117,7 @@ func (e *env) start(t *testing.T) *running {
 	e.log.AddHook(s.Hook())
 	c, err := client.New(client.Config{
 		Server: e.dmz.Addr, ServerName: "localhost", Credentials: e.dmz.ClientCredentials, Version: "test",
-		Config: snap, Logger: e.log, Observer: s, ShutdownTimeout: time.Second,
+		Config: snap, Logger: e.log, Observer: s, ShutdownTimeout: time.Second, Health: health,
 		Backoff: backoff.Exponential{Base: 20 * time.Millisecond, Cap: 100 * time.Millisecond},
 	})
 	if err != nil {
@@ -134,7 +139,7 @@ func (e *env) start(t *testing.T) *running {
 		}
 	}()
 	var once sync.Once
-	r := &running{syncer: s, client: c, stop: func() {
+	r := &running{syncer: s, client: c, health: health, stop: func() {
 		once.Do(func() {
 			cancel()
 			wg.Wait()
@@ -270,6 +275,11 @@ func TestRestartWhileBackendDown(t *testing.T) {
 	}
 	waitFor(t, "the cached-configuration warning", func() bool { return logged(e.hook, backendsync.EventCachedConfig) })
 	waitFor(t, "the unreachable warning", func() bool { return logged(e.hook, backendsync.EventBackendUnreachable) })
+	waitFor(t, "backend health NOT_SERVING", func() bool { return healthIs(r.health, admin.HealthClientBackend, false) })
+	waitFor(t, "tunnel health SERVING", func() bool { return healthIs(r.health, admin.HealthClientTunnel, true) })
+	if healthIs(r.health, "", true) {
+		t.Error("overall health SERVING while the backend is down")
+	}
 
 	doc := document(e.backend, e.files, 9)
 	doc.Partners = doc.Partners[:1]
@@ -280,6 +290,13 @@ func TestRestartWhileBackendDown(t *testing.T) {
 		t.Errorf("configuration after the backend returned = version %d with %d partners, want version 9 with 1", next.GetVersion(), len(next.GetConfig().GetPartners()))
 	}
 	waitFor(t, "the reachable line", func() bool { return logged(e.hook, backendsync.EventBackendReachable) })
+	waitFor(t, "overall health SERVING", func() bool { return healthIs(r.health, "", true) })
+}
+
+// healthIs reports whether service of h has the status serving.
+func healthIs(h *admin.Health, service string, serving bool) bool {
+	r, err := h.Server().Check(context.Background(), &healthpb.HealthCheckRequest{Service: service})
+	return err == nil && (r.GetStatus() == healthpb.HealthCheckResponse_SERVING) == serving
 }
 
 func logged(h *logtest.Hook, event string) bool {

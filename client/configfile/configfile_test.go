@@ -229,6 +229,8 @@ func TestFieldErrors(t *testing.T) {
 		}, []string{"partners[1].certificate_bindings[0].subject"}, "RFC 4514"},
 		{"limits max credit", func(c *configfile.File) { c.Limits.MaxCredit = 1000 }, []string{"limits.max_credit"}, "1 to 999"},
 		{"limits max buffer size", func(c *configfile.File) { c.Limits.MaxBufferSize = 100 }, []string{"limits.max_buffer_size"}, "128 to 99999"},
+		{"limits prefix length v4", func(c *configfile.File) { c.Limits.PrefixLengthV4 = 33 }, []string{"limits.prefix_length_v4"}, "8 to 32"},
+		{"limits prefix length v6", func(c *configfile.File) { c.Limits.PrefixLengthV6 = 8 }, []string{"limits.prefix_length_v6"}, "16 to 128"},
 		{"negative rate", func(c *configfile.File) { c.Limits.PerIPRate = -1 }, []string{"limits.per_ip_rate"}, "negative"},
 		{"no internal server", func(c *configfile.File) { c.InternalServer = nil }, []string{"internal_server"}, "required"},
 		{"internal address missing", func(c *configfile.File) { c.InternalServer.Address = "" }, []string{"internal_server.address"}, "required"},
@@ -538,8 +540,9 @@ func TestExampleFile(t *testing.T) {
 	if got := len(res.Snapshot.Security.GetPartners()); got != 3 {
 		t.Errorf("example partners = %d, want 3", got)
 	}
-	if l := res.Snapshot.Security.GetLimits(); l.GetMaxHandshakes() != 100 || l.GetIdleTimeout().AsDuration() != 15*time.Minute {
-		t.Errorf("example limits = %v, want max_handshakes 100 and idle_timeout 15m", l)
+	if l := res.Snapshot.Security.GetLimits(); l.GetMaxHandshakes() != 100 || l.GetIdleTimeout().AsDuration() != 15*time.Minute ||
+		l.GetMaxHandshakesPerSource() != 8 || l.GetMaxHandshakesPerPrefix() != 32 {
+		t.Errorf("example limits = %v, want max_handshakes 100 (8 per source, 32 per prefix) and idle_timeout 15m", l)
 	}
 	if r := res.Snapshot.Security.GetOutgoingRoutes(); len(r) != 1 || r[0].GetListenAddress() != "127.0.0.1:65433" || r[0].GetPartnerOdetteId() != "O0013000000000PARTNER" {
 		t.Errorf("example routes = %v, want one route listening on 127.0.0.1:65433 to O0013000000000PARTNER", r)

@@ -81,8 +81,14 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("tunnel certificate: %w", err)
 	}
+	// The health parts: the tunnel, and the backend sync when there is a backend.
+	parts := []string{admin.HealthClientTunnel}
 	if o.backend != nil {
-		if syncer, err = newSyncer(o, log); err != nil {
+		parts = append(parts, admin.HealthClientBackend)
+	}
+	health := admin.NewHealth(log, parts...)
+	if o.backend != nil {
+		if syncer, err = newSyncer(o, log, health); err != nil {
 			return err
 		}
 		log.AddHook(syncer.Hook())
@@ -117,6 +123,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 		Logger:      log,
 		Levels:      levels,
 		Metrics:     reg,
+		Health:      health,
 	}
 	if syncer != nil {
 		ccfg.Observer = syncer
@@ -130,7 +137,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	var adminSrv *admin.Server
 	var adminLn net.Listener
 	if o.adminAddr != "" {
-		if adminSrv, err = admin.New(admin.Config{Backend: c.Admin(), Logger: log}); err == nil {
+		if adminSrv, err = admin.New(admin.Config{Backend: c.Admin(), Logger: log, Health: health}); err == nil {
 			adminLn, err = adminSrv.Listen(o.adminAddr)
 		}
 		if err != nil {
@@ -299,7 +306,7 @@ func logWarnings(log logrus.FieldLogger, warnings []string) {
 }
 
 // newSyncer creates the API client and the Syncer for -U.
-func newSyncer(o *options, log logrus.FieldLogger) (*backendsync.Syncer, error) {
+func newSyncer(o *options, log logrus.FieldLogger, health *admin.Health) (*backendsync.Syncer, error) {
 	api, err := apiclient.New(apiclient.Config{
 		BaseURL:   o.backend.full(),
 		Token:     apiclient.Token(o.token.Reveal()),
@@ -311,7 +318,7 @@ func newSyncer(o *options, log logrus.FieldLogger) (*backendsync.Syncer, error) 
 	if err != nil {
 		return nil, fmt.Errorf("-U: %w", err)
 	}
-	s, err := backendsync.New(backendsync.Config{API: api, StateDir: o.stateDir, Logger: log})
+	s, err := backendsync.New(backendsync.Config{API: api, StateDir: o.stateDir, Logger: log, Health: health})
 	if err != nil {
 		return nil, fmt.Errorf("--state-dir: %w", err)
 	}
