@@ -74,6 +74,10 @@ bench: ## Run the benchmarks (BENCHCOUNT, BENCHTIME); compare with benchstat.
 demo: build ## Run the whole system on loopback with embedded defaults and deliver a file.
 	./scripts/demo.sh
 
+.PHONY: demo-ui
+demo-ui: build ## Run the demo and keep the system up (web admin) until Ctrl-C.
+	DEMO_UI=1 ./scripts/demo.sh
+
 .PHONY: pki
 pki: build ## Create a tunnel CA and server/client certificates in ./pki.
 	$(BIN)/smartproxy-server pki init --dir $(CURDIR)/pki
