@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 
 	"smartproxy/api/apiv1"
 	"smartproxy/backend/store"
+	"smartproxy/internal/logging"
 )
 
 // Config configures a Server. Store is required; every other zero value
@@ -85,20 +85,13 @@ type Server struct {
 	touched map[int64]time.Time // client id → last recorded request
 }
 
-// discardLogger returns a logger that writes nothing.
-func discardLogger() *logrus.Logger {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return l
-}
-
 // New checks cfg and returns a Server.
 func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("backend: Config.Store is required")
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = discardLogger()
+		cfg.Logger = logging.Discard()
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
-	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 
 	"smartproxy/backend"
 	"smartproxy/backend/store"
+	"smartproxy/internal/logging"
 )
 
 //go:embed templates/*.html
@@ -75,9 +75,7 @@ func New(cfg Config) (*Handler, error) {
 		return nil, errors.New("webadmin: Config.Store is required")
 	}
 	if cfg.Logger == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		cfg.Logger = l
+		cfg.Logger = logging.Discard()
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
