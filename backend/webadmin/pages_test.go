@@ -1,0 +1,87 @@
+package webadmin
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"smartproxy/backend/store"
+)
+
+// TestReadPages checks what the dashboard, the event detail and the CRL
+// page show for what proxy clients reported.
+func TestReadPages(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, _, err := f.st.CreateToken(ctx, "proxy-1"); err != nil {
+		t.Fatal(err)
+	}
+	now := f.clock.now()
+	if err := f.st.SetLicenseStatus(ctx, 1, store.LicenseStatus{ProxyID: "PROXY-ID-1", Valid: true, ExpiresAt: now.Add(9*24*time.Hour + time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := f.st.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.AddConfigStatus(ctx, 1, store.ConfigStatus{Revision: rev - 1, Applied: true}); err != nil {
+		t.Fatal(err)
+	}
+	fresh, _, err := f.st.AddEvents(ctx, 1, []store.Event{{ID: "e1", Time: now, Severity: "critical", Name: "license_invalid",
+		Message: "no <b>valid</b> license", Fields: map[string]string{"proxy_id": "PROXY-ID-1"}, Source: "server"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cookie := f.login(t)
+	get := func(path string) string {
+		t.Helper()
+		rec := f.request(http.MethodGet, path, nil, cookie)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("GET %s = %d", path, rec.Code)
+		}
+		return rec.Body.String()
+	}
+	dash := get("/admin/")
+	for _, want := range []string{"revision " + strconv.FormatInt(rev-1, 10) + " applied", "(current " + strconv.FormatInt(rev, 10) + ")",
+		"valid, 9 days left", "PROXY-ID-1", "license_invalid", "no &lt;b&gt;valid&lt;/b&gt; license"} {
+		if !strings.Contains(dash, want) {
+			t.Errorf("the dashboard lacks %q", want)
+		}
+	}
+	detail := get("/admin/events/" + strconv.FormatInt(fresh[0].Seq, 10))
+	for _, want := range []string{"<dt>proxy_id</dt><dd>PROXY-ID-1</dd>", "<dt>Event ID</dt><dd class=\"mono\">e1</dd>", "critical"} {
+		if !strings.Contains(detail, want) {
+			t.Errorf("the event detail lacks %q", want)
+		}
+	}
+	if rec := f.request(http.MethodGet, "/admin/events/999", nil, cookie); rec.Code != http.StatusNotFound {
+		t.Errorf("a missing event = %d, want 404", rec.Code)
+	}
+	if rec := f.request(http.MethodGet, "/admin/events?severity=loud", nil, cookie); rec.Code != http.StatusBadRequest {
+		t.Errorf("an unknown severity = %d, want 400", rec.Code)
+	}
+
+	// "Fetch now" calls the server's downloader with the URL's id.
+	var fetched []int64
+	h, err := New(Config{Store: f.st, Now: f.clock.now, FetchCRL: func(_ context.Context, id int64) error {
+		fetched = append(fetched, id)
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h = h
+	if _, err := f.st.AddCRLURL(ctx, "http://crl.partner.example/ca.crl"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(get("/admin/crls"), `action="/admin/crl-urls/1/fetch"`) {
+		t.Error("the CRL page offers no fetch now")
+	}
+	if rec := f.request(http.MethodPost, "/admin/crl-urls/1/fetch", url.Values{}, cookie); rec.Code != http.StatusSeeOther || len(fetched) != 1 || fetched[0] != 1 {
+		t.Errorf("fetch now = %d, downloader called with %v", rec.Code, fetched)
+	}
+}
