@@ -47,6 +47,12 @@ func (h *Handler) funcs() template.FuncMap {
 			}
 			return v
 		},
+		"deref": func(t *time.Time) time.Time {
+			if t == nil {
+				return time.Time{}
+			}
+			return *t
+		},
 		"join":  strings.Join,
 		"split": strings.Fields,
 		"add":   func(a, b int) int { return a + b },
@@ -93,19 +99,39 @@ func uploadName(r *http.Request, field string) string {
 // --- dashboard ---
 
 type dashboardData struct {
-	Clients          []store.ClientStatus
+	Clients []store.ClientStatus
+	// Tunnels are the clients' tunnel states by client id; a client without one is absent.
+	Tunnels          map[int64]tunnelView
 	Revision         int64
 	Partners         int
 	CAs, CRLs, Rules int
 	Critical         []store.Event
 }
 
+// tunnelStale is the age after which a tunnel report is no longer shown as current: clients
+// repeat it every 30 s.
+const tunnelStale = 90 * time.Second
+
+// tunnelView is a client's tunnel state as the dashboard shows it.
+type tunnelView struct {
+	backend.TunnelReport
+	// Stale says the report is older than tunnelStale: the client may be gone.
+	Stale bool
+}
+
 func (h *Handler) dashboardData(r *http.Request) (dashboardData, error) {
 	ctx := r.Context()
-	var d dashboardData
+	d := dashboardData{Tunnels: map[int64]tunnelView{}}
 	var err error
 	if d.Clients, err = h.st.Clients(ctx); err != nil {
 		return d, err
+	}
+	if h.cfg.Tunnel != nil {
+		for _, c := range d.Clients {
+			if rep, ok := h.cfg.Tunnel(c.ID); ok {
+				d.Tunnels[c.ID] = tunnelView{TunnelReport: rep, Stale: h.now().Sub(rep.ReportedAt) > tunnelStale}
+			}
+		}
 	}
 	if d.Revision, err = h.st.Revision(ctx); err != nil {
 		return d, err

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"smartproxy/api/apiv1"
+	"smartproxy/backend"
 	"smartproxy/backend/store"
 )
 
@@ -36,6 +38,13 @@ func TestReadPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	since := now.Add(-3 * time.Hour)
+	report := backend.TunnelReport{TunnelState: apiv1.TunnelState{Streams: 2, OpenSessions: 17, ConnectedAt: &since}, ReportedAt: now}
+	h, err := New(Config{Store: f.st, Now: f.clock.now, Tunnel: func(id int64) (backend.TunnelReport, bool) { return report, id == 1 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h = h
 	cookie := f.login(t)
 	get := func(path string) string {
 		t.Helper()
@@ -47,10 +56,20 @@ func TestReadPages(t *testing.T) {
 	}
 	dash := get("/admin/")
 	for _, want := range []string{"revision " + strconv.FormatInt(rev-1, 10) + " applied", "(current " + strconv.FormatInt(rev, 10) + ")",
-		"valid, 9 days left", "PROXY-ID-1", "license_invalid", "no &lt;b&gt;valid&lt;/b&gt; license"} {
+		"valid, 9 days left", "PROXY-ID-1", "license_invalid", "no &lt;b&gt;valid&lt;/b&gt; license",
+		"up, 2 streams</span> <small>since 2026-03-01 09:00:00Z</small></td>\n  <td>17</td>"} {
 		if !strings.Contains(dash, want) {
 			t.Errorf("the dashboard lacks %q", want)
 		}
+	}
+	// A report older than 90 s is not shown as current.
+	f.clock.advance(2 * time.Minute)
+	if live := get("/admin/live/dashboard"); !strings.Contains(live, "unknown: last report 2m0s ago") || strings.Contains(live, "<td>17</td>") {
+		t.Errorf("the dashboard shows a stale tunnel report as current:\n%s", live)
+	}
+	report.Streams, report.ConnectedAt, report.ReportedAt = 0, nil, f.clock.now()
+	if live := get("/admin/live/dashboard"); !strings.Contains(live, `<span class="bad">down</span>`) {
+		t.Errorf("the dashboard does not show the tunnel down:\n%s", live)
 	}
 	detail := get("/admin/events/" + strconv.FormatInt(fresh[0].Seq, 10))
 	for _, want := range []string{"<dt>proxy_id</dt><dd>PROXY-ID-1</dd>", "<dt>Event ID</dt><dd class=\"mono\">e1</dd>", "critical"} {
@@ -67,7 +86,7 @@ func TestReadPages(t *testing.T) {
 
 	// "Fetch now" calls the server's downloader with the URL's id.
 	var fetched []int64
-	h, err := New(Config{Store: f.st, Now: f.clock.now, FetchCRL: func(_ context.Context, id int64) error {
+	h, err = New(Config{Store: f.st, Now: f.clock.now, FetchCRL: func(_ context.Context, id int64) error {
 		fetched = append(fetched, id)
 		return nil
 	}})

@@ -43,6 +43,9 @@ type Config struct {
 	// FetchCRL downloads the CRL of a distribution point at once ("fetch
 	// now"). If nil, the CRL page offers no such button.
 	FetchCRL func(ctx context.Context, urlID int64) error
+	// Tunnel returns the tunnel state a proxy client last reported (backend.Server.Tunnel). If
+	// nil, the dashboard shows no tunnel state.
+	Tunnel func(clientID int64) (backend.TunnelReport, bool)
 	// IdleTimeout ends a session without activity for this long. If zero,
 	// 30 minutes.
 	IdleTimeout time.Duration
