@@ -104,3 +104,37 @@ func TestReadPages(t *testing.T) {
 		t.Errorf("fetch now = %d, downloader called with %v", rec.Code, fetched)
 	}
 }
+
+// TestListSearchAndPages checks the search and paging of the in-memory lists.
+func TestListSearchAndPages(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for i := range 60 {
+		if _, err := f.st.AddIgnoreRule(ctx, store.IgnoreRule{Substring: "probe-" + strconv.Itoa(i), Description: "scanner"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cookie := f.login(t)
+	for _, tc := range []struct {
+		query string
+		want  []string
+		not   []string
+	}{
+		{"", []string{"1–50 of 60", "probe-49<", `href="?offset=50&amp;q="`}, []string{"probe-50<", "previous"}},
+		{"?offset=50", []string{"51–60 of 60", "probe-59<", `href="?offset=0&amp;q="`}, []string{"probe-49<", "next"}},
+		{"?q=PROBE-5", []string{"1–11 of 11", "probe-5<", "probe-55<"}, []string{"probe-6<", "next"}},
+		{"?q=nothing", []string{"none matches"}, []string{"probe-"}},
+	} {
+		body := f.request(http.MethodGet, "/admin/rules"+tc.query, nil, cookie).Body.String()
+		for _, w := range tc.want {
+			if !strings.Contains(body, w) {
+				t.Errorf("rules%s lacks %q", tc.query, w)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(body, n) {
+				t.Errorf("rules%s shows %q", tc.query, n)
+			}
+		}
+	}
+}
