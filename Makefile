@@ -49,9 +49,8 @@ lint: tools ## gofmt, go vet, buf lint and buf format.
 	@if [ -d proto ]; then buf lint && buf format -d --exit-code; fi
 
 .PHONY: breaking
-breaking: tools ## buf breaking against main (where main has protos).
-	@if git rev-parse -q --verify main >/dev/null && git ls-tree -r --name-only main | grep -q '^proto/.*\.proto$$'; then \
-	  buf breaking --against '.git#branch=main'; else echo "no previous protos on main: nothing to compare"; fi
+breaking: tools ## buf breaking against the previous release tag (before the first: the commit before HEAD).
+	BUF=$(BIN)/buf ./scripts/breaking.sh
 
 .PHONY: proto
 proto: tools ## Regenerate Go code from proto/.
@@ -69,6 +68,10 @@ fuzz: ## Run every Fuzz target for FUZZTIME each (default 10s; a count such as 5
 .PHONY: bench
 bench: ## Run the benchmarks (BENCHCOUNT, BENCHTIME); compare with benchstat.
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) -benchtime $(BENCHTIME) ./...
+
+.PHONY: bench-e2e
+bench-e2e: build ## End-to-end transfers: direct TLS vs HAProxy vs SmartProxy; results into docs/benchmarks.md.
+	./scripts/bench-e2e.sh
 
 .PHONY: demo
 demo: build ## Run the whole system on loopback with embedded defaults and deliver a file.

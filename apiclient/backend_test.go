@@ -20,6 +20,7 @@ import (
 	"smartproxy/apiclient"
 	"smartproxy/backend"
 	"smartproxy/backend/store"
+	"smartproxy/internal/testwait"
 )
 
 // syncBuffer is a log sink shared by the backend's goroutines.
@@ -77,6 +78,7 @@ func startRealBackend(t *testing.T) *realBackend {
 	log := logrus.New()
 	log.SetOutput(rb.logs)
 	log.SetFormatter(&logrus.TextFormatter{DisableColors: true, DisableTimestamp: true})
+	log.SetLevel(logrus.DebugLevel)
 	srv, err := backend.New(backend.Config{Store: st, Logger: log, TLSConfig: cf.TLSConfig(),
 		RevisionPollInterval: 50 * time.Millisecond, CRL: backend.FetcherConfig{CheckInterval: time.Hour}})
 	if err != nil {
@@ -151,9 +153,10 @@ func TestRealBackend(t *testing.T) {
 			d, e, _, err := c.Config(ctx, etag, 30*time.Second)
 			done <- result{d, e, err}
 		}()
-		// Give the poll time to reach the backend, so that it usually waits; the assertions hold
-		// either way.
-		time.Sleep(300 * time.Millisecond)
+		// The change must come while the poll waits, or the wake-up is not what this test sees.
+		testwait.For(t, 10*time.Second, "the long poll to wait", func() bool {
+			return strings.Contains(rb.logs.String(), "long poll waiting for a change")
+		})
 		p := store.Partner{OdetteID: "O0013000000000PARTNER", Name: "Partner AG", Enabled: true, Password: "SECRET",
 			AllowedNetworks: []string{"192.0.2.0/24"}}
 		if err := other.AddPartner(ctx, p); err != nil {

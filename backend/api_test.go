@@ -178,17 +178,45 @@ func fill(t *testing.T, st *store.Store) fixture {
 
 func getConfig(t *testing.T, e *env, header map[string]string, query string) (*http.Response, *apiv1.ConfigDocument, []byte) {
 	t.Helper()
-	resp, body := e.do("GET", apiv1.PathConfig+query, e.token, nil, header)
-	if resp.StatusCode != http.StatusOK {
-		return resp, nil, body
+	resp, doc, body, err := fetchConfig(e, header, query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, doc, body
+}
+
+// configResult is what fetchConfig answers, for a poll run in a goroutine.
+type configResult struct {
+	resp *http.Response
+	doc  *apiv1.ConfigDocument
+	err  error
+}
+
+// pollConfig runs fetchConfig in a goroutine and hands its answer over the
+// returned channel; the test's goroutine reports any error.
+func pollConfig(e *env, header map[string]string, query string) <-chan configResult {
+	done := make(chan configResult, 1)
+	go func() {
+		resp, doc, _, err := fetchConfig(e, header, query)
+		done <- configResult{resp, doc, err}
+	}()
+	return done
+}
+
+// fetchConfig is getConfig without the test: it returns the error instead,
+// so that a goroutine other than the test's can use it.
+func fetchConfig(e *env, header map[string]string, query string) (*http.Response, *apiv1.ConfigDocument, []byte, error) {
+	resp, body, err := e.send("GET", apiv1.PathConfig+query, e.token, nil, header)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return resp, nil, body, err
 	}
 	var doc apiv1.ConfigDocument
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&doc); err != nil {
-		t.Fatalf("configuration document: %v\n%s", err, body)
+		return resp, nil, body, fmt.Errorf("configuration document: %w\n%s", err, body)
 	}
-	return resp, &doc, body
+	return resp, &doc, body, nil
 }
 
 func TestConfigDocument(t *testing.T) {
@@ -267,23 +295,20 @@ func TestLongPollWokenByOtherProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	type result struct {
-		resp    *http.Response
-		doc     *apiv1.ConfigDocument
-		elapsed time.Duration
-	}
-	done := make(chan result, 1)
-	start := time.Now()
-	go func() {
-		resp, doc, _ := getConfig(t, e, map[string]string{"If-None-Match": etag}, "?wait=30")
-		done <- result{resp, doc, time.Since(start)}
-	}()
-	time.Sleep(300 * time.Millisecond) // let the poll start waiting
+	done := pollConfig(e, map[string]string{"If-None-Match": etag}, "?wait=30")
+	// The change must come while the poll waits, or the wake-up is not what
+	// this test sees.
+	waitFor(t, "the long poll to start", func() bool {
+		return e.srv.waiting.Load() == 1
+	})
 	changed := time.Now()
 	if err := cli.AddPartner(context.Background(), store.Partner{OdetteID: "O0013NEW", Enabled: true}); err != nil {
 		t.Fatal(err)
 	}
 	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
 	if r.resp.StatusCode != http.StatusOK || r.doc == nil {
 		t.Fatalf("long poll = %d, want 200 with the changed document", r.resp.StatusCode)
 	}
@@ -557,17 +582,17 @@ func TestShutdownEndsLongPoll(t *testing.T) {
 	e := newEnv(t, nil)
 	resp, _, _ := getConfig(t, e, nil, "")
 	etag := resp.Header.Get("ETag")
-	done := make(chan int, 1)
-	go func() {
-		resp, _, _ := getConfig(t, e, map[string]string{"If-None-Match": etag}, "?wait=60")
-		done <- resp.StatusCode
-	}()
+	done := pollConfig(e, map[string]string{"If-None-Match": etag}, "?wait=60")
 	waitFor(t, "the long poll to start", func() bool {
 		return e.srv.waiting.Load() == 1
 	})
 	start := time.Now()
 	e.stop()
-	if got := <-done; got != http.StatusNotModified {
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if got := r.resp.StatusCode; got != http.StatusNotModified {
 		t.Errorf("long poll during shutdown = %d, want 304", got)
 	}
 	t.Logf("shutdown with a waiting long poll took %v", time.Since(start).Round(time.Millisecond))

@@ -237,8 +237,11 @@ func BenchmarkLongPollWake(b *testing.B) {
 			}
 			answered <- time.Now()
 		}()
-		for e.srv.waiting.Load() == 0 {
-			time.Sleep(time.Millisecond)
+		// Polled: the server has no event for "a poll is waiting".
+		for deadline := time.Now().Add(10 * time.Second); e.srv.waiting.Load() == 0; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				b.Fatal("the long poll did not start waiting within 10s")
+			}
 		}
 		i++
 		// Changes come at random moments, not in step with the poller.

@@ -63,6 +63,11 @@ func Document(snap *store.Snapshot, withSecrets bool) *apiv1.ConfigDocument {
 			IdleTimeout:      apiv1.Duration(st.Limits.IdleTimeout),
 			MaxCredit:        st.Limits.MaxCredit,
 			MaxBufferSize:    st.Limits.MaxBufferSize,
+
+			MaxHandshakesPerSource: st.Limits.MaxHandshakesPerSource,
+			MaxHandshakesPerPrefix: st.Limits.MaxHandshakesPerPrefix,
+			PrefixLengthV4:         st.Limits.PrefixLengthV4,
+			PrefixLengthV6:         st.Limits.PrefixLengthV6,
 		},
 		OutgoingSourceIP: st.OutgoingSourceIP,
 		Routes:           []apiv1.Route{},

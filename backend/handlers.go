@@ -111,7 +111,7 @@ func (s *Server) parseWait(r *http.Request) (time.Duration, error) {
 // getConfig answers GET /v1/config. With If-None-Match naming the current
 // document and wait > 0 it waits until the document changes (200) or the
 // wait has passed (304).
-func (s *Server) getConfig(w http.ResponseWriter, r *http.Request, _ store.Client) error {
+func (s *Server) getConfig(w http.ResponseWriter, r *http.Request, c store.Client) error {
 	wait, err := s.parseWait(r)
 	if err != nil {
 		return err
@@ -147,6 +147,8 @@ func (s *Server) getConfig(w http.ResponseWriter, r *http.Request, _ store.Clien
 			s.st.WaitRevision(wctx, rev)
 		}()
 		s.waiting.Add(1)
+		// Tests wait for this line: a change made after it must wake the poll.
+		s.log.WithFields(map[string]any{"client": c.Name, "revision": rev}).Debug("long poll waiting for a change")
 		select {
 		case <-changed:
 			s.waiting.Add(-1)

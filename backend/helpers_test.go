@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -162,16 +163,27 @@ func newEnvTB(t testing.TB, change func(*Config)) *env {
 }
 
 // do sends a request with the token (if not empty) and returns the
-// response with its body read.
+// response with its body read. It calls t.Fatal, so only the test's
+// goroutine may use it; other goroutines use send.
 func (e *env) do(method, path, token string, body []byte, header map[string]string) (*http.Response, []byte) {
 	e.t.Helper()
+	resp, b, err := e.send(method, path, token, body, header)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp, b
+}
+
+// send is do without the test: it returns the error instead, so that a
+// goroutine other than the test's can pass it back over a channel.
+func (e *env) send(method, path, token string, body []byte, header map[string]string) (*http.Response, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequest(method, e.base+path, rd)
 	if err != nil {
-		e.t.Fatal(err)
+		return nil, nil, err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -188,14 +200,14 @@ func (e *env) do(method, path, token string, body []byte, header map[string]stri
 	}
 	resp, err := e.client.Do(req)
 	if err != nil {
-		e.t.Fatalf("%s %s: %v", method, path, err)
+		return nil, nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		e.t.Fatalf("%s %s: reading the body: %v", method, path, err)
+		return nil, nil, fmt.Errorf("%s %s: reading the body: %w", method, path, err)
 	}
-	return resp, b
+	return resp, b, nil
 }
 
 // mustJSON encodes v.

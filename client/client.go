@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/backoff"
 	"smartproxy/internal/logging"
 	"smartproxy/tunnel"
 	"smartproxy/tunnel/transport"
@@ -86,9 +88,9 @@ type Config struct {
 	// PingInterval is how often each tunnel measures its round-trip time. If zero, the tunnel's
 	// default.
 	PingInterval time.Duration
-	// Backoff spaces reconnects (see transport.Backoff). Its zero value is the documented
+	// Backoff spaces reconnects (see backoff.Exponential). Its zero value is the documented
 	// default.
-	Backoff transport.Backoff
+	Backoff backoff.Exponential
 	// KeepaliveTime is the gRPC keepalive interval (see transport.ClientConfig). If zero, 20s.
 	KeepaliveTime time.Duration
 	// Observer, if not nil, is told what the servers report: configuration results, events,
@@ -239,6 +241,9 @@ func (c *Client) Run(ctx context.Context) error {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- c.transport.Run(tctx) }()
+	// The route listeners close as soon as the shutdown begins: no new outgoing sessions.
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); c.runRoutes(ctx) }()
 	c.log.WithFields(logrus.Fields{"server": c.cfg.Server, "streams": c.cfg.Streams, "client_id": c.clientID,
 		"config_version": c.Current().Version}).Info("smartproxy-client running")
 
@@ -423,7 +428,7 @@ func (c *Client) addSession(st *stream, ts *tunnel.Session) (*session, *logrus.E
 	}
 	log := base.WithFields(logrus.Fields{
 		"session_id": s.id, "tunnel": st.index, "tunnel_session_id": ts.ID(),
-		"direction": "incoming", "partner": s.partner, "remote_addr": s.remote,
+		"direction": strings.ToLower(strings.TrimPrefix(open.GetDirection().String(), "DIRECTION_")), "partner": s.partner, "remote_addr": s.remote,
 	})
 	return s, log
 }

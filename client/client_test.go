@@ -23,12 +23,12 @@ import (
 	"smartproxy/client/clienttest"
 	"smartproxy/client/configfile"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/backoff"
 	"smartproxy/internal/logging"
 	"smartproxy/internal/pki"
 	"smartproxy/oftp2"
 	"smartproxy/oftp2/endpoint"
 	"smartproxy/tunnel"
-	"smartproxy/tunnel/transport"
 )
 
 const waitLong = 10 * time.Second
@@ -88,7 +88,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		Levels:          e.levels,
 		ShutdownTimeout: 3 * time.Second,
 		Linger:          3 * time.Second,
-		Backoff:         transport.Backoff{Base: 20 * time.Millisecond, Cap: 100 * time.Millisecond},
+		Backoff:         backoff.Exponential{Base: 20 * time.Millisecond, Cap: 100 * time.Millisecond},
 		Observer:        opts.observer,
 	})
 	if err != nil {
@@ -406,7 +406,10 @@ func TestIncomingTransfer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, bridgeErr := runPartner(t, conn, partner, endpoint.OutgoingFile{Path: src, DatasetName: "INVOICE"})
+	res, runErr, bridgeErr := runPartner(t, conn, partner, endpoint.OutgoingFile{Path: src, DatasetName: "INVOICE"})
+	if runErr != nil {
+		t.Errorf("partner Run() = %v, want a clean session", runErr)
+	}
 	if bridgeErr != nil {
 		t.Errorf("Bridge() = %v, want a clean end", bridgeErr)
 	}
@@ -460,8 +463,8 @@ func serveEndpoint(t *testing.T, ep *endpoint.Endpoint) string {
 }
 
 // runPartner connects the partner endpoint over loopback TCP to a Bridge on conn and runs one
-// session that sends files.
-func runPartner(t *testing.T, conn *clienttest.Conn, partner *endpoint.Endpoint, files ...endpoint.OutgoingFile) (*endpoint.Result, error) {
+// session that sends files. It returns the partner's result and error and the Bridge's error.
+func runPartner(t *testing.T, conn *clienttest.Conn, partner *endpoint.Endpoint, files ...endpoint.OutgoingFile) (*endpoint.Result, error, error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -484,10 +487,7 @@ func runPartner(t *testing.T, conn *clienttest.Conn, partner *endpoint.Endpoint,
 		t.Fatal(err)
 	}
 	res, runErr := partner.Run(ctx, pc, files...)
-	if runErr != nil {
-		t.Logf("partner Run() = %v", runErr)
-	}
-	return res, <-bridgeErr
+	return res, runErr, <-bridgeErr
 }
 
 // TestIncomingSessionFlow checks the wire: the internal server's SSRM is not forwarded, the

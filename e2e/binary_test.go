@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"smartproxy/internal/pki"
 	"smartproxy/internal/proctest"
+	"smartproxy/internal/testnet"
 	"smartproxy/oftp2"
 )
 
@@ -69,7 +71,7 @@ func TestBinaries(t *testing.T) {
 		t.Fatalf("smartproxy-server -L: %v", err)
 	}
 	proxyID := strings.TrimSpace(string(out))
-	lic := writeLicense(t, work, proxyID)
+	lic := writeLicense(t, work, proxyID, nil)
 
 	recv := path("inbox")
 	serve := startProc(t, "oftp2 serve", filepath.Join(bin, "oftp2"), "serve", "--plain", "--listen", "127.0.0.1:0",
@@ -78,7 +80,7 @@ func TestBinaries(t *testing.T) {
 	serveAddr := waitFile(t, path("serve.addr"), serve)
 	internal := startForwarder(t, serveAddr)
 
-	listen, tunnelAddr := freePort(t), freePort(t)
+	listen, tunnelAddr := testnet.ReserveAddr(t), testnet.ReserveAddr(t)
 	cfgPath := fx.writeConfig(t, fx.config(listen, internal.Addr()))
 	server := startProc(t, "smartproxy-server", filepath.Join(bin, "smartproxy-server"), "-i", tunnelAddr, "-l", lic,
 		"--tunnel-cert", filepath.Join(fx.Dir, fileTunnelServer), "--tunnel-key", filepath.Join(fx.Dir, fileTunnelSKey),
@@ -199,7 +201,9 @@ func TestBinaries(t *testing.T) {
 
 	t.Run("client killed mid-transfer", func(t *testing.T) {
 		big := makeFile(t, work, "big.dat", oftp2.FormatUnstructured, 32*mib, 3)
-		small := []string{"--format", "U", "--buffer-size", "4096", "--credit", "16"}
+		// The partner's connection goes through a forwarder that sees when it falls silent.
+		front := startForwarder(t, listen)
+		small := []string{"--format", "U", "--buffer-size", "4096", "--credit", "16", "--connect", front.Addr()}
 		watcher := watchFinal(t, recv)
 		finalsBefore := len(finalFiles(t, recv))
 		p := send(t, "oftp2 send big", partnerID, partnerPassword, "partner", small, big.out.Path)
@@ -212,8 +216,15 @@ func TestBinaries(t *testing.T) {
 		}
 		// Hold the inside so that the partner sends its credit and waits for a CDT, then
 		// kill the client.
+		// kill the client. A partner still writing when the server closes may see a TCP reset
+		// instead of the ESID.
 		internal.Pause()
-		time.Sleep(500 * time.Millisecond)
+		for front.quietFor() < 300*time.Millisecond {
+			if time.Now().After(deadline) {
+				t.Fatal("the partner never stopped sending to wait for credit")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		if err := client.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -289,12 +300,18 @@ func TestDemoScript(t *testing.T) {
 	}
 	bin := buildBinaries(t)
 	run := filepath.Join(t.TempDir(), "demo-run")
-	cmd := exec.Command(bash, filepath.Join("..", "scripts", "demo.sh"))
+	// The script starts daemons of its own; a hang must end the test, not the package timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bash, filepath.Join("..", "scripts", "demo.sh"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) } // the script and its daemons
+	cmd.WaitDelay = 10 * time.Second
 	cmd.Env = append(os.Environ(), "BIN="+bin, "DEMO_DIR="+run, "GO="+proctest.GoTool(), "DEMO_PARTNER_PORT=0", "DEMO_TUNNEL_PORT=0")
 	var out proctest.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("scripts/demo.sh: %v\n%s", err, out.String())
+		t.Fatalf("scripts/demo.sh: %v (context: %v)\n%s", err, ctx.Err(), out.String())
 	}
 	text := out.String()
 	sums := regexp.MustCompile(`(?m)^\s+sha256 ([0-9a-f]{64})$`).FindAllStringSubmatch(text, -1)

@@ -240,10 +240,15 @@ func (fx *fixture) writeConfig(t testing.TB, c configfile.File) string {
 }
 
 // writeLicense writes a development license for proxyID, valid for a day, and returns its path.
-func writeLicense(t testing.TB, dir, proxyID string) string {
+// mod, if not nil, changes the license before it is signed.
+func writeLicense(t testing.TB, dir, proxyID string, mod func(*license.License)) string {
 	t.Helper()
 	key, keyID := license.DevSigningKey()
-	file, err := license.Sign(license.License{ProxyID: proxyID, Customer: "e2e", NotAfter: time.Now().Add(24 * time.Hour)}, key, keyID)
+	lic := license.License{ProxyID: proxyID, Customer: "e2e", NotAfter: time.Now().Add(24 * time.Hour)}
+	if mod != nil {
+		mod(&lic)
+	}
+	file, err := license.Sign(lic, key, keyID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,9 @@ package e2e
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // forwarder is a TCP forwarder on 127.0.0.1 that a test can pause (no octet moves in either
@@ -13,6 +15,8 @@ type forwarder struct {
 	ln     net.Listener
 	target string
 	wg     sync.WaitGroup
+
+	lastRead atomic.Int64 // unix nanoseconds of the last octets read from either side
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -83,6 +87,7 @@ func (f *forwarder) pipe(src, dst net.Conn) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
+			f.lastRead.Store(time.Now().UnixNano())
 			f.mu.Lock()
 			gate := f.gate
 			f.mu.Unlock()
@@ -99,6 +104,15 @@ func (f *forwarder) pipe(src, dst net.Conn) {
 			return
 		}
 	}
+}
+
+// quietFor returns how long no octet has arrived from either side (0 before the first).
+func (f *forwarder) quietFor() time.Duration {
+	last := f.lastRead.Load()
+	if last == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, last))
 }
 
 // Pause holds all traffic until Resume.

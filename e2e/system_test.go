@@ -21,6 +21,9 @@ import (
 
 	"smartproxy/client"
 	"smartproxy/client/configfile"
+	"smartproxy/internal/backoff"
+	"smartproxy/internal/license"
+	"smartproxy/internal/testnet"
 	"smartproxy/oftp2"
 	"smartproxy/oftp2/endpoint"
 	"smartproxy/server"
@@ -113,6 +116,7 @@ type system struct {
 
 	clientLog *logCapture // shared by every client the test starts
 	window    int         // per-session tunnel window of the clients
+	license   func(*license.License)
 
 	mu     sync.Mutex
 	client *runningClient // the client started last
@@ -124,6 +128,8 @@ type systemOptions struct {
 	// 127.0.0.1 is chosen (and kept, so that the address stays the same when the listener
 	// closes and opens again).
 	listen string
+	// license, if not nil, changes the server's license before it is signed.
+	license func(*license.License)
 	// config, if not nil, changes the configuration file before it is written.
 	config func(*configfile.File)
 	// responder, if not nil, changes the internal responder's configuration.
@@ -141,23 +147,11 @@ type systemOptions struct {
 	internalVia func(target string) string
 }
 
-// freePort returns a loopback address with a port that was free a moment ago.
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // startSystem starts responder, server and (unless opts.noClient) client and waits until the
 // partner listener is open. Everything stops when the test ends.
 func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 	t.Helper()
-	s := &system{fx: fx, recvDir: t.TempDir(), serverLog: newLogCapture(), clientLog: newLogCapture(), window: opts.window}
+	s := &system{fx: fx, recvDir: t.TempDir(), serverLog: newLogCapture(), clientLog: newLogCapture(), window: opts.window, license: opts.license}
 	rc := endpoint.Config{
 		ID: companyID, Password: companyPassword, ReceiveDir: s.recvDir, Timeout: 30 * time.Second,
 		Partners: map[string]oftp2.Password{partnerID: partnerPassword, healthyID: ""},
@@ -168,7 +162,7 @@ func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 	s.responder = servertest.StartResponder(t, rc)
 
 	if opts.listen == "" {
-		opts.listen = freePort(t)
+		opts.listen = testnet.ReserveAddr(t)
 	}
 	internal := s.responder.Addr
 	if opts.internalVia != nil {
@@ -206,12 +200,13 @@ func (s *system) startServer(t testing.TB, ln net.Listener) {
 		TunnelListener:    ln,
 		TunnelCredentials: &transport.StaticCredentials{Cert: s.fx.TunnelServer.TLS, Pool: s.fx.TunnelCA.Pool()},
 		ProxyID:           testProxyID,
-		LicensePath:       writeLicense(t, t.TempDir(), testProxyID),
+		LicensePath:       writeLicense(t, t.TempDir(), testProxyID, s.license),
 		Logger:            s.serverLog.log,
 		Metrics:           prometheus.NewRegistry(),
 		DrainTimeout:      2 * time.Second,
 		ListenRetry:       50 * time.Millisecond,
 		EventQueue:        4096,
+		RefusalLogBurst:   -1, // the tests wait for every event; attack_test.go runs the default
 		SessionWindow:     uint32(s.window),
 	})
 	if err != nil {
@@ -251,14 +246,21 @@ func (s *system) startClient(t testing.TB, tunnelAddr string) *runningClient {
 	if err != nil {
 		t.Fatalf("the client refused the configuration file: %v", err)
 	}
+	return s.startClientWith(t, tunnelAddr, res.Snapshot)
+}
+
+// startClientWith runs a client with the configuration snap against tunnelAddr until the test
+// ends or its stop is called.
+func (s *system) startClientWith(t testing.TB, tunnelAddr string, snap *client.Snapshot) *runningClient {
+	t.Helper()
 	c, err := client.New(client.Config{
 		Server:          tunnelAddr,
 		ServerName:      "localhost",
 		Credentials:     &transport.StaticCredentials{Cert: s.fx.TunnelClient.TLS, Pool: s.fx.TunnelCA.Pool()},
-		Config:          res.Snapshot,
+		Config:          snap,
 		Logger:          s.clientLog.log,
 		Metrics:         prometheus.NewRegistry(),
-		Backoff:         transport.Backoff{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond},
+		Backoff:         backoff.Exponential{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond},
 		ShutdownTimeout: 5 * time.Second,
 		Window:          s.window,
 	})
@@ -345,9 +347,18 @@ func (s *system) finalFiles(t testing.TB) []string {
 
 func finalFiles(t testing.TB, dir string) []string {
 	t.Helper()
-	entries, err := os.ReadDir(dir)
+	out, err := listFinal(dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+// listFinal is finalFiles without the test, for goroutines other than the test's.
+func listFinal(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
 	}
 	var out []string
 	for _, e := range entries {
@@ -356,7 +367,7 @@ func finalFiles(t testing.TB, dir string) []string {
 		}
 		out = append(out, filepath.Join(dir, e.Name()))
 	}
-	return out
+	return out, nil
 }
 
 // isRefused reports whether err is a refused TCP connection.

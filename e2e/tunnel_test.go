@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"smartproxy/internal/testnet"
 	"smartproxy/oftp2"
 	"smartproxy/oftp2/endpoint"
 )
@@ -22,7 +23,7 @@ import (
 // listener opens on the same address and sessions go through.
 func TestNoClientNoPartners(t *testing.T) {
 	fx := newFixture(t)
-	listen := freePort(t)
+	listen := testnet.ReserveAddr(t)
 	sys := startSystem(t, fx, systemOptions{listen: listen, noClient: true})
 	leaf := fx.partner(t, partnerID)
 
@@ -85,7 +86,7 @@ func TestNoClientNoPartners(t *testing.T) {
 // sessions go through.
 func TestServerRestart(t *testing.T) {
 	fx := newFixture(t)
-	listen := freePort(t)
+	listen := testnet.ReserveAddr(t)
 	sys := startSystem(t, fx, systemOptions{listen: listen})
 	leaf := fx.partner(t, partnerID)
 	deliver := func(t *testing.T, name string, sessions int) {
@@ -149,6 +150,7 @@ type finalWatcher struct {
 	done chan struct{}
 	mu   sync.Mutex
 	seen map[string]bool
+	err  error // the first listing that failed; the watcher stops there
 }
 
 func watchFinal(t *testing.T, dir string) *finalWatcher {
@@ -156,10 +158,15 @@ func watchFinal(t *testing.T, dir string) *finalWatcher {
 	go func() {
 		defer close(w.done)
 		for {
-			for _, f := range finalFiles(t, dir) {
-				w.mu.Lock()
+			files, err := listFinal(dir)
+			w.mu.Lock()
+			for _, f := range files {
 				w.seen[f] = true
-				w.mu.Unlock()
+			}
+			w.err = err
+			w.mu.Unlock()
+			if err != nil {
+				return
 			}
 			select {
 			case <-w.stop:
@@ -168,7 +175,12 @@ func watchFinal(t *testing.T, dir string) *finalWatcher {
 			}
 		}
 	}()
-	t.Cleanup(func() { w.Stop() })
+	t.Cleanup(func() {
+		w.Stop()
+		if w.err != nil {
+			t.Errorf("watching %s for final names: %v", dir, w.err)
+		}
+	})
 	return w
 }
 

@@ -108,8 +108,9 @@ func TestMidSessionViolations(t *testing.T) {
 			gates := make(chan *gatedConn, 1)
 			cfg := partnerConfig(healthyID, "")
 			cfg.BufferSize, cfg.Credit = 1024, 8
+			healthyLeaf := fx.partner(t, healthyID) // may fail the test: not in the goroutine
 			go func() {
-				res, err := runPartner(t, fx, addr, fx.partner(t, healthyID), cfg, func(c net.Conn) net.Conn {
+				res, err := runPartner(t, fx, addr, healthyLeaf, cfg, func(c net.Conn) net.Conn {
 					g := newGatedConn(c, 256<<10)
 					gates <- g
 					return g

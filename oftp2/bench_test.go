@@ -133,8 +133,14 @@ func BenchmarkPacker(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
-		_, _ = p.Write(data)
-		_ = p.EndRecord()
-		_ = p.Flush()
+		if _, err := p.Write(data); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.EndRecord(); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.Flush(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

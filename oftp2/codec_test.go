@@ -32,14 +32,42 @@ var (
 	cmsBlob  = append([]byte{0x30, 0x82, 0x01, 0x00}, bytes.Repeat([]byte{0x01, 0x02, 0x03}, 40)...)
 )
 
-// goldenCase is one command with its exact encoding. literal, when set, is
-// the expected buffer written by hand from the RFC 5024 §5.3 field tables,
-// independent of the golden file.
+// goldenCase is one command with its exact encoding. literal is the expected
+// buffer written by hand from the RFC 5024 §5.3 field tables, independent of
+// the golden file and of the encoder; every case has one.
 type goldenCase struct {
 	name    string
 	cmd     Command
 	literal string
 }
+
+// field is one field of a command written by hand: pos is its position from
+// the RFC 5024 §5.3 table, v its octets.
+type field struct {
+	pos int
+	v   string
+}
+
+// layout joins hand-written fields into one command buffer. Each field must
+// start at the position its RFC table gives, so an offset counted wrongly by
+// hand stops the test binary before any comparison with the encoder.
+func layout(fs ...field) string {
+	var b strings.Builder
+	for _, f := range fs {
+		if b.Len() != f.pos {
+			panic(fmt.Sprintf("layout: field %q at offset %d, the RFC table says %d", f.v, b.Len(), f.pos))
+		}
+		b.WriteString(f.v)
+	}
+	return b.String()
+}
+
+// The binary fields of the signed vectors, written out as octets: a 20-octet
+// SHA-1 value and a 124-octet CMS-like blob (30 82 01 00, then 40 × 01 02 03).
+var (
+	sha1Literal = strings.Repeat("\xa5\x5a", 10)
+	cmsLiteral  = "\x30\x82\x01\x00" + strings.Repeat("\x01\x02\x03", 40)
+)
 
 var goldenCases = []goldenCase{
 	{name: "ssrm", cmd: &SSRM{}, literal: "IODETTE FTP READY \r"},
@@ -62,6 +90,28 @@ var goldenCases = []goldenCase{
 		cmd: &SFID{DatasetName: "INVOICES.2024", Stamp: stamp("2024-02-29 23:59:58", 1), UserData: "U1",
 			Destination: "O0013000000PARTNER", Originator: "O0013000000SMARTPROXY", Format: FormatUnstructured,
 			FileSize: 12345, OriginalFileSize: 12345, RestartPosition: 0, Description: "Rechnungen für März"},
+		literal: layout( // RFC 5024 §5.3.3
+			field{0, "H"},                                   // SFIDCMD
+			field{1, "INVOICES.2024             "},          // SFIDDSN X(26): 13 + 13 spaces
+			field{27, "   "},                                // SFIDRSV1
+			field{30, "20240229"},                           // SFIDDATE
+			field{38, "2359580001"},                         // SFIDTIME HHMMSScccc
+			field{48, "U1      "},                           // SFIDUSER X(8)
+			field{56, "O0013000000PARTNER       "},          // SFIDDEST X(25): 18 + 7
+			field{81, "O0013000000SMARTPROXY    "},          // SFIDORIG X(25): 21 + 4
+			field{106, "U"},                                 // SFIDFMT
+			field{107, "00000"},                             // SFIDLRECL 9(5)
+			field{112, "0000000012345"},                     // SFIDFSIZ 9(13)
+			field{125, "0000000012345"},                     // SFIDOSIZ 9(13)
+			field{138, "00000000000000000"},                 // SFIDREST 9(17)
+			field{155, "00"},                                // SFIDSEC
+			field{157, "00"},                                // SFIDCIPH
+			field{159, "0"},                                 // SFIDCOMP
+			field{160, "0"},                                 // SFIDENV
+			field{161, "N"},                                 // SFIDSIGN
+			field{162, "021"},                               // SFIDDESCL: octets of the UTF-8 text
+			field{165, "Rechnungen f\xc3\xbcr M\xc3\xa4rz"}, // SFIDDESC T(n)
+		),
 	},
 	{
 		name: "sfid_fixed_signed",
@@ -70,6 +120,27 @@ var goldenCases = []goldenCase{
 			MaxRecordSize: 80, FileSize: 9999999999999, OriginalFileSize: 1, RestartPosition: 99999999999999999,
 			Security: SecurityEncryptedSigned, Cipher: 2, Compression: FileCompressionZLIB, Envelope: EnvelopeCMS,
 			SignedEERP: true},
+		literal: layout( // RFC 5024 §5.3.3
+			field{0, "H"},
+			field{1, "ORDERS                    "}, // 6 + 20 spaces
+			field{27, "   "},
+			field{30, "19991231"},
+			field{38, "0000009999"},
+			field{48, "        "},
+			field{56, "O0013000000PARTNER       "},
+			field{81, "O0013000000SMARTPROXY    "},
+			field{106, "F"},
+			field{107, "00080"},
+			field{112, "9999999999999"},
+			field{125, "0000000000001"},
+			field{138, "99999999999999999"},
+			field{155, "03"}, // encrypted and signed
+			field{157, "02"},
+			field{159, "1"}, // ZLIB
+			field{160, "1"}, // CMS
+			field{161, "Y"},
+			field{162, "000"},
+		),
 	},
 	{name: "sfpa", cmd: &SFPA{AnswerCount: 42}, literal: "200000000000000042"},
 	{name: "sfna", cmd: &SFNA{Reason: SFNADuplicateFile, Retry: true, Text: "already received"}, literal: "313Y016already received"},
@@ -87,22 +158,69 @@ var goldenCases = []goldenCase{
 		name: "eerp",
 		cmd: &EERP{DatasetName: "INVOICES.2024", Stamp: stamp("2024-02-29 23:59:58", 1),
 			Destination: "O0013000000SMARTPROXY", Originator: "O0013000000PARTNER"},
+		literal: layout( // RFC 5024 §5.3.13
+			field{0, "E"},                          // EERPCMD
+			field{1, "INVOICES.2024             "}, // EERPDSN X(26)
+			field{27, "   "},                       // EERPRSV1
+			field{30, "20240229"},                  // EERPDATE
+			field{38, "2359580001"},                // EERPTIME
+			field{48, "        "},                  // EERPUSER X(8)
+			field{56, "O0013000000SMARTPROXY    "}, // EERPDEST X(25)
+			field{81, "O0013000000PARTNER       "}, // EERPORIG X(25)
+			field{106, "\x00\x00"},                 // EERPHSHL U(2): no hash
+			field{108, "\x00\x00"},                 // EERPSIGL U(2): no signature
+		),
 	},
 	{
 		name: "eerp_signed",
 		cmd: &EERP{DatasetName: "ORDERS", Stamp: stamp("1999-12-31 00:00:00", 9999), UserData: "X",
 			Destination: "O0013000000SMARTPROXY", Originator: "O0013000000PARTNER", Hash: sha1Hash, Signature: cmsBlob},
+		literal: layout( // RFC 5024 §5.3.13
+			field{0, "E"},
+			field{1, "ORDERS                    "},
+			field{27, "   "},
+			field{30, "19991231"},
+			field{38, "0000009999"},
+			field{48, "X       "},
+			field{56, "O0013000000SMARTPROXY    "},
+			field{81, "O0013000000PARTNER       "},
+			field{106, "\x00\x14"}, // EERPHSHL: 20, network byte order
+			field{108, sha1Literal},
+			field{128, "\x00\x7c"}, // EERPSIGL: 124
+			field{130, cmsLiteral},
+		),
 	},
 	{
 		name: "nerp",
 		cmd: &NERP{DatasetName: "ORDERS", Stamp: stamp("2007-11-01 12:00:00", 17),
 			Destination: "O0013000000SMARTPROXY", Originator: "O0013000000PARTNER", Creator: "O0013000000HUB",
 			Reason: NERPDuplicateFile, Text: "duplicate", Hash: sha1Hash, Signature: cmsBlob},
+		literal: layout( // RFC 5024 §5.3.14
+			field{0, "N"},                           // NERPCMD
+			field{1, "ORDERS                    "},  // NERPDSN X(26)
+			field{27, "      "},                     // NERPRSV1 X(6)
+			field{33, "20071101"},                   // NERPDATE
+			field{41, "1200000017"},                 // NERPTIME
+			field{51, "O0013000000SMARTPROXY    "},  // NERPDEST
+			field{76, "O0013000000PARTNER       "},  // NERPORIG
+			field{101, "O0013000000HUB           "}, // NERPCREA X(25): 14 + 11
+			field{126, "23"},                        // NERPREAS: SFNA(RETRY=N) with reason 13
+			field{128, "009"},                       // NERPREASL
+			field{131, "duplicate"},                 // NERPREAST
+			field{140, "\x00\x14"},                  // NERPHSHL
+			field{142, sha1Literal},                 // NERPHSH
+			field{162, "\x00\x7c"},                  // NERPSIGL
+			field{164, cmsLiteral},                  // NERPSIG
+		),
 	},
 	{name: "rtr", cmd: &RTR{}, literal: "P"},
 	{name: "secd", cmd: &SECD{}, literal: "J"},
-	{name: "auch", cmd: &AUCH{Challenge: cmsBlob}},
-	{name: "aurp", cmd: &AURP{Response: [20]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}}},
+	{name: "auch", cmd: &AUCH{Challenge: cmsBlob},
+		// RFC 5024 §5.3.17: AUCHCMD, AUCHCHLL U(2) = 124, AUCHCHAL.
+		literal: layout(field{0, "A"}, field{1, "\x00\x7c"}, field{3, cmsLiteral})},
+	{name: "aurp", cmd: &AURP{Response: [20]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}},
+		// RFC 5024 §5.3.18: AURPCMD, AURPRSP U(20).
+		literal: layout(field{0, "S"}, field{1, "\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11\x12\x13\x14"})},
 }
 
 func goldenPath(name string) string { return filepath.Join("testdata", "golden", name+".hex") }
@@ -148,8 +266,18 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Append() error = %v", err)
 			}
-			if tc.literal != "" && string(got) != tc.literal {
+			if tc.literal == "" {
+				t.Errorf("no hand-written literal: a golden file alone only records what the encoder wrote")
+			}
+			if string(got) != tc.literal {
 				t.Errorf("Append() = %q, want %q", got, tc.literal)
+			}
+			// The decoder is checked against the hand-written buffer too, so that an
+			// offset error shared by encoder and decoder cannot pass.
+			if lit, err := Parse([]byte(tc.literal), nil); err != nil {
+				t.Errorf("Parse(literal) error = %v", err)
+			} else if diff := cmp.Diff(tc.cmd, lit, cmpOpts); diff != "" {
+				t.Errorf("Parse(literal) mismatch (-want +got):\n%s", diff)
 			}
 			if *update {
 				writeGolden(t, tc.name, tc.cmd, got)

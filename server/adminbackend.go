@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"smartproxy/admin"
+	"smartproxy/bridge"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/oftp2"
 )
@@ -87,7 +88,7 @@ func (a adminBackend) KillSession(_ context.Context, id uint64, text string) err
 	if text == "" {
 		text = "ended by an operator"
 	}
-	ps.stop(&stopCause{reason: tunnelv1.AbortReason_ABORT_REASON_ADMIN_KILL, esid: oftp2.ESIDLocalEmergency, text: text})
+	ps.stop(&bridge.Stop{Reason: tunnelv1.AbortReason_ABORT_REASON_ADMIN_KILL, ESID: oftp2.ESIDLocalEmergency, Text: text})
 	return nil
 }
 
@@ -137,7 +138,7 @@ func (s *Server) abortAllSessions(reason tunnelv1.AbortReason, text string) int 
 	}
 	s.sessionsMu.Unlock()
 	for _, ps := range list {
-		ps.stop(&stopCause{reason: reason, esid: oftp2.ESIDLocalEmergency, text: text})
+		ps.stop(&bridge.Stop{Reason: reason, ESID: oftp2.ESIDLocalEmergency, Text: text})
 	}
 	return len(list)
 }

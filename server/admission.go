@@ -31,6 +31,7 @@ type refusal struct {
 	fields  map[string]string // further event fields
 	ssrm    bool              // true once SSRM was sent, so an ESID can be answered
 	text    string            // ESID reason text for the partner; if empty, one is chosen by event
+	remote  string            // the peer's address where it is not the session's (outgoing dials)
 	wrapped error
 }
 
@@ -40,6 +41,7 @@ func (r *refusal) Unwrap() error { return r.wrapped }
 // Reasons of partner_tls_rejected and partner_cert_expired events.
 const (
 	reasonNoClientCert   = "no_client_certificate"
+	reasonNoServerCert   = "no_server_certificate"
 	reasonUntrusted      = "untrusted_certificate"
 	reasonBadCert        = "bad_certificate"
 	reasonNotYetValid    = "certificate_not_yet_valid"
@@ -76,29 +78,52 @@ func partnerTLSConfig(pol *Policy, now func() time.Time, info *peerInfo) *tls.Co
 		ClientAuth:             tls.RequireAnyClientCert,
 		SessionTicketsDisabled: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyPartnerCert(pol, now(), cs, info)
+			return verifyPartnerCert(pol, now(), cs, info, partnerAsClient)
 		},
 	}
 }
 
+// certRole is the side of a TLS connection a partner's certificate authenticates, with the
+// extended key usage that side needs and the events its refusals raise. Incoming and outgoing
+// sessions judge a partner's certificate with the same checks; only these differ, so that an
+// outgoing refusal never looks like a hostile source to fail2ban.
+type certRole struct {
+	name     string           // "client" or "server"
+	usage    x509.ExtKeyUsage // required extended key usage
+	noCert   string           // reason when the peer presented no certificate
+	rejected string           // event of an unusable or untrusted certificate
+	expired  string           // event of a certificate outside its validity period
+	revoked  string           // event of a revoked certificate
+}
+
+var (
+	// partnerAsClient judges the client certificate of a partner that connects to us.
+	partnerAsClient = certRole{name: "client", usage: x509.ExtKeyUsageClientAuth, noCert: reasonNoClientCert,
+		rejected: EventPartnerTLSRejected, expired: EventPartnerCertExpired, revoked: EventPartnerRevoked}
+	// partnerAsServer judges the server certificate of a partner we dial.
+	partnerAsServer = certRole{name: "server", usage: x509.ExtKeyUsageServerAuth, noCert: reasonNoServerCert,
+		rejected: EventOutgoingTLSFailed, expired: EventOutgoingCertExpired, revoked: EventOutgoingRevoked}
+)
+
 // verifyPartnerCert checks the partner's certificate chain: validity period, a chain to one of
-// the policy's trusted CAs with the clientAuth usage, and revocation of every certificate of
-// the chain below the root by the policy's CRLs (a lookup, never a scan). A certificate no
-// CRL covers is accepted (soft-fail) and noted in info for a warning and a CrlUrlReport.
-func verifyPartnerCert(pol *Policy, now time.Time, cs tls.ConnectionState, info *peerInfo) error {
+// the policy's trusted CAs with the role's usage (clientAuth or serverAuth), and revocation of
+// every certificate of the chain below the root by the policy's CRLs (a lookup, never a scan).
+// A certificate no CRL covers is accepted (soft-fail) and noted in info for a warning and a
+// CrlUrlReport. Refusals carry the role's event names.
+func verifyPartnerCert(pol *Policy, now time.Time, cs tls.ConnectionState, info *peerInfo, role certRole) error {
 	if len(cs.PeerCertificates) == 0 {
-		return &refusal{event: EventPartnerTLSRejected, reason: reasonNoClientCert, msg: "the partner presented no client certificate"}
+		return &refusal{event: role.rejected, reason: role.noCert, msg: "the partner presented no " + role.name + " certificate"}
 	}
 	leaf := cs.PeerCertificates[0]
 	info.leaf = leaf
 	subject := leaf.Subject.String()
 	fields := map[string]string{"cert_subject": subject, "cert_serial": serialHex(leaf)}
 	if now.Before(leaf.NotBefore) {
-		return &refusal{event: EventPartnerCertExpired, reason: reasonNotYetValid, fields: fields,
+		return &refusal{event: role.expired, reason: reasonNotYetValid, fields: fields,
 			msg: fmt.Sprintf("certificate %q is not valid before %s", subject, leaf.NotBefore.UTC().Format(time.RFC3339))}
 	}
 	if now.After(leaf.NotAfter) {
-		return &refusal{event: EventPartnerCertExpired, reason: reasonExpired, fields: fields,
+		return &refusal{event: role.expired, reason: reasonExpired, fields: fields,
 			msg: fmt.Sprintf("certificate %q expired at %s", subject, leaf.NotAfter.UTC().Format(time.RFC3339))}
 	}
 	inter := x509.NewCertPool()
@@ -109,7 +134,7 @@ func verifyPartnerCert(pol *Policy, now time.Time, cs tls.ConnectionState, info 
 		Roots:         pol.Roots,
 		Intermediates: inter,
 		CurrentTime:   now,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		KeyUsages:     []x509.ExtKeyUsage{role.usage},
 	})
 	if err != nil {
 		reason := reasonBadCert
@@ -120,21 +145,21 @@ func verifyPartnerCert(pol *Policy, now time.Time, cs tls.ConnectionState, info 
 			reason = reasonUntrusted
 		case errors.As(err, &ci) && ci.Reason == x509.Expired:
 			// An intermediate outside its validity period.
-			return &refusal{event: EventPartnerCertExpired, reason: reasonExpired, fields: fields, msg: err.Error(), wrapped: err}
+			return &refusal{event: role.expired, reason: reasonExpired, fields: fields, msg: err.Error(), wrapped: err}
 		}
-		return &refusal{event: EventPartnerTLSRejected, reason: reason, fields: fields, msg: err.Error(), wrapped: err}
+		return &refusal{event: role.rejected, reason: reason, fields: fields, msg: err.Error(), wrapped: err}
 	}
 	chain := chains[0]
 	info.chain = chain
 	for i := 0; i+1 < len(chain); i++ {
 		res, err := pol.Revocation.Lookup(chain[i], chain[i+1])
 		if err != nil {
-			return &refusal{event: EventPartnerTLSRejected, reason: reasonRevocationFail, fields: fields, msg: err.Error(), wrapped: err}
+			return &refusal{event: role.rejected, reason: reasonRevocationFail, fields: fields, msg: err.Error(), wrapped: err}
 		}
 		switch res.Status {
 		case revocation.Revoked:
 			f := map[string]string{"cert_subject": chain[i].Subject.String(), "cert_serial": serialHex(chain[i]), "crl_reason": res.Reason.String()}
-			return &refusal{event: EventPartnerRevoked, reason: reasonRevoked, fields: f,
+			return &refusal{event: role.revoked, reason: reasonRevoked, fields: f,
 				msg: fmt.Sprintf("certificate %q (serial %s) is revoked (%s)", chain[i].Subject.String(), serialHex(chain[i]), res.Reason)}
 		case revocation.NoCRL:
 			info.noCRL = true
@@ -168,11 +193,18 @@ func serialHex(c *x509.Certificate) string {
 	return strings.ToUpper(c.SerialNumber.Text(16))
 }
 
-// classifyHandshakeError turns a failed handshake into a refusal.
-func classifyHandshakeError(err error) *refusal {
+// classifyHandshakeError turns a failed handshake of an incoming partner into a refusal.
+func classifyHandshakeError(err error) *refusal { return partnerAsClient.handshakeRefusal(err) }
+
+// handshakeRefusal turns a failed handshake into a refusal with the role's events: the
+// refusal of the certificate check when there was one, else a timeout or TLS failure.
+func (role certRole) handshakeRefusal(err error) *refusal {
 	var r *refusal
 	if errors.As(err, &r) {
 		return r
+	}
+	if errors.Is(err, errEvicted) {
+		return &refusal{event: EventPartnerEvicted, reason: reasonEvicted, msg: "TLS handshake ended: " + err.Error(), wrapped: err}
 	}
 	reason := reasonHandshake
 	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
@@ -180,7 +212,7 @@ func classifyHandshakeError(err error) *refusal {
 	} else if strings.Contains(err.Error(), "client didn't provide a certificate") {
 		reason = reasonNoClientCert
 	}
-	return &refusal{event: EventPartnerTLSRejected, reason: reason, msg: err.Error(), wrapped: err}
+	return &refusal{event: role.rejected, reason: reason, msg: err.Error(), wrapped: err}
 }
 
 // tlsInfo describes the established connection for SessionOpen.
@@ -214,6 +246,9 @@ type ssidResult struct {
 func readSSID(r *oftp2.Reader, pol *Policy, info *peerInfo, remote netip.Addr) (*ssidResult, *refusal) {
 	buf, err := r.ReadBuffer()
 	if err != nil {
+		if errors.Is(err, errEvicted) {
+			return nil, &refusal{event: EventPartnerEvicted, reason: reasonEvicted, msg: "no SSID yet: " + err.Error(), wrapped: err}
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, &refusal{event: EventPartnerSSIDTimeout, reason: "ssid_timeout", esid: oftp2.ESIDTimeout, ssrm: true,
 				msg: "no SSID within the SSID deadline", wrapped: err}

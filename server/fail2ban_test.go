@@ -104,8 +104,14 @@ func TestFail2banFilter(t *testing.T) {
 				{"rate limited", security(EventPartnerRateLimited, "203.0.113.9:7", "", "per_ip_rate", "flood"), "203.0.113.9"},
 				{"injected address in a peer-controlled field", security(EventPartnerUnknown, "192.0.2.8:1", `X" remote_addr="6.6.6.6:1`, "partner_unknown", `remote_addr=6.6.6.6:2 not configured`), "192.0.2.8"},
 				{"lowered by an ignore rule", security(EventPartnerUnknown, "192.0.2.9:1", "O0013SCANNER", "partner_unknown", "not configured"), ""},
+				{"source over its pre-admission cap", security(EventPartnerSourceLimit, "203.0.113.10:7", "", reasonPerSource, "cap"), "203.0.113.10"},
+				{"evicted from the pre-admission pool", security(EventPartnerEvicted, "[2001:db8::9]:7", "", reasonEvicted, "silent"), "2001:db8::9"},
+				{"refusal summary", security(EventPartnerRefusalsSuppressed, "203.0.113.11:9", "", "per_source_threshold", "42 more").with("count", "42"), "203.0.113.11"},
 				{"global limit is not banned", security(EventPartnerOverloaded, "192.0.2.10:1", "", "max_sessions", "limit"), ""},
 				{"missing CRL is not banned", security(EventPartnerCRLMissing, "192.0.2.11:1", "", "no_crl", "no CRL"), ""},
+				{"a partner we call is not banned (revoked)", (&refusal{event: EventOutgoingRevoked, reason: reasonRevoked, odette: "O0013P", remote: "192.0.2.13:6619", msg: "revoked"}).outgoingEvent(), ""},
+				{"a partner we call is not banned (TLS)", (&refusal{event: EventOutgoingTLSFailed, reason: reasonUntrusted, odette: "O0013P", remote: "192.0.2.14:6619", msg: "untrusted"}).outgoingEvent(), ""},
+				{"a partner we call is not banned (mismatch)", (&refusal{event: EventOutgoingCertMismatch, reason: reasonOutgoingBinding, odette: "O0013P", remote: "192.0.2.15:6619", msg: "other ID"}).outgoingEvent(), ""},
 				{"informational event", event{name: EventSessionStarted, severity: tunnelv1.Severity_SEVERITY_INFO, remoteAddr: "192.0.2.12:1", msg: "ok"}, ""},
 			}
 			for _, tt := range tests {

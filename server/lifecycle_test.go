@@ -18,6 +18,7 @@ import (
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/license"
 	"smartproxy/internal/pki"
+	"smartproxy/internal/testnet"
 	"smartproxy/oftp2"
 	"smartproxy/oftp2/endpoint"
 	"smartproxy/server/servertest"
@@ -35,17 +36,6 @@ func expectSSRM(t *testing.T, addr string, p *servertest.PKI) {
 	if err := rp.ExpectSSRM(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// freePort returns a loopback address with a port that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func TestListenerLifecycle(t *testing.T) {
@@ -89,7 +79,7 @@ func TestListenerLifecycle(t *testing.T) {
 	expectSSRM(t, addr, p)
 
 	// An address change rebinds.
-	next := freePort(t)
+	next := testnet.ReserveAddr(t)
 	cfg.PartnerListenAddress = next
 	c2.PushConfig(2, cfg)
 	if a := c2.WaitApplied(t, 2); !a.GetOk() {

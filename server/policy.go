@@ -32,16 +32,32 @@ const (
 	// DefaultMaxSessions is the default limit of concurrent partner connections.
 	DefaultMaxSessions = 2000
 	// DefaultMaxHandshakes is the default limit of concurrent connections that are not yet
-	// verified (TLS handshake or SSID exchange in progress).
+	// verified (TLS handshake or SSID exchange in progress): the size of the pre-admission
+	// pool.
 	DefaultMaxHandshakes = 200
+	// DefaultMaxHandshakesPerSource is the default limit of concurrent unverified connections
+	// from one source address. A partner opens one connection per session and rarely more
+	// than a few sessions at once.
+	DefaultMaxHandshakesPerSource = 8
+	// DefaultMaxHandshakesPerPrefix is the default limit of concurrent unverified connections
+	// from one network prefix (DefaultPrefixLengthV4, DefaultPrefixLengthV6).
+	DefaultMaxHandshakesPerPrefix = 32
+	// DefaultPrefixLengthV4 is the IPv4 prefix the per-prefix limit counts.
+	DefaultPrefixLengthV4 = 24
+	// DefaultPrefixLengthV6 is the IPv6 prefix the per-prefix limit counts: one site usually
+	// owns a whole /64.
+	DefaultPrefixLengthV6 = 64
 	// DefaultPerIPRate is the default number of new connections per second one source may open.
 	DefaultPerIPRate = 5.0
 	// DefaultPerIPBurst is the default burst of new connections from one source.
 	DefaultPerIPBurst = 20
-	// DefaultHandshakeTimeout is the default time allowed for the TLS handshake.
-	DefaultHandshakeTimeout = 10 * time.Second
-	// DefaultSSIDTimeout is the default time allowed for the partner's SSID after SSRM.
-	DefaultSSIDTimeout = 30 * time.Second
+	// DefaultHandshakeTimeout is the default time allowed for the TLS handshake: a handful of
+	// round trips even on a slow line, short so that a silent connection holds its
+	// pre-admission slot briefly.
+	DefaultHandshakeTimeout = 5 * time.Second
+	// DefaultSSIDTimeout is the default time allowed for the partner's SSID after SSRM. An
+	// OFTP2 initiator answers SSRM with its SSID at once (RFC 5024 §4.2.1).
+	DefaultSSIDTimeout = 10 * time.Second
 	// DefaultIdleTimeout is the default time a session may go without any command.
 	DefaultIdleTimeout = 5 * time.Minute
 	// DefaultMaxCredit is the default upper bound of SSIDCRED passed on: the protocol's own
@@ -50,6 +66,9 @@ const (
 	// DefaultMaxBufferSize is the default upper bound of SSIDSDEB passed on: the protocol's
 	// own maximum (RFC 5024 §5.3.2), so by default the buffer size is not lowered.
 	DefaultMaxBufferSize = 99999
+	// DefaultConnectTimeout is the default time allowed for the TCP connect to a partner in an
+	// outgoing session.
+	DefaultConnectTimeout = 15 * time.Second
 )
 
 // Policy is one applied security configuration in a form the partner path can use directly.
@@ -76,6 +95,11 @@ type Policy struct {
 	Limits Limits
 	// OutgoingSourceIP is the source address for outgoing connections; invalid if unset.
 	OutgoingSourceIP netip.Addr
+	// Origin is where the configuration comes from (ConfigSnapshot.origin): versions are
+	// compared only between configurations of one origin.
+	Origin string
+	// Routes are the outgoing routes by name.
+	Routes map[string]*Route
 	// LogLevel is the requested process log level; 0 (panic) means no change.
 	LogLevel logrus.Level
 	// IgnoreRules lower matching events to INFO.
@@ -108,6 +132,23 @@ type Partner struct {
 	MaxCredit int
 	// MaxBufferSize bounds SSIDSDEB passed on; it already includes the Limits default.
 	MaxBufferSize int
+}
+
+// Route is one outgoing route: the partner the server dials when the client opens an outgoing
+// session on it.
+type Route struct {
+	// Name is the route's unique name (SessionOpen.route_name).
+	Name string
+	// ListenAddress is where the client listens for the internal OFTP2 server, "host:port".
+	ListenAddress string
+	// PartnerAddress is the partner's "host:port" the server dials.
+	PartnerAddress string
+	// Partner is the configured partner the route reaches; its Odette ID and certificate
+	// bindings judge the partner's server certificate and SSID.
+	Partner *Partner
+	// ServerName is the name the partner's server certificate must be issued for: the route's
+	// server_name, or the host of PartnerAddress when that is empty.
+	ServerName string
 }
 
 // Secret is a password. Its String and GoString never reveal it.
@@ -143,8 +184,15 @@ type Binding struct {
 type Limits struct {
 	// MaxSessions limits concurrent partner connections.
 	MaxSessions int
-	// MaxHandshakes limits concurrent unverified connections.
+	// MaxHandshakes limits concurrent unverified connections (the pre-admission pool).
 	MaxHandshakes int
+	// MaxHandshakesPerSource limits concurrent unverified connections from one address.
+	MaxHandshakesPerSource int
+	// MaxHandshakesPerPrefix limits concurrent unverified connections from one network
+	// prefix of PrefixLengthV4 or PrefixLengthV6 bits.
+	MaxHandshakesPerPrefix int
+	// PrefixLengthV4 and PrefixLengthV6 are the prefix lengths MaxHandshakesPerPrefix counts.
+	PrefixLengthV4, PrefixLengthV6 int
 	// PerIPRate is the token rate of one source, connections per second.
 	PerIPRate float64
 	// PerIPBurst is the bucket size of one source.
@@ -159,6 +207,8 @@ type Limits struct {
 	MaxCredit int
 	// MaxBufferSize bounds SSIDSDEB passed on for partners without their own bound.
 	MaxBufferSize int
+	// ConnectTimeout bounds the TCP connect to a partner in an outgoing session.
+	ConnectTimeout time.Duration
 }
 
 // IgnoreRule lowers events whose line contains Substring (case-insensitive) to INFO while
@@ -258,7 +308,7 @@ func CompilePolicy(version uint64, cfg *tunnelv1.SecurityConfig, now time.Time) 
 		}
 		p.OutgoingSourceIP = a
 	}
-	c.routes(cfg.GetOutgoingRoutes(), p.Partners)
+	p.Routes = c.routes(cfg.GetOutgoingRoutes(), p.Partners)
 	p.LogLevel = c.logLevel("log_level", cfg.GetLogLevel())
 	p.IgnoreRules = c.ignoreRules(cfg.GetLogIgnoreRules())
 	if len(c.errs) > 0 {
@@ -409,15 +459,21 @@ func (c *compiler) crls(list []*tunnelv1.Crl, cas []*x509.Certificate) []*revoca
 
 func (c *compiler) limits(l *tunnelv1.Limits) Limits {
 	out := Limits{
-		MaxSessions:      DefaultMaxSessions,
-		MaxHandshakes:    DefaultMaxHandshakes,
-		PerIPRate:        DefaultPerIPRate,
-		PerIPBurst:       DefaultPerIPBurst,
-		HandshakeTimeout: DefaultHandshakeTimeout,
-		SSIDTimeout:      DefaultSSIDTimeout,
-		IdleTimeout:      DefaultIdleTimeout,
-		MaxCredit:        DefaultMaxCredit,
-		MaxBufferSize:    DefaultMaxBufferSize,
+		MaxSessions:    DefaultMaxSessions,
+		MaxHandshakes:  DefaultMaxHandshakes,
+		PrefixLengthV4: DefaultPrefixLengthV4,
+		PrefixLengthV6: DefaultPrefixLengthV6,
+
+		MaxHandshakesPerSource: DefaultMaxHandshakesPerSource,
+		MaxHandshakesPerPrefix: DefaultMaxHandshakesPerPrefix,
+		PerIPRate:              DefaultPerIPRate,
+		PerIPBurst:             DefaultPerIPBurst,
+		HandshakeTimeout:       DefaultHandshakeTimeout,
+		SSIDTimeout:            DefaultSSIDTimeout,
+		IdleTimeout:            DefaultIdleTimeout,
+		MaxCredit:              DefaultMaxCredit,
+		MaxBufferSize:          DefaultMaxBufferSize,
+		ConnectTimeout:         DefaultConnectTimeout,
 	}
 	if l == nil {
 		return out
@@ -427,6 +483,22 @@ func (c *compiler) limits(l *tunnelv1.Limits) Limits {
 	}
 	if v := l.GetMaxHandshakes(); v > 0 {
 		out.MaxHandshakes = int(v)
+	}
+	if v := l.GetMaxHandshakesPerSource(); v > 0 {
+		out.MaxHandshakesPerSource = int(v)
+	}
+	if v := l.GetMaxHandshakesPerPrefix(); v > 0 {
+		out.MaxHandshakesPerPrefix = int(v)
+	}
+	if v := l.GetPrefixLengthV4(); v != 0 && (v < 8 || v > 32) {
+		c.errorf("limits.prefix_length_v4", "%d is outside 8-32", v)
+	} else if v > 0 {
+		out.PrefixLengthV4 = int(v)
+	}
+	if v := l.GetPrefixLengthV6(); v != 0 && (v < 16 || v > 128) {
+		c.errorf("limits.prefix_length_v6", "%d is outside 16-128", v)
+	} else if v > 0 {
+		out.PrefixLengthV6 = int(v)
 	}
 	if v := l.GetPerIpRate(); v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 		c.errorf("limits.per_ip_rate", "%v is not a rate: want a finite number >= 0", v)
@@ -459,6 +531,7 @@ func (c *compiler) limits(l *tunnelv1.Limits) Limits {
 	dur("handshake_timeout", l.GetHandshakeTimeout(), l.GetHandshakeTimeout() != nil, &out.HandshakeTimeout)
 	dur("ssid_timeout", l.GetSsidTimeout(), l.GetSsidTimeout() != nil, &out.SSIDTimeout)
 	dur("idle_timeout", l.GetIdleTimeout(), l.GetIdleTimeout() != nil, &out.IdleTimeout)
+	dur("connect_timeout", l.GetConnectTimeout(), l.GetConnectTimeout() != nil, &out.ConnectTimeout)
 	if v := l.GetMaxCredit(); v > 999 {
 		c.errorf("limits.max_credit", "%d is above the SSIDCRED maximum 999 (RFC 5024 §5.3.2)", v)
 	} else if v > 0 {
@@ -590,23 +663,42 @@ func unmapBits(a netip.Addr) int {
 	return 0
 }
 
-func (c *compiler) routes(routes []*tunnelv1.Route, partners map[string]*Partner) {
+func (c *compiler) routes(routes []*tunnelv1.Route, partners map[string]*Partner) map[string]*Route {
+	out := make(map[string]*Route, len(routes))
 	names := make(map[string]bool)
 	for i, r := range routes {
 		path := fmt.Sprintf("outgoing_routes[%d]", i)
+		ok := true
 		if r.GetName() == "" {
 			c.errorf(path+".name", "empty")
+			ok = false
 		} else if names[r.GetName()] {
 			c.errorf(path+".name", "%q is used twice", r.GetName())
+			ok = false
 		}
 		names[r.GetName()] = true
-		if _, _, err := net.SplitHostPort(r.GetPartnerAddress()); err != nil {
+		host, _, err := net.SplitHostPort(r.GetPartnerAddress())
+		if err != nil {
 			c.errorf(path+".partner_address", "%q is not host:port", r.GetPartnerAddress())
+			ok = false
 		}
-		if id := strings.TrimRight(r.GetPartnerOdetteId(), " "); partners[id] == nil {
+		id := strings.TrimRight(r.GetPartnerOdetteId(), " ")
+		partner := partners[id]
+		if partner == nil {
 			c.errorf(path+".partner_odette_id", "%q is not a configured partner", id)
+			ok = false
 		}
+		if !ok {
+			continue
+		}
+		rt := &Route{Name: r.GetName(), ListenAddress: r.GetListenAddress(), PartnerAddress: r.GetPartnerAddress(),
+			Partner: partner, ServerName: r.GetServerName()}
+		if rt.ServerName == "" {
+			rt.ServerName = host
+		}
+		out[rt.Name] = rt
 	}
+	return out
 }
 
 // logLevel maps a tunnel LogLevel to logrus; UNSPECIFIED maps to 0 (no change).

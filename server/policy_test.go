@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -48,7 +49,11 @@ func TestCompilePolicyValid(t *testing.T) {
 		},
 	)
 	cfg.Crls = []*tunnelv1.Crl{{Id: "partner-ca", Url: "http://crl.example/partner.crl", Der: crl, Sha256: sum(crl)}}
-	cfg.Limits = &tunnelv1.Limits{MaxSessions: 7, SsidTimeout: durationpb.New(3 * time.Second), MaxCredit: 100}
+	cfg.Limits = &tunnelv1.Limits{MaxSessions: 7, SsidTimeout: durationpb.New(3 * time.Second), MaxCredit: 100, ConnectTimeout: durationpb.New(4 * time.Second)}
+	cfg.OutgoingRoutes = []*tunnelv1.Route{
+		{Name: "out-1", ListenAddress: "127.0.0.1:65433", PartnerAddress: "oftp.partner.example:6619", PartnerOdetteId: "O0013PARTNER"},
+		{Name: "out-2", ListenAddress: "127.0.0.1:65434", PartnerAddress: "192.0.2.7:6619", PartnerOdetteId: "O0013PARTNER  ", ServerName: "edi.partner.example"},
+	}
 	cfg.LogLevel = tunnelv1.LogLevel_LOG_LEVEL_DEBUG
 	cfg.LogIgnoreRules = []*tunnelv1.LogIgnoreRule{{Substring: "Scanner", Description: "known scanner"}}
 
@@ -65,12 +70,26 @@ func TestCompilePolicyValid(t *testing.T) {
 	wantLimits := Limits{
 		MaxSessions: 7, MaxHandshakes: DefaultMaxHandshakes, PerIPRate: DefaultPerIPRate, PerIPBurst: DefaultPerIPBurst,
 		HandshakeTimeout: DefaultHandshakeTimeout, SSIDTimeout: 3 * time.Second, IdleTimeout: DefaultIdleTimeout,
-		MaxCredit: 100, MaxBufferSize: DefaultMaxBufferSize,
+		MaxCredit: 100, MaxBufferSize: DefaultMaxBufferSize, ConnectTimeout: 4 * time.Second,
+		MaxHandshakesPerSource: DefaultMaxHandshakesPerSource, MaxHandshakesPerPrefix: DefaultMaxHandshakesPerPrefix,
+		PrefixLengthV4: DefaultPrefixLengthV4, PrefixLengthV6: DefaultPrefixLengthV6,
 	}
 	if diff := cmp.Diff(wantLimits, pol.Limits); diff != "" {
 		t.Errorf("limits (-want +got):\n%s", diff)
 	}
 	a := pol.Partners["O0013PARTNER"]
+	wantRoutes := map[string]*Route{
+		"out-1": {Name: "out-1", ListenAddress: "127.0.0.1:65433", PartnerAddress: "oftp.partner.example:6619", Partner: a, ServerName: "oftp.partner.example"},
+		"out-2": {Name: "out-2", ListenAddress: "127.0.0.1:65434", PartnerAddress: "192.0.2.7:6619", Partner: a, ServerName: "edi.partner.example"},
+	}
+	if diff := cmp.Diff(wantRoutes, pol.Routes, cmpopts.IgnoreFields(Route{}, "Partner")); diff != "" {
+		t.Errorf("routes (-want +got):\n%s", diff)
+	}
+	for name, r := range pol.Routes {
+		if r.Partner != a {
+			t.Errorf("route %s reaches partner %p, want the partner entry %p", name, r.Partner, a)
+		}
+	}
 	if a == nil || !a.Enabled || a.Direction != tunnelv1.DirectionPolicy_DIRECTION_POLICY_BOTH || a.Charset != oftp2.CharsetStrict || a.MaxCredit != 100 || a.MaxBufferSize != DefaultMaxBufferSize {
 		t.Errorf("partner O0013PARTNER = %+v", a)
 	}
@@ -189,6 +208,9 @@ func TestCompilePolicyErrors(t *testing.T) {
 				SsidTimeout: &durationpb.Duration{Seconds: 1, Nanos: -1}, MaxCredit: 1000, MaxBufferSize: 100000,
 			}
 		}, []string{"limits.per_ip_rate", "limits.handshake_timeout", "limits.ssid_timeout", "limits.max_credit", "limits.max_buffer_size"}},
+		{"prefix lengths", func(c *tunnelv1.SecurityConfig) {
+			c.Limits = &tunnelv1.Limits{PrefixLengthV4: 7, PrefixLengthV6: 129}
+		}, []string{"limits.prefix_length_v4", "limits.prefix_length_v6"}},
 		{"outgoing source ip", func(c *tunnelv1.SecurityConfig) { c.OutgoingSourceIp = "300.1.1.1" }, []string{"outgoing_source_ip"}},
 		{"routes", func(c *tunnelv1.SecurityConfig) {
 			c.OutgoingRoutes = []*tunnelv1.Route{{Name: "r", PartnerAddress: "x", PartnerOdetteId: "NOBODY"}, {Name: "r", PartnerAddress: "h:1", PartnerOdetteId: "O0013PARTNER"}}

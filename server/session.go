@@ -15,8 +15,10 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"smartproxy/bridge"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/oftp2"
+	"smartproxy/tunnel"
 )
 
 // sessionOpenTimeout bounds the wait for the client's SessionOpened (it connects to the internal
@@ -26,41 +28,15 @@ const sessionOpenTimeout = 30 * time.Second
 // esidWriteTimeout bounds writing a final ESID to a partner that does not read.
 const esidWriteTimeout = 5 * time.Second
 
-// insideSession is the tunnel session that carries one partner connection inside.
-type insideSession interface {
-	// ReadBuffer returns the next exchange buffer from the inside. It returns io.EOF after the
-	// inside half-closed, and an *insideClosed when the session was aborted.
-	ReadBuffer(ctx context.Context) ([]byte, error)
-	// WriteBuffer sends one exchange buffer inside; it blocks while the session's credit is
-	// used up. The session does not keep b after WriteBuffer returns.
-	WriteBuffer(ctx context.Context, b []byte) error
-	// CloseWrite tells the inside that the partner will send nothing more.
-	CloseWrite() error
-	// Abort ends the session in both directions; the client sends ESID(esid) to the internal
-	// server where the protocol allows.
-	Abort(reason tunnelv1.AbortReason, esid oftp2.ESIDReason, text string)
-}
-
-// insideClosed is why the inside ended a session: the abort reason, the ESID reason for the
-// partner and an explanation.
-type insideClosed struct {
-	Reason tunnelv1.AbortReason
-	ESID   oftp2.ESIDReason
-	Text   string
-}
-
-func (e *insideClosed) Error() string {
-	return fmt.Sprintf("session closed inside: %s (ESID %s): %s", e.Reason, e.ESID, e.Text)
-}
-
 // partnerSession is one partner connection, from accept to close. Fields marked immutable are
 // set before the session is registered; the rest are safe for concurrent use.
 type partnerSession struct {
-	id      uint64          // process-wide session id; immutable
-	remote  string          // partner address "ip:port"; immutable
-	started time.Time       // immutable
-	ctx     context.Context // ends when the session is stopped; immutable
-	cancel  context.CancelCauseFunc
+	id        uint64          // process-wide session id; immutable
+	remote    string          // partner address "ip:port"; immutable
+	direction string          // "incoming" or "outgoing"; immutable
+	started   time.Time       // immutable
+	ctx       context.Context // ends when the session is stopped; immutable
+	cancel    context.CancelCauseFunc
 
 	mu        sync.Mutex
 	odetteID  string
@@ -77,61 +53,94 @@ func (ps *partnerSession) set(f func(ps *partnerSession)) {
 	ps.mu.Unlock()
 }
 
-// stopCause is why a session was stopped from outside its own goroutines.
-type stopCause struct {
-	reason tunnelv1.AbortReason
-	esid   oftp2.ESIDReason
-	text   string
-}
-
-func (c *stopCause) Error() string { return c.text }
-
 // stop ends the session from outside (admin kill, shutdown). It is idempotent: the first cause
 // wins.
-func (ps *partnerSession) stop(c *stopCause) { ps.cancel(c) }
+func (ps *partnerSession) stop(c *bridge.Stop) { ps.cancel(c) }
 
-// servePartner runs one partner connection: TLS, SSRM, SSID checks, the inside session and
-// the relay. It owns conn and closes it.
-func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort) {
+// servePartner runs one partner connection: admission (TLS, SSRM, SSID checks), the inside
+// session, and the bridge between the two. It owns raw and closes it.
+func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort, slot *preSlot) {
+	defer raw.Close()
+	defer slot.release()
+	ps, log, done := s.newPartnerSession(remote.String(), "incoming", "tls handshake")
+	defer done()
+	a := s.admitPartner(ps, raw, pol, remote, slot, log)
+	if a == nil {
+		return
+	}
+	defer a.end()
+	sess := s.openInside(ps, a)
+	if sess == nil {
+		return
+	}
+	a.end()
+	s.bridgePartner(ps, a.session(sess, pol))
+}
+
+// newPartnerSession registers a new partner session for the admin service and shutdown. done
+// forgets it; call it when the session has ended.
+func (s *Server) newPartnerSession(remote, direction, state string) (*partnerSession, *logrus.Entry, func()) {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
 	ps := &partnerSession{
-		id:      s.nextID.Add(1),
-		remote:  remote.String(),
-		started: s.now(),
-		ctx:     ctx,
-		cancel:  cancel,
-		state:   "tls handshake",
+		id:        s.nextID.Add(1),
+		remote:    remote,
+		direction: direction,
+		started:   s.now(),
+		ctx:       ctx,
+		cancel:    cancel,
+		state:     state,
 	}
 	s.addSession(ps)
-	defer s.removeSession(ps)
-	defer raw.Close()
-
 	logID := strconv.FormatUint(ps.id, 10)
-	slog := s.levels.Session(logID)
-	defer s.levels.Release(logID)
-	log := slog.WithFields(logrus.Fields{"session_id": ps.id, "remote_addr": ps.remote, "direction": "incoming"})
-
-	hsHeld := true
-	releaseHandshake := func() {
-		if hsHeld {
-			hsHeld = false
-			s.handshakeGate.release()
-			s.metrics.handshakes.Dec()
-		}
+	log := s.levels.Session(logID).WithFields(logrus.Fields{"session_id": ps.id, "remote_addr": remote, "direction": direction})
+	return ps, log, func() {
+		s.levels.Release(logID)
+		s.removeSession(ps)
+		cancel(nil)
 	}
-	defer releaseHandshake()
+}
 
+// admitted is a partner connection that passed admission: verified TLS peer, valid SSID of a
+// known partner, and the validator that has seen SSRM and that SSID.
+type admitted struct {
+	conn      *tls.Conn
+	raw       net.Conn
+	pw        *partnerWriter
+	info      *peerInfo
+	partner   *Partner
+	validator *oftp2.Validator
+	fwd       []byte     // the partner's SSID as passed inside (SSIDSDEB and SSIDCRED lowered)
+	fwdSSID   oftp2.SSID // fwd decoded
+	log       *logrus.Entry
+	end       func() // ends admission: deadlines cleared, handshake slot released; idempotent
+}
+
+// admitPartner runs the admission of one incoming partner connection: TLS handshake with the
+// certificate checks, SSRM, the partner's SSID and its checks, the license. Nothing has gone
+// inside yet. It returns nil when the connection was refused (the refusal is logged and, where
+// the protocol allows, answered with ESID); otherwise the caller must call end.
+// The pre-admission slot sets the TLS and SSID deadlines and may evict the connection while it
+// is unverified (see preadmit.go).
+func (s *Server) admitPartner(ps *partnerSession, raw net.Conn, pol *Policy, remote netip.AddrPort, slot *preSlot, log *logrus.Entry) *admitted {
 	// A stop (admin kill, shutdown) during admission unblocks every read and write.
-	stopAdmission := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
-	defer stopAdmission()
+	stopAdmission := context.AfterFunc(ps.ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
+	end := func() {
+		stopAdmission()
+		raw.SetDeadline(time.Time{})
+		slot.release()
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			end()
+		}
+	}()
 
 	info := &peerInfo{}
 	conn := tls.Server(raw, partnerTLSConfig(pol, s.now, info))
-	raw.SetDeadline(s.now().Add(pol.Limits.HandshakeTimeout))
-	if err := conn.HandshakeContext(ctx); err != nil {
+	if err := conn.HandshakeContext(ps.ctx); err != nil {
 		s.refuse(ps, nil, classifyHandshakeError(err))
-		return
+		return nil
 	}
 	info.tlsState = conn.ConnectionState()
 	log.WithFields(logrus.Fields{"tls_version": tls.VersionName(info.tlsState.Version), "cert_subject": info.leaf.Subject.String()}).
@@ -147,7 +156,7 @@ func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort) 
 	// The proxy is the partner's Responder; the internal server's own SSRM is consumed by the
 	// client.
 	ps.set(func(ps *partnerSession) { ps.state = "waiting for SSID" })
-	raw.SetDeadline(s.now().Add(pol.Limits.SSIDTimeout))
+	slot.tlsDone()
 	pw := &partnerWriter{w: oftp2.NewWriter(conn), raw: raw}
 	ssrm, err := (&oftp2.SSRM{}).Append(nil)
 	if err != nil {
@@ -155,13 +164,13 @@ func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort) 
 	}
 	if err := pw.write(ssrm); err != nil {
 		s.refuse(ps, nil, &refusal{event: EventPartnerTLSRejected, reason: "write_failed", msg: "sending SSRM: " + err.Error(), wrapped: err})
-		return
+		return nil
 	}
 	reader := oftp2.NewReader(conn, 0)
 	res, ref := readSSID(reader, pol, info, remote.Addr())
 	if ref != nil {
 		s.refuse(ps, pw, ref)
-		return
+		return nil
 	}
 	partner := res.partner
 	ps.set(func(ps *partnerSession) { ps.odetteID = partner.OdetteID })
@@ -169,16 +178,13 @@ func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort) 
 	if err := s.license.Load().check(s.cfg.ProxyID, s.now()); err != nil {
 		s.refuse(ps, pw, &refusal{event: EventLicenseInvalid, reason: "license_invalid", esid: oftp2.ESIDResourcesNotAvailable, ssrm: true,
 			odette: partner.OdetteID, msg: "partner session refused: the license is not valid: " + err.Error()})
-		return
+		return nil
 	}
+	slot.admitted()
 
 	// The SSID passed inside carries SSIDSDEB and SSIDCRED lowered to the partner's caps; the
 	// validator sees exactly what the internal server sees.
-	validator := oftp2.NewValidator(oftp2.ValidatorConfig{
-		Parse:         oftp2.ParseOptions{Charset: partner.Charset},
-		MaxBufferSize: partner.MaxBufferSize,
-		MaxCredit:     partner.MaxCredit,
-	})
+	validator := newValidator(partner)
 	if _, err := validator.Check(oftp2.Responder, ssrm); err != nil {
 		panic("server: the validator refuses the proxy's own SSRM: " + err.Error())
 	}
@@ -186,65 +192,79 @@ func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort) 
 	if _, err := oftp2.LimitSSID(fwd, partner.MaxBufferSize, partner.MaxCredit); err != nil {
 		s.refuse(ps, pw, &refusal{event: EventPartnerSSIDInvalid, reason: "ssid_syntax", esid: oftp2.ReasonOf(err), ssrm: true,
 			odette: partner.OdetteID, msg: err.Error(), wrapped: err})
-		return
+		return nil
 	}
 	if _, err := validator.Check(oftp2.Initiator, fwd); err != nil {
 		s.refuse(ps, pw, violationRefusal(partner.OdetteID, err))
-		return
+		return nil
 	}
 	fwdSSID, _ := validator.SSID(oftp2.Initiator)
+	ok = true
+	return &admitted{conn: conn, raw: raw, pw: pw, info: info, partner: partner, validator: validator, fwd: fwd, fwdSSID: fwdSSID, log: log, end: end}
+}
 
+// newValidator returns the validator of a session with partner.
+func newValidator(partner *Partner) *oftp2.Validator {
+	return oftp2.NewValidator(oftp2.ValidatorConfig{
+		Parse:         oftp2.ParseOptions{Charset: partner.Charset},
+		MaxBufferSize: partner.MaxBufferSize,
+		MaxCredit:     partner.MaxCredit,
+	})
+}
+
+// openInside opens the incoming session on a client tunnel and waits for the client's
+// SessionOpened (it connects to the internal OFTP2 server meanwhile). It returns nil when the
+// session could not be opened; the partner was refused then.
+func (s *Server) openInside(ps *partnerSession, a *admitted) *tunnel.Session {
 	tc := s.pickTunnel()
 	if tc == nil {
-		s.refuse(ps, pw, &refusal{event: EventSessionRefused, reason: "no_tunnel", esid: oftp2.ESIDResourcesNotAvailable, ssrm: true,
-			odette: partner.OdetteID, msg: "no client tunnel is connected"})
-		return
+		s.refuse(ps, a.pw, &refusal{event: EventSessionRefused, reason: "no_tunnel", esid: oftp2.ESIDResourcesNotAvailable, ssrm: true,
+			odette: a.partner.OdetteID, msg: "no client tunnel is connected"})
+		return nil
 	}
 	ps.set(func(ps *partnerSession) { ps.state = "opening inside"; ps.tunnel = tc })
-	openCtx, cancelOpen := context.WithTimeout(ctx, sessionOpenTimeout)
-	sess, sid, err := tc.open(openCtx, &tunnelv1.SessionOpen{
+	openCtx, cancelOpen := context.WithTimeout(ps.ctx, sessionOpenTimeout)
+	sess, err := tc.mux.Open(openCtx, &tunnelv1.SessionOpen{
 		Direction:       tunnelv1.Direction_DIRECTION_INCOMING,
-		PartnerOdetteId: partner.OdetteID,
+		PartnerOdetteId: a.partner.OdetteID,
 		RemoteAddr:      ps.remote,
-		Tls:             tlsInfo(info),
-		Ssid:            fwd,
+		Tls:             tlsInfo(a.info),
+		Ssid:            a.fwd,
 	})
 	cancelOpen()
 	if err != nil {
 		ref := &refusal{event: EventSessionRefused, reason: "open_failed", esid: oftp2.ESIDResourcesNotAvailable, ssrm: true,
-			odette: partner.OdetteID, msg: "the inside refused the session: " + err.Error(), wrapped: err}
-		var ic *insideClosed
-		if errors.As(err, &ic) {
-			ref.reason = ic.Reason.String()
-			if ic.ESID.Valid() && ic.ESID != oftp2.ESIDNormal {
-				ref.esid = ic.ESID
+			odette: a.partner.OdetteID, msg: "the inside refused the session: " + err.Error(), wrapped: err}
+		var ce *tunnel.CloseError
+		if errors.As(err, &ce) {
+			ref.reason = ce.Reason.String()
+			if r := oftp2.ESIDReason(ce.ESID); ce.ESID <= 99 && r.Valid() && r != oftp2.ESIDNormal {
+				ref.esid = r
 			}
 		}
-		if c := context.Cause(ctx); c != nil {
+		if c := context.Cause(ps.ctx); c != nil {
 			ref.msg = "stopped: " + c.Error()
 		}
-		s.refuse(ps, pw, ref)
-		return
+		s.refuse(ps, a.pw, ref)
+		return nil
 	}
-	stopAdmission()
-	raw.SetDeadline(time.Time{})
-	releaseHandshake()
 	s.metrics.admissions.WithLabelValues("accepted").Inc()
-	ps.set(func(ps *partnerSession) { ps.state = "open"; ps.tunnelSID = sid })
-	log = log.WithField("tunnel_session_id", sid)
-	s.emitOn(tc, event{name: EventSessionStarted, severity: infoSeverity, sessionID: sid, odetteID: partner.OdetteID, remoteAddr: ps.remote,
+	ps.set(func(ps *partnerSession) { ps.state = "open"; ps.tunnelSID = sess.ID() })
+	s.emitOn(tc, event{name: EventSessionStarted, severity: infoSeverity, sessionID: sess.ID(), odetteID: a.partner.OdetteID, remoteAddr: ps.remote,
 		msg: "partner session admitted and opened inside"}.
 		with("local_session_id", strconv.FormatUint(ps.id, 10)).
-		with("tls_version", tls.VersionName(info.tlsState.Version)).
-		with("ssid_buffer_size", strconv.Itoa(fwdSSID.BufferSize)).
-		with("ssid_credit", strconv.Itoa(fwdSSID.Credit)))
+		with("tls_version", tls.VersionName(a.info.tlsState.Version)).
+		with("ssid_buffer_size", strconv.Itoa(a.fwdSSID.BufferSize)).
+		with("ssid_credit", strconv.Itoa(a.fwdSSID.Credit)))
+	return sess
+}
 
-	r := &relay{
-		s: s, ps: ps, log: log, ctx: ctx, conn: conn, raw: raw, reader: reader, pw: pw, inside: sess,
-		v: validator, tunnel: tc, tunnelSID: sid, partner: partner, idle: pol.Limits.IdleTimeout,
-		fwdBuffer: fwdSSID.BufferSize, fwdCredit: fwdSSID.Credit,
+// session describes the admitted connection and its inside session for the bridge.
+func (a *admitted) session(sess *tunnel.Session, pol *Policy) bridged {
+	return bridged{
+		conn: a.conn, sess: sess, validator: a.validator, partnerSide: oftp2.Initiator, partner: a.partner,
+		bufferSize: a.fwdSSID.BufferSize, credit: a.fwdSSID.Credit, idle: pol.Limits.IdleTimeout, log: a.log.WithField("tunnel_session_id", sess.ID()),
 	}
-	r.run()
 }
 
 // violationRefusal turns a validator error on the partner's SSID into a refusal.
@@ -266,10 +286,10 @@ func (s *Server) refuse(ps *partnerSession, pw *partnerWriter, ref *refusal) {
 	if c, ok := s.stopCauseOf(ps); ok {
 		// Stopped by an operator or the shutdown while being admitted: not the partner's fault.
 		if pw != nil && ref.ssrm {
-			pw.esid(c.esid, c.text)
+			pw.esid(c.ESID, c.Text)
 		}
-		s.log.WithFields(logrus.Fields{"session_id": ps.id, "remote_addr": ps.remote, "reason": c.reason.String()}).
-			Info("partner connection ended during admission: " + c.text)
+		s.log.WithFields(logrus.Fields{"session_id": ps.id, "remote_addr": ps.remote, "reason": c.Reason.String()}).
+			Info("partner connection ended during admission: " + c.Text)
 		return
 	}
 	s.metrics.admissions.WithLabelValues(ref.event).Inc()
@@ -320,50 +340,26 @@ func reasonName(r oftp2.ESIDReason) string {
 }
 
 // stopCauseOf returns the cause of an external stop of ps, if there was one.
-func (s *Server) stopCauseOf(ps *partnerSession) (*stopCause, bool) {
-	var c *stopCause
+func (s *Server) stopCauseOf(ps *partnerSession) (*bridge.Stop, bool) {
+	var c *bridge.Stop
 	if errors.As(context.Cause(ps.ctx), &c) {
 		return c, true
 	}
 	return nil, false
 }
 
-// partnerWriter serialises writes to a partner connection: relayed buffers and final ESIDs
-// come from different goroutines.
+// partnerWriter writes to a partner connection during admission, on the session's goroutine;
+// from the bridge on, the bridge writes.
 type partnerWriter struct {
-	mu     sync.Mutex
-	w      *oftp2.Writer
-	raw    net.Conn
-	closed bool // an ESID was sent or the write side is closed; nothing more is written
+	w   *oftp2.Writer
+	raw net.Conn
 }
 
 // write sends one exchange buffer.
-func (pw *partnerWriter) write(b []byte) error {
-	pw.mu.Lock()
-	defer pw.mu.Unlock()
-	if pw.closed {
-		return net.ErrClosed
-	}
-	return pw.w.WriteBuffer(b)
-}
+func (pw *partnerWriter) write(b []byte) error { return pw.w.WriteBuffer(b) }
 
-// esid sends a final ESID under a short write deadline and closes the writer. It reports
-// whether the ESID was written.
-func (pw *partnerWriter) esid(reason oftp2.ESIDReason, text string) bool {
-	pw.mu.Lock()
-	defer pw.mu.Unlock()
-	if pw.closed {
-		return false
-	}
-	pw.closed = true
+// esid sends a final ESID under a short write deadline.
+func (pw *partnerWriter) esid(reason oftp2.ESIDReason, text string) {
 	pw.raw.SetWriteDeadline(time.Now().Add(esidWriteTimeout))
-	err := pw.w.WriteCommand(&oftp2.ESID{Reason: reason, Text: text})
-	return err == nil
-}
-
-// shut marks the writer closed without sending anything (the session ended by ESID already).
-func (pw *partnerWriter) shut() {
-	pw.mu.Lock()
-	pw.closed = true
-	pw.mu.Unlock()
+	pw.w.WriteCommand(&oftp2.ESID{Reason: reason, Text: text})
 }

@@ -31,19 +31,32 @@ import (
 // and returns its result.
 func sendFiles(t testing.TB, addr string, leaf *pki.Leaf, roots *tls.Config, id string, mod func(*endpoint.Config), files ...endpoint.OutgoingFile) (*endpoint.Result, error) {
 	t.Helper()
+	res, err := trySend(addr, leaf, roots, id, mod, files...)
+	if errors.Is(err, errSetup) {
+		t.Fatal(err)
+	}
+	return res, err
+}
+
+// errSetup marks a trySend error that came before the session: the endpoint or the dial.
+var errSetup = errors.New("partner session not started")
+
+// trySend is sendFiles without the test, for goroutines other than the test's: a failure to
+// set up the session is returned wrapping errSetup.
+func trySend(addr string, leaf *pki.Leaf, roots *tls.Config, id string, mod func(*endpoint.Config), files ...endpoint.OutgoingFile) (*endpoint.Result, error) {
 	cfg := endpoint.Config{Role: endpoint.Initiator, ID: id, Mode: oftp2.ModeSender, Timeout: 20 * time.Second}
 	if mod != nil {
 		mod(&cfg)
 	}
 	ep, err := endpoint.New(cfg)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("%w: %v", errSetup, err)
 	}
 	tc := roots.Clone()
 	tc.Certificates = []tls.Certificate{leaf.TLS}
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", addr, tc)
 	if err != nil {
-		t.Fatalf("dial partner listener: %v", err)
+		return nil, fmt.Errorf("%w: dial partner listener: %v", errSetup, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -213,7 +226,7 @@ func TestProtocolViolationFromPartner(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		healthyRes, healthyErr = sendFiles(t, env.s.PartnerAddr(), healthyLeaf, partnerTLS(p), "O0013HEALTHY", func(c *endpoint.Config) { c.Credit = 4; c.BufferSize = 1024 },
+		healthyRes, healthyErr = trySend(env.s.PartnerAddr(), healthyLeaf, partnerTLS(p), "O0013HEALTHY", func(c *endpoint.Config) { c.Credit = 4; c.BufferSize = 1024 },
 			endpoint.OutgoingFile{Path: path, DatasetName: "HEALTHY"})
 	}()
 

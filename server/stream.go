@@ -48,7 +48,7 @@ func (s *Server) handleStream(ctx context.Context, peer transport.PeerInfo, stre
 	if err != nil {
 		return status.Errorf(codes.Internal, "tunnel: %v", err)
 	}
-	tc.mux = muxAdapter{mux}
+	tc.mux = mux
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -99,7 +99,7 @@ func (tc *tunnelConn) controlLoop(ctx context.Context, q *controlQueue) {
 	if v := hello.GetProtocolVersion(); v != protocolVersion {
 		tc.log.WithField("protocol_version", v).Warn("tunnel: the client speaks another protocol version; answering with version 1")
 	}
-	if err := tc.sendControl(ctx, s.welcome(uint32(tc.mux.window()))); err != nil {
+	if err := tc.sendControl(ctx, s.welcome(uint32(tc.mux.Window()))); err != nil {
 		tc.log.WithError(err).Warn("tunnel: cannot send Welcome")
 		return
 	}
@@ -187,50 +187,4 @@ func (q *controlQueue) pop(ctx context.Context) (*tunnelv1.Frame, error) {
 			return nil, ctx.Err()
 		}
 	}
-}
-
-// muxAdapter gives the server's view of a tunnel.Mux.
-type muxAdapter struct{ m *tunnel.Mux }
-
-func (a muxAdapter) open(ctx context.Context, so *tunnelv1.SessionOpen) (insideSession, uint64, error) {
-	sess, err := a.m.Open(ctx, so)
-	if err != nil {
-		return nil, 0, insideErr(err)
-	}
-	return sessionAdapter{sess}, sess.ID(), nil
-}
-
-func (a muxAdapter) sendControl(ctx context.Context, f *tunnelv1.Frame) error {
-	return a.m.SendControl(ctx, f)
-}
-
-func (a muxAdapter) sessionCount() int { return len(a.m.Sessions()) }
-
-func (a muxAdapter) window() int { return a.m.Window() }
-
-// sessionAdapter gives the relay's view of a tunnel.Session.
-type sessionAdapter struct{ s *tunnel.Session }
-
-func (a sessionAdapter) ReadBuffer(ctx context.Context) ([]byte, error) {
-	b, err := a.s.ReadBuffer(ctx)
-	return b, insideErr(err)
-}
-
-func (a sessionAdapter) WriteBuffer(ctx context.Context, b []byte) error {
-	return insideErr(a.s.WriteBuffer(ctx, b))
-}
-
-func (a sessionAdapter) CloseWrite() error { return a.s.CloseWrite() }
-
-func (a sessionAdapter) Abort(reason tunnelv1.AbortReason, esid oftp2.ESIDReason, text string) {
-	a.s.Abort(reason, uint32(esid), text)
-}
-
-// insideErr turns a tunnel *CloseError into an *insideClosed; other errors pass unchanged.
-func insideErr(err error) error {
-	var ce *tunnel.CloseError
-	if errors.As(err, &ce) {
-		return &insideClosed{Reason: ce.Reason, ESID: oftp2.ESIDReason(ce.ESID), Text: ce.Text}
-	}
-	return err
 }

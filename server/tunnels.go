@@ -11,30 +11,18 @@ import (
 
 	"smartproxy/admin"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/tunnel"
 	"smartproxy/tunnel/transport"
 )
 
 // protocolVersion is the tunnel protocol version this server speaks.
 const protocolVersion = 1
 
-// tunnelMux is what the server needs of the multiplexer that runs one tunnel stream.
-type tunnelMux interface {
-	// open opens an INCOMING session and waits for the client's SessionOpened. It returns the
-	// session, its tunnel session id, or the refusal as an *insideClosed.
-	open(ctx context.Context, so *tunnelv1.SessionOpen) (insideSession, uint64, error)
-	// sendControl queues a control frame with priority over session data.
-	sendControl(ctx context.Context, f *tunnelv1.Frame) error
-	// sessionCount returns the number of sessions open on the stream.
-	sessionCount() int
-	// window returns the per-session receive window in bytes.
-	window() int
-}
-
 // tunnelConn is one connected client tunnel stream. Fields are immutable after the Hello was
 // answered, except those marked otherwise.
 type tunnelConn struct {
 	s           *Server
-	mux         tunnelMux
+	mux         *tunnel.Mux
 	peer        transport.PeerInfo
 	clientID    string
 	index       uint32
@@ -50,12 +38,8 @@ func (tc *tunnelConn) name() string {
 	return fmt.Sprintf("%s#%d@%s", tc.clientID, tc.index, tc.peer.RemoteAddr)
 }
 
-func (tc *tunnelConn) open(ctx context.Context, so *tunnelv1.SessionOpen) (insideSession, uint64, error) {
-	return tc.mux.open(ctx, so)
-}
-
 func (tc *tunnelConn) sendControl(ctx context.Context, f *tunnelv1.Frame) error {
-	return tc.mux.sendControl(ctx, f)
+	return tc.mux.SendControl(ctx, f)
 }
 
 // status describes the tunnel for the admin service.
@@ -65,7 +49,7 @@ func (tc *tunnelConn) status() admin.Tunnel {
 		RemoteAddr:   tc.peer.RemoteAddr.String(),
 		Index:        int(tc.index),
 		ConnectedAt:  tc.connectedAt,
-		OpenSessions: tc.mux.sessionCount(),
+		OpenSessions: len(tc.mux.Sessions()),
 		LastRTT:      time.Duration(tc.lastRTT.Load()),
 	}
 }
@@ -81,6 +65,7 @@ func (s *Server) welcome(window uint32) *tunnelv1.Frame {
 	}
 	if pol := s.policy.Load(); pol != nil {
 		w.ConfigVersion = pol.Version
+		w.ConfigOrigin = pol.Origin
 	}
 	return &tunnelv1.Frame{Kind: &tunnelv1.Frame_Welcome{Welcome: w}}
 }
@@ -191,7 +176,7 @@ func (s *Server) pickTunnel() *tunnelConn {
 	var best *tunnelConn
 	bestN := 0
 	for _, tc := range s.tunnelList() {
-		if n := tc.mux.sessionCount(); best == nil || n < bestN {
+		if n := len(tc.mux.Sessions()); best == nil || n < bestN {
 			best, bestN = tc, n
 		}
 	}

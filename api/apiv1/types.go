@@ -201,6 +201,16 @@ type Limits struct {
 	IdleTimeout Duration `json:"idle_timeout,omitempty"`
 	// MaxCredit caps the SSID credit (1–999) for partners without their own cap.
 	MaxCredit uint32 `json:"max_credit"`
+	// MaxHandshakesPerSource is the maximum of concurrent TLS handshakes and SSID exchanges from
+	// one source address.
+	MaxHandshakesPerSource uint32 `json:"max_handshakes_per_source,omitempty"`
+	// MaxHandshakesPerPrefix is the maximum of concurrent TLS handshakes and SSID exchanges from
+	// one network prefix.
+	MaxHandshakesPerPrefix uint32 `json:"max_handshakes_per_prefix,omitempty"`
+	// PrefixLengthV4 is the IPv4 prefix length MaxHandshakesPerPrefix counts (8–32).
+	PrefixLengthV4 uint32 `json:"prefix_length_v4,omitempty"`
+	// PrefixLengthV6 is the IPv6 prefix length MaxHandshakesPerPrefix counts (16–128).
+	PrefixLengthV6 uint32 `json:"prefix_length_v6,omitempty"`
 	// MaxBufferSize caps the SSID exchange buffer size (128–99999) for partners without their
 	// own cap.
 	MaxBufferSize uint32 `json:"max_buffer_size"`

@@ -70,7 +70,9 @@ func specOf(doc *apiv1.ConfigDocument, crl func(info *apiv1.CRLInfo, c *configsp
 	l := &doc.Limits
 	s.Limits = configspec.Limits{MaxSessions: l.MaxSessions, MaxHandshakes: l.MaxHandshakes, PerIPRate: l.PerIPRate,
 		PerIPBurst: l.PerIPBurst, HandshakeTimeout: l.HandshakeTimeout.Std(), SSIDTimeout: l.SSIDTimeout.Std(),
-		IdleTimeout: l.IdleTimeout.Std(), MaxCredit: l.MaxCredit, MaxBufferSize: l.MaxBufferSize}
+		IdleTimeout: l.IdleTimeout.Std(), MaxCredit: l.MaxCredit, MaxBufferSize: l.MaxBufferSize,
+		MaxHandshakesPerSource: l.MaxHandshakesPerSource, MaxHandshakesPerPrefix: l.MaxHandshakesPerPrefix,
+		PrefixLengthV4: l.PrefixLengthV4, PrefixLengthV6: l.PrefixLengthV6}
 	if in := doc.InternalServer; in != nil {
 		s.InternalServer = &configspec.InternalServer{Address: in.Address, ConnectTimeout: in.ConnectTimeout.Std(),
 			SSRMTimeout: in.SSRMTimeout.Std()}

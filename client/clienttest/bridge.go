@@ -4,20 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"time"
 
-	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/bridge"
 	"smartproxy/oftp2"
 	"smartproxy/tunnel"
 )
 
 // Bridge plays the DMZ server for one partner connection, without its checks: it sends SSRM to
 // partner, reads the partner's SSID, opens an incoming session with it on c, and relays
-// exchange buffers both ways until the session ends. When the session is aborted, the partner
-// receives an ESID with the session's reason. Bridge closes partner before it returns, with nil
-// after a clean end of the session and otherwise why it ended.
+// exchange buffers both ways on the proxy's session bridge until the session ends. When the
+// session is aborted, the partner receives an ESID with the session's reason. Bridge closes
+// partner before it returns, with nil after a normal end of the session (ESID 00) and otherwise
+// why it ended.
 func (c *Conn) Bridge(ctx context.Context, partner net.Conn) error {
 	defer partner.Close()
 	r, w := oftp2.NewReader(partner, 0), oftp2.NewWriter(partner)
@@ -46,53 +46,9 @@ func (c *Conn) Bridge(ctx context.Context, partner net.Conn) error {
 		}
 		return err
 	}
-	readerDone := make(chan struct{})
-	go func() {
-		defer close(readerDone)
-		for {
-			b, err := r.ReadBuffer()
-			if errors.Is(err, io.EOF) {
-				ts.CloseWrite()
-				return
-			}
-			if err != nil {
-				ts.Abort(tunnelv1.AbortReason_ABORT_REASON_PEER_CLOSED, 0, "partner connection lost")
-				return
-			}
-			if err := ts.WriteBuffer(ctx, b); err != nil {
-				return
-			}
-		}
-	}()
-	var result error
-	for {
-		b, err := ts.ReadBuffer(ctx)
-		if errors.Is(err, io.EOF) {
-			if hc, ok := partner.(interface{ CloseWrite() error }); ok {
-				hc.CloseWrite()
-			}
-			<-readerDone
-			break
-		}
-		if err != nil {
-			var ce *tunnel.CloseError
-			if errors.As(err, &ce) {
-				partner.SetWriteDeadline(time.Now().Add(5 * time.Second))
-				w.WriteCommand(&oftp2.ESID{Reason: oftp2.ESIDReason(ce.ESID), Text: "proxy: " + tunnel.ReasonString(ce.Reason)})
-			}
-			result = err
-			break
-		}
-		if err := w.WriteBuffer(b); err != nil {
-			ts.Abort(tunnelv1.AbortReason_ABORT_REASON_PEER_CLOSED, 0, "writing to the partner failed")
-			result = err
-			break
-		}
+	res := bridge.Run(ctx, bridge.Config{Conn: partner, Session: ts, ConnName: "partner", SessionName: "client"})
+	if res.Normal() {
+		return nil
 	}
-	partner.Close()
-	<-readerDone
-	if result == nil {
-		result = ts.Err()
-	}
-	return result
+	return fmt.Errorf("clienttest: session ended: %s (ESID %02d): %s", res.Cause, uint8(res.ESID), res.Text)
 }

@@ -56,7 +56,9 @@ func spec(f *File, dir string) *configspec.Spec {
 	l := &f.Limits
 	s.Limits = configspec.Limits{MaxSessions: l.MaxSessions, MaxHandshakes: l.MaxHandshakes, PerIPRate: l.PerIPRate,
 		PerIPBurst: l.PerIPBurst, HandshakeTimeout: time.Duration(l.HandshakeTimeout), SSIDTimeout: time.Duration(l.SSIDTimeout),
-		IdleTimeout: time.Duration(l.IdleTimeout), MaxCredit: l.MaxCredit, MaxBufferSize: l.MaxBufferSize}
+		IdleTimeout: time.Duration(l.IdleTimeout), MaxCredit: l.MaxCredit, MaxBufferSize: l.MaxBufferSize,
+		MaxHandshakesPerSource: l.MaxHandshakesPerSource, MaxHandshakesPerPrefix: l.MaxHandshakesPerPrefix,
+		PrefixLengthV4: l.PrefixLengthV4, PrefixLengthV6: l.PrefixLengthV6}
 	if in := f.InternalServer; in != nil {
 		s.InternalServer = &configspec.InternalServer{Address: in.Address, ConnectTimeout: time.Duration(in.ConnectTimeout),
 			SSRMTimeout: time.Duration(in.SSRMTimeout)}

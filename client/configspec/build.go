@@ -37,6 +37,10 @@ const (
 	maxCredit     = oftp2.MaxCredit         // SSIDCRED 9(3)
 	minBufferSize = oftp2.MinExchangeBuffer // SSIDSDEB minimum
 	maxBufferSize = oftp2.MaxExchangeBuffer // SSIDSDEB maximum
+	// minPrefixV4 and minPrefixV6 are the shortest prefixes the per-prefix handshake limit
+	// may count: a shorter one would put unrelated networks under one cap.
+	minPrefixV4 = 8
+	minPrefixV6 = 16
 	// ExpiryWarning is how long before a certificate expires Build starts warning about it.
 	ExpiryWarning = 30 * 24 * time.Hour
 )
@@ -542,7 +546,15 @@ func checkDN(s string) error {
 
 func (b *builder) limits(l *Limits) *tunnelv1.Limits {
 	out := &tunnelv1.Limits{MaxSessions: l.MaxSessions, MaxHandshakes: l.MaxHandshakes, PerIpRate: l.PerIPRate,
-		PerIpBurst: l.PerIPBurst, MaxCredit: l.MaxCredit, MaxBufferSize: l.MaxBufferSize}
+		PerIpBurst: l.PerIPBurst, MaxCredit: l.MaxCredit, MaxBufferSize: l.MaxBufferSize,
+		MaxHandshakesPerSource: l.MaxHandshakesPerSource, MaxHandshakesPerPrefix: l.MaxHandshakesPerPrefix,
+		PrefixLengthV4: l.PrefixLengthV4, PrefixLengthV6: l.PrefixLengthV6}
+	if v := l.PrefixLengthV4; v != 0 && (v < minPrefixV4 || v > 32) {
+		b.problem("limits.prefix_length_v4", "%d is out of range; want %d to 32, or 0 for the server's default", v, minPrefixV4)
+	}
+	if v := l.PrefixLengthV6; v != 0 && (v < minPrefixV6 || v > 128) {
+		b.problem("limits.prefix_length_v6", "%d is out of range; want %d to 128, or 0 for the server's default", v, minPrefixV6)
+	}
 	if l.MaxCredit > maxCredit {
 		b.problem("limits.max_credit", "%d is out of range; want 1 to %d, or 0 for the server's default", l.MaxCredit, maxCredit)
 	}

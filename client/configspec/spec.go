@@ -142,6 +142,16 @@ type Limits struct {
 	// MaxBufferSize caps the SSID exchange buffer size (128–99999) for partners without their
 	// own cap.
 	MaxBufferSize uint32
+	// MaxHandshakesPerSource is the maximum of concurrent TLS handshakes and SSID exchanges from
+	// one source address.
+	MaxHandshakesPerSource uint32
+	// MaxHandshakesPerPrefix is the maximum of concurrent TLS handshakes and SSID exchanges from
+	// one network prefix (PrefixLengthV4, PrefixLengthV6).
+	MaxHandshakesPerPrefix uint32
+	// PrefixLengthV4 is the IPv4 prefix length MaxHandshakesPerPrefix counts (8–32).
+	PrefixLengthV4 uint32
+	// PrefixLengthV6 is the IPv6 prefix length MaxHandshakesPerPrefix counts (16–128).
+	PrefixLengthV6 uint32
 }
 
 // InternalServer is the internal OFTP2 server.

@@ -21,7 +21,7 @@ import (
 
 	"smartproxy/api/apiv1"
 	"smartproxy/client/spool"
-	"smartproxy/tunnel/transport"
+	"smartproxy/internal/backoff"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -553,7 +553,7 @@ func testSend(t *testing.T, anonymous bool) {
 	var stats spool.SendStats
 	done := make(chan error, 1)
 	go func() {
-		done <- s.Send(ctx, st.post, spool.SendConfig{BatchEvents: 3, Backoff: transport.Backoff{Base: time.Millisecond, Cap: 2 * time.Millisecond}}, &stats)
+		done <- s.Send(ctx, st.post, spool.SendConfig{BatchEvents: 3, Backoff: backoff.Exponential{Base: time.Millisecond, Cap: 2 * time.Millisecond}}, &stats)
 	}()
 	waitFor(t, "9 events in the store", func() bool { return st.count() == 9 })
 	// Events appended while Send runs are picked up without delay.
@@ -632,7 +632,7 @@ func TestSendStopsOnCancel(t *testing.T) {
 		done <- s.Send(ctx, func(ctx context.Context, evs []apiv1.Event) error {
 			calls <- struct{}{}
 			return errors.New("backend down")
-		}, spool.SendConfig{Backoff: transport.Backoff{Base: time.Hour, Cap: time.Hour}}, nil)
+		}, spool.SendConfig{Backoff: backoff.Exponential{Base: time.Hour, Cap: time.Hour}}, nil)
 	}()
 	<-calls
 	cancel()
@@ -658,7 +658,7 @@ func TestKick(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- s.Send(ctx, st.post, spool.SendConfig{BatchEvents: 3, Backoff: transport.Backoff{Base: time.Hour, Cap: time.Hour}}, nil)
+		done <- s.Send(ctx, st.post, spool.SendConfig{BatchEvents: 3, Backoff: backoff.Exponential{Base: time.Hour, Cap: time.Hour}}, nil)
 	}()
 	waitFor(t, "the failed first post", func() bool { st.mu.Lock(); defer st.mu.Unlock(); return st.posts == 1 })
 	s.Kick()

@@ -28,6 +28,7 @@ import (
 	"smartproxy/backend/store"
 	"smartproxy/internal/license"
 	"smartproxy/internal/pki"
+	"smartproxy/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -701,7 +702,10 @@ func TestServeLongPollWokenByCLI(t *testing.T) {
 		r, b := get(resp.Header.Get("ETag"), "?wait=30")
 		polled <- answer{r, b}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// The change must come while the poll waits, or the wake-up is not what this test sees.
+	testwait.For(t, 10*time.Second, "the long poll to wait", func() bool {
+		return strings.Contains(logs.String(), "long poll waiting for a change")
+	})
 	mustCLI(t, dir, "partner", "add", "--odette-id", "O0013NEW", "--name", "New AG")
 	changed := time.Now()
 	a := <-polled

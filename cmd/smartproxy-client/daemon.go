@@ -15,7 +15,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 
 	"smartproxy/admin"
@@ -24,6 +23,7 @@ import (
 	"smartproxy/client/backendsync"
 	"smartproxy/client/configfile"
 	"smartproxy/internal/buildinfo"
+	"smartproxy/internal/diaghttp"
 	"smartproxy/internal/logging"
 	"smartproxy/internal/pidfile"
 	"smartproxy/internal/sdnotify"
@@ -41,7 +41,7 @@ const (
 // and returns when everything it started has ended.
 func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	log, logCloser, err := logging.New(logging.Options{
-		Format: o.logFormat, Level: o.logLevel, Dir: o.logDir, Prefix: "smartproxy-client", Output: stderr,
+		Format: o.logFormat, Level: o.logLevel, Dir: o.logDir, Retention: *o.logRetention, Prefix: "smartproxy-client", Output: stderr,
 	})
 	if err != nil {
 		return err
@@ -148,9 +148,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 			closeSyncer()
 			return fmt.Errorf("metrics listener: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		metricsSrv = &http.Server{Handler: diaghttp.Handler(diaghttp.Config{Registry: reg, Pprof: o.pprof}), ReadHeaderTimeout: 10 * time.Second}
 	}
 
 	runCtx, stopRun := context.WithCancel(context.Background())

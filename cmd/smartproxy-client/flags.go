@@ -29,6 +29,9 @@ const (
 	// defaultStateDir holds the last good configuration from the backend and the event spool
 	// (systemd: StateDirectory=smartproxy-client).
 	defaultStateDir = "/var/lib/smartproxy-client"
+	// credentialName is the systemd credential (LoadCredential=token:FILE) read from
+	// $CREDENTIALS_DIRECTORY when neither -T nor --token-file is given.
+	credentialName = "token"
 )
 
 // options is the parsed command line.
@@ -54,12 +57,16 @@ type options struct {
 	adminAddr      string
 	// metricsAddr is the Prometheus listener; empty disables it.
 	metricsAddr string
+	// pprof serves /debug/pprof/ on the metrics listener.
+	pprof bool
 	// check makes the run check the configuration file and exit (--check).
 	check     bool
 	pidFile   string
 	logFormat string
 	logLevel  logrus.Level
 	logDir    string
+	// logRetention limits the daily files in logDir (--log-max-age, --log-max-files).
+	logRetention *logging.Retention
 }
 
 // String describes o for logs and tests without secrets (the token, the backend password).
@@ -93,7 +100,8 @@ Options compatible with the original product:
                long-polled from it, the last good one kept in --state-dir
   -S host[:port]
                the DMZ server (smartproxy-server); port 2878 if not given
-  -T token     bearer token for the backend API
+  -T token     bearer token for the backend API; visible in ps: prefer --token-file or a
+               systemd credential named "token" (LoadCredential=token:FILE)
   -d           debug: log to stderr at debug level (overrides --log-dir and --log-level)
   -o ip        source address of the connections to the DMZ server
   -h           print this help and exit
@@ -107,7 +115,7 @@ func parseArgs(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("smartproxy-client", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	var backend, server, token, logLevel string
+	var backend, server, token, tokenFile, logLevel string
 	fs.StringVar(&backend, "U", "", "")
 	fs.StringVar(&server, "S", "", "")
 	fs.StringVar(&token, "T", "", "")
@@ -115,6 +123,7 @@ func parseArgs(args []string) (*options, error) {
 	fs.StringVar(&o.sourceIP, "o", "", "")
 	fs.BoolVar(&o.help, "h", false, "")
 	fs.BoolVar(&o.version, "v", false, "")
+	fs.StringVar(&tokenFile, "token-file", "", "`FILE` (mode 0600 or stricter) holding the bearer token for the backend API, instead of -T; without both, $CREDENTIALS_DIRECTORY/"+credentialName+" is used when systemd provides it")
 	fs.StringVar(&o.configFile, "config", "", "the local configuration `FILE` (JSON, see docs/configuration.md) instead of -U; SIGHUP reloads it")
 	fs.StringVar(&o.stateDir, "state-dir", defaultStateDir, "`DIR` (mode 0700) for the last good configuration from the backend and the event spool (with -U)")
 	fs.StringVar(&o.apiCA, "api-ca", "", "PEM `FILE` with the CAs the backend's certificate must chain to (with -U; default: the system's roots)")
@@ -126,11 +135,13 @@ func parseArgs(args []string) (*options, error) {
 	fs.IntVar(&o.streams, "streams", 1, "`N` parallel tunnel streams to the server, each on its own connection")
 	fs.StringVar(&o.adminAddr, "admin", defaultAdminAddr, "`ADDR` of the admin gRPC service (status, sessions, log level; loopback only); empty disables it")
 	fs.StringVar(&o.metricsAddr, "metrics", defaultMetricsAddr, "`ADDR` of the Prometheus /metrics endpoint (loopback only); empty disables it")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve Go runtime profiles at /debug/pprof/ on the --metrics listener (see docs/operations.md)")
 	fs.BoolVar(&o.check, "check", false, "check the configuration file (--config) and the files it names, print a summary and exit")
 	fs.StringVar(&o.pidFile, "pid-file", "", "PID `FILE` (default: "+pidFileName+" beside the binary); empty string disables it with --pid-file=")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log `LEVEL`: error, warn, info, debug or trace; SIGUSR1/SIGUSR2 change it at run time")
 	fs.StringVar(&o.logDir, "log-dir", "", "write logs to daily files in `DIR` instead of stderr")
+	o.logRetention = logging.AddRetentionFlags(fs)
 	o.usage = func(w io.Writer) {
 		fmt.Fprint(w, usageText)
 		fs.SetOutput(w)
@@ -170,6 +181,10 @@ func parseArgs(args []string) (*options, error) {
 		}
 		o.backend = u
 	}
+	token, err := resolveToken(token, tokenFile, o.backend != nil)
+	if err != nil {
+		return nil, err
+	}
 	o.token = client.Secret(token)
 	switch {
 	case o.configFile != "" && o.backend != nil:
@@ -184,14 +199,14 @@ func parseArgs(args []string) (*options, error) {
 			return nil, usagef("-U with user:password and -T both authenticate with the Authorization header; give one of them")
 		}
 		if o.backend.User == "" && token == "" {
-			return nil, usagef("-T token is required with -U (the backend's bearer token for this proxy client)")
+			return nil, usagef("a token is required with -U (the backend's bearer token for this proxy client): --token-file FILE, a systemd credential %q, or -T token", credentialName)
 		}
 		if o.stateDir == "" {
 			return nil, usagef("--state-dir: a directory is required with -U")
 		}
 	default:
 		if o.apiCA != "" || o.apiFingerprint != "" || token != "" {
-			return nil, usagef("-T, --api-ca and --api-fingerprint belong to -U; with --config there is no backend")
+			return nil, usagef("-T/--token-file, --api-ca and --api-fingerprint belong to -U; with --config there is no backend")
 		}
 	}
 	if o.check {
@@ -217,6 +232,9 @@ func parseArgs(args []string) (*options, error) {
 	}
 	if o.streams < 1 || o.streams > 64 {
 		return nil, usagef("--streams: %d is out of range 1 to 64", o.streams)
+	}
+	if o.pprof && o.metricsAddr == "" {
+		return nil, usagef("--pprof: the profiles are served on the --metrics listener, which is disabled")
 	}
 	for _, a := range []struct{ flag, v string }{{"--admin", o.adminAddr}, {"--metrics", o.metricsAddr}} {
 		if a.v == "" {
@@ -246,6 +264,52 @@ func parseArgs(args []string) (*options, error) {
 		o.pidFile = filepath.Join(filepath.Dir(exe), pidFileName)
 	}
 	return o, nil
+}
+
+// resolveToken picks the backend token from -T, --token-file or, when neither is given and a
+// backend is used, the systemd credential in $CREDENTIALS_DIRECTORY. A token file must not be
+// readable by group or others: the token lets its holder read the partners' configuration.
+func resolveToken(flagToken, file string, backend bool) (string, error) {
+	if flagToken != "" && file != "" {
+		return "", usagef("give the backend token once: -T token or --token-file FILE, not both")
+	}
+	if flagToken != "" {
+		return flagToken, nil
+	}
+	what := "--token-file"
+	if file == "" {
+		dir := os.Getenv("CREDENTIALS_DIRECTORY")
+		if dir == "" || !backend {
+			return "", nil
+		}
+		file = filepath.Join(dir, credentialName)
+		if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
+			return "", nil
+		}
+		what = "systemd credential " + credentialName
+	}
+	st, err := os.Stat(file)
+	if err != nil {
+		return "", usagef("%s: %v", what, err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", usagef("%s: %s is not a regular file", what, file)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return "", usagef("%s: %s is readable by others (mode %04o); use mode 0600 or 0400", what, file, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", usagef("%s: %v", what, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", usagef("%s: %s is empty", what, file)
+	}
+	if strings.ContainsAny(tok, " \t\r\n") {
+		return "", usagef("%s: %s holds more than one word; it must hold only the token", what, file)
+	}
+	return tok, nil
 }
 
 // serverAddress turns "host", "host:port", "[v6]", "[v6]:port" or a bare IPv6 address into

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -120,7 +122,7 @@ func TestParseArgsErrors(t *testing.T) {
 		usage bool // a usage error (exit status 2)
 	}{
 		{"backend and config", args("-U", "https://api.example.com/", "-T", "tok"), "not both", true},
-		{"backend without token", backendArgs("-U", "https://api.example.com/"), "-T token is required", true},
+		{"backend without token", backendArgs("-U", "https://api.example.com/"), "a token is required with -U", true},
 		{"backend with user and token", backendArgs("-U", "https://u:s3cret@api.example.com/", "-T", "tok"), "give one of them", true},
 		{"backend user without name", backendArgs("-U", "https://:s3cret@api.example.com/"), "without a user name", true},
 		{"backend without state dir", backendArgs("-U", "https://api.example.com/", "-T", "tok", "--state-dir="), "--state-dir", true},
@@ -139,6 +141,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"streams", args("--streams", "0"), "--streams", true},
 		{"admin not loopback", args("--admin", "0.0.0.0:2880"), "--admin", true},
 		{"metrics not loopback", args("--metrics", "192.0.2.1:2882"), "--metrics", true},
+		{"pprof without metrics", args("--pprof", "--metrics="), "--pprof", true},
 		{"log format", args("--log-format", "xml"), "--log-format", true},
 		{"log level", args("--log-level", "loud"), "--log-level", true},
 		{"log level hides errors", args("--log-level", "fatal"), "would hide errors", true},
@@ -163,5 +166,79 @@ func TestParseArgsErrors(t *testing.T) {
 	// A malformed URL with a password must not echo it.
 	if _, err := parseArgs(args("-U", "https://u:s3cret@api example.com/")); err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("parseArgs(bad URL with password) = %v, want an error without the password", err)
+	}
+}
+
+// TestTokenSources checks the ways to give the backend token: -T, --token-file (mode checked) and
+// the systemd credential in $CREDENTIALS_DIRECTORY, and that the token never shows in String.
+func TestTokenSources(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // umask must not weaken the test
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("token", "tok-from-file\n", 0o600)
+	open := write("open", "tok", 0o644)
+	empty := write("empty", " \n", 0o600)
+	twoWords := write("two", "tok other\n", 0o400)
+	credDir := filepath.Join(dir, "creds")
+	if err := os.Mkdir(credDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(credDir, credentialName), []byte("tok-from-credential"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	backend := func(extra ...string) []string {
+		return backendArgs(append([]string{"-U", "https://api.example.com/"}, extra...)...)
+	}
+
+	tests := []struct {
+		name    string
+		args    []string
+		creds   string // $CREDENTIALS_DIRECTORY
+		want    string // the token, when no error
+		wantErr string
+	}{
+		{"flag", backend("-T", "tok-from-flag"), "", "tok-from-flag", ""},
+		{"file", backend("--token-file", good), "", "tok-from-file", ""},
+		{"credential", backend(), credDir, "tok-from-credential", ""},
+		{"flag wins over credential", backend("-T", "tok-from-flag"), credDir, "tok-from-flag", ""},
+		{"file wins over credential", backend("--token-file", good), credDir, "tok-from-file", ""},
+		{"credential directory without the credential", backend(), dir + "/none", "", "a token is required"},
+		{"flag and file", backend("-T", "x", "--token-file", good), "", "", "not both"},
+		{"file readable by others", backend("--token-file", open), "", "", "readable by others (mode 0644)"},
+		{"empty file", backend("--token-file", empty), "", "", "is empty"},
+		{"two words", backend("--token-file", twoWords), "", "", "more than one word"},
+		{"missing file", backend("--token-file", filepath.Join(dir, "missing")), "", "", "no such file"},
+		{"file without backend", args("--token-file", good), "", "", "belong to -U"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("CREDENTIALS_DIRECTORY", tt.creds)
+			o, err := parseArgs(tt.args)
+			if tt.wantErr != "" {
+				var ue *usageError
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.As(err, &ue) {
+					t.Fatalf("parseArgs(%q) = %v, want a usage error containing %q", tt.args, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseArgs(%q) = %v", tt.args, err)
+			}
+			if string(o.token) != tt.want {
+				t.Errorf("token = %q, want %q", string(o.token), tt.want)
+			}
+			if strings.Contains(o.String(), tt.want) {
+				t.Errorf("options.String() = %q shows the token", o.String())
+			}
+		})
 	}
 }

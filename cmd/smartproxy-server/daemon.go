@@ -15,12 +15,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
 
 	"smartproxy/admin"
 	"smartproxy/internal/buildinfo"
+	"smartproxy/internal/diaghttp"
 	"smartproxy/internal/license"
 	"smartproxy/internal/logging"
 	"smartproxy/internal/pidfile"
@@ -37,7 +37,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 		return usagef("--drain-timeout %q: want a positive duration such as 30s", o.drainTimeout)
 	}
 	log, logCloser, err := logging.New(logging.Options{
-		Format: o.logFormat, Level: o.logLevel, Dir: o.logDir, Prefix: "smartproxy-server", Output: stderr,
+		Format: o.logFormat, Level: o.logLevel, Dir: o.logDir, Retention: *o.logRetention, Prefix: "smartproxy-server", Output: stderr,
 	})
 	if err != nil {
 		return err
@@ -97,7 +97,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	var adminSrv *admin.Server
 	var adminLn net.Listener
 	if o.adminAddr != "" {
-		if adminSrv, err = admin.New(admin.Config{Backend: srv.Admin(), Logger: log}); err == nil {
+		if adminSrv, err = admin.New(admin.Config{Backend: srv.Admin(), Logger: log, Health: srv.Health()}); err == nil {
 			adminLn, err = adminSrv.Listen(o.adminAddr)
 		}
 		if err != nil {
@@ -115,9 +115,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 			}
 			return fmt.Errorf("metrics listener: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		metricsSrv = &http.Server{Handler: diaghttp.Handler(diaghttp.Config{Registry: reg, Pprof: o.pprof}), ReadHeaderTimeout: 10 * time.Second}
 	}
 
 	runCtx, stopRun := context.WithCancel(context.Background())

@@ -58,6 +58,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{"bad log format", []string{"--log-format", "xml"}, "--log-format"},
 		{"admin not loopback", []string{"--admin", "0.0.0.0:2879"}, "--admin"},
 		{"metrics not loopback", []string{"--metrics", "192.0.2.1:9"}, "--metrics"},
+		{"pprof without metrics", []string{"--pprof", "--metrics="}, "--pprof"},
 		{"unknown flag", []string{"--bogus"}, "bogus"},
 		{"extra argument", []string{"extra"}, "unexpected argument"},
 		{"bad drain timeout", []string{"--drain-timeout", "soon", "--pid-file="}, "--drain-timeout"},
@@ -416,7 +417,7 @@ func TestDaemonSignalsNotifyAndMetrics(t *testing.T) {
 		"--tunnel-cert", filepath.Join(dir, "pki", pki.FileServerCert),
 		"--tunnel-key", filepath.Join(dir, "pki", pki.FileServerKey),
 		"--tunnel-ca", filepath.Join(dir, "pki", pki.FileCACert),
-		"--admin", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--pid-file=", "--log-format", "json",
+		"--admin", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--pprof", "--pid-file=", "--log-format", "json",
 	)
 	d.waitLine(t, "listening")
 	waitNote("READY=1")
@@ -434,6 +435,16 @@ func TestDaemonSignalsNotifyAndMetrics(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+	// --pprof: the runtime profiles on the same loopback listener.
+	resp, err = http.Get("http://" + m[1] + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "goroutine profile:") {
+		t.Errorf("GET /debug/pprof/goroutine?debug=1 with --pprof = %d %.200q, want 200 with a goroutine profile", resp.StatusCode, body)
 	}
 
 	d.cmd.Process.Signal(syscall.SIGUSR1)

@@ -39,10 +39,12 @@ type options struct {
 	allowedClients []string
 	adminAddr      string
 	metricsAddr    string
+	pprof          bool // serve /debug/pprof/ on the metrics listener
 	pidFile        string
 	logFormat      string
 	logLevel       logrus.Level
 	logDir         string
+	logRetention   *logging.Retention // --log-max-age, --log-max-files
 	drainTimeout   string
 }
 
@@ -109,10 +111,12 @@ func parseArgs(args []string) (*options, error) {
 	fs.Var(&allow, "tunnel-allow-client", "accept only this client `ID` (certificate CN, URI or DNS SAN); repeatable; default: every certificate of the tunnel CA")
 	fs.StringVar(&o.adminAddr, "admin", admin.DefaultAddr, "`ADDR` of the admin gRPC service (loopback only); empty disables it")
 	fs.StringVar(&o.metricsAddr, "metrics", defaultMetricsAddr, "`ADDR` of the Prometheus /metrics endpoint (loopback only); empty disables it")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve Go runtime profiles at /debug/pprof/ on the --metrics listener (see docs/operations.md)")
 	fs.StringVar(&o.pidFile, "pid-file", "", "PID `FILE` (default: "+pidFileName+" beside the binary); --pid-file= disables it")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log `LEVEL`: error, warn, info, debug or trace; SIGUSR1/SIGUSR2 change it at run time")
 	fs.StringVar(&o.logDir, "log-dir", "", "write logs to daily files in `DIR` instead of stderr")
+	o.logRetention = logging.AddRetentionFlags(fs)
 	fs.StringVar(&o.drainTimeout, "drain-timeout", "30s", "on SIGTERM, how long open partner sessions may run on before they are ended with ESID 05 (`DURATION`)")
 	o.usage = func(w io.Writer) {
 		fmt.Fprint(w, usageText)
@@ -159,6 +163,9 @@ func parseArgs(args []string) (*options, error) {
 			return nil, fmt.Errorf("--pid-file: cannot find the binary's directory for the default: %w", err)
 		}
 		o.pidFile = filepath.Join(filepath.Dir(exe), pidFileName)
+	}
+	if o.pprof && o.metricsAddr == "" {
+		return nil, usagef("--pprof: the profiles are served on the --metrics listener, which is disabled")
 	}
 	for _, a := range []struct{ flag, v string }{{"--admin", o.adminAddr}, {"--metrics", o.metricsAddr}} {
 		if a.v == "" {

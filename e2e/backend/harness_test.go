@@ -29,6 +29,7 @@ import (
 	"smartproxy/internal/license"
 	"smartproxy/internal/pki"
 	"smartproxy/internal/proctest"
+	"smartproxy/internal/testnet"
 	"smartproxy/oftp2"
 )
 
@@ -88,17 +89,6 @@ func binaries(t testing.TB) string {
 		t.Fatal(buildErr)
 	}
 	return buildDir
-}
-
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // waitFor polls cond every 10 ms until it holds or waitTimeout passes.
@@ -220,7 +210,7 @@ func newSystem(t testing.TB) *system {
 
 	// The backend's database, set up with the admin CLI.
 	s.db = s.path("api.db")
-	s.apiAddr = freeAddr(t)
+	s.apiAddr = testnet.ReserveAddr(t)
 	s.token = findToken(t, s.cli("init", "--client", "proxy-1"))
 	s.writePEM("company.pem", s.company.CertPEM)
 	s.writePEM("company-key.pem", s.company.KeyPEM)
@@ -228,7 +218,7 @@ func newSystem(t testing.TB) *system {
 	s.cli("config", "set", "company_certificate", s.path("company.pem"))
 	s.cli("config", "set", "company_key", s.path("company-key.pem"))
 	s.cli("config", "set", "internal_server.address", s.internalAddr)
-	s.partnerAddr = freeAddr(t)
+	s.partnerAddr = testnet.ReserveAddr(t)
 	s.cli("config", "set", "partner_listen_address", s.partnerAddr)
 	// The tests connect many times a second from one address.
 	s.cli("config", "set", "limits.per_ip_rate", "10000")
@@ -333,7 +323,7 @@ func (s *system) stopBackend() {
 func (s *system) startServer() {
 	s.t.Helper()
 	if s.tunnelAddr == "" {
-		s.tunnelAddr = freeAddr(s.t)
+		s.tunnelAddr = testnet.ReserveAddr(s.t)
 	}
 	s.server = startProc(s.t, "smartproxy-server", filepath.Join(s.bin, "smartproxy-server"), "-i", s.tunnelAddr, "-l", s.path("server-license"),
 		"--tunnel-cert", filepath.Join(s.tunnelDir, pki.FileServerCert), "--tunnel-key", filepath.Join(s.tunnelDir, pki.FileServerKey),
@@ -442,7 +432,18 @@ func (o outcome) String() string {
 // probe connects as a partner: TLS, the proxy's SSRM, the partner's SSID, and the answer. An
 // admitted session is ended at once with ESID 00.
 func (s *system) probe(cfg *tls.Config, id, password string) outcome {
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", s.partnerAddr, cfg)
+	return s.probeFrom(nil, cfg, id, password)
+}
+
+// probeFrom is probe from the loopback source address from (nil: the system's choice). The
+// server summarises the refusals of one source past a burst; a test that needs every refusal as
+// its own event spreads its probes over several sources.
+func (s *system) probeFrom(from net.IP, cfg *tls.Config, id, password string) outcome {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if from != nil {
+		d.LocalAddr = &net.TCPAddr{IP: from}
+	}
+	conn, err := tls.DialWithDialer(d, "tcp", s.partnerAddr, cfg)
 	if err != nil {
 		return outcome{esid: -1, detail: err.Error()}
 	}

@@ -419,7 +419,7 @@ func (l *latencyRelay) pipe(src, dst net.Conn) {
 	go func() {
 		defer close(done)
 		for c := range ch {
-			time.Sleep(time.Until(c.at))
+			time.Sleep(time.Until(c.at)) // the simulated latency itself, not a wait for an event
 			if _, err := dst.Write(c.data); err != nil {
 				src.Close()
 				for range ch {

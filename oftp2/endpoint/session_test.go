@@ -376,8 +376,9 @@ func TestSilentResponder(t *testing.T) {
 	}
 	defer peer.Close()
 	done := make(chan error, 1)
+	ep := mustNew(t, ic)
 	go func() {
-		_, err := mustNew(t, ic).Run(context.Background(), c)
+		_, err := ep.Run(context.Background(), c)
 		done <- err
 	}()
 	r := newRaw(t, peer)

@@ -13,7 +13,9 @@ import (
 	"github.com/sirupsen/logrus"
 	"google.golang.org/protobuf/proto"
 
+	"smartproxy/bridge"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/backoff"
 	"smartproxy/oftp2"
 	"smartproxy/tunnel"
 	"smartproxy/tunnel/transport"
@@ -83,7 +85,7 @@ func StartClient(tb testing.TB, cfg ClientConfig) *Client {
 		ServerName:  "localhost",
 		Credentials: &transport.StaticCredentials{Cert: cfg.PKI.TunnelClient.TLS, Pool: cfg.PKI.TunnelCA.Pool()},
 		OnStream:    c.runStream,
-		Backoff:     transport.Backoff{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond},
+		Backoff:     backoff.Exponential{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond},
 		Logger:      cfg.Logger,
 	})
 	if err != nil {
@@ -389,46 +391,6 @@ func (c *Client) relay(s *tunnel.Session, open *tunnelv1.SessionOpen) {
 	if err := s.Accept(&tunnelv1.SessionOpened{RemoteAddr: conn.RemoteAddr().String()}); err != nil {
 		return
 	}
-	// Stopping the client releases the internal connection's reader.
-	stopWatch := context.AfterFunc(c.ctx, func() { conn.Close() })
-	defer stopWatch()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // internal → tunnel
-		defer wg.Done()
-		for {
-			b, err := r.ReadBuffer()
-			if err != nil {
-				if errors.Is(err, io.EOF) {
-					s.CloseWrite()
-				} else {
-					s.Abort(tunnelv1.AbortReason_ABORT_REASON_PEER_CLOSED, 0, err.Error())
-				}
-				return
-			}
-			if err := s.WriteBuffer(context.Background(), b); err != nil {
-				return
-			}
-		}
-	}()
-	// tunnel → internal
-	for {
-		b, err := s.ReadBuffer(context.Background())
-		if err != nil {
-			var ce *tunnel.CloseError
-			if errors.As(err, &ce) && ce.Reason != tunnelv1.AbortReason_ABORT_REASON_NORMAL {
-				conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-				w.WriteCommand(&oftp2.ESID{Reason: oftp2.ESIDReason(ce.ESID), Text: "proxy: " + tunnel.ReasonString(ce.Reason)})
-				conn.Close()
-			} else if tcp, ok := conn.(*net.TCPConn); ok {
-				tcp.CloseWrite()
-			}
-			break
-		}
-		if err := w.WriteBuffer(b); err != nil {
-			s.Abort(tunnelv1.AbortReason_ABORT_REASON_PEER_CLOSED, 0, err.Error())
-			break
-		}
-	}
-	wg.Wait()
+	// Stopping the client stops the session (ESID 05 to the internal server).
+	bridge.Run(c.ctx, bridge.Config{Conn: conn, Session: s, ConnName: "internal", SessionName: "server", Logger: c.cfg.Logger})
 }

@@ -1010,8 +1010,10 @@ type Welcome struct {
 	// (informational: the window of each session is set by SessionOpen and SessionOpened).
 	SessionWindow uint32 `protobuf:"varint,6,opt,name=session_window,json=sessionWindow,proto3" json:"session_window,omitempty"`
 	// Configuration version the server has applied, 0 if none. The client sends a
-	// ConfigSnapshot when its version is newer.
+	// ConfigSnapshot when its version is newer, or when config_origin differs from its own.
 	ConfigVersion uint64 `protobuf:"varint,7,opt,name=config_version,json=configVersion,proto3" json:"config_version,omitempty"`
+	// Origin of the configuration in force (ConfigSnapshot.origin); empty if none or unknown.
+	ConfigOrigin  string `protobuf:"bytes,8,opt,name=config_origin,json=configOrigin,proto3" json:"config_origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1095,16 +1097,29 @@ func (x *Welcome) GetConfigVersion() uint64 {
 	return 0
 }
 
+func (x *Welcome) GetConfigOrigin() string {
+	if x != nil {
+		return x.ConfigOrigin
+	}
+	return ""
+}
+
 // ConfigSnapshot carries the whole security configuration of the DMZ server. The server applies
 // a version atomically once it is complete: immediately when no CRL is chunked, otherwise when
 // every chunked CRL has all its bytes. A snapshot with a higher version replaces an incomplete
 // one; a version not higher than the applied one is answered with ConfigApplied and not applied.
 type ConfigSnapshot struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Version of this configuration; higher wins. Never 0.
+	// Version of this configuration; higher wins among snapshots of one origin. Never 0.
 	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	// The configuration.
-	Config        *SecurityConfig `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	Config *SecurityConfig `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	// Where the configuration comes from: "file" (a client's local file, versioned by its
+	// modification time in milliseconds) or "backend" (versioned by the backend's revision).
+	// Versions of different origins are not comparable: a snapshot whose origin differs from the
+	// one in force replaces it whatever its version (its client was switched to another source).
+	// Empty (older clients) compares by version with any origin.
+	Origin        string `protobuf:"bytes,3,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1151,6 +1166,13 @@ func (x *ConfigSnapshot) GetConfig() *SecurityConfig {
 		return x.Config
 	}
 	return nil
+}
+
+func (x *ConfigSnapshot) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
 }
 
 // ConfigChunk carries consecutive bytes of a CRL announced in a ConfigSnapshot with an empty
@@ -1716,8 +1738,21 @@ type Limits struct {
 	// Upper bound for the exchange buffer size (SSIDSDEB) passed on to the internal OFTP2 server
 	// for every partner without its own Partner.max_buffer_size; 0 means the server's default.
 	MaxBufferSize uint32 `protobuf:"varint,9,opt,name=max_buffer_size,json=maxBufferSize,proto3" json:"max_buffer_size,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Time allowed for the TCP connect to a partner in an outgoing session (the TLS handshake
+	// that follows is bounded by handshake_timeout); unset or 0 means the server's default.
+	ConnectTimeout *durationpb.Duration `protobuf:"bytes,10,opt,name=connect_timeout,json=connectTimeout,proto3" json:"connect_timeout,omitempty"`
+	// Maximum concurrent unverified connections from one source address; 0 means the server's
+	// default. A new connection beyond it is closed before TLS.
+	MaxHandshakesPerSource uint32 `protobuf:"varint,11,opt,name=max_handshakes_per_source,json=maxHandshakesPerSource,proto3" json:"max_handshakes_per_source,omitempty"`
+	// Maximum concurrent unverified connections from one network prefix (see prefix_length_v4
+	// and prefix_length_v6); 0 means the server's default.
+	MaxHandshakesPerPrefix uint32 `protobuf:"varint,12,opt,name=max_handshakes_per_prefix,json=maxHandshakesPerPrefix,proto3" json:"max_handshakes_per_prefix,omitempty"`
+	// Length of the IPv4 prefix that max_handshakes_per_prefix counts, 8-32; 0 means 24.
+	PrefixLengthV4 uint32 `protobuf:"varint,13,opt,name=prefix_length_v4,json=prefixLengthV4,proto3" json:"prefix_length_v4,omitempty"`
+	// Length of the IPv6 prefix that max_handshakes_per_prefix counts, 16-128; 0 means 64.
+	PrefixLengthV6 uint32 `protobuf:"varint,14,opt,name=prefix_length_v6,json=prefixLengthV6,proto3" json:"prefix_length_v6,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Limits) Reset() {
@@ -1809,6 +1844,41 @@ func (x *Limits) GetMaxCredit() uint32 {
 func (x *Limits) GetMaxBufferSize() uint32 {
 	if x != nil {
 		return x.MaxBufferSize
+	}
+	return 0
+}
+
+func (x *Limits) GetConnectTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.ConnectTimeout
+	}
+	return nil
+}
+
+func (x *Limits) GetMaxHandshakesPerSource() uint32 {
+	if x != nil {
+		return x.MaxHandshakesPerSource
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxHandshakesPerPrefix() uint32 {
+	if x != nil {
+		return x.MaxHandshakesPerPrefix
+	}
+	return 0
+}
+
+func (x *Limits) GetPrefixLengthV4() uint32 {
+	if x != nil {
+		return x.PrefixLengthV4
+	}
+	return 0
+}
+
+func (x *Limits) GetPrefixLengthV6() uint32 {
+	if x != nil {
+		return x.PrefixLengthV6
 	}
 	return 0
 }
@@ -3187,7 +3257,7 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\fcapabilities\x18\x04 \x03(\tR\fcapabilities\x12!\n" +
 	"\ftunnel_index\x18\x05 \x01(\rR\vtunnelIndex\x12%\n" +
 	"\x0esession_window\x18\x06 \x01(\rR\rsessionWindow\x12%\n" +
-	"\x0econfig_version\x18\a \x01(\x04R\rconfigVersion\"\xa7\x02\n" +
+	"\x0econfig_version\x18\a \x01(\x04R\rconfigVersion\"\xcc\x02\n" +
 	"\aWelcome\x12\x19\n" +
 	"\bproxy_id\x18\x01 \x01(\tR\aproxyId\x12%\n" +
 	"\x0eserver_version\x18\x02 \x01(\tR\rserverVersion\x12)\n" +
@@ -3195,10 +3265,12 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\alicense\x18\x04 \x01(\v2#.smartproxy.tunnel.v1.LicenseStatusR\alicense\x12\"\n" +
 	"\fcapabilities\x18\x05 \x03(\tR\fcapabilities\x12%\n" +
 	"\x0esession_window\x18\x06 \x01(\rR\rsessionWindow\x12%\n" +
-	"\x0econfig_version\x18\a \x01(\x04R\rconfigVersion\"h\n" +
+	"\x0econfig_version\x18\a \x01(\x04R\rconfigVersion\x12#\n" +
+	"\rconfig_origin\x18\b \x01(\tR\fconfigOrigin\"\x80\x01\n" +
 	"\x0eConfigSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12<\n" +
-	"\x06config\x18\x02 \x01(\v2$.smartproxy.tunnel.v1.SecurityConfigR\x06config\"j\n" +
+	"\x06config\x18\x02 \x01(\v2$.smartproxy.tunnel.v1.SecurityConfigR\x06config\x12\x16\n" +
+	"\x06origin\x18\x03 \x01(\tR\x06origin\"j\n" +
 	"\vConfigChunk\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x15\n" +
 	"\x06crl_id\x18\x02 \x01(\tR\x05crlId\x12\x16\n" +
@@ -3242,7 +3314,7 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\x12CertificateBinding\x122\n" +
 	"\x15subject_serial_number\x18\x01 \x01(\tR\x13subjectSerialNumber\x12-\n" +
 	"\x12sha256_fingerprint\x18\x02 \x01(\fR\x11sha256Fingerprint\x12\x18\n" +
-	"\asubject\x18\x03 \x01(\tR\asubject\"\x9f\x03\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\"\xad\x05\n" +
 	"\x06Limits\x12!\n" +
 	"\fmax_sessions\x18\x01 \x01(\rR\vmaxSessions\x12\x1e\n" +
 	"\vper_ip_rate\x18\x02 \x01(\x01R\tperIpRate\x12 \n" +
@@ -3254,7 +3326,13 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\x0emax_handshakes\x18\a \x01(\rR\rmaxHandshakes\x12\x1d\n" +
 	"\n" +
 	"max_credit\x18\b \x01(\rR\tmaxCredit\x12&\n" +
-	"\x0fmax_buffer_size\x18\t \x01(\rR\rmaxBufferSize\"\xb8\x01\n" +
+	"\x0fmax_buffer_size\x18\t \x01(\rR\rmaxBufferSize\x12B\n" +
+	"\x0fconnect_timeout\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x0econnectTimeout\x129\n" +
+	"\x19max_handshakes_per_source\x18\v \x01(\rR\x16maxHandshakesPerSource\x129\n" +
+	"\x19max_handshakes_per_prefix\x18\f \x01(\rR\x16maxHandshakesPerPrefix\x12(\n" +
+	"\x10prefix_length_v4\x18\r \x01(\rR\x0eprefixLengthV4\x12(\n" +
+	"\x10prefix_length_v6\x18\x0e \x01(\rR\x0eprefixLengthV6\"\xb8\x01\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x12'\n" +
@@ -3505,29 +3583,30 @@ var file_smartproxy_tunnel_v1_tunnel_proto_depIdxs = []int32{
 	39, // 33: smartproxy.tunnel.v1.Limits.handshake_timeout:type_name -> google.protobuf.Duration
 	39, // 34: smartproxy.tunnel.v1.Limits.ssid_timeout:type_name -> google.protobuf.Duration
 	39, // 35: smartproxy.tunnel.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
-	40, // 36: smartproxy.tunnel.v1.LogIgnoreRule.valid_from:type_name -> google.protobuf.Timestamp
-	40, // 37: smartproxy.tunnel.v1.LogIgnoreRule.valid_until:type_name -> google.protobuf.Timestamp
-	22, // 38: smartproxy.tunnel.v1.ConfigApplied.errors:type_name -> smartproxy.tunnel.v1.ConfigError
-	3,  // 39: smartproxy.tunnel.v1.SessionOpen.direction:type_name -> smartproxy.tunnel.v1.Direction
-	24, // 40: smartproxy.tunnel.v1.SessionOpen.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
-	4,  // 41: smartproxy.tunnel.v1.SessionOpened.reason:type_name -> smartproxy.tunnel.v1.AbortReason
-	24, // 42: smartproxy.tunnel.v1.SessionOpened.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
-	4,  // 43: smartproxy.tunnel.v1.SessionAbort.reason:type_name -> smartproxy.tunnel.v1.AbortReason
-	40, // 44: smartproxy.tunnel.v1.LicenseStatus.expires_at:type_name -> google.protobuf.Timestamp
-	40, // 45: smartproxy.tunnel.v1.Event.time:type_name -> google.protobuf.Timestamp
-	5,  // 46: smartproxy.tunnel.v1.Event.severity:type_name -> smartproxy.tunnel.v1.Severity
-	38, // 47: smartproxy.tunnel.v1.Event.fields:type_name -> smartproxy.tunnel.v1.Event.FieldsEntry
-	40, // 48: smartproxy.tunnel.v1.Ping.sent_at:type_name -> google.protobuf.Timestamp
-	40, // 49: smartproxy.tunnel.v1.Pong.ping_sent_at:type_name -> google.protobuf.Timestamp
-	40, // 50: smartproxy.tunnel.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
-	39, // 51: smartproxy.tunnel.v1.Drain.reconnect_after:type_name -> google.protobuf.Duration
-	6,  // 52: smartproxy.tunnel.v1.TunnelService.Connect:input_type -> smartproxy.tunnel.v1.ConnectRequest
-	7,  // 53: smartproxy.tunnel.v1.TunnelService.Connect:output_type -> smartproxy.tunnel.v1.ConnectResponse
-	53, // [53:54] is the sub-list for method output_type
-	52, // [52:53] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	39, // 36: smartproxy.tunnel.v1.Limits.connect_timeout:type_name -> google.protobuf.Duration
+	40, // 37: smartproxy.tunnel.v1.LogIgnoreRule.valid_from:type_name -> google.protobuf.Timestamp
+	40, // 38: smartproxy.tunnel.v1.LogIgnoreRule.valid_until:type_name -> google.protobuf.Timestamp
+	22, // 39: smartproxy.tunnel.v1.ConfigApplied.errors:type_name -> smartproxy.tunnel.v1.ConfigError
+	3,  // 40: smartproxy.tunnel.v1.SessionOpen.direction:type_name -> smartproxy.tunnel.v1.Direction
+	24, // 41: smartproxy.tunnel.v1.SessionOpen.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
+	4,  // 42: smartproxy.tunnel.v1.SessionOpened.reason:type_name -> smartproxy.tunnel.v1.AbortReason
+	24, // 43: smartproxy.tunnel.v1.SessionOpened.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
+	4,  // 44: smartproxy.tunnel.v1.SessionAbort.reason:type_name -> smartproxy.tunnel.v1.AbortReason
+	40, // 45: smartproxy.tunnel.v1.LicenseStatus.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 46: smartproxy.tunnel.v1.Event.time:type_name -> google.protobuf.Timestamp
+	5,  // 47: smartproxy.tunnel.v1.Event.severity:type_name -> smartproxy.tunnel.v1.Severity
+	38, // 48: smartproxy.tunnel.v1.Event.fields:type_name -> smartproxy.tunnel.v1.Event.FieldsEntry
+	40, // 49: smartproxy.tunnel.v1.Ping.sent_at:type_name -> google.protobuf.Timestamp
+	40, // 50: smartproxy.tunnel.v1.Pong.ping_sent_at:type_name -> google.protobuf.Timestamp
+	40, // 51: smartproxy.tunnel.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
+	39, // 52: smartproxy.tunnel.v1.Drain.reconnect_after:type_name -> google.protobuf.Duration
+	6,  // 53: smartproxy.tunnel.v1.TunnelService.Connect:input_type -> smartproxy.tunnel.v1.ConnectRequest
+	7,  // 54: smartproxy.tunnel.v1.TunnelService.Connect:output_type -> smartproxy.tunnel.v1.ConnectResponse
+	54, // [54:55] is the sub-list for method output_type
+	53, // [53:54] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_smartproxy_tunnel_v1_tunnel_proto_init() }
