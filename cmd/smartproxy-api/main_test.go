@@ -460,7 +460,7 @@ func TestConfigCommands(t *testing.T) {
 		t.Errorf("exported document = %+v", doc)
 	}
 	mustCLI(t, dir, "config", "unset", "log_level", "limits.max_sessions")
-	if show := mustCLI(t, dir, "config", "show"); !strings.Contains(show, "log_level                        (unset)") {
+	if show := mustCLI(t, dir, "config", "show"); !regexp.MustCompile(`(?m)^log_level +\(unset\)$`).MatchString(show) {
 		t.Errorf("config show after unset:\n%s", show)
 	}
 	if keys := mustCLI(t, dir, "config", "keys"); !strings.Contains(keys, "company_key FILE") || !strings.Contains(keys, "limits.max_sessions VALUE") {
