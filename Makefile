@@ -91,6 +91,10 @@ bench-e2e: build ## End-to-end transfers: direct TLS vs HAProxy vs SmartProxy; r
 demo: build ## Run the whole system on loopback with embedded defaults and deliver a file.
 	./scripts/demo.sh
 
+.PHONY: demo-ui
+demo-ui: build ## Run the demo and keep the system up (web admin) until Ctrl-C.
+	DEMO_UI=1 ./scripts/demo.sh
+
 .PHONY: pki
 pki: build ## Create a tunnel CA and server/client certificates in ./pki.
 	$(BIN)/smartproxy-server pki init --dir $(CURDIR)/pki

@@ -322,3 +322,13 @@ echo "OK: incoming: partner → smartproxy-server → tunnel → smartproxy-clie
 echo "    outgoing: internal OFTP2 server → smartproxy-client route → tunnel → smartproxy-server → partner:"
 echo "    both files arrived byte-identical and each sender received the end-to-end response (EERP);"
 echo "    the configuration came from the backend (smartproxy-api), which received the proxy's events."
+
+# Web admin (docs/backend.md): a user "admin" with a password printed once.
+ADMIN_PW=$("$BIN/smartproxy-api" user add admin --data-dir "$API_DIR" 2>&1 | awk '/shown once/ {print $NF}')
+[[ -n $ADMIN_PW ]] || fail "smartproxy-api user add printed no password"
+echo
+echo "Web admin: https://$API_ADDR/admin/  (user admin, one-time password $ADMIN_PW; the certificate is self-signed, SHA-256 $API_FP)"
+if [[ ${DEMO_UI:-0} == 1 ]]; then
+  echo "The system keeps running for the web admin; press Ctrl-C to stop it."
+  wait
+fi

@@ -401,6 +401,20 @@ type LicenseStatus struct {
 	ExpiresAt *time.Time `json:"expires_at"`
 	// Reason says why the license is not valid; empty when valid.
 	Reason string `json:"reason"`
+	// Tunnel is the client's tunnel to the DMZ server when it sent this report; nil from
+	// clients that do not report it. A client reporting it repeats the report periodically, so
+	// that the backend can show its tunnel and sessions as current.
+	Tunnel *TunnelState `json:"tunnel,omitempty"`
+}
+
+// TunnelState is a proxy client's view of its tunnel to the DMZ server, part of LicenseStatus.
+type TunnelState struct {
+	// Streams is the number of tunnel streams established now; 0 when the tunnel is down.
+	Streams int `json:"streams"`
+	// OpenSessions is the number of partner sessions open through the tunnel now.
+	OpenSessions int `json:"open_sessions"`
+	// ConnectedAt is when the oldest established stream connected; nil when the tunnel is down.
+	ConnectedAt *time.Time `json:"connected_at"`
 }
 
 // ConfigStatus is the body of POST /v1/config-status: what the DMZ server answered for a

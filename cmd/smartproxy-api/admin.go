@@ -230,6 +230,16 @@ func (b bindingFlags) binding() (*store.CertificateBinding, error) {
 	return out, nil
 }
 
+// readPasswordFile returns the first line of a --password-file.
+func readPasswordFile(path string) (string, error) {
+	b, err := readFile("--password-file", path, 4096)
+	if err != nil {
+		return "", err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSuffix(line, "\r"), nil
+}
+
 // passwordFlags are --password and --password-file.
 type passwordFlags struct{ value, file *string }
 
@@ -246,12 +256,8 @@ func (p passwordFlags) password() (string, bool, error) {
 	case *p.value != "" && *p.file != "":
 		return "", false, usagef("--password and --password-file cannot be combined")
 	case *p.file != "":
-		b, err := readFile("--password-file", *p.file, 4096)
-		if err != nil {
-			return "", false, err
-		}
-		line, _, _ := strings.Cut(string(b), "\n")
-		return strings.TrimSuffix(line, "\r"), true, nil
+		pw, err := readPasswordFile(*p.file)
+		return pw, err == nil, err
 	case *p.value != "":
 		return *p.value, true, nil
 	}
