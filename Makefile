@@ -45,7 +45,7 @@ STRESSTIMEOUT ?= 120m
 test-stress: ## Flake hunt (not in CI): the whole suite with -race -count=STRESSCOUNT beside two busy loops.
 	$(GO) vet ./...
 	@busy() { while :; do :; done; }; busy & b1=$$!; busy & b2=$$!; \
-	  trap 'kill $$b1 $$b2 2>/dev/null || true' EXIT; \
+	  trap 'kill $$b1 $$b2 2>/dev/null || true' EXIT; trap 'exit 143' INT TERM; \
 	  start=$$(date +%s); rc=0; \
 	  $(GO) test -race -count=$(STRESSCOUNT) -timeout $(STRESSTIMEOUT) ./... || rc=$$?; \
 	  echo "test-stress: -race -count=$(STRESSCOUNT) with two busy loops: $$(( $$(date +%s) - start ))s, exit status $$rc"; \
