@@ -37,6 +37,20 @@ test: ## Vet, then run every test with the race detector.
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
 
+# `make test-stress`: repetitions of the whole suite and its time limit.
+STRESSCOUNT   ?= 3
+STRESSTIMEOUT ?= 120m
+
+.PHONY: test-stress
+test-stress: ## Flake hunt (not in CI): the whole suite with -race -count=STRESSCOUNT beside two busy loops.
+	$(GO) vet ./...
+	@busy() { while :; do :; done; }; busy & b1=$$!; busy & b2=$$!; \
+	  trap 'kill $$b1 $$b2 2>/dev/null || true' EXIT; \
+	  start=$$(date +%s); rc=0; \
+	  $(GO) test -race -count=$(STRESSCOUNT) -timeout $(STRESSTIMEOUT) ./... || rc=$$?; \
+	  echo "test-stress: -race -count=$(STRESSCOUNT) with two busy loops: $$(( $$(date +%s) - start ))s, exit status $$rc"; \
+	  exit $$rc
+
 .PHONY: test-short
 test-short: ## Quick tests without the race detector.
 	$(GO) test -short -count=1 ./...

@@ -48,6 +48,10 @@ type Config struct {
 	// loopback address. The admin port has no authentication of its own, so
 	// this is off by default.
 	AllowNonLoopback bool
+	// Health is the daemon's health service with its named parts, served
+	// here next to the admin service. If nil, the admin port answers
+	// SERVING for as long as it runs.
+	Health *Health
 }
 
 // Server is the plaintext admin gRPC listener.
@@ -55,7 +59,7 @@ type Server struct {
 	cfg    Config // immutable
 	log    logrus.FieldLogger
 	grpc   *grpc.Server
-	health *health.Server
+	health *health.Server // cfg.Health's service, or the admin port's own
 }
 
 // New checks cfg and returns a server that is not yet serving.
@@ -70,7 +74,13 @@ func New(cfg Config) (*Server, error) {
 		log.WithField("panic", p).WithField("stack", string(debug.Stack())).Error("panic in admin handler")
 		return status.Error(codes.Internal, "internal error")
 	})
-	s := &Server{cfg: cfg, log: log, health: health.NewServer()}
+	s := &Server{cfg: cfg, log: log}
+	if cfg.Health != nil {
+		s.health = cfg.Health.Server()
+	} else {
+		s.health = health.NewServer()
+		s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	}
 	s.grpc = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(
 			logging.UnaryServerInterceptor(glog, transport.LoggingOptions()...),
@@ -84,7 +94,6 @@ func New(cfg Config) (*Server, error) {
 	Register(s.grpc, svc)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
 	return s, nil
 }

@@ -210,17 +210,25 @@ func (e *pinError) Error() string {
 		formatFingerprint(e.got), formatFingerprint(e.want))
 }
 
+// Is makes a pin mismatch match ErrCertificateMismatch.
+func (e *pinError) Is(target error) bool { return target == ErrCertificateMismatch }
+
 // permanentTransportError reports whether a transport error cannot go away by retrying: the
 // backend's certificate is not trusted.
 func permanentTransportError(err error) bool {
+	return errors.Is(err, ErrCertificateMismatch) || certificateUntrusted(err)
+}
+
+// certificateUntrusted reports whether err is a failed verification of the backend's
+// certificate chain or name (not a pin mismatch).
+func certificateUntrusted(err error) bool {
 	var (
-		pe *pinError
 		ve *tls.CertificateVerificationError
 		ua x509.UnknownAuthorityError
 		he x509.HostnameError
 		ci x509.CertificateInvalidError
 	)
-	return errors.As(err, &pe) || errors.As(err, &ve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci)
+	return errors.As(err, &ve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci)
 }
 
 // parseFingerprint reads 64 hexadecimal digits, optionally separated by colons or spaces.

@@ -14,9 +14,19 @@ var (
 	// ErrUnauthorized matches an *APIError with status 401: the token or the basic
 	// authentication was refused.
 	ErrUnauthorized = errors.New("apiclient: unauthorized")
+	// ErrForbidden matches an *APIError with status 403: the credentials are valid but not
+	// allowed this call.
+	ErrForbidden = errors.New("apiclient: forbidden")
 	// ErrNotFound matches an *APIError with status 404: the document does not exist (e.g. no
 	// license is stored).
 	ErrNotFound = errors.New("apiclient: not found")
+	// ErrCertificateMismatch is wrapped when the backend's certificate does not have the pinned
+	// SHA-256 fingerprint (Config.PinSHA256).
+	ErrCertificateMismatch = errors.New("apiclient: backend certificate does not match the pinned fingerprint")
+	// ErrCertificateUntrusted is wrapped when the backend's certificate does not verify: an
+	// unknown authority (no pin and no CA given for a self-signed certificate), a wrong host
+	// name or an expired certificate.
+	ErrCertificateUntrusted = errors.New("apiclient: backend certificate not trusted")
 	// ErrResponseTooLarge is wrapped when an answer's body exceeds its limit.
 	ErrResponseTooLarge = errors.New("apiclient: response body too large")
 	// ErrRequestTooLarge is wrapped when a request body would exceed the backend's limit
@@ -60,11 +70,14 @@ func (e *APIError) Error() string {
 	return s
 }
 
-// Is reports whether target is ErrUnauthorized for a 401 or ErrNotFound for a 404.
+// Is reports whether target is ErrUnauthorized for a 401, ErrForbidden for a 403 or ErrNotFound
+// for a 404.
 func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrUnauthorized:
 		return e.Status == http.StatusUnauthorized || e.Code == apiv1.CodeUnauthorized
+	case ErrForbidden:
+		return e.Status == http.StatusForbidden
 	case ErrNotFound:
 		return e.Status == http.StatusNotFound
 	}
@@ -100,3 +113,8 @@ func (e *OpError) Error() string { return "apiclient: " + e.Op + ": " + e.Err.Er
 
 // Unwrap returns Err.
 func (e *OpError) Unwrap() error { return e.Err }
+
+// Is makes a failed verification of the backend's certificate match ErrCertificateUntrusted.
+func (e *OpError) Is(target error) bool {
+	return target == ErrCertificateUntrusted && certificateUntrusted(e.Err)
+}

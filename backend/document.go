@@ -63,10 +63,16 @@ func Document(snap *store.Snapshot, withSecrets bool) *apiv1.ConfigDocument {
 			IdleTimeout:      apiv1.Duration(st.Limits.IdleTimeout),
 			MaxCredit:        st.Limits.MaxCredit,
 			MaxBufferSize:    st.Limits.MaxBufferSize,
+
+			MaxHandshakesPerSource: st.Limits.MaxHandshakesPerSource,
+			MaxHandshakesPerPrefix: st.Limits.MaxHandshakesPerPrefix,
+			PrefixLengthV4:         st.Limits.PrefixLengthV4,
+			PrefixLengthV6:         st.Limits.PrefixLengthV6,
 		},
 		OutgoingSourceIP: st.OutgoingSourceIP,
 		Routes:           []apiv1.Route{},
 		LogLevel:         st.LogLevel,
+		Revocation:       apiv1.Revocation(st.Revocation),
 		LogIgnoreRules:   []apiv1.LogIgnoreRule{},
 	}
 	if is := st.InternalServer; is.Address != "" || is.TLS() {

@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/backoff"
 	"smartproxy/internal/logging"
 	"smartproxy/tunnel"
 	"smartproxy/tunnel/transport"
@@ -87,9 +88,9 @@ type Config struct {
 	// PingInterval is how often each tunnel measures its round-trip time. If zero, the tunnel's
 	// default.
 	PingInterval time.Duration
-	// Backoff spaces reconnects (see transport.Backoff). Its zero value is the documented
+	// Backoff spaces reconnects (see backoff.Exponential). Its zero value is the documented
 	// default.
-	Backoff transport.Backoff
+	Backoff backoff.Exponential
 	// KeepaliveTime is the gRPC keepalive interval (see transport.ClientConfig). If zero, 20s.
 	KeepaliveTime time.Duration
 	// Observer, if not nil, is told what the servers report: configuration results, events,

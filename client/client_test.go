@@ -23,12 +23,12 @@ import (
 	"smartproxy/client/clienttest"
 	"smartproxy/client/configfile"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/backoff"
 	"smartproxy/internal/logging"
 	"smartproxy/internal/pki"
 	"smartproxy/oftp2"
 	"smartproxy/oftp2/endpoint"
 	"smartproxy/tunnel"
-	"smartproxy/tunnel/transport"
 )
 
 const waitLong = 10 * time.Second
@@ -88,7 +88,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		Levels:          e.levels,
 		ShutdownTimeout: 3 * time.Second,
 		Linger:          3 * time.Second,
-		Backoff:         transport.Backoff{Base: 20 * time.Millisecond, Cap: 100 * time.Millisecond},
+		Backoff:         backoff.Exponential{Base: 20 * time.Millisecond, Cap: 100 * time.Millisecond},
 		Observer:        opts.observer,
 	})
 	if err != nil {

@@ -50,7 +50,7 @@ func configFrames(snap *Snapshot, chunkSize int) []*tunnelv1.Frame {
 		chunked = append(chunked, c)
 	}
 	out := shallowWithCRLs(sec, crls)
-	frames := []*tunnelv1.Frame{{Kind: &tunnelv1.Frame_ConfigSnapshot{ConfigSnapshot: &tunnelv1.ConfigSnapshot{Version: snap.Version, Config: out}}}}
+	frames := []*tunnelv1.Frame{{Kind: &tunnelv1.Frame_ConfigSnapshot{ConfigSnapshot: &tunnelv1.ConfigSnapshot{Version: snap.Version, Config: out, Origin: snap.Origin}}}}
 	for _, c := range chunked {
 		der := c.GetDer()
 		for off := 0; off < len(der); off += chunkSize {

@@ -25,6 +25,10 @@ type Snapshot struct {
 	Digest [32]byte
 	// Source says where the configuration came from, for logs, e.g. "file /etc/smartproxy/client.json".
 	Source string
+	// Origin is the kind of source, OriginFile or OriginBackend: the server compares versions
+	// only between configurations of one origin (ConfigSnapshot.origin). Empty compares with
+	// any origin.
+	Origin string
 	// Security is the configuration the DMZ server enforces. A CRL is either inline (der set;
 	// the Client splits a large one into ConfigChunk frames when it sends) or streamed: der
 	// empty with its size and sha256 set, its bytes read from CRLSource whenever the
@@ -36,6 +40,14 @@ type Snapshot struct {
 	// Internal says how incoming sessions reach the internal OFTP2 server.
 	Internal InternalServer
 }
+
+// Origins of a Snapshot (Snapshot.Origin).
+const (
+	// OriginFile is a local configuration file, versioned by its modification time.
+	OriginFile = "file"
+	// OriginBackend is the backend, versioned by the document's revision.
+	OriginBackend = "backend"
+)
 
 // String describes s without secrets.
 func (s *Snapshot) String() string {

@@ -125,6 +125,13 @@ func (c *Client) runStream(ctx context.Context, index int, peer transport.PeerIn
 	c.metrics.tunnelConns.WithLabelValues("up").Inc()
 	st.mu.Lock()
 	st.applied = welcome.GetConfigVersion()
+	if o := welcome.GetConfigOrigin(); o != "" && snap.Origin != "" && o != snap.Origin {
+		// The server's version counts in another origin's numbers (a file's timestamp against
+		// backend revisions): it does not keep this client from pushing.
+		st.log.WithFields(logrus.Fields{"server_config_version": st.applied, "server_config_origin": o, "config_origin": snap.Origin}).
+			Info("the server holds a configuration of another origin; it will be replaced")
+		st.applied = 0
+	}
 	st.mu.Unlock()
 
 	c.mu.Lock()

@@ -21,6 +21,7 @@ import (
 
 	"smartproxy/client"
 	"smartproxy/client/configfile"
+	"smartproxy/internal/backoff"
 	"smartproxy/internal/license"
 	"smartproxy/internal/testnet"
 	"smartproxy/oftp2"
@@ -205,6 +206,7 @@ func (s *system) startServer(t testing.TB, ln net.Listener) {
 		DrainTimeout:      2 * time.Second,
 		ListenRetry:       50 * time.Millisecond,
 		EventQueue:        4096,
+		RefusalLogBurst:   -1, // the tests wait for every event; attack_test.go runs the default
 		SessionWindow:     uint32(s.window),
 	})
 	if err != nil {
@@ -244,14 +246,21 @@ func (s *system) startClient(t testing.TB, tunnelAddr string) *runningClient {
 	if err != nil {
 		t.Fatalf("the client refused the configuration file: %v", err)
 	}
+	return s.startClientWith(t, tunnelAddr, res.Snapshot)
+}
+
+// startClientWith runs a client with the configuration snap against tunnelAddr until the test
+// ends or its stop is called.
+func (s *system) startClientWith(t testing.TB, tunnelAddr string, snap *client.Snapshot) *runningClient {
+	t.Helper()
 	c, err := client.New(client.Config{
 		Server:          tunnelAddr,
 		ServerName:      "localhost",
 		Credentials:     &transport.StaticCredentials{Cert: s.fx.TunnelClient.TLS, Pool: s.fx.TunnelCA.Pool()},
-		Config:          res.Snapshot,
+		Config:          snap,
 		Logger:          s.clientLog.log,
 		Metrics:         prometheus.NewRegistry(),
-		Backoff:         transport.Backoff{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond},
+		Backoff:         backoff.Exponential{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond},
 		ShutdownTimeout: 5 * time.Second,
 		Window:          s.window,
 	})

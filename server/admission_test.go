@@ -300,7 +300,7 @@ func TestAdmissionHandshakeFlood(t *testing.T) {
 	const maxHandshakes = 20
 	cfg.Limits = &tunnelv1.Limits{
 		MaxHandshakes: maxHandshakes, HandshakeTimeout: durationpb.New(200 * time.Millisecond),
-		PerIpRate: 1e6, PerIpBurst: 1e6,
+		PerIpRate: 1e6, PerIpBurst: 1e6, MaxHandshakesPerSource: 1e6, MaxHandshakesPerPrefix: 1e6,
 	}
 	env := newEnv(t, p, cfg, envOptions{logLevel: logrus.InfoLevel})
 	addr := env.s.PartnerAddr()
@@ -312,7 +312,7 @@ func TestAdmissionHandshakeFlood(t *testing.T) {
 	go func() {
 		defer sampler.Done()
 		for {
-			if h := env.s.handshakeGate.held(); h > maxHeld {
+			if h := int64(env.s.preadmit.size()); h > maxHeld {
 				maxHeld = h
 			}
 			select {
@@ -352,25 +352,29 @@ func TestAdmissionHandshakeFlood(t *testing.T) {
 		t.Errorf("up to %d handshakes were held, limit %d", maxHeld, maxHandshakes)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for env.s.openSessions() != 0 || env.s.handshakeGate.held() != 0 || env.s.sessionGate.held() != 0 {
+	for env.s.openSessions() != 0 || env.s.preadmit.size() != 0 || env.s.sessionGate.held() != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("after the flood: %d sessions, %d handshakes, %d session slots held", env.s.openSessions(), env.s.handshakeGate.held(), env.s.sessionGate.held())
+			t.Fatalf("after the flood: %d sessions, %d handshakes, %d session slots held", env.s.openSessions(), env.s.preadmit.size(), env.s.sessionGate.held())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	timeouts, limited := 0, 0
+	// A full pool evicts its longest-silent connection instead of refusing the newcomer: every
+	// silent connection either timed out or was evicted, and none was refused at accept.
+	timeouts, evicted, refused := 0, 0, 0
 	for _, en := range env.hook.AllEntries() {
 		switch en.Data["event"] {
 		case EventPartnerTLSRejected:
 			if en.Data["reason"] == reasonHandshakeTime {
 				timeouts++
 			}
-		case EventPartnerOverloaded:
-			limited++
+		case EventPartnerEvicted:
+			evicted++
+		case EventPartnerOverloaded, EventPartnerSourceLimit:
+			refused++
 		}
 	}
-	if timeouts+limited != total || timeouts == 0 {
-		t.Errorf("events: %d handshake timeouts + %d over the limit, want %d in all with some timeouts", timeouts, limited, total)
+	if timeouts+evicted != total || timeouts == 0 || evicted == 0 || refused != 0 {
+		t.Errorf("events: %d handshake timeouts + %d evicted + %d refused, want %d timeouts and evictions, both > 0", timeouts, evicted, refused, total)
 	}
 	if n := len(env.client.SessionOpens()); n != 0 || env.responder.Conns() != 0 {
 		t.Errorf("the flood reached the inside: %d SessionOpens, %d responder connections", n, env.responder.Conns())

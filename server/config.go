@@ -120,17 +120,23 @@ type applyResult struct {
 
 // applySnapshot compiles a complete snapshot and makes it the policy in force when its version
 // is higher than the current one. The newest version wins across all tunnels: an older or
-// equal version is not applied (an equal one is reported as in force).
+// equal version is not applied (an equal one is reported as in force). Versions are compared
+// only between snapshots of one origin: a file's version (a timestamp in milliseconds) would
+// otherwise outrank every backend revision for years, and a client switched from its file to
+// the backend could not replace the configuration without a restart of the server. A snapshot
+// of another origin is applied whatever its version.
 func (s *Server) applySnapshot(snap *tunnelv1.ConfigSnapshot, from string) applyResult {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	cur := s.policy.Load()
 	var curVersion uint64
+	var curOrigin string
 	if cur != nil {
-		curVersion = cur.Version
+		curVersion, curOrigin = cur.Version, cur.Origin
 	}
-	v := snap.GetVersion()
-	if v != 0 && v <= curVersion {
+	v, origin := snap.GetVersion(), snap.GetOrigin()
+	switched := cur != nil && origin != "" && curOrigin != "" && origin != curOrigin
+	if !switched && v != 0 && v <= curVersion {
 		s.metrics.configResults.WithLabelValues("stale").Inc()
 		if v == curVersion {
 			return applyResult{applied: true, current: curVersion}
@@ -153,8 +159,15 @@ func (s *Server) applySnapshot(snap *tunnelv1.ConfigSnapshot, from string) apply
 			with("config_version", strconv.FormatUint(v, 10)).with("tunnel", from))
 		return applyResult{current: curVersion, errs: ces}
 	}
+	pol.Origin = origin
 	s.policy.Store(pol)
 	s.metrics.configResults.WithLabelValues("applied").Inc()
+	if switched {
+		s.emit(event{name: EventConfigOriginChanged, severity: warnSeverity,
+			msg: fmt.Sprintf("configuration of origin %q version %d replaces origin %q version %d", origin, v, curOrigin, curVersion)}.
+			with("config_version", strconv.FormatUint(v, 10)).with("old_config_version", strconv.FormatUint(curVersion, 10)).
+			with("config_origin", origin).with("old_config_origin", curOrigin).with("tunnel", from))
+	}
 	s.metrics.configVersion.Set(float64(v))
 	if pol.LogLevel != 0 && (cur == nil || cur.LogLevel != pol.LogLevel) && pol.LogLevel != s.levels.Global() {
 		s.levels.SetGlobal(pol.LogLevel, fmt.Sprintf("configuration version %d", v))

@@ -87,6 +87,7 @@ func newEnv(t testing.TB, p *servertest.PKI, cfg *tunnelv1.SecurityConfig, opts 
 		DrainTimeout:      2 * time.Second,
 		ListenRetry:       100 * time.Millisecond,
 		EventQueue:        4096,
+		RefusalLogBurst:   -1, // tests count every event; refusals_test.go covers the summaries
 	}
 	if opts.config != nil {
 		opts.config(&sc)

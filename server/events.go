@@ -22,6 +22,15 @@ const (
 	EventPartnerRateLimited = "partner_rate_limited"
 	// EventPartnerOverloaded: the session or handshake limit was reached; closed before TLS.
 	EventPartnerOverloaded = "partner_connection_limit"
+	// EventPartnerSourceLimit: the source address or its network prefix has its maximum of
+	// connections in admission; closed before TLS.
+	EventPartnerSourceLimit = "partner_source_limit"
+	// EventPartnerEvicted: a connection in admission (TLS or SSID) was closed to make room for
+	// a new one, being the longest silent while the pre-admission pool was full.
+	EventPartnerEvicted = "partner_preadmission_evicted"
+	// EventPartnerRefusalsSuppressed: more refusals of one source in one interval than are
+	// logged one by one; the line carries their count.
+	EventPartnerRefusalsSuppressed = "partner_refusals_suppressed"
 	// EventPartnerTLSRejected: the TLS handshake failed (no client certificate, untrusted CA,
 	// old protocol version, timeout, garbage).
 	EventPartnerTLSRejected = "partner_tls_rejected"
@@ -31,6 +40,9 @@ const (
 	EventPartnerRevoked = "partner_revoked"
 	// EventPartnerCRLMissing: no configured CRL covers the client certificate (accepted).
 	EventPartnerCRLMissing = "partner_crl_missing"
+	// EventPartnerRevocationUnknown: under the hard revocation policy, no configured CRL covers
+	// the client certificate or the covering CRL is past its nextUpdate; refused in TLS.
+	EventPartnerRevocationUnknown = "partner_revocation_unknown"
 	// EventPartnerSSIDTimeout: no SSID within the SSID deadline after SSRM.
 	EventPartnerSSIDTimeout = "partner_ssid_timeout"
 	// EventPartnerSSIDInvalid: the first command was not a valid SSID.
@@ -66,6 +78,9 @@ const (
 	EventOutgoingCertExpired = "outgoing_cert_expired"
 	// EventOutgoingRevoked: a configured CRL lists a dialed partner's server certificate.
 	EventOutgoingRevoked = "outgoing_revoked"
+	// EventOutgoingRevocationUnknown: under the hard revocation policy, no configured CRL
+	// covers a dialed partner's server certificate, or its CRL is stale.
+	EventOutgoingRevocationUnknown = "outgoing_revocation_unknown"
 	// EventOutgoingCertMismatch: a dialed partner's server certificate is not bound to the
 	// route's Odette ID.
 	EventOutgoingCertMismatch = "outgoing_cert_mismatch"
@@ -84,6 +99,9 @@ const (
 	EventConfigApplied = "config_applied"
 	// EventConfigRejected: a configuration version was refused (ERROR).
 	EventConfigRejected = "config_rejected"
+	// EventConfigOriginChanged: a configuration of another origin (file, backend) replaced the
+	// one in force whatever its version: a client was switched to another source (WARNING).
+	EventConfigOriginChanged = "config_origin_changed"
 	// EventConfigWarning: a configuration was applied with a warning (WARN).
 	EventConfigWarning = "config_warning"
 	// EventListenerOpened: the partner listener accepts connections (INFO).
@@ -117,7 +135,8 @@ type event struct {
 func security(name, remoteAddr, odetteID, reason, msg string) event {
 	sev := tunnelv1.Severity_SEVERITY_CRITICAL
 	switch name {
-	case EventPartnerRateLimited, EventPartnerOverloaded, EventPartnerTLSRejected, EventPartnerSSIDTimeout, EventPartnerCRLMissing:
+	case EventPartnerRateLimited, EventPartnerOverloaded, EventPartnerTLSRejected, EventPartnerSSIDTimeout, EventPartnerCRLMissing,
+		EventPartnerSourceLimit, EventPartnerEvicted, EventPartnerRefusalsSuppressed:
 		// Background noise of every internet-facing port: worth a line for fail2ban, not a
 		// page to an operator.
 		sev = tunnelv1.Severity_SEVERITY_WARNING
@@ -249,8 +268,10 @@ func (s *Server) emit(e event) { s.emitOn(nil, e) }
 
 // emitOn logs e as one line and queues it as an Event frame, preferably on tc. A log-ignore
 // rule of the configuration that matches the line lowers a warning or worse to INFO, on the
-// log line and in the frame. When the queue is full the frame is dropped and counted; the log
-// line is always written.
+// log line and in the frame. A security event about a source past its threshold of the
+// interval is only counted, for the source's partner_refusals_suppressed summary (see
+// refusals.go). When the queue is full the frame is dropped and counted; the log line is
+// always written.
 func (s *Server) emitOn(tc *tunnelConn, e event) {
 	now := s.now()
 	level := e.logLevel()
@@ -260,6 +281,11 @@ func (s *Server) emitOn(tc *tunnelConn, e event) {
 			e.severity = tunnelv1.Severity_SEVERITY_INFO
 			e = e.with("ignored_by", rule.Description).with("ignore_rule", rule.Substring)
 		}
+	}
+	if e.security && level == logrus.WarnLevel && e.remoteAddr != "" && e.name != EventPartnerRefusalsSuppressed &&
+		!s.refusals.admit(e.remoteAddr, e.name) {
+		s.metrics.eventsSuppressed.Inc()
+		return
 	}
 	fields := e.logFields()
 	if e.remoteAddr != "" {
@@ -275,13 +301,26 @@ func (s *Server) emitOn(tc *tunnelConn, e event) {
 	}
 }
 
+// flushRefusals ends a refusal log interval: it emits the partner_refusals_suppressed
+// summaries of the sources over their threshold.
+func (s *Server) flushRefusals() {
+	for _, e := range s.refusals.flush(s.cfg.RefusalLogInterval) {
+		s.emit(e)
+	}
+}
+
 // eventLoop sends queued Event frames until ctx ends: on the preferred tunnel while it is
-// connected, else on any connected tunnel, else nowhere (the event was logged).
+// connected, else on any connected tunnel, else nowhere (the event was logged). At the end of
+// each refusal log interval it emits the summaries.
 func (s *Server) eventLoop(ctx context.Context) {
+	tick := time.NewTicker(s.cfg.RefusalLogInterval)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-tick.C:
+			s.flushRefusals()
 		case q := <-s.events:
 			tc := q.tunnel
 			if tc == nil || !s.tunnelConnected(tc) {

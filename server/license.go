@@ -80,6 +80,7 @@ func (s *Server) noteLicense(why string) {
 	changed := s.licenseStatus == nil || !proto.Equal(s.licenseStatus, msg)
 	s.licenseStatus = msg
 	s.licenseMu.Unlock()
+	s.updateHealth()
 	if st.Valid {
 		s.metrics.licenseValid.Set(1)
 	} else {

@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"smartproxy/admin"
 )
 
 // The partner listener is open exactly while all of these hold: a valid configuration has been
@@ -88,6 +90,7 @@ func (s *Server) listenerLoop(ctx context.Context) {
 					msg: "partner listener open"}.with("listen_addr", l.Addr().String()))
 			}
 		}
+		s.updateHealth()
 		select {
 		case <-ctx.Done():
 			return
@@ -96,6 +99,38 @@ func (s *Server) listenerLoop(ctx context.Context) {
 			retry = nil
 		}
 	}
+}
+
+// Health returns the server's gRPC health service: overall SERVING only while at least one
+// client tunnel is up, a valid license is installed and the partner listener is open, with the
+// named parts admin.HealthServerTunnel and admin.HealthServerPartners. It is served on the
+// tunnel port; give it to the admin listener too (admin.Config.Health).
+func (s *Server) Health() *admin.Health { return s.health }
+
+// updateHealth reports the tunnels, the partner listener and the license to the health
+// service. Every change of one of them calls it (the listener manager runs after each tunnel
+// change).
+func (s *Server) updateHealth() {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	tunnels := s.tunnelCount()
+	s.health.Set(admin.HealthServerTunnel, tunnels > 0, "no client tunnel connected")
+	var why string
+	switch {
+	case s.PartnerAddr() != "":
+		if err := s.license.Load().check(s.cfg.ProxyID, s.now()); err != nil {
+			why = "license not valid: " + err.Error()
+		}
+	case s.draining.Load():
+		why = "draining"
+	case s.policy.Load() == nil:
+		why = "no configuration received yet"
+	case tunnels == 0:
+		why = "no client tunnel connected"
+	default:
+		why = "partner listener not bound"
+	}
+	s.health.Set(admin.HealthServerPartners, why == "", why)
 }
 
 func (s *Server) setListenerAddr(a string) {
@@ -112,8 +147,10 @@ func (s *Server) PartnerAddr() string {
 }
 
 // acceptLoop accepts partner connections on ln until it is closed. Limits that apply before
-// TLS are checked here, in this order: concurrent sessions, concurrent handshakes, per-source
-// rate. A connection over a limit is closed at once, before any TLS byte.
+// TLS are checked here, in this order: concurrent sessions, per-source rate, then the
+// pre-admission pool (per-source and per-prefix caps; a full pool evicts its longest-silent
+// connection, see preadmit.go). A connection over a limit is closed at once, before any TLS
+// byte.
 func (s *Server) acceptLoop(ln net.Listener) {
 	var backoff time.Duration
 	for {
@@ -158,24 +195,23 @@ func (s *Server) admitConn(conn net.Conn) {
 		refuse(EventPartnerOverloaded, "max_sessions", "concurrent session limit reached")
 		return
 	}
-	if !s.handshakeGate.tryAcquire(pol.Limits.MaxHandshakes) {
-		s.sessionGate.release()
-		refuse(EventPartnerOverloaded, "max_handshakes", "concurrent handshake limit reached")
-		return
-	}
 	if !s.rate.allow(remote.Addr(), pol.Limits.PerIPRate, pol.Limits.PerIPBurst) {
-		s.handshakeGate.release()
 		s.sessionGate.release()
 		refuse(EventPartnerRateLimited, "per_ip_rate", "connection rate of the source exceeded")
 		return
 	}
+	slot, reason := s.preadmit.acquire(conn, remote.Addr(), pol.Limits)
+	if slot == nil {
+		s.sessionGate.release()
+		refuse(EventPartnerSourceLimit, reason, "the source or its network has its maximum of connections in admission")
+		return
+	}
 	s.metrics.sessions.Inc()
-	s.metrics.handshakes.Inc()
 	s.partnerWG.Add(1)
 	go func() {
 		defer s.partnerWG.Done()
 		defer s.metrics.sessions.Dec()
 		defer s.sessionGate.release()
-		s.servePartner(conn, pol, remote)
+		s.servePartner(slot.conn, pol, remote, slot)
 	}()
 }

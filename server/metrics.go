@@ -20,9 +20,11 @@ type metrics struct {
 	licenseValid  prometheus.Gauge
 	listenerOpen  prometheus.Gauge
 	eventsDropped prometheus.Counter
-	crlReports    prometheus.Counter
-	windowStalls  prometheus.Counter
-	tunnelRTT     prometheus.Histogram
+	// eventsSuppressed counts security events not logged one by one (summarised).
+	eventsSuppressed prometheus.Counter
+	crlReports       prometheus.Counter
+	windowStalls     prometheus.Counter
+	tunnelRTT        prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -51,6 +53,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "smartproxy_server_partner_listener_open", Help: "1 while the partner listener accepts connections."}),
 		eventsDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "smartproxy_server_tunnel_events_dropped_total", Help: "Event frames not sent because the queue to the tunnel was full (the log line was written)."}),
+		eventsSuppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "smartproxy_server_security_events_suppressed_total", Help: "Security events past their source's threshold, counted in partner_refusals_suppressed summaries instead of logged one by one."}),
 		crlReports: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "smartproxy_server_crl_url_reports_total", Help: "CRL distribution point URLs reported to the client."}),
 		windowStalls: prometheus.NewCounter(prometheus.CounterOpts{
@@ -63,7 +67,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.sessions, m.handshakes, m.admissions, m.bytes, m.buffers, m.violations,
-		m.tunnels, m.configVersion, m.configResults, m.licenseValid, m.listenerOpen, m.eventsDropped, m.crlReports,
+		m.tunnels, m.configVersion, m.configResults, m.licenseValid, m.listenerOpen, m.eventsDropped, m.eventsSuppressed, m.crlReports,
 		m.windowStalls, m.tunnelRTT} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

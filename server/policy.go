@@ -32,16 +32,32 @@ const (
 	// DefaultMaxSessions is the default limit of concurrent partner connections.
 	DefaultMaxSessions = 2000
 	// DefaultMaxHandshakes is the default limit of concurrent connections that are not yet
-	// verified (TLS handshake or SSID exchange in progress).
+	// verified (TLS handshake or SSID exchange in progress): the size of the pre-admission
+	// pool.
 	DefaultMaxHandshakes = 200
+	// DefaultMaxHandshakesPerSource is the default limit of concurrent unverified connections
+	// from one source address. A partner opens one connection per session and rarely more
+	// than a few sessions at once.
+	DefaultMaxHandshakesPerSource = 8
+	// DefaultMaxHandshakesPerPrefix is the default limit of concurrent unverified connections
+	// from one network prefix (DefaultPrefixLengthV4, DefaultPrefixLengthV6).
+	DefaultMaxHandshakesPerPrefix = 32
+	// DefaultPrefixLengthV4 is the IPv4 prefix the per-prefix limit counts.
+	DefaultPrefixLengthV4 = 24
+	// DefaultPrefixLengthV6 is the IPv6 prefix the per-prefix limit counts: one site usually
+	// owns a whole /64.
+	DefaultPrefixLengthV6 = 64
 	// DefaultPerIPRate is the default number of new connections per second one source may open.
 	DefaultPerIPRate = 5.0
 	// DefaultPerIPBurst is the default burst of new connections from one source.
 	DefaultPerIPBurst = 20
-	// DefaultHandshakeTimeout is the default time allowed for the TLS handshake.
-	DefaultHandshakeTimeout = 10 * time.Second
-	// DefaultSSIDTimeout is the default time allowed for the partner's SSID after SSRM.
-	DefaultSSIDTimeout = 30 * time.Second
+	// DefaultHandshakeTimeout is the default time allowed for the TLS handshake: a handful of
+	// round trips even on a slow line, short so that a silent connection holds its
+	// pre-admission slot briefly.
+	DefaultHandshakeTimeout = 5 * time.Second
+	// DefaultSSIDTimeout is the default time allowed for the partner's SSID after SSRM. An
+	// OFTP2 initiator answers SSRM with its SSID at once (RFC 5024 §4.2.1).
+	DefaultSSIDTimeout = 10 * time.Second
 	// DefaultIdleTimeout is the default time a session may go without any command.
 	DefaultIdleTimeout = 5 * time.Minute
 	// DefaultMaxCredit is the default upper bound of SSIDCRED passed on: the protocol's own
@@ -71,6 +87,10 @@ type Policy struct {
 	CAs []*x509.Certificate
 	// Revocation answers revocation questions from the configured CRLs.
 	Revocation *revocation.Checker
+	// RevocationMode says what happens to a partner certificate of unknown revocation state
+	// (no CRL covers it, or its CRL is past nextUpdate): RevocationSoft or RevocationHard,
+	// unless a partner bound to the certificate overrides it.
+	RevocationMode RevocationMode
 	// CRLs are the parsed CRLs with their source URLs, in configuration order.
 	CRLs []*revocation.CRL
 	// Partners maps an Odette ID (trailing spaces removed) to its partner.
@@ -79,15 +99,77 @@ type Policy struct {
 	Limits Limits
 	// OutgoingSourceIP is the source address for outgoing connections; invalid if unset.
 	OutgoingSourceIP netip.Addr
+	// Origin is where the configuration comes from (ConfigSnapshot.origin): versions are
+	// compared only between configurations of one origin.
+	Origin string
 	// Routes are the outgoing routes by name.
 	Routes map[string]*Route
 	// LogLevel is the requested process log level; 0 (panic) means no change.
 	LogLevel logrus.Level
 	// IgnoreRules lower matching events to INFO.
 	IgnoreRules []IgnoreRule
+
+	// revocationOverrides are the partners with a RevocationMode of their own.
+	revocationOverrides []*Partner
 	// Warnings are problems that did not prevent the configuration from being applied (a
 	// CRL past its nextUpdate, for example), one line each.
 	Warnings []string
+}
+
+// RevocationMode is the revocation policy for partner certificates whose revocation state is
+// unknown.
+type RevocationMode uint8
+
+const (
+	// RevocationDefault, for a partner, means the configuration's mode.
+	RevocationDefault RevocationMode = iota
+	// RevocationSoft accepts the certificate with a partner_crl_missing event (a stale CRL is
+	// still used and reported as a configuration warning).
+	RevocationSoft
+	// RevocationHard refuses the certificate in the TLS handshake with a
+	// partner_revocation_unknown event.
+	RevocationHard
+)
+
+// String returns "default", "soft" or "hard".
+func (m RevocationMode) String() string {
+	switch m {
+	case RevocationDefault:
+		return "default"
+	case RevocationSoft:
+		return "soft"
+	case RevocationHard:
+		return "hard"
+	}
+	return fmt.Sprintf("RevocationMode(%d)", int(m))
+}
+
+// revocationMode compiles a RevocationPolicy; field is its path for errors.
+func (c *compiler) revocationMode(field string, rp tunnelv1.RevocationPolicy) RevocationMode {
+	switch rp {
+	case tunnelv1.RevocationPolicy_REVOCATION_POLICY_UNSPECIFIED:
+		return RevocationDefault
+	case tunnelv1.RevocationPolicy_REVOCATION_POLICY_SOFT:
+		return RevocationSoft
+	case tunnelv1.RevocationPolicy_REVOCATION_POLICY_HARD:
+		return RevocationHard
+	}
+	c.errorf(field, "unknown value %d", rp)
+	return RevocationDefault
+}
+
+// revocationModeFor returns the revocation mode for cert: the mode of the partners cert is
+// bound to that have one of their own (hard if any of them says hard), else the
+// configuration's. Only partners with an override are looked at, so the usual configuration
+// costs nothing per handshake.
+func (p *Policy) revocationModeFor(cert *x509.Certificate) RevocationMode {
+	mode, matched := p.RevocationMode, false
+	for _, pt := range p.revocationOverrides {
+		if pt.certMatches(cert) && (!matched || pt.RevocationMode == RevocationHard) {
+			mode, matched = pt.RevocationMode, true
+		}
+	}
+	return mode
 }
 
 // Partner is one configured trading partner.
@@ -103,6 +185,9 @@ type Partner struct {
 	// Bindings are the certificates the partner may present; empty means the certificate
 	// subject's serialNumber must equal OdetteID.
 	Bindings []Binding
+	// RevocationMode overrides the configuration's RevocationMode for certificates bound to
+	// this partner; RevocationDefault means no override.
+	RevocationMode RevocationMode
 	// Networks are the source networks allowed; empty means any.
 	Networks []netip.Prefix
 	// Direction says which sessions the partner may take part in.
@@ -165,8 +250,15 @@ type Binding struct {
 type Limits struct {
 	// MaxSessions limits concurrent partner connections.
 	MaxSessions int
-	// MaxHandshakes limits concurrent unverified connections.
+	// MaxHandshakes limits concurrent unverified connections (the pre-admission pool).
 	MaxHandshakes int
+	// MaxHandshakesPerSource limits concurrent unverified connections from one address.
+	MaxHandshakesPerSource int
+	// MaxHandshakesPerPrefix limits concurrent unverified connections from one network
+	// prefix of PrefixLengthV4 or PrefixLengthV6 bits.
+	MaxHandshakesPerPrefix int
+	// PrefixLengthV4 and PrefixLengthV6 are the prefix lengths MaxHandshakesPerPrefix counts.
+	PrefixLengthV4, PrefixLengthV6 int
 	// PerIPRate is the token rate of one source, connections per second.
 	PerIPRate float64
 	// PerIPBurst is the bucket size of one source.
@@ -263,6 +355,9 @@ func CompilePolicy(version uint64, cfg *tunnelv1.SecurityConfig, now time.Time) 
 	p.CAs, p.Roots = c.trustedCAs(cfg.GetTrustedCaCertificates())
 	p.CRLs = c.crls(cfg.GetCrls(), p.CAs)
 	p.Limits = c.limits(cfg.GetLimits())
+	if p.RevocationMode = c.revocationMode("revocation_policy", cfg.GetRevocationPolicy()); p.RevocationMode == RevocationDefault {
+		p.RevocationMode = RevocationSoft
+	}
 	for i, pc := range cfg.GetPartners() {
 		path := fmt.Sprintf("partners[%d]", i)
 		pt := c.partner(path, pc, p.Limits)
@@ -274,6 +369,9 @@ func CompilePolicy(version uint64, cfg *tunnelv1.SecurityConfig, now time.Time) 
 			continue
 		}
 		p.Partners[pt.OdetteID] = pt
+		if pt.RevocationMode != RevocationDefault {
+			p.revocationOverrides = append(p.revocationOverrides, pt)
+		}
 	}
 	if s := cfg.GetOutgoingSourceIp(); s != "" {
 		a, err := netip.ParseAddr(s)
@@ -433,16 +531,21 @@ func (c *compiler) crls(list []*tunnelv1.Crl, cas []*x509.Certificate) []*revoca
 
 func (c *compiler) limits(l *tunnelv1.Limits) Limits {
 	out := Limits{
-		MaxSessions:      DefaultMaxSessions,
-		MaxHandshakes:    DefaultMaxHandshakes,
-		PerIPRate:        DefaultPerIPRate,
-		PerIPBurst:       DefaultPerIPBurst,
-		HandshakeTimeout: DefaultHandshakeTimeout,
-		SSIDTimeout:      DefaultSSIDTimeout,
-		IdleTimeout:      DefaultIdleTimeout,
-		MaxCredit:        DefaultMaxCredit,
-		MaxBufferSize:    DefaultMaxBufferSize,
-		ConnectTimeout:   DefaultConnectTimeout,
+		MaxSessions:    DefaultMaxSessions,
+		MaxHandshakes:  DefaultMaxHandshakes,
+		PrefixLengthV4: DefaultPrefixLengthV4,
+		PrefixLengthV6: DefaultPrefixLengthV6,
+
+		MaxHandshakesPerSource: DefaultMaxHandshakesPerSource,
+		MaxHandshakesPerPrefix: DefaultMaxHandshakesPerPrefix,
+		PerIPRate:              DefaultPerIPRate,
+		PerIPBurst:             DefaultPerIPBurst,
+		HandshakeTimeout:       DefaultHandshakeTimeout,
+		SSIDTimeout:            DefaultSSIDTimeout,
+		IdleTimeout:            DefaultIdleTimeout,
+		MaxCredit:              DefaultMaxCredit,
+		MaxBufferSize:          DefaultMaxBufferSize,
+		ConnectTimeout:         DefaultConnectTimeout,
 	}
 	if l == nil {
 		return out
@@ -452,6 +555,22 @@ func (c *compiler) limits(l *tunnelv1.Limits) Limits {
 	}
 	if v := l.GetMaxHandshakes(); v > 0 {
 		out.MaxHandshakes = int(v)
+	}
+	if v := l.GetMaxHandshakesPerSource(); v > 0 {
+		out.MaxHandshakesPerSource = int(v)
+	}
+	if v := l.GetMaxHandshakesPerPrefix(); v > 0 {
+		out.MaxHandshakesPerPrefix = int(v)
+	}
+	if v := l.GetPrefixLengthV4(); v != 0 && (v < 8 || v > 32) {
+		c.errorf("limits.prefix_length_v4", "%d is outside 8-32", v)
+	} else if v > 0 {
+		out.PrefixLengthV4 = int(v)
+	}
+	if v := l.GetPrefixLengthV6(); v != 0 && (v < 16 || v > 128) {
+		c.errorf("limits.prefix_length_v6", "%d is outside 16-128", v)
+	} else if v > 0 {
+		out.PrefixLengthV6 = int(v)
 	}
 	if v := l.GetPerIpRate(); v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 		c.errorf("limits.per_ip_rate", "%v is not a rate: want a finite number >= 0", v)
@@ -508,6 +627,10 @@ func (c *compiler) partner(path string, pc *tunnelv1.Partner, lim Limits) *Partn
 		MaxBufferSize: lim.MaxBufferSize,
 	}
 	ok := true
+	errs := len(c.errs)
+	if p.RevocationMode = c.revocationMode(path+".revocation_policy", pc.GetRevocationPolicy()); len(c.errs) > errs {
+		ok = false
+	}
 	switch pc.GetCharsetPolicy() {
 	case tunnelv1.CharsetPolicy_CHARSET_POLICY_UNSPECIFIED, tunnelv1.CharsetPolicy_CHARSET_POLICY_STRICT:
 		p.Charset = oftp2.CharsetStrict

@@ -71,6 +71,8 @@ func TestCompilePolicyValid(t *testing.T) {
 		MaxSessions: 7, MaxHandshakes: DefaultMaxHandshakes, PerIPRate: DefaultPerIPRate, PerIPBurst: DefaultPerIPBurst,
 		HandshakeTimeout: DefaultHandshakeTimeout, SSIDTimeout: 3 * time.Second, IdleTimeout: DefaultIdleTimeout,
 		MaxCredit: 100, MaxBufferSize: DefaultMaxBufferSize, ConnectTimeout: 4 * time.Second,
+		MaxHandshakesPerSource: DefaultMaxHandshakesPerSource, MaxHandshakesPerPrefix: DefaultMaxHandshakesPerPrefix,
+		PrefixLengthV4: DefaultPrefixLengthV4, PrefixLengthV6: DefaultPrefixLengthV6,
 	}
 	if diff := cmp.Diff(wantLimits, pol.Limits); diff != "" {
 		t.Errorf("limits (-want +got):\n%s", diff)
@@ -149,6 +151,8 @@ func TestCompilePolicyErrors(t *testing.T) {
 		{"listen address host name", func(c *tunnelv1.SecurityConfig) { c.PartnerListenAddress = "dmz.example:6619" }, []string{"partner_listen_address"}},
 		{"listen address bad port", func(c *tunnelv1.SecurityConfig) { c.PartnerListenAddress = ":66190" }, []string{"partner_listen_address"}},
 		{"no identity", func(c *tunnelv1.SecurityConfig) { c.CompanyIdentity = nil }, []string{"company_identity"}},
+		{"unknown revocation policy", func(c *tunnelv1.SecurityConfig) { c.RevocationPolicy = 7 }, []string{"revocation_policy"}},
+		{"unknown partner revocation policy", func(c *tunnelv1.SecurityConfig) { c.Partners[0].RevocationPolicy = 7 }, []string{"partners[0].revocation_policy"}},
 		{"empty chain", func(c *tunnelv1.SecurityConfig) { c.CompanyIdentity.CertificateChain = nil }, []string{"company_identity.certificate_chain"}},
 		{"garbage certificate", func(c *tunnelv1.SecurityConfig) { c.CompanyIdentity.CertificateChain = [][]byte{{1, 2, 3}} }, []string{"company_identity.certificate_chain[0]"}},
 		{"garbage key", func(c *tunnelv1.SecurityConfig) { c.CompanyIdentity.PrivateKey = []byte("nope") }, []string{"company_identity.private_key"}},
@@ -206,6 +210,9 @@ func TestCompilePolicyErrors(t *testing.T) {
 				SsidTimeout: &durationpb.Duration{Seconds: 1, Nanos: -1}, MaxCredit: 1000, MaxBufferSize: 100000,
 			}
 		}, []string{"limits.per_ip_rate", "limits.handshake_timeout", "limits.ssid_timeout", "limits.max_credit", "limits.max_buffer_size"}},
+		{"prefix lengths", func(c *tunnelv1.SecurityConfig) {
+			c.Limits = &tunnelv1.Limits{PrefixLengthV4: 7, PrefixLengthV6: 129}
+		}, []string{"limits.prefix_length_v4", "limits.prefix_length_v6"}},
 		{"outgoing source ip", func(c *tunnelv1.SecurityConfig) { c.OutgoingSourceIp = "300.1.1.1" }, []string{"outgoing_source_ip"}},
 		{"routes", func(c *tunnelv1.SecurityConfig) {
 			c.OutgoingRoutes = []*tunnelv1.Route{{Name: "r", PartnerAddress: "x", PartnerOdetteId: "NOBODY"}, {Name: "r", PartnerAddress: "h:1", PartnerOdetteId: "O0013PARTNER"}}

@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
 
+	"smartproxy/admin"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/license"
 	"smartproxy/internal/logging"
@@ -75,6 +76,16 @@ type Config struct {
 	// MaxCRLBytes bounds the total size of the chunked CRLs of one pending configuration. If
 	// zero, 512 MiB.
 	MaxCRLBytes int64
+	// RefusalLogInterval is the interval of the refusal log summaries (see refusals.go): per
+	// source, the first RefusalLogBurst security events of an interval are logged one by one,
+	// the rest as one partner_refusals_suppressed line at its end. If zero, 10s.
+	RefusalLogInterval time.Duration
+	// RefusalLogBurst is how many security events of one source are logged one by one per
+	// interval. If zero, 10; if negative, every event is logged one by one.
+	RefusalLogBurst int
+	// RefusalLogMax bounds, per interval, the security events logged one by one and the
+	// sources summarised. If zero, 200.
+	RefusalLogMax int
 	// LicenseCheckInterval is how often the license is re-evaluated (expiry) and a changed
 	// status reported. If zero, 1 minute.
 	LicenseCheckInterval time.Duration
@@ -111,11 +122,12 @@ type Server struct {
 	nextID     atomic.Uint64
 	partnerWG  sync.WaitGroup // every partner connection goroutine
 
-	sessionGate   gate
-	handshakeGate gate
-	rate          *rateLimiter
+	sessionGate gate
+	preadmit    *preadmitPool // connections in TLS handshake or SSID exchange
+	rate        *rateLimiter
 
-	events chan queuedEvent // to the event sender
+	events   chan queuedEvent // to the event sender
+	refusals *refusalLog      // which security events are logged one by one
 
 	crlMu       sync.Mutex
 	crlVersion  uint64          // config version the reported set belongs to
@@ -123,6 +135,9 @@ type Server struct {
 
 	listenerMu   sync.Mutex
 	listenerAddr string // address of the open partner listener, "" when closed
+
+	health   *admin.Health // on the tunnel port, and on the admin port through Health()
+	healthMu sync.Mutex    // serialises updateHealth
 }
 
 // New checks cfg and returns a server that is not yet running.
@@ -164,6 +179,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxCRLBytes <= 0 {
 		cfg.MaxCRLBytes = 512 << 20
 	}
+	if cfg.RefusalLogInterval <= 0 {
+		cfg.RefusalLogInterval = DefaultRefusalLogInterval
+	}
+	if cfg.RefusalLogBurst == 0 {
+		cfg.RefusalLogBurst = DefaultRefusalLogBurst
+	}
+	if cfg.RefusalLogMax <= 0 {
+		cfg.RefusalLogMax = DefaultRefusalLogMax
+	}
 	if cfg.LicenseCheckInterval <= 0 {
 		cfg.LicenseCheckInterval = time.Minute
 	}
@@ -185,9 +209,12 @@ func New(cfg Config) (*Server, error) {
 		tunnels:     make(map[*tunnelConn]struct{}),
 		sessions:    make(map[uint64]*partnerSession),
 		rate:        newRateLimiter(0, cfg.Now),
+		preadmit:    newPreadmitPool(cfg.Now, m),
 		events:      make(chan queuedEvent, cfg.EventQueue),
+		refusals:    newRefusalLog(cfg.RefusalLogBurst, cfg.RefusalLogMax),
 		crlReported: make(map[string]bool),
 	}
+	s.health = admin.NewHealth(cfg.Logger, admin.HealthServerPartners, admin.HealthServerTunnel)
 	s.license.Store(loadLicense(cfg.LicensePath, cfg.LicenseKeys))
 	s.noteLicense("start")
 	return s, nil
@@ -204,6 +231,7 @@ func (s *Server) Run(ctx context.Context) error {
 		AllowedClients: s.cfg.AllowedClients,
 		OnStream:       s.handleStream,
 		Register:       s.cfg.RegisterTunnelServices,
+		Health:         s.health.Server(),
 		Logger:         s.log,
 	})
 	if err != nil {

@@ -59,11 +59,12 @@ func (ps *partnerSession) stop(c *bridge.Stop) { ps.cancel(c) }
 
 // servePartner runs one partner connection: admission (TLS, SSRM, SSID checks), the inside
 // session, and the bridge between the two. It owns raw and closes it.
-func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort) {
+func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort, slot *preSlot) {
 	defer raw.Close()
+	defer slot.release()
 	ps, log, done := s.newPartnerSession(remote.String(), "incoming", "tls handshake")
 	defer done()
-	a := s.admitPartner(ps, raw, pol, remote, log)
+	a := s.admitPartner(ps, raw, pol, remote, slot, log)
 	if a == nil {
 		return
 	}
@@ -118,21 +119,15 @@ type admitted struct {
 // certificate checks, SSRM, the partner's SSID and its checks, the license. Nothing has gone
 // inside yet. It returns nil when the connection was refused (the refusal is logged and, where
 // the protocol allows, answered with ESID); otherwise the caller must call end.
-func (s *Server) admitPartner(ps *partnerSession, raw net.Conn, pol *Policy, remote netip.AddrPort, log *logrus.Entry) *admitted {
-	hsHeld := true
-	releaseHandshake := func() {
-		if hsHeld {
-			hsHeld = false
-			s.handshakeGate.release()
-			s.metrics.handshakes.Dec()
-		}
-	}
+// The pre-admission slot sets the TLS and SSID deadlines and may evict the connection while it
+// is unverified (see preadmit.go).
+func (s *Server) admitPartner(ps *partnerSession, raw net.Conn, pol *Policy, remote netip.AddrPort, slot *preSlot, log *logrus.Entry) *admitted {
 	// A stop (admin kill, shutdown) during admission unblocks every read and write.
 	stopAdmission := context.AfterFunc(ps.ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
 	end := func() {
 		stopAdmission()
 		raw.SetDeadline(time.Time{})
-		releaseHandshake()
+		slot.release()
 	}
 	ok := false
 	defer func() {
@@ -143,9 +138,10 @@ func (s *Server) admitPartner(ps *partnerSession, raw net.Conn, pol *Policy, rem
 
 	info := &peerInfo{}
 	conn := tls.Server(raw, partnerTLSConfig(pol, s.now, info))
-	raw.SetDeadline(s.now().Add(pol.Limits.HandshakeTimeout))
 	if err := conn.HandshakeContext(ps.ctx); err != nil {
 		s.refuse(ps, nil, classifyHandshakeError(err))
+		// A certificate refused by the hard revocation policy still names the CRLs to fetch.
+		s.reportCRLURLs(pol.Version, info.missing)
 		return nil
 	}
 	info.tlsState = conn.ConnectionState()
@@ -162,7 +158,7 @@ func (s *Server) admitPartner(ps *partnerSession, raw net.Conn, pol *Policy, rem
 	// The proxy is the partner's Responder; the internal server's own SSRM is consumed by the
 	// client.
 	ps.set(func(ps *partnerSession) { ps.state = "waiting for SSID" })
-	raw.SetDeadline(s.now().Add(pol.Limits.SSIDTimeout))
+	slot.tlsDone()
 	pw := &partnerWriter{w: oftp2.NewWriter(conn), raw: raw}
 	ssrm, err := (&oftp2.SSRM{}).Append(nil)
 	if err != nil {
@@ -186,6 +182,7 @@ func (s *Server) admitPartner(ps *partnerSession, raw net.Conn, pol *Policy, rem
 			odette: partner.OdetteID, msg: "partner session refused: the license is not valid: " + err.Error()})
 		return nil
 	}
+	slot.admitted()
 
 	// The SSID passed inside carries SSIDSDEB and SSIDCRED lowered to the partner's caps; the
 	// validator sees exactly what the internal server sees.

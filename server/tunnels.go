@@ -65,6 +65,7 @@ func (s *Server) welcome(window uint32) *tunnelv1.Frame {
 	}
 	if pol := s.policy.Load(); pol != nil {
 		w.ConfigVersion = pol.Version
+		w.ConfigOrigin = pol.Origin
 	}
 	return &tunnelv1.Frame{Kind: &tunnelv1.Frame_Welcome{Welcome: w}}
 }

@@ -56,7 +56,7 @@ func exampleConfig() *ConfigDocument {
 				Subject:             "CN=edi.partner.example,O=Partner AG,C=DE",
 			}},
 			AllowedNetworks: []string{"192.0.2.0/24", "2001:db8::/32"},
-			Direction:       DirectionBoth, Charset: CharsetLenient, MaxCredit: 64, MaxBufferSize: 16384,
+			Direction:       DirectionBoth, Charset: CharsetLenient, MaxCredit: 64, MaxBufferSize: 16384, Revocation: RevocationSoft,
 		}, {
 			OdetteID: "O0013000000000DISABLED", Name: "Former partner", Direction: DirectionIncoming,
 			Charset: CharsetStrict,
@@ -80,7 +80,8 @@ func exampleConfig() *ConfigDocument {
 			Name: "to-partner", ListenAddress: "10.0.0.2:7001", PartnerAddress: "edi.partner.example:6619",
 			PartnerOdetteID: "O0013000000000PARTNER", ServerName: "edi.partner.example",
 		}},
-		LogLevel: "info",
+		LogLevel:   "info",
+		Revocation: RevocationHard,
 		LogIgnoreRules: []LogIgnoreRule{{
 			ID: 7, Substring: "remote_addr=198.51.100.7", Description: "monitoring probe of the network team",
 			ValidFrom: ptime("2026-01-01T00:00:00Z"), ValidUntil: ptime("2027-12-31T23:59:59Z"),

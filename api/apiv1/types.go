@@ -84,6 +84,9 @@ type ConfigDocument struct {
 	LogLevel string `json:"log_level"`
 	// LogIgnoreRules lower matching events to INFO.
 	LogIgnoreRules []LogIgnoreRule `json:"log_ignore_rules"`
+	// Revocation is the policy for partner certificates that no CRL covers or whose CRL is past
+	// its nextUpdate: "soft" accepts them with a warning, "hard" refuses them. If empty, "soft".
+	Revocation Revocation `json:"revocation,omitempty"`
 }
 
 // CompanyIdentity is the company's TLS identity towards partners.
@@ -146,6 +149,20 @@ const (
 // Valid reports whether c is one of the Charset values.
 func (c Charset) Valid() bool { return c == CharsetStrict || c == CharsetLenient }
 
+// Revocation is the policy for partner certificates whose revocation state is unknown.
+type Revocation string
+
+// Revocation values.
+const (
+	// RevocationSoft accepts such a certificate with a warning event.
+	RevocationSoft Revocation = "soft"
+	// RevocationHard refuses such a certificate in the TLS handshake.
+	RevocationHard Revocation = "hard"
+)
+
+// Valid reports whether r is one of the Revocation values.
+func (r Revocation) Valid() bool { return r == RevocationSoft || r == RevocationHard }
+
 // Partner is one trading partner.
 type Partner struct {
 	// OdetteID is the partner's Odette ID (SSIDCODE), 1–25 characters; unique.
@@ -171,6 +188,9 @@ type Partner struct {
 	// MaxBufferSize caps the SSID exchange buffer size (128–99999) passed on for this partner. If
 	// zero, no own cap.
 	MaxBufferSize uint32 `json:"max_buffer_size"`
+	// Revocation overrides the document's Revocation for certificates bound to this partner. If
+	// empty, the document's applies.
+	Revocation Revocation `json:"revocation,omitempty"`
 }
 
 // CertificateBinding ties a certificate to a partner; every non-empty field must match.
@@ -201,6 +221,16 @@ type Limits struct {
 	IdleTimeout Duration `json:"idle_timeout,omitempty"`
 	// MaxCredit caps the SSID credit (1–999) for partners without their own cap.
 	MaxCredit uint32 `json:"max_credit"`
+	// MaxHandshakesPerSource is the maximum of concurrent TLS handshakes and SSID exchanges from
+	// one source address.
+	MaxHandshakesPerSource uint32 `json:"max_handshakes_per_source,omitempty"`
+	// MaxHandshakesPerPrefix is the maximum of concurrent TLS handshakes and SSID exchanges from
+	// one network prefix.
+	MaxHandshakesPerPrefix uint32 `json:"max_handshakes_per_prefix,omitempty"`
+	// PrefixLengthV4 is the IPv4 prefix length MaxHandshakesPerPrefix counts (8–32).
+	PrefixLengthV4 uint32 `json:"prefix_length_v4,omitempty"`
+	// PrefixLengthV6 is the IPv6 prefix length MaxHandshakesPerPrefix counts (16–128).
+	PrefixLengthV6 uint32 `json:"prefix_length_v6,omitempty"`
 	// MaxBufferSize caps the SSID exchange buffer size (128–99999) for partners without their
 	// own cap.
 	MaxBufferSize uint32 `json:"max_buffer_size"`

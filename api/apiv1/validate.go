@@ -107,6 +107,9 @@ func ValidatePartner(p *Partner) error {
 	if p.Direction != "" && !p.Direction.Valid() {
 		return fieldErr("direction", "%q is not \"both\", \"incoming\" or \"outgoing\"", p.Direction)
 	}
+	if p.Revocation != "" && !p.Revocation.Valid() {
+		return fieldErr("revocation", "%q is not \"soft\" or \"hard\"", p.Revocation)
+	}
 	if err := checkSSID("odette_id", p.OdetteID, "", p.Charset); err != nil {
 		return err
 	}

@@ -166,6 +166,35 @@ func TestEventPageAndPartnerSearch(t *testing.T) {
 			t.Errorf("filtered page holds %+v", e)
 		}
 	}
+	// A severity filter alone merges one index walk per severity.
+	want = 0
+	for _, e := range evs {
+		if e.Severity != "info" {
+			want++
+		}
+	}
+	var sevSeen []Event
+	f = EventPageFilter{Severity: "warning", Limit: 4}
+	for range 20 {
+		page, err := s.EventPage(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sevSeen = append(sevSeen, page...)
+		if len(page) < 4 {
+			break
+		}
+		last := page[len(page)-1]
+		f.BeforeTime, f.BeforeSeq = last.Time, last.Seq
+	}
+	if len(sevSeen) != want {
+		t.Errorf("paging warning or worse saw %d events, want %d", len(sevSeen), want)
+	}
+	for i, e := range sevSeen {
+		if e.Severity == "info" || (i > 0 && (sevSeen[i-1].Time.Before(e.Time) || (sevSeen[i-1].Time.Equal(e.Time) && sevSeen[i-1].Seq < e.Seq))) {
+			t.Fatalf("warning-or-worse event %d out of order or of severity %s", i, e.Severity)
+		}
+	}
 	if _, err := s.EventPage(ctx, EventPageFilter{Severity: "loud"}); err == nil {
 		t.Error("EventPage(severity loud) = nil error")
 	}

@@ -247,25 +247,25 @@ var severityOrder = []string{"debug", "info", "warning", "error", "critical"}
 
 // EventPage returns events that match f, newest first. Every filter is
 // served by an index, so a page costs about the same whatever the number of
-// stored events.
+// stored events: a name, partner or client filter walks that column's index
+// newest first; a severity filter alone walks the severity index once per
+// severity asked for and merges the newest of each, so rare critical events
+// are found without scanning the common ones.
 func (s *Store) EventPage(ctx context.Context, f EventPageFilter) ([]Event, error) {
-	var (
-		where []string
-		args  []any
-	)
+	var sevs []string
 	if f.Severity != "" {
 		i := slices.Index(severityOrder, f.Severity)
 		if i < 0 {
 			return nil, invalid("severity", "%q is not debug, info, warning, error or critical", f.Severity)
 		}
 		if i > 0 {
-			marks := strings.Repeat("?, ", len(severityOrder)-i)
-			where = append(where, "e.severity IN ("+marks[:len(marks)-2]+")")
-			for _, sv := range severityOrder[i:] {
-				args = append(args, sv)
-			}
+			sevs = severityOrder[i:]
 		}
 	}
+	var (
+		where []string
+		args  []any
+	)
 	if f.Name != "" {
 		where, args = append(where, "e.name = ?"), append(args, f.Name)
 	}
@@ -275,6 +275,7 @@ func (s *Store) EventPage(ctx context.Context, f EventPageFilter) ([]Event, erro
 	if f.Client != "" {
 		where, args = append(where, "e.client_id = (SELECT id FROM clients WHERE name = ?)"), append(args, f.Client)
 	}
+	byColumn := len(where) > 0
 	if !f.From.IsZero() {
 		where, args = append(where, "e.time >= ?"), append(args, ts(f.From))
 	}
@@ -289,13 +290,37 @@ func (s *Store) EventPage(ctx context.Context, f EventPageFilter) ([]Event, erro
 	if limit <= 0 {
 		limit = 50
 	}
+	if len(sevs) > 0 && byColumn {
+		// The unary + keeps SQLite from walking the severity index, which
+		// would scan every event of a common severity to find one partner's.
+		marks := strings.Repeat("?, ", len(sevs))
+		where = append(where, "+e.severity IN ("+marks[:len(marks)-2]+")")
+		for _, sv := range sevs {
+			args = append(args, sv)
+		}
+		sevs = nil
+	}
+	cond := ""
+	if len(where) > 0 {
+		cond = " AND " + strings.Join(where, " AND ")
+	}
+	const order = ` ORDER BY e.time DESC, e.seq DESC LIMIT ?`
+	var from string
+	var all []any
+	if len(sevs) == 0 {
+		from, all = `(SELECT * FROM events e WHERE 1 = 1`+cond+order+`)`, append(args, limit)
+	} else {
+		parts := make([]string, len(sevs))
+		for i, sv := range sevs {
+			parts[i] = `SELECT * FROM (SELECT * FROM events e WHERE e.severity = ?` + cond + order + `)`
+			all = append(append(append(all, sv), args...), limit)
+		}
+		from = `(` + strings.Join(parts, " UNION ALL ") + `)`
+	}
 	q := `SELECT e.seq, e.event_id, coalesce(c.name, ''), e.time, e.received_at, e.severity, e.name, e.session_id,
 		e.odette_id, e.remote_addr, e.message, e.fields, e.source, e.outcome
-		FROM events e LEFT JOIN clients c ON c.id = e.client_id`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	rows, err := s.r.QueryContext(ctx, q+` ORDER BY e.time DESC, e.seq DESC LIMIT ?`, append(args, limit)...)
+		FROM ` + from + ` e LEFT JOIN clients c ON c.id = e.client_id` + order
+	rows, err := s.r.QueryContext(ctx, q, append(all, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("store: read events: %w", err)
 	}

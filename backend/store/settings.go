@@ -50,6 +50,8 @@ const (
 	KindIP
 	// KindServerName is a DNS name or IP address.
 	KindServerName
+	// KindRevocation is soft or hard.
+	KindRevocation
 )
 
 // FromFile reports whether the admin CLI takes a file name for settings of
@@ -89,6 +91,10 @@ var SettingDefs = []SettingDef{
 	{Key: "internal_server.tls.server_name", Kind: KindServerName, Doc: "name the internal server's certificate is verified against; unset: the host of the address"},
 	{Key: "limits.max_sessions", Kind: KindCount, Max: math.MaxUint32, Doc: "maximum concurrent partner sessions; unset: the server's default"},
 	{Key: "limits.max_handshakes", Kind: KindCount, Max: math.MaxUint32, Doc: "maximum concurrent TLS handshakes and SSID exchanges; unset: the server's default"},
+	{Key: "limits.max_handshakes_per_source", Kind: KindCount, Max: math.MaxUint32, Doc: "maximum concurrent TLS handshakes and SSID exchanges from one source address; unset: the server's default"},
+	{Key: "limits.max_handshakes_per_prefix", Kind: KindCount, Max: math.MaxUint32, Doc: "maximum concurrent TLS handshakes and SSID exchanges from one network prefix; unset: the server's default"},
+	{Key: "limits.prefix_length_v4", Kind: KindCount, Min: 8, Max: 32, Doc: "IPv4 prefix length limits.max_handshakes_per_prefix counts, 8 to 32; unset: 24"},
+	{Key: "limits.prefix_length_v6", Kind: KindCount, Min: 16, Max: 128, Doc: "IPv6 prefix length limits.max_handshakes_per_prefix counts, 16 to 128; unset: 64"},
 	{Key: "limits.per_ip_rate", Kind: KindRate, Doc: "new connections per second from one IP address; unset: the server's default"},
 	{Key: "limits.per_ip_burst", Kind: KindCount, Max: math.MaxUint32, Doc: "burst of the per-IP rate limit; unset: the server's default"},
 	{Key: "limits.handshake_timeout", Kind: KindDuration, Doc: "time allowed for a partner's TLS handshake; unset: the server's default"},
@@ -98,6 +104,7 @@ var SettingDefs = []SettingDef{
 	{Key: "limits.max_buffer_size", Kind: KindCount, Min: 128, Max: 99999, Doc: "cap of the SSID exchange buffer size passed on, 128 to 99999; unset: no cap"},
 	{Key: "log_level", Kind: KindLogLevel, Doc: "the DMZ server's log level: trace, debug, info, warn or error; unset: the server keeps its own"},
 	{Key: "outgoing_source_ip", Kind: KindIP, Doc: "source IP address of outgoing partner connections; unset: the system chooses"},
+	{Key: "revocation", Kind: KindRevocation, Doc: "partner certificates no CRL covers or whose CRL is past its nextUpdate: soft accepts them with a warning, hard refuses them; unset: soft"},
 }
 
 // LookupSetting returns the definition of key.
@@ -146,6 +153,8 @@ type Settings struct {
 	LogLevel string
 	// OutgoingSourceIP is the source address of outgoing partner connections.
 	OutgoingSourceIP string
+	// Revocation is the revocation policy, "soft" or "hard"; empty: soft.
+	Revocation string
 }
 
 // InternalServer is the internal OFTP2 server incoming sessions go to.
@@ -194,6 +203,15 @@ type Limits struct {
 	MaxCredit uint32
 	// MaxBufferSize caps the SSID exchange buffer size (128 to 99999).
 	MaxBufferSize uint32
+	// MaxHandshakesPerSource is the maximum of concurrent TLS handshakes
+	// and SSID exchanges from one source address.
+	MaxHandshakesPerSource uint32
+	// MaxHandshakesPerPrefix is the maximum of concurrent TLS handshakes
+	// and SSID exchanges from one network prefix.
+	MaxHandshakesPerPrefix uint32
+	// PrefixLengthV4 and PrefixLengthV6 are the prefix lengths
+	// MaxHandshakesPerPrefix counts.
+	PrefixLengthV4, PrefixLengthV6 uint32
 }
 
 // SettingValue is one stored setting.
@@ -275,6 +293,12 @@ func parseSetting(def SettingDef, value string) (string, error) {
 			return "warn", nil
 		}
 		return "", invalid(f, "%q is not a log level; want trace, debug, info, warn or error", value)
+	case KindRevocation:
+		switch l := strings.ToLower(value); l {
+		case "soft", "hard":
+			return l, nil
+		}
+		return "", invalid(f, "%q is not a revocation policy; want soft or hard", value)
 	case KindIP:
 		return value, checkIP(f, value)
 	case KindServerName:
@@ -316,12 +340,18 @@ func settingsFrom(kv map[string]string) (Settings, error) {
 		IdleTimeout:      dur("limits.idle_timeout"),
 		MaxCredit:        count("limits.max_credit"),
 		MaxBufferSize:    count("limits.max_buffer_size"),
+
+		MaxHandshakesPerSource: count("limits.max_handshakes_per_source"),
+		MaxHandshakesPerPrefix: count("limits.max_handshakes_per_prefix"),
+		PrefixLengthV4:         count("limits.prefix_length_v4"),
+		PrefixLengthV6:         count("limits.prefix_length_v6"),
 	}
 	if v := kv["limits.per_ip_rate"]; v != "" {
 		s.Limits.PerIPRate, _ = strconv.ParseFloat(v, 64)
 	}
 	s.LogLevel = kv["log_level"]
 	s.OutgoingSourceIP = kv["outgoing_source_ip"]
+	s.Revocation = kv["revocation"]
 	return s, nil
 }
 

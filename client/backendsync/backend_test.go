@@ -40,6 +40,7 @@ type backend struct {
 	urls      []string
 	licStatus []apiv1.LicenseStatus
 	down      bool // answer 503 to every request
+	requests  int  // requests that reached the handler (TLS passed)
 }
 
 func newBackend(t *testing.T) *backend {
@@ -126,6 +127,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 	b.mu.Lock()
 	down := b.down
+	b.requests++
 	b.mu.Unlock()
 	if down {
 		writeError(w, http.StatusServiceUnavailable, apiv1.CodeUnavailable, "down for the test", "")

@@ -22,7 +22,7 @@ import (
 	"smartproxy/client"
 	"smartproxy/client/configspec"
 	"smartproxy/client/spool"
-	"smartproxy/tunnel/transport"
+	"smartproxy/internal/backoff"
 )
 
 // API is the part of the backend API the Syncer uses; *apiclient.Client implements it.
@@ -69,6 +69,8 @@ const (
 	// back is noticed within seconds.
 	DefaultRetryBase = 500 * time.Millisecond
 	DefaultRetryCap  = 10 * time.Second
+	// DefaultOperatorRetry is Config.OperatorRetry when zero.
+	DefaultOperatorRetry = time.Minute
 )
 
 // Config configures a Syncer. API and StateDir are required; every other zero value is a
@@ -86,7 +88,12 @@ type Config struct {
 	LicenseInterval time.Duration
 	// Backoff spaces the retries after a failed poll or report (full jitter). If its Base or Cap
 	// is zero, DefaultRetryBase and DefaultRetryCap.
-	Backoff transport.Backoff
+	Backoff backoff.Exponential
+	// OperatorRetry is the least time between two polls while the backend refuses this
+	// client's token or its certificate is not the one expected: failures only an operator can
+	// fix, logged as errors once per poll instead of retried at the backoff's pace. If zero,
+	// DefaultOperatorRetry.
+	OperatorRetry time.Duration
 	// MaxCRLBytes bounds one CRL. If zero, DefaultMaxCRLBytes.
 	MaxCRLBytes int64
 	// Spool bounds the event spool; its Dir and Logger are set by New.
@@ -106,6 +113,15 @@ type Config struct {
 const (
 	// EventBackendUnreachable: a poll of the backend failed; the configuration in force stays.
 	EventBackendUnreachable = "backend_unreachable"
+	// EventBackendUnauthorized: the backend refused this client's token (401 or 403). Only an
+	// operator can fix it; polls go on every Config.OperatorRetry.
+	EventBackendUnauthorized = "backend_unauthorized"
+	// EventBackendCertificateMismatch: the backend's certificate does not have the pinned
+	// fingerprint (--api-fingerprint).
+	EventBackendCertificateMismatch = "backend_certificate_mismatch"
+	// EventBackendCertificateUntrusted: the backend's certificate does not verify (a
+	// self-signed certificate without --api-fingerprint or --api-ca, a wrong name, expired).
+	EventBackendCertificateUntrusted = "backend_certificate_untrusted"
 	// EventBackendReachable: the backend answers again after failures.
 	EventBackendReachable = "backend_reachable"
 	// EventCachedConfig: the client started with the last good configuration from the state
@@ -185,6 +201,9 @@ func New(cfg Config) (*Syncer, error) {
 	if cfg.MaxCRLBytes <= 0 {
 		cfg.MaxCRLBytes = DefaultMaxCRLBytes
 	}
+	if cfg.OperatorRetry <= 0 {
+		cfg.OperatorRetry = DefaultOperatorRetry
+	}
 	if cfg.EventQueue <= 0 {
 		cfg.EventQueue = DefaultEventQueue
 	}
@@ -261,6 +280,7 @@ func (s *Syncer) Initial(ctx context.Context) (*client.Snapshot, error) {
 			snap, aerr := s.apply(ctx, doc, newETag, 0)
 			if aerr == nil {
 				bo.Reset()
+				s.unhealthy = false
 				return snap, nil
 			}
 			if ctx.Err() != nil {
@@ -276,9 +296,7 @@ func (s *Syncer) Initial(ctx context.Context) (*client.Snapshot, error) {
 		if err == nil {
 			continue // unchanged after the wait
 		}
-		d := bo.Next()
-		s.log.WithError(err).WithFields(logrus.Fields{"event": EventBackendUnreachable, "retry_in": d.Round(time.Millisecond).String()}).
-			Warn("no configuration yet: the backend is not reachable and the state directory holds none")
+		d := s.pollFailed(err, &bo, "no configuration yet: the state directory holds none", nil)
 		if !sleep(ctx, d) {
 			return nil, ctx.Err()
 		}
@@ -302,6 +320,7 @@ func (s *Syncer) buildSaved(st *savedState) (*client.Snapshot, error) {
 	}
 	snap.Version = st.Version
 	snap.Source = fmt.Sprintf("backend revision %d (saved %s)", st.Document.Revision, st.SavedAt.Format(time.RFC3339))
+	snap.Origin = client.OriginBackend
 	s.mu.Lock()
 	s.revs[snap.Version] = revision{rev: st.Document.Revision, etag: st.ETag}
 	s.mu.Unlock()
@@ -427,6 +446,7 @@ func (s *Syncer) apply(ctx context.Context, doc *apiv1.ConfigDocument, etag stri
 	}
 	snap.Version = version
 	snap.Source = fmt.Sprintf("backend revision %d", doc.Revision)
+	snap.Origin = client.OriginBackend
 	if err := s.store.save(&savedState{ETag: etag, Version: version, SavedAt: s.now().UTC(), Document: doc}); err != nil {
 		// The configuration is still good; only a restart during an outage would miss it.
 		s.log.WithError(err).Error("saving the configuration in the state directory failed")
@@ -508,19 +528,58 @@ func (s *Syncer) configLoop(ctx context.Context, target Target) {
 			bo.Reset()
 			continue
 		}
-		d := bo.Next()
-		fields := logrus.Fields{"event": EventBackendUnreachable, "retry_in": d.Round(time.Millisecond).String(),
-			"config_version": target.Current().Version}
-		if !s.unhealthy {
-			s.unhealthy = true
-			s.log.WithError(err).WithFields(fields).Warn("configuration poll failed; the configuration in force stays (running on cached configuration)")
-		} else {
-			s.log.WithError(err).WithFields(fields).Debug("configuration poll failed again")
-		}
+		d := s.pollFailed(err, &bo, "the configuration in force stays (running on cached configuration)",
+			logrus.Fields{"config_version": target.Current().Version})
 		if !sleep(ctx, d) {
 			return
 		}
 	}
+}
+
+// pollFailure is why a poll of the backend failed, as an event name, and what to do about it.
+type pollFailure struct {
+	event string
+	// hint tells the operator what to fix; empty for failures that may pass by themselves.
+	hint string
+}
+
+// classifyPoll names a failed poll. A refused token and a backend certificate that is not the
+// expected one do not pass by retrying; everything else is backend_unreachable.
+func classifyPoll(err error) pollFailure {
+	switch {
+	case errors.Is(err, apiclient.ErrUnauthorized), errors.Is(err, apiclient.ErrForbidden):
+		return pollFailure{EventBackendUnauthorized, "the backend refused this client's token: check --token-file (or -T) against smartproxy-api token list"}
+	case errors.Is(err, apiclient.ErrCertificateMismatch):
+		return pollFailure{EventBackendCertificateMismatch, "the backend's certificate is not the one --api-fingerprint names: check the fingerprint smartproxy-api printed"}
+	case errors.Is(err, apiclient.ErrCertificateUntrusted):
+		return pollFailure{EventBackendCertificateUntrusted, "the backend's certificate does not verify: give --api-fingerprint or --api-ca, and check its name and validity"}
+	}
+	return pollFailure{event: EventBackendUnreachable}
+}
+
+// pollFailed logs a failed configuration poll and returns how long to wait before the next.
+// A failure only an operator can fix is logged as an error at every poll and the polls are
+// spaced by at least Config.OperatorRetry, so a wrong token is neither a hot loop nor a silent
+// one; a backend that is down is logged once (then at debug) and retried with the backoff. Both
+// say what the client runs on meanwhile (state).
+func (s *Syncer) pollFailed(err error, bo *backoff.Exponential, state string, fields logrus.Fields) time.Duration {
+	f := classifyPoll(err)
+	d := bo.Next()
+	if f.hint != "" {
+		d = max(d, s.cfg.OperatorRetry)
+	}
+	log := s.log.WithError(err).WithFields(fields).WithFields(logrus.Fields{"event": f.event, "retry_in": d.Round(time.Millisecond).String()})
+	first := !s.unhealthy
+	s.unhealthy = true
+	switch {
+	case f.hint != "":
+		log.Errorf("backend poll failed: %s; %s", f.hint, state)
+	case first:
+		log.Warnf("backend poll failed: the backend is not reachable; %s", state)
+	default:
+		log.Debug("backend poll failed again")
+	}
+	return d
 }
 
 // licenseLoop asks for the license file and hands a new one to the client.

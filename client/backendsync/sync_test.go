@@ -3,6 +3,7 @@ package backendsync_test
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -18,11 +19,13 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"smartproxy/api/apiv1"
+	"smartproxy/apiclient"
 	"smartproxy/client"
 	"smartproxy/client/backendsync"
 	"smartproxy/client/clienttest"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
-	"smartproxy/tunnel/transport"
+	"smartproxy/internal/backoff"
+	"smartproxy/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -85,7 +88,7 @@ func (e *env) newSyncer(t *testing.T) *backendsync.Syncer {
 	t.Helper()
 	s, err := backendsync.New(backendsync.Config{
 		API: e.backend.api(t), StateDir: e.state, Wait: 2 * time.Second, LicenseInterval: 100 * time.Millisecond,
-		Backoff: transport.Backoff{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}, Logger: e.log,
+		Backoff: backoff.Exponential{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}, Logger: e.log,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +113,7 @@ func (e *env) start(t *testing.T) *running {
 	c, err := client.New(client.Config{
 		Server: e.dmz.Addr, ServerName: "localhost", Credentials: e.dmz.ClientCredentials, Version: "test",
 		Config: snap, Logger: e.log, Observer: s, ShutdownTimeout: time.Second,
-		Backoff: transport.Backoff{Base: 20 * time.Millisecond, Cap: 100 * time.Millisecond},
+		Backoff: backoff.Exponential{Base: 20 * time.Millisecond, Cap: 100 * time.Millisecond},
 	})
 	if err != nil {
 		cancel()
@@ -145,13 +148,7 @@ func (e *env) start(t *testing.T) *running {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, waitLong, what, cond)
 }
 
 func partnerEnabled(cfg *tunnelv1.ConfigSnapshot, id string) (enabled, found bool) {
@@ -410,5 +407,93 @@ func TestRelay(t *testing.T) {
 	}
 	if first := e.backend.licStatus[0]; first.ProxyID != "PROXY-1" {
 		t.Errorf("license status = %+v, want PROXY-1's", first)
+	}
+}
+
+// TestOperatorFailures checks that a refused token, a pin mismatch and an untrusted backend
+// certificate are named for what they are, logged as errors at every poll and polled no faster
+// than OperatorRetry — not backend_unreachable at the backoff's pace.
+func TestOperatorFailures(t *testing.T) {
+	const retry = 200 * time.Millisecond
+	tests := []struct {
+		name  string
+		cfg   func(b *backend) apiclient.Config
+		event string
+		// reached: the requests pass TLS and reach the handler (a token refusal).
+		reached bool
+	}{
+		{"wrong token", func(b *backend) apiclient.Config {
+			return apiclient.Config{BaseURL: b.srv.URL, Token: "wrong-token-0000", RootCAs: rootsOf(b.srv)}
+		}, backendsync.EventBackendUnauthorized, true},
+		{"pin mismatch", func(b *backend) apiclient.Config {
+			return apiclient.Config{BaseURL: b.srv.URL, Token: testToken, PinSHA256: strings.Repeat("ab", 32)}
+		}, backendsync.EventBackendCertificateMismatch, false},
+		{"no pin for a self-signed certificate", func(b *backend) apiclient.Config {
+			return apiclient.Config{BaseURL: b.srv.URL, Token: testToken}
+		}, backendsync.EventBackendCertificateUntrusted, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.backend.setDoc(document(e.backend, e.files, 1))
+			cfg := tt.cfg(e.backend)
+			cfg.Retry, cfg.Timeout = apiclient.Retry{Attempts: 1}, 5*time.Second
+			api, err := apiclient.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer api.Close()
+			s, err := backendsync.New(backendsync.Config{
+				API: api, StateDir: e.state, Wait: time.Second, Logger: e.log, OperatorRetry: retry,
+				Backoff: backoff.Exponential{Base: time.Millisecond, Cap: 2 * time.Millisecond},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Spool().Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { _, err := s.Initial(ctx); done <- err }()
+			const want = 3
+			entries := func() []*logrus.Entry {
+				var list []*logrus.Entry
+				for _, en := range e.hook.AllEntries() {
+					if en.Data["event"] == tt.event {
+						list = append(list, en)
+					}
+				}
+				return list
+			}
+			waitFor(t, fmt.Sprintf("%d polls logged as %s", want, tt.event), func() bool { return len(entries()) >= want })
+			cancel()
+			if err := <-done; err == nil {
+				t.Fatal("Initial() = nil error, want the context's end: the backend never gave a configuration")
+			}
+
+			polls := entries()
+			for i, en := range polls {
+				if en.Level != logrus.ErrorLevel {
+					t.Errorf("%s logged at %v, want error", tt.event, en.Level)
+				}
+				// With the backoff's 1–2 ms the client would poll hundreds of times a second;
+				// the polls must be at least OperatorRetry apart.
+				if i > 0 {
+					if gap := en.Time.Sub(polls[i-1].Time); gap < retry {
+						t.Errorf("poll %d came %v after the one before, want at least %v", i, gap, retry)
+					}
+				}
+			}
+			if logged(e.hook, backendsync.EventBackendUnreachable) {
+				t.Errorf("logged %s, want only %s", backendsync.EventBackendUnreachable, tt.event)
+			}
+			e.backend.mu.Lock()
+			reached := e.backend.requests
+			e.backend.mu.Unlock()
+			// A poll in flight when the test cancelled may have reached the handler unlogged.
+			if tt.reached && (reached < len(polls) || reached > len(polls)+1) || !tt.reached && reached != 0 {
+				t.Errorf("backend handled %d requests for %d polls (TLS passes: %v)", reached, len(polls), tt.reached)
+			}
+		})
 	}
 }

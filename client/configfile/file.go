@@ -40,6 +40,10 @@ type File struct {
 	LogLevel string `json:"log_level"`
 	// LogIgnoreRules lower matching events to INFO.
 	LogIgnoreRules []LogIgnoreRule `json:"log_ignore_rules"`
+	// Revocation is the revocation policy for partner certificates that no CRL covers or whose
+	// CRL is past its nextUpdate: "soft" accepts them with a partner_crl_missing event, "hard"
+	// refuses them (partner_revocation_unknown). If empty, "soft".
+	Revocation string `json:"revocation"`
 }
 
 // CRL is one certificate revocation list file.
@@ -76,6 +80,9 @@ type Partner struct {
 	// MaxBufferSize caps the SSID exchange buffer size (128–99999) passed on for this partner.
 	// If zero, no cap.
 	MaxBufferSize uint32 `json:"max_buffer_size"`
+	// Revocation overrides the configuration's revocation policy for certificates bound to this
+	// partner: "soft" or "hard". If empty, the configuration's.
+	Revocation string `json:"revocation"`
 }
 
 // CertificateBinding ties a certificate to a partner; every field given must match.
@@ -117,6 +124,16 @@ type Limits struct {
 	// ConnectTimeout is the time allowed for the DMZ server's TCP connect to a partner in an
 	// outgoing session, e.g. "15s".
 	ConnectTimeout Duration `json:"connect_timeout"`
+	// MaxHandshakesPerSource is the maximum of concurrent TLS handshakes and SSID exchanges from
+	// one source address.
+	MaxHandshakesPerSource uint32 `json:"max_handshakes_per_source,omitempty"`
+	// MaxHandshakesPerPrefix is the maximum of concurrent TLS handshakes and SSID exchanges from
+	// one network prefix.
+	MaxHandshakesPerPrefix uint32 `json:"max_handshakes_per_prefix,omitempty"`
+	// PrefixLengthV4 is the IPv4 prefix length max_handshakes_per_prefix counts (8–32).
+	PrefixLengthV4 uint32 `json:"prefix_length_v4,omitempty"`
+	// PrefixLengthV6 is the IPv6 prefix length max_handshakes_per_prefix counts (16–128).
+	PrefixLengthV6 uint32 `json:"prefix_length_v6,omitempty"`
 }
 
 // Route is one outgoing route.

@@ -118,6 +118,7 @@ func (l *Loader) Load() (*Result, error) {
 	snap := built.Snapshot
 	snap.Version = version
 	snap.Source = "file " + l.path
+	snap.Origin = client.OriginFile
 	l.last = snap
 	res.Snapshot = snap
 	res.Changed = true

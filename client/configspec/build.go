@@ -37,6 +37,10 @@ const (
 	maxCredit     = oftp2.MaxCredit         // SSIDCRED 9(3)
 	minBufferSize = oftp2.MinExchangeBuffer // SSIDSDEB minimum
 	maxBufferSize = oftp2.MaxExchangeBuffer // SSIDSDEB maximum
+	// minPrefixV4 and minPrefixV6 are the shortest prefixes the per-prefix handshake limit
+	// may count: a shorter one would put unrelated networks under one cap.
+	minPrefixV4 = 8
+	minPrefixV6 = 16
 	// ExpiryWarning is how long before a certificate expires Build starts warning about it.
 	ExpiryWarning = 30 * 24 * time.Hour
 )
@@ -72,6 +76,7 @@ func Build(s *Spec, now time.Time) (*Result, error) {
 	sec.OutgoingRoutes = b.routes(s.Routes, s.Partners)
 	sec.LogLevel = b.logLevel("log_level", s.LogLevel)
 	sec.LogIgnoreRules = b.ignoreRules(s.LogIgnoreRules)
+	sec.RevocationPolicy = b.revocation("revocation", s.Revocation)
 	if len(b.probs) > 0 {
 		return nil, &Error{Problems: b.probs}
 	}
@@ -381,6 +386,7 @@ func (b *builder) partners(list []Partner) []*tunnelv1.Partner {
 		field := fmt.Sprintf("partners[%d]", i)
 		pp := &tunnelv1.Partner{OdetteId: p.OdetteID, Name: p.Name, Enabled: p.Enabled, MaxCredit: p.MaxCredit, MaxBufferSize: p.MaxBufferSize}
 
+		pp.RevocationPolicy = b.revocation(field+".revocation", p.Revocation)
 		switch p.Charset {
 		case "", "strict":
 			pp.CharsetPolicy = tunnelv1.CharsetPolicy_CHARSET_POLICY_STRICT
@@ -542,7 +548,15 @@ func checkDN(s string) error {
 
 func (b *builder) limits(l *Limits) *tunnelv1.Limits {
 	out := &tunnelv1.Limits{MaxSessions: l.MaxSessions, MaxHandshakes: l.MaxHandshakes, PerIpRate: l.PerIPRate,
-		PerIpBurst: l.PerIPBurst, MaxCredit: l.MaxCredit, MaxBufferSize: l.MaxBufferSize}
+		PerIpBurst: l.PerIPBurst, MaxCredit: l.MaxCredit, MaxBufferSize: l.MaxBufferSize,
+		MaxHandshakesPerSource: l.MaxHandshakesPerSource, MaxHandshakesPerPrefix: l.MaxHandshakesPerPrefix,
+		PrefixLengthV4: l.PrefixLengthV4, PrefixLengthV6: l.PrefixLengthV6}
+	if v := l.PrefixLengthV4; v != 0 && (v < minPrefixV4 || v > 32) {
+		b.problem("limits.prefix_length_v4", "%d is out of range; want %d to 32, or 0 for the server's default", v, minPrefixV4)
+	}
+	if v := l.PrefixLengthV6; v != 0 && (v < minPrefixV6 || v > 128) {
+		b.problem("limits.prefix_length_v6", "%d is out of range; want %d to 128, or 0 for the server's default", v, minPrefixV6)
+	}
 	if l.MaxCredit > maxCredit {
 		b.problem("limits.max_credit", "%d is out of range; want 1 to %d, or 0 for the server's default", l.MaxCredit, maxCredit)
 	}
@@ -682,6 +696,21 @@ func (b *builder) routes(list []Route, partners []Partner) []*tunnelv1.Route {
 }
 
 // logLevels maps the configuration's level names to the tunnel's.
+// revocation returns the revocation policy s names: "soft", "hard" or "" (unspecified: the
+// server's default for the configuration, the configuration's policy for a partner).
+func (b *builder) revocation(field, s string) tunnelv1.RevocationPolicy {
+	switch s {
+	case "":
+		return tunnelv1.RevocationPolicy_REVOCATION_POLICY_UNSPECIFIED
+	case "soft":
+		return tunnelv1.RevocationPolicy_REVOCATION_POLICY_SOFT
+	case "hard":
+		return tunnelv1.RevocationPolicy_REVOCATION_POLICY_HARD
+	}
+	b.problem(field, "%q is not a revocation policy; want soft or hard", s)
+	return tunnelv1.RevocationPolicy_REVOCATION_POLICY_UNSPECIFIED
+}
+
 var logLevels = map[string]tunnelv1.LogLevel{
 	"trace": tunnelv1.LogLevel_LOG_LEVEL_TRACE, "debug": tunnelv1.LogLevel_LOG_LEVEL_DEBUG,
 	"info": tunnelv1.LogLevel_LOG_LEVEL_INFO, "warn": tunnelv1.LogLevel_LOG_LEVEL_WARN,

@@ -9,7 +9,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"smartproxy/api/apiv1"
-	"smartproxy/tunnel/transport"
+	"smartproxy/internal/backoff"
 )
 
 // PostFunc delivers a batch of events to the backend. It returns nil when the backend holds
@@ -55,7 +55,7 @@ type SendConfig struct {
 	BatchBytes int64
 	// Backoff spaces retries after a failed post (full jitter). If its Base or Cap is zero,
 	// DefaultRetryBase and DefaultRetryCap are used.
-	Backoff transport.Backoff
+	Backoff backoff.Exponential
 }
 
 // SendStats counts what Send did.

@@ -21,7 +21,8 @@ import (
 
 	"smartproxy/api/apiv1"
 	"smartproxy/client/spool"
-	"smartproxy/tunnel/transport"
+	"smartproxy/internal/backoff"
+	"smartproxy/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -525,13 +526,7 @@ func (st *store) count() int {
 // waitFor waits until cond holds, for at most 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, 10*time.Second, what, cond)
 }
 
 func TestSend(t *testing.T) {
@@ -553,7 +548,7 @@ func testSend(t *testing.T, anonymous bool) {
 	var stats spool.SendStats
 	done := make(chan error, 1)
 	go func() {
-		done <- s.Send(ctx, st.post, spool.SendConfig{BatchEvents: 3, Backoff: transport.Backoff{Base: time.Millisecond, Cap: 2 * time.Millisecond}}, &stats)
+		done <- s.Send(ctx, st.post, spool.SendConfig{BatchEvents: 3, Backoff: backoff.Exponential{Base: time.Millisecond, Cap: 2 * time.Millisecond}}, &stats)
 	}()
 	waitFor(t, "9 events in the store", func() bool { return st.count() == 9 })
 	// Events appended while Send runs are picked up without delay.
@@ -632,7 +627,7 @@ func TestSendStopsOnCancel(t *testing.T) {
 		done <- s.Send(ctx, func(ctx context.Context, evs []apiv1.Event) error {
 			calls <- struct{}{}
 			return errors.New("backend down")
-		}, spool.SendConfig{Backoff: transport.Backoff{Base: time.Hour, Cap: time.Hour}}, nil)
+		}, spool.SendConfig{Backoff: backoff.Exponential{Base: time.Hour, Cap: time.Hour}}, nil)
 	}()
 	<-calls
 	cancel()
@@ -658,7 +653,7 @@ func TestKick(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- s.Send(ctx, st.post, spool.SendConfig{BatchEvents: 3, Backoff: transport.Backoff{Base: time.Hour, Cap: time.Hour}}, nil)
+		done <- s.Send(ctx, st.post, spool.SendConfig{BatchEvents: 3, Backoff: backoff.Exponential{Base: time.Hour, Cap: time.Hour}}, nil)
 	}()
 	waitFor(t, "the failed first post", func() bool { st.mu.Lock(); defer st.mu.Unlock(); return st.posts == 1 })
 	s.Kick()

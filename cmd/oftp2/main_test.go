@@ -24,6 +24,7 @@ import (
 	"go.uber.org/goleak"
 
 	"smartproxy/internal/pki"
+	"smartproxy/internal/testwait"
 	"smartproxy/oftp2"
 	"smartproxy/oftp2/endpoint"
 )
@@ -464,10 +465,12 @@ func TestEndToEndRestart(t *testing.T) {
 				t.Fatalf("partial files %v, want one", parts)
 			}
 			// The server may still be noticing the cut; wait for it to save
-			// the restart state.
+			// the restart state and to end the broken session, which holds the
+			// file until then (a second session before that is refused with
+			// "the file is being received in another session").
 			waitFor(t, func() bool {
 				m, _ := filepath.Glob(filepath.Join(srv.dir, ".oftp2", "partial", "*.json"))
-				return len(m) == 1
+				return len(m) == 1 && strings.Contains(srv.stderr.String(), `msg="session ended abnormally"`)
 			})
 
 			out, errOut, err := send(t, srv.addr, "--format", string(rune(f)), path)
@@ -491,13 +494,7 @@ func TestEndToEndRestart(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 30s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, 30*time.Second, "the condition", cond)
 }
 
 // TestEndToEndRefused: unknown Odette IDs and wrong passwords are refused

@@ -38,6 +38,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logDir := fs.String("log-dir", "", "write logs to daily files in this directory instead of stderr")
+	retention := logging.AddRetentionFlags(fs)
 	webAdmin := fs.Bool("web-admin", true, "serve the web admin below /admin/ (log in with a user from \"user add\")")
 	pidPath := fs.String("pid-file", "", "write the process ID to this file (refused while another live process holds it)")
 	if _, err := parseExact(fs, args, 0, ""); err != nil {
@@ -57,7 +58,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usagef("serve: --log-level: %v", err)
 	}
-	log, closer, err := logging.New(logging.Options{Format: *logFormat, Level: level, Dir: *logDir, Prefix: "smartproxy-api", Output: stderr})
+	log, closer, err := logging.New(logging.Options{Format: *logFormat, Level: level, Dir: *logDir, Retention: *retention, Prefix: "smartproxy-api", Output: stderr})
 	if err != nil {
 		return usagef("serve: %v", err)
 	}

@@ -41,7 +41,7 @@ const (
 // and returns when everything it started has ended.
 func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	log, logCloser, err := logging.New(logging.Options{
-		Format: o.logFormat, Level: o.logLevel, Dir: o.logDir, Prefix: "smartproxy-client", Output: stderr,
+		Format: o.logFormat, Level: o.logLevel, Dir: o.logDir, Retention: *o.logRetention, Prefix: "smartproxy-client", Output: stderr,
 	})
 	if err != nil {
 		return err

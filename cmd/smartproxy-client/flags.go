@@ -65,6 +65,8 @@ type options struct {
 	logFormat string
 	logLevel  logrus.Level
 	logDir    string
+	// logRetention limits the daily files in logDir (--log-max-age, --log-max-files).
+	logRetention *logging.Retention
 }
 
 // String describes o for logs and tests without secrets (the token, the backend password).
@@ -139,6 +141,7 @@ func parseArgs(args []string) (*options, error) {
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log `LEVEL`: error, warn, info, debug or trace; SIGUSR1/SIGUSR2 change it at run time")
 	fs.StringVar(&o.logDir, "log-dir", "", "write logs to daily files in `DIR` instead of stderr")
+	o.logRetention = logging.AddRetentionFlags(fs)
 	o.usage = func(w io.Writer) {
 		fmt.Fprint(w, usageText)
 		fs.SetOutput(w)

@@ -195,7 +195,9 @@ func TestTokenSources(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(credDir, credentialName), []byte("tok-from-credential"), 0o400); err != nil {
 		t.Fatal(err)
 	}
-	backend := func(extra ...string) []string { return backendArgs(append([]string{"-U", "https://api.example.com/"}, extra...)...) }
+	backend := func(extra ...string) []string {
+		return backendArgs(append([]string{"-U", "https://api.example.com/"}, extra...)...)
+	}
 
 	tests := []struct {
 		name    string

@@ -37,7 +37,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 		return usagef("--drain-timeout %q: want a positive duration such as 30s", o.drainTimeout)
 	}
 	log, logCloser, err := logging.New(logging.Options{
-		Format: o.logFormat, Level: o.logLevel, Dir: o.logDir, Prefix: "smartproxy-server", Output: stderr,
+		Format: o.logFormat, Level: o.logLevel, Dir: o.logDir, Retention: *o.logRetention, Prefix: "smartproxy-server", Output: stderr,
 	})
 	if err != nil {
 		return err
@@ -97,7 +97,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	var adminSrv *admin.Server
 	var adminLn net.Listener
 	if o.adminAddr != "" {
-		if adminSrv, err = admin.New(admin.Config{Backend: srv.Admin(), Logger: log}); err == nil {
+		if adminSrv, err = admin.New(admin.Config{Backend: srv.Admin(), Logger: log, Health: srv.Health()}); err == nil {
 			adminLn, err = adminSrv.Listen(o.adminAddr)
 		}
 		if err != nil {

@@ -44,6 +44,7 @@ type options struct {
 	logFormat      string
 	logLevel       logrus.Level
 	logDir         string
+	logRetention   *logging.Retention // --log-max-age, --log-max-files
 	drainTimeout   string
 }
 
@@ -115,6 +116,7 @@ func parseArgs(args []string) (*options, error) {
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log `LEVEL`: error, warn, info, debug or trace; SIGUSR1/SIGUSR2 change it at run time")
 	fs.StringVar(&o.logDir, "log-dir", "", "write logs to daily files in `DIR` instead of stderr")
+	o.logRetention = logging.AddRetentionFlags(fs)
 	fs.StringVar(&o.drainTimeout, "drain-timeout", "30s", "on SIGTERM, how long open partner sessions may run on before they are ended with ESID 05 (`DURATION`)")
 	o.usage = func(w io.Writer) {
 		fmt.Fprint(w, usageText)

@@ -45,8 +45,16 @@ func (l *Levels) SetGlobal(level logrus.Level, by string) {
 		}
 	}
 	l.mu.Unlock()
-	l.base.WithFields(logrus.Fields{"event": "log_level_changed", "old_level": old.String(), "new_level": level.String(), "changed_by": by}).
+	l.always().WithFields(logrus.Fields{"event": "log_level_changed", "old_level": old.String(), "new_level": level.String(), "changed_by": by}).
 		Warn("log level changed")
+}
+
+// always returns a logger that writes to the base logger's output with its formatter and hooks
+// whatever the level: a change of level is logged even when the new level (error) would hide the
+// line, so that the log always says why it became quieter.
+func (l *Levels) always() *logrus.Logger {
+	return &logrus.Logger{Out: l.base.Out, Formatter: l.base.Formatter, Hooks: l.base.Hooks, Level: logrus.TraceLevel,
+		ExitFunc: l.base.ExitFunc, ReportCaller: l.base.ReportCaller}
 }
 
 // Step makes the global level more (delta > 0) or less (delta < 0) verbose by |delta| steps,
@@ -98,7 +106,7 @@ func (l *Levels) SetSession(id string, level logrus.Level, by string) error {
 	if !ok {
 		return fmt.Errorf("no session %q", id)
 	}
-	l.base.WithFields(logrus.Fields{"event": "log_level_changed", "session_id": id, "old_level": old.String(), "new_level": level.String(), "changed_by": by}).
+	l.always().WithFields(logrus.Fields{"event": "log_level_changed", "session_id": id, "old_level": old.String(), "new_level": level.String(), "changed_by": by}).
 		Warn("session log level changed")
 	return nil
 }
@@ -131,7 +139,7 @@ func (l *Levels) FollowGlobal(id, by string) error {
 	if !ok {
 		return fmt.Errorf("no session %q", id)
 	}
-	l.base.WithFields(logrus.Fields{"event": "log_level_changed", "session_id": id, "old_level": old.String(), "new_level": global.String(), "changed_by": by}).
+	l.always().WithFields(logrus.Fields{"event": "log_level_changed", "session_id": id, "old_level": old.String(), "new_level": global.String(), "changed_by": by}).
 		Warn("session log level follows the global level again")
 	return nil
 }

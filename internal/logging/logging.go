@@ -5,10 +5,13 @@ package logging
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +33,61 @@ type Options struct {
 	Prefix string
 	// Output is where logs go when Dir is empty. If nil, os.Stderr is used.
 	Output io.Writer
+	// Retention limits the daily files kept in Dir. The zero value keeps every file.
+	Retention Retention
+}
+
+// Retention says which daily log files are removed. A file's day is the date in its name; the
+// file being written is never removed. Old files are removed when a file is opened (at start and
+// at each new day).
+type Retention struct {
+	// MaxAge removes files whose day is more than MaxAge before today. If zero, age removes none.
+	MaxAge time.Duration
+	// MaxFiles keeps at most this many files (the newest, today's included). If zero, the count
+	// removes none.
+	MaxFiles int
+}
+
+// AddRetentionFlags registers --log-max-age and --log-max-files on fs, with the defaults the
+// daemons document (30 days, no count limit), and returns the Retention they fill in.
+func AddRetentionFlags(fs *flag.FlagSet) *Retention {
+	r := &Retention{MaxAge: 30 * 24 * time.Hour}
+	fs.Var((*ageFlag)(&r.MaxAge), "log-max-age", "with --log-dir: remove daily log files older than `AGE` (days as 30d, or a duration such as 36h; 0 keeps all)")
+	fs.IntVar(&r.MaxFiles, "log-max-files", 0, "with --log-dir: keep at most `N` daily log files (0: no limit)")
+	return r
+}
+
+// ageFlag is a flag.Value for a retention age in days ("30d") or as a Go duration ("36h").
+type ageFlag time.Duration
+
+func (a *ageFlag) String() string {
+	if a == nil || *a == 0 {
+		return "0"
+	}
+	d := time.Duration(*a)
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+func (a *ageFlag) Set(s string) error {
+	s = strings.TrimSpace(s)
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 0 || n > 100000 {
+			return fmt.Errorf("%q: want a number of days such as 30d or a duration such as 36h", s)
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil || d < 0 {
+			return fmt.Errorf("%q: want a number of days such as 30d or a duration such as 36h", s)
+		}
+	}
+	*a = ageFlag(d)
+	return nil
 }
 
 // New builds a logger from opts. The returned Closer closes the daily file, if any.
@@ -58,7 +116,10 @@ func New(opts Options) (*logrus.Logger, io.Closer, error) {
 		if prefix == "" {
 			prefix = "smartproxy"
 		}
-		df, err := NewDailyFile(opts.Dir, prefix, nil)
+		if opts.Retention.MaxFiles < 0 || opts.Retention.MaxAge < 0 {
+			return nil, nil, fmt.Errorf("log retention %+v: negative limits", opts.Retention)
+		}
+		df, err := NewDailyFile(opts.Dir, prefix, opts.Retention, nil)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -86,9 +147,11 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 }
 
 // DailyFile is an io.Writer that appends to Dir/Prefix-YYYY-MM-DD.log and switches to a new file
-// at local midnight. It is safe for concurrent use.
+// at local midnight, removing the files its Retention no longer keeps. It is safe for concurrent
+// use.
 type DailyFile struct {
 	dir, prefix string
+	keep        Retention
 	now         func() time.Time
 
 	mu  sync.Mutex
@@ -96,16 +159,16 @@ type DailyFile struct {
 	f   *os.File
 }
 
-// NewDailyFile opens the file for today in dir, creating dir (0750) if needed. now is the clock;
-// if nil, time.Now is used.
-func NewDailyFile(dir, prefix string, now func() time.Time) (*DailyFile, error) {
+// NewDailyFile opens the file for today in dir, creating dir (0750) if needed, and removes the
+// files keep does not keep. now is the clock; if nil, time.Now is used.
+func NewDailyFile(dir, prefix string, keep Retention, now func() time.Time) (*DailyFile, error) {
 	if now == nil {
 		now = time.Now
 	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("log dir: %w", err)
 	}
-	d := &DailyFile{dir: dir, prefix: prefix, now: now}
+	d := &DailyFile{dir: dir, prefix: prefix, keep: keep, now: now}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.rollLocked(); err != nil {
@@ -137,7 +200,53 @@ func (d *DailyFile) rollLocked() error {
 		d.f.Close()
 	}
 	d.f, d.day = f, day
+	d.pruneLocked()
 	return nil
+}
+
+// pruneLocked removes this prefix's daily files that are older than keep.MaxAge or beyond the
+// newest keep.MaxFiles. Files of other names are never touched; a file that cannot be removed
+// is left for the next day.
+func (d *DailyFile) pruneLocked() {
+	if d.keep.MaxAge <= 0 && d.keep.MaxFiles <= 0 {
+		return
+	}
+	entries, err := os.ReadDir(d.dir)
+	if err != nil {
+		return
+	}
+	today, err := time.ParseInLocation("2006-01-02", d.day, time.UTC)
+	if err != nil {
+		return
+	}
+	type dated struct {
+		name string
+		day  time.Time
+	}
+	var files []dated
+	for _, e := range entries {
+		day, ok := strings.CutPrefix(e.Name(), d.prefix+"-")
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		day, ok = strings.CutSuffix(day, ".log")
+		if !ok {
+			continue
+		}
+		t, err := time.ParseInLocation("2006-01-02", day, time.UTC) // UTC: whole days, no DST shift
+		if err != nil || day == d.day {
+			continue // not one of ours, or the file being written
+		}
+		files = append(files, dated{e.Name(), t})
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].day.After(files[j].day) })
+	for i, f := range files {
+		tooOld := d.keep.MaxAge > 0 && today.Sub(f.day) > d.keep.MaxAge
+		tooMany := d.keep.MaxFiles > 0 && i+1 >= d.keep.MaxFiles // today's file counts as one
+		if tooOld || tooMany {
+			os.Remove(filepath.Join(d.dir, f.name))
+		}
+	}
 }
 
 // Write appends p to the current day's file.

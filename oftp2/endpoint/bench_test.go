@@ -22,14 +22,7 @@ import (
 func BenchmarkTransfer(b *testing.B) {
 	const size = 16 << 20
 	dir := b.TempDir()
-	random := filepath.Join(dir, "random.bin")
-	data := make([]byte, size)
-	if _, err := rand.Read(data); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(random, data, 0o644); err != nil {
-		b.Fatal(err)
-	}
+	random := randomFile(b, dir, size)
 	text, _, _ := content(b, dir, 'T', size, 1)
 	tests := []struct {
 		name     string
@@ -75,14 +68,7 @@ func BenchmarkTransfer(b *testing.B) {
 //	go test -run '^$' -bench BenchmarkTransferRTT -benchtime 5x ./oftp2/endpoint
 func BenchmarkTransferRTT(b *testing.B) {
 	const size = 16 << 20
-	path := filepath.Join(b.TempDir(), "random.bin")
-	data := make([]byte, size)
-	if _, err := rand.Read(data); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		b.Fatal(err)
-	}
+	path := randomFile(b, b.TempDir(), size)
 	for _, tc := range []struct{ buffer, credit int }{{65535, 4}, {65535, 16}, {65535, 64}, {65535, 256}, {16384, 64}, {99999, 999}} {
 		b.Run(fmt.Sprintf("buf=%d/credit=%d", tc.buffer, tc.credit), func(b *testing.B) {
 			ic, rc := initiatorConfig(b), responderConfig(b)
@@ -112,14 +98,7 @@ func BenchmarkTransferRTT(b *testing.B) {
 //	go test -run '^$' -bench BenchmarkTransferValidator -benchtime 10x -count 3 ./oftp2/endpoint
 func BenchmarkTransferValidator(b *testing.B) {
 	const size = 16 << 20
-	path := filepath.Join(b.TempDir(), "random.bin")
-	data := make([]byte, size)
-	if _, err := rand.Read(data); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		b.Fatal(err)
-	}
+	path := randomFile(b, b.TempDir(), size)
 	for _, lenient := range []bool{false, true} {
 		name := "validator"
 		if lenient {
@@ -142,4 +121,18 @@ func BenchmarkTransferValidator(b *testing.B) {
 			}
 		})
 	}
+}
+
+// randomFile writes size random octets to dir/random.bin and returns its path.
+func randomFile(b *testing.B, dir string, size int) string {
+	b.Helper()
+	path := filepath.Join(dir, "random.bin")
+	data := make([]byte, size)
+	if _, err := rand.Read(data); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return path
 }

@@ -15,6 +15,7 @@ import (
 
 	"smartproxy/bridge"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/backoff"
 	"smartproxy/oftp2"
 	"smartproxy/tunnel"
 	"smartproxy/tunnel/transport"
@@ -84,7 +85,7 @@ func StartClient(tb testing.TB, cfg ClientConfig) *Client {
 		ServerName:  "localhost",
 		Credentials: &transport.StaticCredentials{Cert: cfg.PKI.TunnelClient.TLS, Pool: cfg.PKI.TunnelCA.Pool()},
 		OnStream:    c.runStream,
-		Backoff:     transport.Backoff{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond},
+		Backoff:     backoff.Exponential{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond},
 		Logger:      cfg.Logger,
 	})
 	if err != nil {

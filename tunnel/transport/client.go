@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/backoff"
 	"smartproxy/tunnel"
 )
 
@@ -56,9 +57,9 @@ type ClientConfig struct {
 	// accepting the stream. If zero, 15s.
 	ConnectTimeout time.Duration
 	// Backoff spaces the reconnects of each stream. Its zero value is the
-	// documented default (0.5s base, 30s cap, reset after 60s up). Each
+	// documented default (0.5s base, 3s cap, reset after 10s up). Each
 	// stream uses its own copy.
-	Backoff Backoff
+	Backoff backoff.Exponential
 	// MaxMessageSize is the message size limit in both directions. If zero,
 	// DefaultMaxMessageSize; otherwise at least MinMaxMessageSize.
 	MaxMessageSize int
@@ -113,7 +114,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.KeepaliveTime < 10*time.Second {
 		return nil, fmt.Errorf("transport: KeepaliveTime %v is below gRPC's minimum of 10s", cfg.KeepaliveTime)
 	}
-	if err := cfg.Backoff.validate(); err != nil {
+	if err := cfg.Backoff.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.MaxMessageSize == 0 {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/backoff"
 )
 
 // serverStreams hands every server-side stream's end to the test.
@@ -41,7 +42,7 @@ func TestCutConnection(t *testing.T) {
 		ServerName:  "127.0.0.1",
 		Credentials: static(p.client, p.ca),
 		OnStream:    collectingHandler(handles),
-		Backoff:     Backoff{Base: 10 * time.Millisecond, Cap: 100 * time.Millisecond},
+		Backoff:     backoff.Exponential{Base: 10 * time.Millisecond, Cap: 100 * time.Millisecond},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +119,7 @@ func TestDeadPathKeepalive(t *testing.T) {
 		OnStream:         collectingHandler(handles),
 		KeepaliveTime:    10 * time.Second, // gRPC's minimum
 		KeepaliveTimeout: time.Second,
-		Backoff:          Backoff{Base: 10 * time.Millisecond, Cap: 100 * time.Millisecond},
+		Backoff:          backoff.Exponential{Base: 10 * time.Millisecond, Cap: 100 * time.Millisecond},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,7 @@
 // health and server reflection. Every stream is handed to a hook that runs the
 // multiplexer on it. The client side ([Client]) dials the server, trusting only
 // the tunnel CA for the server certificate, keeps N streams up and reconnects
-// with full-jitter exponential [Backoff].
+// with full-jitter exponential backoff (internal/backoff).
 //
 // Certificates come from a [CertSource] that reloads changed files; TLS
 // configurations look the certificate and the CA pool up on every handshake,

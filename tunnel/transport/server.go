@@ -62,6 +62,11 @@ type ServerConfig struct {
 	AllowedClients AllowList
 	// OnStream runs each Connect stream. Required.
 	OnStream ServerStreamHandler
+	// Health, if not nil, is the gRPC health service of the tunnel port,
+	// shared with its owner, who reports the overall status (service "");
+	// the server reports only TunnelServiceName on it. If nil, the server has
+	// its own, SERVING until Drain.
+	Health *health.Server
 	// Register, if not nil, registers further services on the tunnel port
 	// (they are served behind the same mTLS and allow-list), for example the
 	// admin service.
@@ -154,8 +159,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{
 		cfg:     cfg,
 		log:     loggerOrDiscard(cfg.Logger),
-		health:  health.NewServer(),
+		health:  cfg.Health,
 		streams: make(map[*serverStream]struct{}),
+	}
+	if s.health == nil {
+		s.health = health.NewServer()
 	}
 	s.streamCtx, s.cancelStream = context.WithCancel(context.Background())
 	authFn := func(ctx context.Context) (context.Context, error) {
@@ -204,7 +212,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.Register(s.grpc)
 	}
 	reflection.Register(s.grpc)
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	if cfg.Health == nil {
+		s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	}
 	s.health.SetServingStatus(TunnelServiceName, healthpb.HealthCheckResponse_SERVING)
 	return s, nil
 }
@@ -286,7 +296,9 @@ func (s *Server) Drain(reason string, deadline time.Time, reconnectAfter time.Du
 	s.drainers.Add(len(streams))
 	s.mu.Unlock()
 
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	if s.cfg.Health == nil {
+		s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	}
 	s.health.SetServingStatus(TunnelServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	s.log.WithFields(logrus.Fields{"reason": reason, "streams": len(streams)}).Info("tunnel server draining")
 	// One goroutine per stream: a Send can block on flow control, and one

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/backoff"
 	"smartproxy/internal/pki"
 )
 
@@ -261,7 +262,7 @@ func TestDrainReplacement(t *testing.T) {
 	addr := runServer(t, srv)
 	handles := make(chan *clientStreamHandle, 4)
 	c, err := NewClient(ClientConfig{Address: addr, Credentials: static(p.client, p.ca), OnStream: collectingHandler(handles), Logger: log,
-		Backoff: Backoff{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}})
+		Backoff: backoff.Exponential{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +299,7 @@ func TestClientRefusesForeignServer(t *testing.T) {
 	log, hook := newLogger(t)
 	called := make(chan *clientStreamHandle, 1)
 	c, err := NewClient(ClientConfig{Address: addr, Credentials: static(p.client, p.ca), OnStream: collectingHandler(called), Logger: log,
-		Backoff: Backoff{Base: 10 * time.Millisecond, Cap: 20 * time.Millisecond}})
+		Backoff: backoff.Exponential{Base: 10 * time.Millisecond, Cap: 20 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +356,7 @@ func TestHealthAndDrain(t *testing.T) {
 
 	handles := make(chan *clientStreamHandle, 4)
 	c, err := NewClient(ClientConfig{Address: addr, Credentials: static(p.client, p.ca), OnStream: collectingHandler(handles), Logger: log,
-		Backoff: Backoff{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}})
+		Backoff: backoff.Exponential{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +449,7 @@ func TestShutdownGraceful(t *testing.T) {
 	go func() { served <- srv.Serve(ln) }()
 	// The client ends its stream as soon as it sees the Drain frame.
 	c, err := NewClient(ClientConfig{Address: ln.Addr().String(), Credentials: static(p.client, p.ca),
-		Backoff: Backoff{Base: time.Hour, Cap: time.Hour},
+		Backoff: backoff.Exponential{Base: time.Hour, Cap: time.Hour},
 		OnStream: func(ctx context.Context, _ int, _ PeerInfo, s tunnelv1.TunnelService_ConnectClient) error {
 			for {
 				m, err := s.Recv()
@@ -519,7 +520,7 @@ func TestConfigErrors(t *testing.T) {
 		{"no handler", ClientConfig{Address: "x", Credentials: creds}, "OnStream"},
 		{"bad source IP", ClientConfig{Address: "x", Credentials: creds, OnStream: h, SourceIP: "eth0"}, "not an IP"},
 		{"short keepalive", ClientConfig{Address: "x", Credentials: creds, OnStream: h, KeepaliveTime: time.Second}, "10s"},
-		{"bad backoff", ClientConfig{Address: "x", Credentials: creds, OnStream: h, Backoff: Backoff{Base: time.Minute, Cap: time.Second}}, "cap"},
+		{"bad backoff", ClientConfig{Address: "x", Credentials: creds, OnStream: h, Backoff: backoff.Exponential{Base: time.Minute, Cap: time.Second}}, "cap"},
 		{"negative streams", ClientConfig{Address: "x", Credentials: creds, OnStream: h, Streams: -1}, "negative"},
 		{"bad IPv6", ClientConfig{Address: "fe80::1::2", Credentials: creds, OnStream: h}, "invalid server address"},
 		{"no host", ClientConfig{Address: ":2878", Credentials: creds, OnStream: h}, "no host"},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/backoff"
 	"smartproxy/tunnel"
 )
 
@@ -98,7 +99,7 @@ func TestTunnelLost(t *testing.T) {
 		Credentials:      static(p.client, p.ca),
 		KeepaliveTime:    10 * time.Second, // gRPC's minimum
 		KeepaliveTimeout: time.Second,
-		Backoff:          Backoff{Base: 10 * time.Millisecond, Cap: 100 * time.Millisecond},
+		Backoff:          backoff.Exponential{Base: 10 * time.Millisecond, Cap: 100 * time.Millisecond},
 		OnStream: func(ctx context.Context, _ int, _ PeerInfo, s tunnelv1.TunnelService_ConnectClient) error {
 			return clientSide.run(ctx, tunnel.SideClient, tunnel.ClientStream(s))
 		},

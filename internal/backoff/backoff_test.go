@@ -1,12 +1,12 @@
-package transport
+package backoff
 
 import (
 	"testing"
 	"time"
 )
 
-func TestBackoffCeiling(t *testing.T) {
-	b := &Backoff{Base: 100 * time.Millisecond, Cap: time.Second}
+func TestExponentialCeiling(t *testing.T) {
+	b := &Exponential{Base: 100 * time.Millisecond, Cap: time.Second}
 	want := []time.Duration{100, 200, 400, 800, 1000, 1000, 1000}
 	for i, w := range want {
 		w *= time.Millisecond
@@ -22,9 +22,9 @@ func TestBackoffCeiling(t *testing.T) {
 	}
 }
 
-func TestBackoffFullJitter(t *testing.T) {
+func TestExponentialFullJitter(t *testing.T) {
 	var asked []int64
-	b := &Backoff{Base: 100 * time.Millisecond, Cap: 350 * time.Millisecond, Rand: func(n int64) int64 {
+	b := &Exponential{Base: 100 * time.Millisecond, Cap: 350 * time.Millisecond, Rand: func(n int64) int64 {
 		asked = append(asked, n)
 		return n - 1 // the largest value the range allows
 	}}
@@ -43,7 +43,7 @@ func TestBackoffFullJitter(t *testing.T) {
 	}
 
 	// With the real random source every delay lies in [0, ceiling).
-	r := &Backoff{Base: 10 * time.Millisecond, Cap: 80 * time.Millisecond}
+	r := &Exponential{Base: 10 * time.Millisecond, Cap: 80 * time.Millisecond}
 	for i := range 200 {
 		ceil := r.Ceiling()
 		d := r.Next()
@@ -53,7 +53,7 @@ func TestBackoffFullJitter(t *testing.T) {
 	}
 }
 
-func TestBackoffReset(t *testing.T) {
+func TestExponentialReset(t *testing.T) {
 	tests := []struct {
 		name        string
 		lasted      time.Duration
@@ -66,7 +66,7 @@ func TestBackoffReset(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := &Backoff{StableAfter: 10 * time.Second, Rand: func(int64) int64 { return 0 }}
+			b := &Exponential{StableAfter: 10 * time.Second, Rand: func(int64) int64 { return 0 }}
 			b.Next()
 			b.Next()
 			b.Next()
@@ -78,22 +78,39 @@ func TestBackoffReset(t *testing.T) {
 	}
 }
 
-func TestBackoffDefaultsAndValidate(t *testing.T) {
-	var b Backoff
-	if got := b.Ceiling(); got != DefaultBackoffBase {
-		t.Errorf("zero Backoff Ceiling() = %v, want %v", got, DefaultBackoffBase)
+func TestExponentialDefaultsAndValidate(t *testing.T) {
+	var b Exponential
+	if got := b.Ceiling(); got != DefaultBase {
+		t.Errorf("zero Exponential Ceiling() = %v, want %v", got, DefaultBase)
 	}
-	if err := b.validate(); err != nil {
-		t.Errorf("zero Backoff validate() = %v, want nil", err)
+	if err := b.Validate(); err != nil {
+		t.Errorf("zero Exponential Validate() = %v, want nil", err)
 	}
-	bad := []Backoff{
+	bad := []Exponential{
 		{Base: -1},
 		{Base: time.Minute, Cap: time.Second},
 		{StableAfter: -time.Second},
 	}
 	for _, b := range bad {
-		if err := b.validate(); err == nil {
-			t.Errorf("Backoff%+v.validate() = nil, want error", b)
+		if err := b.Validate(); err == nil {
+			t.Errorf("Exponential%+v.Validate() = nil, want error", b)
 		}
+	}
+}
+
+// TestDefaultCapBoundsReconnect checks the documented promise of the defaults: however many
+// attempts an outage has cost, the next delay is below the cap, which leaves at least a second
+// of a 5s budget for the connection set-up.
+func TestDefaultCapBoundsReconnect(t *testing.T) {
+	var b Exponential
+	for range 1000 {
+		b.Next()
+	}
+	if got := b.Ceiling(); got != DefaultCap || got > 4*time.Second {
+		t.Errorf("after 1000 attempts Ceiling() = %v, want the default cap %v, at most 4s", got, DefaultCap)
+	}
+	b.Connected(DefaultStableAfter)
+	if got := b.Ceiling(); got != DefaultBase {
+		t.Errorf("after a stable connection Ceiling() = %v, want %v", got, DefaultBase)
 	}
 }

@@ -1,0 +1,221 @@
+package server
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The pre-admission pool holds every partner connection from accept until its SSID is
+// verified (or it is refused): the TLS handshake and the SSID exchange, the part of a session
+// an anonymous peer controls. It is what a flood of slow connections aims at, so it is strictly
+// bounded and built so that a full pool does not lock real partners out:
+//
+//   - At most Limits.MaxHandshakes connections in total, Limits.MaxHandshakesPerSource from one
+//     address and Limits.MaxHandshakesPerPrefix from one network prefix (/24 and /64 by
+//     default). A connection over the source or prefix cap is closed before TLS (event
+//     partner_source_limit): one host or one network cannot fill the pool alone.
+//   - When the pool is full, a new connection evicts the connection that has been silent
+//     longest (no byte received for the longest time), preferring connections still in the TLS
+//     handshake over connections that completed TLS: those presented a certificate of a
+//     trusted CA, which an anonymous prober cannot. The evicted connection is closed (event
+//     partner_preadmission_evicted). A partner that is actively handshaking has just sent
+//     bytes, so it is the last candidate; it is evicted only if the pool turns over completely
+//     while it is silent.
+//   - The TLS handshake and the SSID exchange have their own deadlines
+//     (Limits.HandshakeTimeout, Limits.SSIDTimeout).
+//
+// The limits of the policy: an attacker who opens new connections faster than
+// MaxHandshakes per partner round trip (the time a partner's handshake is silent between two
+// flights) turns the pool over faster than a partner can finish; the per-source rate limit,
+// the source and prefix caps and fail2ban on the event lines bound that rate per attacker
+// address. docs/operations.md describes the policy for operators.
+
+// errEvicted is the read error of a pre-admission connection that was evicted from the pool
+// to make room for a new one.
+var errEvicted = errors.New("evicted from the pre-admission pool: silent longest while the pool was full")
+
+// Reasons of pre-admission refusals, the `reason` field of their events.
+const (
+	reasonPerSource = "max_handshakes_per_source"
+	reasonPerPrefix = "max_handshakes_per_prefix"
+	reasonEvicted   = "evicted_silent_longest"
+)
+
+// preadmitPool is the set of connections in admission. It is safe for concurrent use; the
+// zero value is not: use newPreadmitPool.
+type preadmitPool struct {
+	now     func() time.Time
+	metrics *metrics
+
+	mu       sync.Mutex
+	slots    map[*preSlot]struct{} // owned by mu
+	bySource map[netip.Addr]int    // owned by mu
+	byPrefix map[netip.Prefix]int  // owned by mu
+}
+
+func newPreadmitPool(now func() time.Time, m *metrics) *preadmitPool {
+	return &preadmitPool{
+		now:      now,
+		metrics:  m,
+		slots:    make(map[*preSlot]struct{}),
+		bySource: make(map[netip.Addr]int),
+		byPrefix: make(map[netip.Prefix]int),
+	}
+}
+
+// preSlot is one connection's place in the pool.
+type preSlot struct {
+	pool   *preadmitPool
+	conn   *preConn     // immutable
+	source netip.Addr   // immutable
+	prefix netip.Prefix // immutable
+	lim    Limits       // the limits in force at accept; immutable
+
+	lastRead atomic.Int64 // unix nanoseconds of the last byte received, or of the accept
+	evicted  atomic.Bool  // set under pool.mu before the deadline that unblocks the reader
+
+	trusted bool // TLS completed (a certificate of a trusted CA); owned by pool.mu
+	held    bool // counted in the pool; owned by pool.mu
+}
+
+// preConn is a partner connection that records when it last received a byte and reports
+// errEvicted once its slot was evicted.
+type preConn struct {
+	net.Conn
+	slot *preSlot
+}
+
+func (c *preConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.slot.lastRead.Store(c.slot.pool.now().UnixNano())
+	}
+	if err != nil && c.slot.evicted.Load() {
+		err = errEvicted
+	}
+	return n, err
+}
+
+// acquire puts conn into the pool under lim, evicting the longest-silent connection when the
+// pool is full, and sets the TLS deadline. It returns the slot, or "" and the reason of the
+// refusal when the source or its prefix is at its cap.
+func (p *preadmitPool) acquire(conn net.Conn, source netip.Addr, lim Limits) (*preSlot, string) {
+	source = source.Unmap().WithZone("")
+	bits := lim.PrefixLengthV6
+	if source.Is4() {
+		bits = lim.PrefixLengthV4
+	}
+	prefix, err := source.Prefix(bits)
+	if err != nil {
+		prefix = netip.PrefixFrom(source, source.BitLen())
+	}
+	sl := &preSlot{pool: p, source: source, prefix: prefix, lim: lim}
+	sl.conn = &preConn{Conn: conn, slot: sl}
+	now := p.now()
+	sl.lastRead.Store(now.UnixNano())
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if lim.MaxHandshakesPerSource > 0 && p.bySource[source] >= lim.MaxHandshakesPerSource {
+		return nil, reasonPerSource
+	}
+	if lim.MaxHandshakesPerPrefix > 0 && p.byPrefix[prefix] >= lim.MaxHandshakesPerPrefix {
+		return nil, reasonPerPrefix
+	}
+	for lim.MaxHandshakes > 0 && len(p.slots) >= lim.MaxHandshakes {
+		v := p.victimLocked()
+		if v == nil {
+			break
+		}
+		v.evicted.Store(true)
+		p.releaseLocked(v)
+		v.conn.Conn.SetDeadline(time.Unix(1, 0))
+	}
+	sl.held = true
+	p.slots[sl] = struct{}{}
+	p.bySource[source]++
+	p.byPrefix[prefix]++
+	p.metrics.handshakes.Inc()
+	conn.SetDeadline(now.Add(lim.HandshakeTimeout))
+	return sl, ""
+}
+
+// victimLocked returns the connection to evict: the longest-silent one that has not completed
+// TLS, else the longest-silent one. p.mu is held.
+func (p *preadmitPool) victimLocked() *preSlot {
+	var anon, any *preSlot
+	for sl := range p.slots {
+		t := sl.lastRead.Load()
+		if any == nil || t < any.lastRead.Load() {
+			any = sl
+		}
+		if !sl.trusted && (anon == nil || t < anon.lastRead.Load()) {
+			anon = sl
+		}
+	}
+	if anon != nil {
+		return anon
+	}
+	return any
+}
+
+// releaseLocked takes sl out of the pool if it is still in it. p.mu is held.
+func (p *preadmitPool) releaseLocked(sl *preSlot) {
+	if !sl.held {
+		return
+	}
+	sl.held = false
+	delete(p.slots, sl)
+	if p.bySource[sl.source]--; p.bySource[sl.source] <= 0 {
+		delete(p.bySource, sl.source)
+	}
+	if p.byPrefix[sl.prefix]--; p.byPrefix[sl.prefix] <= 0 {
+		delete(p.byPrefix, sl.prefix)
+	}
+	p.metrics.handshakes.Dec()
+}
+
+// size returns the number of connections in the pool.
+func (p *preadmitPool) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.slots)
+}
+
+// tlsDone marks the connection as past TLS (its certificate chains to a trusted CA) and
+// replaces the TLS deadline with the SSID deadline. An evicted connection keeps its expired
+// deadline.
+func (sl *preSlot) tlsDone() {
+	p := sl.pool
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !sl.held {
+		return
+	}
+	sl.trusted = true
+	sl.conn.Conn.SetDeadline(p.now().Add(sl.lim.SSIDTimeout))
+}
+
+// admitted takes the verified connection out of the pool and clears its deadline: from here
+// the session limits apply (sessionOpenTimeout, then the idle timeout). A connection evicted
+// after its SSID was read is verified all the same, so the eviction is undone for it.
+func (sl *preSlot) admitted() {
+	p := sl.pool
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.releaseLocked(sl)
+	sl.evicted.Store(false)
+	sl.conn.Conn.SetDeadline(time.Time{})
+}
+
+// release takes the connection out of the pool if it is still in it. It is idempotent.
+func (sl *preSlot) release() {
+	p := sl.pool
+	p.mu.Lock()
+	p.releaseLocked(sl)
+	p.mu.Unlock()
+}

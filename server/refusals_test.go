@@ -1,0 +1,136 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"smartproxy/internal/logging"
+	"smartproxy/server/servertest"
+	"smartproxy/tunnel/transport"
+)
+
+func TestRefusalLogCounts(t *testing.T) {
+	l := newRefusalLog(3, 5)
+	admitted := 0
+	for i := range 10 {
+		if l.admit(fmt.Sprintf("192.0.2.1:%d", 1000+i), EventPartnerTLSRejected) {
+			admitted++
+		}
+	}
+	if admitted != 3 {
+		t.Errorf("one source: %d of 10 events logged one by one, want the burst 3", admitted)
+	}
+	// Nine more sources: two fit under the total of 5 logged lines, two more are tracked
+	// without lines, the rest overflow.
+	for i := 2; i <= 10; i++ {
+		l.admit(fmt.Sprintf("192.0.2.%d:1", i), EventPartnerSSIDTimeout)
+	}
+	got := l.flush(10 * time.Second)
+	want := []struct{ addr, count string }{
+		{"192.0.2.1:1009", "7"},
+		{"192.0.2.4:1", "1"},
+		{"192.0.2.5:1", "1"},
+		{"", "5"},
+	}
+	if len(got) != len(want) {
+		for _, e := range got {
+			t.Log(e.line())
+		}
+		t.Fatalf("flush() = %d summaries, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		if got[i].name != EventPartnerRefusalsSuppressed || got[i].remoteAddr != w.addr || got[i].fields["count"] != w.count {
+			t.Errorf("summary #%d = %s, want remote_addr %q count %s", i, got[i].line(), w.addr, w.count)
+		}
+	}
+	if e := got[0]; e.fields["events"] != EventPartnerTLSRejected {
+		t.Errorf("summary events = %q, want %q", e.fields["events"], EventPartnerTLSRejected)
+	}
+	if e := got[3]; e.fields["sources"] != "5" {
+		t.Errorf("overflow summary sources = %q, want 5", e.fields["sources"])
+	}
+	// A new interval starts from zero.
+	if !l.admit("192.0.2.1:1", EventPartnerTLSRejected) {
+		t.Error("the first event of a new interval was not logged")
+	}
+	if got := l.flush(time.Second); len(got) != 0 {
+		t.Errorf("flush() of an interval without suppressed events = %d summaries, want 0", len(got))
+	}
+	if off := newRefusalLog(-1, 1); !off.admit("192.0.2.1:1", "x") || !off.admit("192.0.2.1:1", "x") {
+		t.Error("a negative burst must log every event")
+	}
+}
+
+// TestRefusalLogLines drives the emitter: a flood of refusals from many sources writes at most
+// 2·RefusalLogMax+1 security lines per interval, every source's address is in the log, and
+// lines that are not security events are never held back.
+func TestRefusalLogLines(t *testing.T) {
+	p := servertest.NewPKI(t)
+	var out bytes.Buffer
+	log, _, err := logging.New(logging.Options{Format: "text", Output: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const burst, max = 4, 20
+	s, err := New(Config{
+		TunnelListener:    ln,
+		TunnelCredentials: &transport.StaticCredentials{Cert: p.TunnelServer.TLS, Pool: p.TunnelCA.Pool()},
+		ProxyID:           "SPX-TEST-TEST-TEST-TEST",
+		Logger:            log,
+		RefusalLogBurst:   burst,
+		RefusalLogMax:     max,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := fail2banRegexps(t)
+	const sources, each = 30, 50
+	for i := range each {
+		for src := range sources {
+			s.emit(security(EventPartnerTLSRejected, fmt.Sprintf("198.51.100.%d:%d", src+1, 2000+i), "", reasonHandshakeTime, "timeout"))
+		}
+	}
+	s.emit(event{name: EventSessionStarted, severity: infoSeverity, remoteAddr: "198.51.100.1:1", msg: "not a refusal"})
+	s.flushRefusals()
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	banned := map[string]int{}
+	individual, summaries, info := 0, 0, 0
+	for _, line := range lines {
+		switch {
+		case strings.Contains(line, "event="+EventPartnerTLSRejected):
+			individual++
+		case strings.Contains(line, "event="+EventPartnerRefusalsSuppressed):
+			summaries++
+		case strings.Contains(line, "event="+EventSessionStarted):
+			info++
+		}
+		if a := matchBan(res, line); a != "" {
+			banned[a]++
+		}
+	}
+	if individual != max {
+		t.Errorf("%d refusals logged one by one, want the interval's maximum %d", individual, max)
+	}
+	if summaries > max+1 || individual+summaries > 2*max+1 {
+		t.Errorf("%d individual + %d summary lines, want at most %d", individual, summaries, 2*max+1)
+	}
+	if info != 1 {
+		t.Errorf("the INFO line was written %d times, want 1", info)
+	}
+	// max sources are tracked (each has a line or a summary); the rest are in the overflow line.
+	if len(banned) != max {
+		t.Errorf("the fail2ban filter matches %d sources, want the %d tracked ones", len(banned), max)
+	}
+	if !strings.Contains(out.String(), fmt.Sprintf("count=%d ", (sources-max)*each)) {
+		t.Errorf("no overflow summary with count %d:\n%s", (sources-max)*each, out.String())
+	}
+}
