@@ -369,3 +369,82 @@ func esidReasonOf(t testing.TB, e *logrus.Entry) oftp2.ESIDReason {
 	}
 	return oftp2.ESIDReason(n)
 }
+
+// TestOutgoingTunnelCut cuts the tunnel in the middle of an outgoing 200 MiB transfer: the
+// internal sender and the partner each receive ESID 05, the partner keeps what it stored, and
+// the same file sent again through a new client resumes by OFTP2 restart and arrives
+// byte-identical with its EERP.
+func TestOutgoingTunnelCut(t *testing.T) {
+	fx := newFixture(t)
+	partnerRecv := t.TempDir()
+	partner := servertest.StartTLSResponder(t, endpoint.Config{ID: partnerID, Password: partnerPassword, ReceiveDir: partnerRecv,
+		Timeout: 30 * time.Second, Partners: map[string]oftp2.Password{companyID: companyPassword}}, fx.partnerServerTLS(fx.partner(t, partnerID)))
+	routeAddr := testnet.ReserveAddr(t)
+	var tunnelFwd *forwarder
+	sys := startSystem(t, fx, systemOptions{
+		tunnelVia: func(target string) string { tunnelFwd = startForwarder(t, target); return tunnelFwd.Addr() },
+		config: func(f *configfile.File) {
+			f.Routes = []configfile.Route{{Name: routeName, ListenAddress: routeAddr, PartnerAddress: partner.Addr,
+				PartnerOdetteID: partnerID, ServerName: "localhost"}}
+		},
+	})
+	sys.clientLog.wait(t, "the client", "route_listening", map[string]string{"route": routeName})
+	o := &outgoing{system: sys, partner: partner, recvDir: partnerRecv, routeAddr: routeAddr}
+	file := makeFile(t, t.TempDir(), "big-out.dat", oftp2.FormatUnstructured, 200*mib, 9)
+
+	type result struct {
+		res *endpoint.Result
+		err error
+	}
+	done := make(chan result, 1)
+	go func() { res, err := o.send(t, file); done <- result{res, err} }()
+	deadline := time.Now().Add(waitTimeout)
+	for partialSize(t, partnerRecv) < 20*mib {
+		select {
+		case r := <-done:
+			t.Fatalf("the session ended before the cut: %v", r.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the partner holds %d octets after %v", partialSize(t, partnerRecv), waitTimeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	tunnelFwd.Cut()
+	sys.mu.Lock()
+	old := sys.client
+	sys.mu.Unlock()
+	old.stop()
+
+	r := <-done
+	var se *endpoint.SessionError
+	if !errors.As(r.err, &se) || !se.Remote || se.Reason != oftp2.ESIDLocalEmergency {
+		t.Fatalf("internal sender's session ended with %v, want ESID 05 from the client", r.err)
+	}
+	pr := o.partnerResults(t, 1)[0]
+	if !errors.As(pr.Err, &se) || !se.Remote || se.Reason != oftp2.ESIDLocalEmergency {
+		t.Errorf("the partner's session ended with %v, want ESID 05 from the server", pr.Err)
+	}
+	kept := partialSize(t, partnerRecv)
+	sys.serverLog.wait(t, "the server", "session_ended", map[string]string{"direction": "outgoing", "reason": "inside_tunnel_lost", "esid_reason": "05"})
+
+	// A new client; the internal server sends the same file again and it resumes.
+	sys.startClient(t, sys.tunnelAddr)
+	sys.waitListener(t, true) // the new tunnel is up and the server holds its configuration
+	deadline = time.Now().Add(waitTimeout)
+	for len(sys.clientLog.entries("route_listening", map[string]string{"route": routeName})) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the new client did not listen for the route")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	res, err := o.send(t, file)
+	if err != nil {
+		t.Fatalf("re-sent session: %v", err)
+	}
+	checkDelivered(t, res, o.partnerResults(t, 2)[1], []testFile{file})
+	if pos := res.Sent[0].RestartPosition; pos <= 0 {
+		t.Errorf("the internal sender's restart position = %d, want > 0 (the transfer started over)", pos)
+	}
+	t.Logf("resumed at %d KiB of %d KiB; %d octets had been kept", res.Sent[0].RestartPosition, file.size>>10, kept)
+}
