@@ -239,8 +239,8 @@ func closedBeforeTLS(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
-// holdSession opens a partner session that waits after SSRM, holding one session slot until
-// the test ends.
+// holdSession opens a partner session that is admitted (its SSID answered by the internal
+// server) and then waits, holding one session slot until the test ends.
 func holdSession(t *testing.T, fx *fixture, addr string) {
 	t.Helper()
 	rp, err := servertest.DialPartner(addr, &fx.partner(t, partnerID).TLS, fx.CompanyCA.Pool())
@@ -250,6 +250,13 @@ func holdSession(t *testing.T, fx *fixture, addr string) {
 	t.Cleanup(func() { rp.Close() })
 	if err := rp.ExpectSSRM(); err != nil {
 		t.Fatalf("the first partner: %v", err)
+	}
+	// A session slot is taken when the partner is verified, not while it is in admission.
+	if err := rp.Write(servertest.SSID(t, partnerID, partnerPassword, nil)); err != nil {
+		t.Fatalf("the first partner: %v", err)
+	}
+	if b, err := rp.Read(waitTimeout); err != nil || len(b) == 0 || b[0] != byte(oftp2.CodeSSID) {
+		t.Fatalf("the first partner: %q, %v; want the internal server's SSID", b, err)
 	}
 }
 
@@ -287,7 +294,9 @@ func TestConnectionLimits(t *testing.T) {
 				t.Errorf("the partner over the limit: handshake = %v, want the connection closed before TLS", err)
 			}
 			sys.securityEvent(t, tc.event, local, map[string]string{"reason": tc.reason})
-			checkNothingInside(t, sys)
+			if n := sys.responder.Conns(); n != 1 {
+				t.Errorf("the internal responder accepted %d connections, want only the held session's", n)
+			}
 		})
 	}
 }
