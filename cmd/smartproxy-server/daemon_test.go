@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"smartproxy/internal/license"
+	"smartproxy/internal/license/devkey"
 	"smartproxy/internal/pki"
 )
 
@@ -116,7 +117,7 @@ func TestRunProxyID(t *testing.T) {
 // writeLicense writes a license signed with the development key for proxyID.
 func writeLicense(t *testing.T, path, proxyID string, notBefore, notAfter time.Time) {
 	t.Helper()
-	key, keyID := license.DevSigningKey()
+	key, keyID := devkey.SigningKey()
 	file, err := license.Sign(license.License{ProxyID: proxyID, Customer: "Test Customer", NotBefore: notBefore, NotAfter: notAfter}, key, keyID)
 	if err != nil {
 		t.Fatal(err)
