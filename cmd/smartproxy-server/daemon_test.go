@@ -432,7 +432,7 @@ func TestDaemonSignalsNotifyAndMetrics(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"smartproxy_server_partner_listener_open 0", "smartproxy_server_tunnels 0", "smartproxy_server_license_valid 0", "go_goroutines"} {
+	for _, want := range []string{"smartproxy_server_partner_listener_open 0", "smartproxy_server_tunnels 0", "smartproxy_server_license_valid 0", "smartproxy_build_info{", "go_goroutines"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
