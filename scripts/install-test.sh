@@ -153,7 +153,7 @@ debs=$work/dist/$VERSION
 # lintian: no error; the warnings are listed (docs/packaging.md names them).
 errors=0
 for deb in "$debs"/*.deb; do
-  out=$(lintian --no-tag-display-limit "$deb" 2>&1 || true)
+  out=$(lintian --tag-display-limit 0 "$deb" 2>&1 || true)
   [ -n "$out" ] && echo "$out"
   if echo "$out" | grep -q '^E: '; then errors=$((errors + 1)); fi
 done
