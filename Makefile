@@ -115,3 +115,27 @@ $(BIN)/grpcurl:
 clean: ## Remove ./bin and test caches.
 	rm -rf $(BIN)
 	$(GO) clean -testcache
+
+# Release and packages (docs/packaging.md). VERSION is x.y.z; LICENSE_KEYS is a file of
+# production license public keys (keyid:base64 a line, as `smartproxy-license keygen` prints).
+VERSION      ?=
+LICENSE_KEYS ?=
+DIST         ?= $(CURDIR)/dist
+NFPM_VERSION := v2.48.0
+
+.PHONY: release
+release: ## make release VERSION=x.y.z LICENSE_KEYS=FILE: stamped binaries without the development key into dist/VERSION/.
+	GO=$(GO) VERSION=$(VERSION) LICENSE_KEYS=$(LICENSE_KEYS) DIST=$(DIST) ./scripts/release.sh
+
+.PHONY: package
+package: release $(BIN)/nfpm ## make package VERSION=x.y.z LICENSE_KEYS=FILE: the three .deb packages into dist/VERSION/.
+	NFPM=$(BIN)/nfpm VERSION=$(VERSION) DIST=$(DIST) ./scripts/package.sh
+
+.PHONY: install-test
+install-test: ## Build the packages with a throwaway key and install them into a throwaway root.
+	GO=$(GO) ./scripts/install-test.sh
+
+# nfpm is installed by version like the other tools, not as a tool dependency of go.mod: its
+# large dependency graph stays out of the version selection of the module's own dependencies.
+$(BIN)/nfpm:
+	GOBIN=$(BIN) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)

@@ -16,6 +16,7 @@ import (
 
 	"smartproxy/client/configfile"
 	"smartproxy/internal/license"
+	"smartproxy/internal/license/devkey"
 	"smartproxy/internal/pki"
 )
 
@@ -250,7 +251,7 @@ func (fx *fixture) writeConfig(t testing.TB, c configfile.File) string {
 // mod, if not nil, changes the license before it is signed.
 func writeLicense(t testing.TB, dir, proxyID string, mod func(*license.License)) string {
 	t.Helper()
-	key, keyID := license.DevSigningKey()
+	key, keyID := devkey.SigningKey()
 	lic := license.License{ProxyID: proxyID, Customer: "e2e", NotAfter: time.Now().Add(24 * time.Hour)}
 	if mod != nil {
 		mod(&lic)

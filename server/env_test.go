@@ -16,6 +16,7 @@ import (
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/license"
+	"smartproxy/internal/license/devkey"
 	"smartproxy/oftp2/endpoint"
 	"smartproxy/server/servertest"
 	"smartproxy/tunnel"
@@ -194,7 +195,7 @@ func countEvents(h *test.Hook, name string) int {
 
 func writeTestLicense(t testing.TB, path, proxyID string) {
 	t.Helper()
-	key, keyID := license.DevSigningKey()
+	key, keyID := devkey.SigningKey()
 	file, err := license.Sign(license.License{ProxyID: proxyID, Customer: "test", NotAfter: time.Now().Add(24 * time.Hour)}, key, keyID)
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"smartproxy/admin"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/license"
+	"smartproxy/internal/license/devkey"
 	"smartproxy/internal/pki"
 	"smartproxy/internal/testnet"
 	"smartproxy/oftp2"
@@ -313,7 +314,7 @@ func TestDrainOnShutdown(t *testing.T) {
 func TestLicenseUpdate(t *testing.T) {
 	p := servertest.NewPKI(t)
 	env := newEnv(t, p, p.SecurityConfig(t, servertest.EnabledPartner("O0013PARTNER")), envOptions{noLicense: true})
-	key, keyID := license.DevSigningKey()
+	key, keyID := devkey.SigningKey()
 	sign := func(proxyID string) []byte {
 		f, err := license.Sign(license.License{ProxyID: proxyID, Customer: "pushed", NotAfter: time.Now().Add(48 * time.Hour)}, key, keyID)
 		if err != nil {

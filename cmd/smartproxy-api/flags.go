@@ -52,7 +52,7 @@ var groups = map[string]group{
 }
 
 func runVersion(stdout io.Writer) error {
-	fmt.Fprintln(stdout, "smartproxy-api", buildinfo.Version(), "schema", store.SchemaVersion())
+	fmt.Fprintln(stdout, "smartproxy-api", buildinfo.String(), "schema", store.SchemaVersion())
 	return nil
 }
 

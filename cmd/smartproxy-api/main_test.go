@@ -27,6 +27,7 @@ import (
 	"smartproxy/backend"
 	"smartproxy/backend/store"
 	"smartproxy/internal/license"
+	"smartproxy/internal/license/devkey"
 	"smartproxy/internal/pki"
 	"smartproxy/internal/testwait"
 )
@@ -485,7 +486,7 @@ func TestRouteCommands(t *testing.T) {
 
 func TestLicenseCommands(t *testing.T) {
 	dir, _ := initDir(t)
-	key, keyID := license.DevSigningKey()
+	key, keyID := devkey.SigningKey()
 	now := time.Now().UTC().Truncate(time.Second)
 	file, err := license.Sign(license.License{ProxyID: "SPX-ABCD-EFGH-JKMN-PQRS", Customer: "ACME 'Quoted' AG",
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(365 * 24 * time.Hour)}, key, keyID)

@@ -111,7 +111,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
 	ccfg := client.Config{
 		Server:      o.server,
 		ServerName:  o.serverName,

@@ -42,7 +42,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		o.usage(stdout)
 		return nil
 	case o.version:
-		fmt.Fprintln(stdout, "smartproxy-client", buildinfo.Version())
+		fmt.Fprintln(stdout, "smartproxy-client", buildinfo.String())
 		return nil
 	case o.check:
 		return runCheck(o.configFile, stdout)

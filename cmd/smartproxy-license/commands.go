@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"smartproxy/internal/license"
+	"smartproxy/internal/license/devkey"
 	"smartproxy/internal/pki"
 )
 
@@ -125,7 +126,7 @@ func runIssue(args []string, stdout, stderr io.Writer) error {
 	var key ed25519.PrivateKey
 	var kid string
 	if *dev {
-		key, kid = license.DevSigningKey()
+		key, kid = devkey.SigningKey()
 	} else {
 		data, err := os.ReadFile(*keyFile)
 		if err != nil {
@@ -217,7 +218,7 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 		valid = false
 	} else {
 		note := ""
-		if _, devID := license.DevSigningKey(); l.KeyID == devID {
+		if l.KeyID == license.DevKeyID {
 			note = " (development key: release builds reject it)"
 		}
 		fmt.Fprintf(stdout, "signature:    verified%s\n", note)

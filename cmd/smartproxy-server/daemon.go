@@ -69,7 +69,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
 
 	var svc *admin.Service // set below, before Run registers it on the tunnel port
 	srv, err := server.New(server.Config{

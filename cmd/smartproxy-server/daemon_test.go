@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"smartproxy/internal/license"
+	"smartproxy/internal/license/devkey"
 	"smartproxy/internal/pki"
 )
 
@@ -116,7 +117,7 @@ func TestRunProxyID(t *testing.T) {
 // writeLicense writes a license signed with the development key for proxyID.
 func writeLicense(t *testing.T, path, proxyID string, notBefore, notAfter time.Time) {
 	t.Helper()
-	key, keyID := license.DevSigningKey()
+	key, keyID := devkey.SigningKey()
 	file, err := license.Sign(license.License{ProxyID: proxyID, Customer: "Test Customer", NotBefore: notBefore, NotAfter: notAfter}, key, keyID)
 	if err != nil {
 		t.Fatal(err)
@@ -431,7 +432,7 @@ func TestDaemonSignalsNotifyAndMetrics(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"smartproxy_server_partner_listener_open 0", "smartproxy_server_tunnels 0", "smartproxy_server_license_valid 0", "go_goroutines"} {
+	for _, want := range []string{"smartproxy_server_partner_listener_open 0", "smartproxy_server_tunnels 0", "smartproxy_server_license_valid 0", "smartproxy_build_info{", "go_goroutines"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

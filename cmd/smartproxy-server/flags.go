@@ -20,7 +20,9 @@ import (
 
 // Defaults of the command line.
 const (
-	defaultLicenseFile = "/etc/smartproxy/license"
+	// defaultLicenseFile is in the systemd unit's state directory, where a pushed license can be
+	// written: `smartproxy-server -V` run by hand reads the file the service uses.
+	defaultLicenseFile = "/var/lib/smartproxy-server/license"
 	defaultTunnelDir   = "/etc/smartproxy/tunnel"
 	defaultMetricsAddr = "127.0.0.1:2881"
 	pidFileName        = "smartproxy-server.pid"

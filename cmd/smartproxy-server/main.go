@@ -60,7 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		o.usage(stdout)
 		return nil
 	case o.version:
-		fmt.Fprintln(stdout, "smartproxy-server", buildinfo.Version())
+		fmt.Fprintln(stdout, "smartproxy-server", buildinfo.String())
 		return nil
 	case o.printProxyID:
 		id, err := license.ProxyID()

@@ -27,6 +27,7 @@ import (
 	apiserver "smartproxy/backend"
 	"smartproxy/backend/store"
 	"smartproxy/internal/license"
+	"smartproxy/internal/license/devkey"
 	"smartproxy/internal/pki"
 	"smartproxy/internal/proctest"
 	"smartproxy/internal/testnet"
@@ -339,7 +340,7 @@ func (s *system) proxyID() string {
 // key, which development builds of the server trust).
 func (s *system) importLicense() {
 	s.t.Helper()
-	key, keyID := license.DevSigningKey()
+	key, keyID := devkey.SigningKey()
 	file, err := license.Sign(license.License{ProxyID: s.proxyID(), Customer: "e2e backend", NotAfter: time.Now().Add(24 * time.Hour)}, key, keyID)
 	if err != nil {
 		s.t.Fatal(err)

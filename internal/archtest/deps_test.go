@@ -28,6 +28,8 @@ var rules = []rule{
 // tests) may import.
 var importersOnly = map[string][]string{
 	"smartproxy/apiclient": {"smartproxy/client/...", "smartproxy/cmd/smartproxy-client", "smartproxy/apiclient/...", "smartproxy/e2e/..."},
+	// The development private key: no daemon links a private key (tests may import it).
+	"smartproxy/internal/license/devkey": {"smartproxy/cmd/smartproxy-license"},
 }
 
 func match(pattern, pkg string) bool {

@@ -1,8 +1,12 @@
 package buildinfo
 
 import (
+	"runtime"
 	"runtime/debug"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestFromBuildInfo(t *testing.T) {
@@ -27,5 +31,29 @@ func TestFromBuildInfo(t *testing.T) {
 	}
 	if Version() == "" {
 		t.Error("Version() is empty")
+	}
+}
+
+func TestCollector(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 1 || mfs[0].GetName() != "smartproxy_build_info" || len(mfs[0].GetMetric()) != 1 {
+		t.Fatalf("Gather() = %v, want one smartproxy_build_info sample", mfs)
+	}
+	m := mfs[0].GetMetric()[0]
+	if got := m.GetGauge().GetValue(); got != 1 {
+		t.Errorf("smartproxy_build_info = %v, want 1", got)
+	}
+	labels := map[string]string{}
+	for _, l := range m.GetLabel() {
+		labels[l.GetName()] = l.GetValue()
+	}
+	want := map[string]string{"version": Version(), "commit": Commit(), "date": Date(), "goversion": runtime.Version()}
+	if diff := cmp.Diff(want, labels); diff != "" {
+		t.Errorf("smartproxy_build_info labels (-want +got):\n%s", diff)
 	}
 }

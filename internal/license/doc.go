@@ -11,6 +11,8 @@
 // atomically after verifying the new one.
 //
 // The trusted keys are compiled into the binary (TrustedKeys): production
-// keys set at link time with -ldflags -X, plus the development key of package
-// devkey unless the build disallows it.
+// keys set at link time with -ldflags -X, plus the public half of the
+// development key unless the build disallows it (release builds do: `make
+// release`, docs/license.md). The development private key lives in package
+// devkey, which only smartproxy-license and tests may import.
 package license

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"smartproxy/internal/license/devkey"
 )
 
 var proxyIDPattern = regexp.MustCompile(`^SPX-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$`)
@@ -190,9 +192,9 @@ func TestTrustedKeysBuildSettings(t *testing.T) {
 	oldKeys, oldDev := productionKeys, allowDevKey
 	t.Cleanup(func() { productionKeys, allowDevKey = oldKeys, oldDev })
 
-	devPriv, devID := DevSigningKey()
+	devPriv, devID := devkey.SigningKey()
 	if devID != "dev-1" {
-		t.Errorf("DevSigningKey() key ID = %q, want dev-1", devID)
+		t.Errorf("devkey.SigningKey() key ID = %q, want dev-1", devID)
 	}
 	keys := TrustedKeys()
 	if len(keys) != 1 || !keys[devID].Equal(devPriv.Public()) || !DevKeyAllowed() {

@@ -11,9 +11,16 @@ import (
 	"maps"
 	"slices"
 	"strings"
-
-	"smartproxy/internal/license/devkey"
 )
+
+// DevKeyID is the key ID of the development license key. Its private half is
+// public (package devkey, linked only by smartproxy-license and tests).
+const DevKeyID = "dev-1"
+
+// devPublicKey is the public half of the development key (base64 of the raw
+// Ed25519 key). Only the public half is compiled into the daemons: a daemon
+// never links a private key.
+const devPublicKey = "0fDShkDRSOBZfyRH8rCvZ/FhGZ/eWIqcDRdrICpASwA="
 
 // Build-time settings, set with -ldflags -X (only string variables can be).
 // They are never changed at run time.
@@ -38,11 +45,10 @@ func TrustedKeys() map[string]ed25519.PublicKey {
 		panic(fmt.Sprintf("license: malformed productionKeys build setting: %v", err))
 	}
 	if DevKeyAllowed() {
-		priv, id := DevSigningKey()
-		if _, dup := keys[id]; dup {
-			panic(fmt.Sprintf("license: production key ID %q clashes with the development key", id))
+		if _, dup := keys[DevKeyID]; dup {
+			panic(fmt.Sprintf("license: production key ID %q clashes with the development key", DevKeyID))
 		}
-		keys[id] = priv.Public().(ed25519.PublicKey)
+		keys[DevKeyID] = DevPublicKey()
 	}
 	return keys
 }
@@ -124,14 +130,14 @@ func EncodePrivateKeyPEM(key ed25519.PrivateKey) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
-// DevSigningKey returns the development signing key and its key ID, for
-// tests and the demo. Its private half is public (package devkey).
-func DevSigningKey() (ed25519.PrivateKey, string) {
-	key, err := ParsePrivateKeyPEM(devkey.PrivateKeyPEM)
-	if err != nil {
-		panic("license: embedded development key is broken: " + err.Error())
+// DevPublicKey returns the public half of the development key (key ID
+// DevKeyID), whether or not this build trusts it.
+func DevPublicKey() ed25519.PublicKey {
+	raw, err := base64.StdEncoding.DecodeString(devPublicKey)
+	if err != nil || len(raw) != ed25519.PublicKeySize {
+		panic("license: compiled-in development public key is broken")
 	}
-	return key, devkey.DevKeyID
+	return ed25519.PublicKey(raw)
 }
 
 // DevKeyAllowed reports whether this binary accepts the development key:

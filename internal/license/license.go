@@ -74,6 +74,9 @@ type UnknownKeyError struct {
 
 // Error implements error.
 func (e *UnknownKeyError) Error() string {
+	if e.KeyID == DevKeyID {
+		return fmt.Sprintf("license: signed with unknown key %q: the development key, which this release build refuses; a customer license is signed with a production key", e.KeyID)
+	}
 	return fmt.Sprintf("license: signed with unknown key %q (not among the keys this binary trusts)", e.KeyID)
 }
 

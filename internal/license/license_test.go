@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"smartproxy/internal/license/devkey"
 )
 
 const testProxyID = "SPX-0123-4567-89AB-CDEF"
@@ -61,7 +63,7 @@ func signRaw(t *testing.T, payload []byte, key ed25519.PrivateKey, id string) []
 func TestSignParseRoundTrip(t *testing.T) {
 	now := time.Now()
 	pub, priv := newKey(t)
-	devKey, devID := DevSigningKey()
+	devKey, devID := devkey.SigningKey()
 	for _, tc := range []struct {
 		name string
 		key  ed25519.PrivateKey
