@@ -37,6 +37,20 @@ test: ## Vet, then run every test with the race detector.
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
 
+# `make test-stress`: repetitions of the whole suite and its time limit.
+STRESSCOUNT   ?= 3
+STRESSTIMEOUT ?= 120m
+
+.PHONY: test-stress
+test-stress: ## Flake hunt (not in CI): the whole suite with -race -count=STRESSCOUNT beside two busy loops.
+	$(GO) vet ./...
+	@busy() { while :; do :; done; }; busy & b1=$$!; busy & b2=$$!; \
+	  trap 'kill $$b1 $$b2 2>/dev/null || true' EXIT; trap 'exit 143' INT TERM; \
+	  start=$$(date +%s); rc=0; \
+	  $(GO) test -race -count=$(STRESSCOUNT) -timeout $(STRESSTIMEOUT) ./... || rc=$$?; \
+	  echo "test-stress: -race -count=$(STRESSCOUNT) with two busy loops: $$(( $$(date +%s) - start ))s, exit status $$rc"; \
+	  exit $$rc
+
 .PHONY: test-short
 test-short: ## Quick tests without the race detector.
 	$(GO) test -short -count=1 ./...
@@ -76,6 +90,10 @@ bench-e2e: build ## End-to-end transfers: direct TLS vs HAProxy vs SmartProxy; r
 .PHONY: demo
 demo: build ## Run the whole system on loopback with embedded defaults and deliver a file.
 	./scripts/demo.sh
+
+.PHONY: demo-ui
+demo-ui: build ## Run the demo and keep the system up (web admin) until Ctrl-C.
+	DEMO_UI=1 ./scripts/demo.sh
 
 .PHONY: pki
 pki: build ## Create a tunnel CA and server/client certificates in ./pki.

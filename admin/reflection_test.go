@@ -17,7 +17,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
 
-	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/pki"
 	"smartproxy/internal/proctest"
 	"smartproxy/tunnel/transport"
@@ -58,7 +57,7 @@ func startTunnel(t *testing.T, b Backend) *tunnelFixture {
 	}
 	srv, err := transport.NewServer(transport.ServerConfig{
 		Credentials: serverSrc,
-		OnStream: func(ctx context.Context, _ transport.PeerInfo, _ tunnelv1.TunnelService_ConnectServer) error {
+		OnStream: func(ctx context.Context, _ transport.PeerInfo, _ transport.ConnectServer) error {
 			<-ctx.Done()
 			return nil
 		},

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	adminv1 "smartproxy/gen/smartproxy/admin/v1"
-	"smartproxy/tunnel/transport"
+	"smartproxy/internal/grpclogrus"
 )
 
 // DefaultAddr is the admin listener's default address.
@@ -69,7 +69,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	glog := transport.GRPCLogger(log)
+	glog := grpclogrus.Logger(log)
 	recov := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.WithField("panic", p).WithField("stack", string(debug.Stack())).Error("panic in admin handler")
 		return status.Error(codes.Internal, "internal error")
@@ -83,11 +83,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.grpc = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(
-			logging.UnaryServerInterceptor(glog, transport.LoggingOptions()...),
+			logging.UnaryServerInterceptor(glog, grpclogrus.LoggingOptions()...),
 			recovery.UnaryServerInterceptor(recov),
 		),
 		grpc.ChainStreamInterceptor(
-			logging.StreamServerInterceptor(glog, transport.LoggingOptions()...),
+			logging.StreamServerInterceptor(glog, grpclogrus.LoggingOptions()...),
 			recovery.StreamServerInterceptor(recov),
 		),
 	)

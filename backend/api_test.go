@@ -597,3 +597,34 @@ func TestShutdownEndsLongPoll(t *testing.T) {
 	}
 	t.Logf("shutdown with a waiting long poll took %v", time.Since(start).Round(time.Millisecond))
 }
+
+// TestTunnelReport checks that the tunnel state of a license status report is kept for the
+// web admin, and that a repeated report is not logged again.
+func TestTunnelReport(t *testing.T) {
+	e := newEnv(t, nil)
+	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	since := exp.Add(-2 * time.Hour)
+	put := func(tun *apiv1.TunnelState) {
+		t.Helper()
+		ls := apiv1.LicenseStatus{ProxyID: "PX-1", Reason: "no license installed", Tunnel: tun}
+		if resp, body := e.do("PUT", apiv1.PathLicenseStatus, e.token, mustJSON(t, ls), nil); resp.StatusCode != 204 {
+			t.Fatalf("PUT license-status = %d %s", resp.StatusCode, body)
+		}
+	}
+	if _, ok := e.srv.Tunnel(1); ok {
+		t.Fatal("a tunnel state before any report")
+	}
+	put(&apiv1.TunnelState{Streams: 2, OpenSessions: 5, ConnectedAt: &since})
+	put(&apiv1.TunnelState{Streams: 2, OpenSessions: 7, ConnectedAt: &since})
+	rep, ok := e.srv.Tunnel(1)
+	if !ok || rep.Streams != 2 || rep.OpenSessions != 7 || !rep.ConnectedAt.Equal(since) || time.Since(rep.ReportedAt) > time.Minute {
+		t.Errorf("Tunnel(1) = %+v, %v; want the second report", rep, ok)
+	}
+	if n := strings.Count(e.logs.String(), "the DMZ server has no valid license"); n != 1 {
+		t.Errorf("the unchanged license status was logged %d times, want once", n)
+	}
+	put(nil) // from a client that does not report its tunnel: the last state stays
+	if rep, ok := e.srv.Tunnel(1); !ok || rep.OpenSessions != 7 {
+		t.Errorf("Tunnel(1) after a report without tunnel = %+v, %v", rep, ok)
+	}
+}

@@ -72,6 +72,7 @@ func Document(snap *store.Snapshot, withSecrets bool) *apiv1.ConfigDocument {
 		OutgoingSourceIP: st.OutgoingSourceIP,
 		Routes:           []apiv1.Route{},
 		LogLevel:         st.LogLevel,
+		Revocation:       apiv1.Revocation(st.Revocation),
 		LogIgnoreRules:   []apiv1.LogIgnoreRule{},
 	}
 	if is := st.InternalServer; is.Address != "" || is.TLS() {

@@ -17,6 +17,7 @@ import (
 
 	"smartproxy/api/apiv1"
 	"smartproxy/backend/store"
+	"smartproxy/internal/logging"
 )
 
 // EscalatorConfig configures the event processor. The zero value logs
@@ -82,7 +83,7 @@ func NewEscalator(st *store.Store, cfg EscalatorConfig, log logrus.FieldLogger, 
 		}
 	}
 	if log == nil {
-		log = discardLogger()
+		log = logging.Discard()
 	}
 	if now == nil {
 		now = time.Now

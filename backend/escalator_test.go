@@ -215,7 +215,9 @@ slow) sleep 30 & echo "$$ $!" > "`+dir+`/slow.pids.tmp"; mv "`+dir+`/slow.pids.t
 fail) echo "cannot reach the pager" >&2; exit 3 ;;
 esac
 `)
-	e := newEscalatorEnv(t, EscalatorConfig{Script: script, Timeout: 300 * time.Millisecond, MinSeverity: apiv1.SeverityError}, nil)
+	// The timeout leaves the shell time to start its child and record the IDs even on a loaded
+	// machine (at 300 ms it was killed first under make test-stress).
+	e := newEscalatorEnv(t, EscalatorConfig{Script: script, Timeout: 2 * time.Second, MinSeverity: apiv1.SeverityError}, nil)
 	now := time.Now()
 	e.add(t,
 		store.Event{ID: "slow", Time: now, Severity: "critical", Name: "x", Source: "server"},

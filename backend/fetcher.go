@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"smartproxy/backend/store"
+	"smartproxy/internal/logging"
 	"smartproxy/internal/revocation"
 )
 
@@ -83,7 +84,7 @@ func NewFetcher(st *store.Store, cfg FetcherConfig, log logrus.FieldLogger, now 
 		cfg.Client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
 	if log == nil {
-		log = discardLogger()
+		log = logging.Discard()
 	}
 	if now == nil {
 		now = time.Now

@@ -273,6 +273,10 @@ func (s *Server) putLicenseStatus(w http.ResponseWriter, r *http.Request, c stor
 	if err := s.st.SetLicenseStatus(r.Context(), c.ID, st); err != nil {
 		return err
 	}
+	if !s.recordTunnel(c.ID, req) {
+		w.WriteHeader(http.StatusNoContent)
+		return nil // a periodic repetition: logged when it changes
+	}
 	entry := s.log.WithFields(map[string]any{"client": c.Name, "proxy_id": req.ProxyID, "valid": req.Valid})
 	if req.Valid {
 		entry.WithField("expires_at", req.ExpiresAt.UTC().Format(time.RFC3339)).Debug("license status reported")

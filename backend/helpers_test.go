@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"smartproxy/backend/store"
+	"smartproxy/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -69,13 +70,7 @@ func newLogger() (*logrus.Logger, *logBuffer) {
 // waitFor polls cond every 10ms for at most 10s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, 10*time.Second, what, cond)
 }
 
 // env is a running backend on 127.0.0.1 with HTTPS, a database in a

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 
 	"smartproxy/api/apiv1"
 	"smartproxy/backend/store"
+	"smartproxy/internal/logging"
 )
 
 // Config configures a Server. Store is required; every other zero value
@@ -83,13 +83,42 @@ type Server struct {
 
 	touchMu sync.Mutex
 	touched map[int64]time.Time // client id → last recorded request
+
+	tunnelMu sync.Mutex
+	tunnels  map[int64]TunnelReport        // client id → last tunnel state reported
+	licenses map[int64]apiv1.LicenseStatus // client id → last license status, without its tunnel
 }
 
-// discardLogger returns a logger that writes nothing.
-func discardLogger() *logrus.Logger {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return l
+// TunnelReport is the tunnel state a proxy client last reported with its license status. It is
+// kept in memory only: it describes the moment, and clients repeat it every 30 s.
+type TunnelReport struct {
+	apiv1.TunnelState
+	// ReportedAt is when the backend received it.
+	ReportedAt time.Time
+}
+
+// recordTunnel keeps the tunnel state of a license status report and reports whether the
+// license part differs from the client's previous report.
+func (s *Server) recordTunnel(clientID int64, st apiv1.LicenseStatus) (licenseChanged bool) {
+	s.tunnelMu.Lock()
+	defer s.tunnelMu.Unlock()
+	if st.Tunnel != nil {
+		s.tunnels[clientID] = TunnelReport{TunnelState: *st.Tunnel, ReportedAt: s.now()}
+	}
+	st.Tunnel = nil
+	prev, ok := s.licenses[clientID]
+	s.licenses[clientID] = st
+	return !ok || prev.ProxyID != st.ProxyID || prev.Valid != st.Valid || prev.Reason != st.Reason ||
+		(prev.ExpiresAt == nil) != (st.ExpiresAt == nil) || (prev.ExpiresAt != nil && !prev.ExpiresAt.Equal(*st.ExpiresAt))
+}
+
+// Tunnel returns the tunnel state the client last reported, if it reported one since this
+// process started.
+func (s *Server) Tunnel(clientID int64) (TunnelReport, bool) {
+	s.tunnelMu.Lock()
+	defer s.tunnelMu.Unlock()
+	r, ok := s.tunnels[clientID]
+	return r, ok
 }
 
 // New checks cfg and returns a Server.
@@ -98,7 +127,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("backend: Config.Store is required")
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = discardLogger()
+		cfg.Logger = logging.Discard()
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -121,7 +150,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, now: cfg.Now, esc: esc, fetcher: fetcher,
-		stopping: make(chan struct{}), touched: make(map[int64]time.Time)}
+		stopping: make(chan struct{}), touched: make(map[int64]time.Time),
+		tunnels: make(map[int64]TunnelReport), licenses: make(map[int64]apiv1.LicenseStatus)}
 	s.handler = s.routes()
 	return s, nil
 }

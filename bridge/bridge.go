@@ -96,6 +96,12 @@ type Config struct {
 	// OnViolation, if not nil, is called once when a buffer breaks RFC 5024 (the validator's
 	// verdict, or broken stream framing from Conn), before the ESIDs are sent.
 	OnViolation func(Violation)
+	// Inspect, if not nil, sees every buffer the validator accepted before it is forwarded.
+	// A non-nil error (an *oftp2.ProtocolError carrying the ESID reason) refuses the session:
+	// ESID to Conn's peer, abort with ABORT_REASON_REFUSED and the same reason on the
+	// session. The DMZ server uses it to check that a called partner's SSID carries the route's
+	// Odette ID.
+	Inspect func(fromConn bool, buf []byte) error
 	// Logger receives debug lines. If nil, nothing is logged.
 	Logger logrus.FieldLogger
 }
@@ -130,7 +136,7 @@ func (s *Stop) Cause() string { return tunnel.ReasonString(s.Reason) }
 type Result struct {
 	// Cause is "normal" after an exchange of ESID 00, and otherwise one of
 	// "esid_from_<conn>", "esid_from_<session>" (an endpoint's ESID with another reason),
-	// "protocol_violation", "idle_timeout", a Stop's cause, "<conn>_connection_lost" (Conn
+	// "protocol_violation", "refused" (Config.Inspect), "idle_timeout", a Stop's cause, "<conn>_connection_lost" (Conn
 	// ended without ESID or failed) and "<session>_<reason>" (the other daemon aborted the
 	// session, e.g. "inside_tunnel_lost"), with the names of Config.ConnName and SessionName.
 	Cause string
@@ -321,6 +327,7 @@ func (b *bridge) fromConnLoop() *outcome {
 			}
 			return o
 		}
+		b.noteESID(buf, true)
 		if err := b.sess.WriteBuffer(context.Background(), buf); err != nil {
 			return b.sessionEnded(err)
 		}
@@ -352,6 +359,18 @@ func (b *bridge) judge(from oftp2.Side, buf []byte, fromConn bool) *outcome {
 	}
 	if err != nil {
 		return b.violation(fromConn, oftp2.CommandCode(buf[0]), err)
+	}
+	if b.cfg.Inspect == nil {
+		return nil
+	}
+	if err := b.cfg.Inspect(fromConn, buf); err != nil {
+		text := err.Error()
+		var pe *oftp2.ProtocolError
+		if errors.As(err, &pe) {
+			text = pe.ESID().Text
+		}
+		return &outcome{cause: "refused", reason: tunnelv1.AbortReason_ABORT_REASON_REFUSED, esid: oftp2.ReasonOf(err),
+			text: err.Error(), connText: text, abortSession: true}
 	}
 	return nil
 }
@@ -410,6 +429,7 @@ func (b *bridge) fromSession(ctx context.Context) *outcome {
 			}
 			return o
 		}
+		b.noteESID(buf, false)
 		if err := b.w.write(buf); err != nil {
 			if b.ending.Load() {
 				return nil
@@ -422,6 +442,9 @@ func (b *bridge) fromSession(ctx context.Context) *outcome {
 			b.closeConnWrite()
 			return nil
 		}
+		// Written and judged (the validator keeps no reference to it): the tunnel reuses the
+		// buffer for a later frame, so a bulk transfer allocates no buffer per frame.
+		b.sess.ReleaseBuffer(buf)
 	}
 }
 
@@ -498,7 +521,7 @@ func (b *bridge) violation(fromConn bool, code oftp2.CommandCode, err error) *ou
 		text: text, connText: text, abortSession: true}
 }
 
-// forwarded counts a buffer and remembers the first ESID.
+// forwarded counts a buffer.
 func (b *bridge) forwarded(buf []byte, fromConn bool) {
 	n := uint64(len(buf))
 	if fromConn {
@@ -509,6 +532,11 @@ func (b *bridge) forwarded(buf []byte, fromConn bool) {
 	if b.cfg.OnBuffer != nil {
 		b.cfg.OnBuffer(fromConn, len(buf))
 	}
+}
+
+// noteESID remembers the first ESID that passes. It runs before the ESID is forwarded: its
+// receiver may close at once, and that close must find the ESID noted.
+func (b *bridge) noteESID(buf []byte, fromConn bool) {
 	if oftp2.CommandCode(buf[0]) != oftp2.CodeESID {
 		return
 	}

@@ -13,12 +13,24 @@
 //  2. connects to the internal OFTP2 server (TCP, optionally TLS) and reads its SSRM under a
 //     deadline, without forwarding it (the partner already has the server's SSRM);
 //  3. writes the partner's SSID to the internal server and answers SessionOpened;
-//  4. relays: internal server → tunnel and tunnel → internal server, one OFTP2 command per
-//     tunnel SessionData. The first command from the internal server is its SSID answer.
+//  4. bridges (package bridge): internal server → tunnel and tunnel → internal server, one
+//     OFTP2 command per tunnel SessionData. The first command from the internal server is its
+//     SSID answer.
 //
 // When the server aborts the session with an ESID reason (protocol violation, shutdown), the
 // client writes an ESID with that reason to the internal server before closing, so the internal
-// server logs why its session ended. A tunnel lost ends every session the same way.
+// server logs why its session ended. A tunnel lost ends every session the same way. An internal
+// server that closes without ESID is a lost connection: the session is aborted, and the
+// partner receives an ESID.
+//
+// # Outgoing session
+//
+// The client listens on every route's address of the configuration in force (runRoutes:
+// listeners opened, moved and closed as the configuration changes, accepted sessions never
+// touched). An internal initiator that connects gets SessionOpen{OUTGOING, route} on the least
+// busy tunnel at once; the server dials the partner and answers. A refusal becomes an ESID to
+// the initiator (bridge.Refuse); an accepted session runs on the bridge from the partner's SSRM
+// on.
 //
 // # Configuration
 //
@@ -29,6 +41,7 @@
 //
 // # Goroutines
 //
-// Run owns everything: the transport's stream loops, one multiplexer per stream, and one
-// goroutine per session plus one per session direction. Run returns after all of them.
+// Run owns everything: the transport's stream loops, one multiplexer per stream, the route
+// listeners with their accept loops, and per session the bridge's two goroutines. Run returns
+// after all of them.
 package client

@@ -70,10 +70,10 @@ var errHandshake = errors.New("tunnel handshake failed")
 
 // runStream runs one tunnel stream (transport.ClientStreamHandler): Hello, Welcome, the
 // configuration push, then sessions until the stream ends.
-func (c *Client) runStream(ctx context.Context, index int, peer transport.PeerInfo, cs tunnelv1.TunnelService_ConnectClient) error {
+func (c *Client) runStream(ctx context.Context, index int, peer transport.PeerInfo, cs transport.ConnectClient) error {
 	st := &stream{c: c, index: index, peer: peer, ctx: ctx, connectedAt: time.Now(), notify: make(chan struct{}, 1),
 		log: c.log.WithFields(logrus.Fields{"tunnel": index, "server_addr": addrString(peer.RemoteAddr)})}
-	mux, err := tunnel.New(tunnel.ClientStream(cs), tunnel.Config{
+	mux, err := tunnel.New(transport.ClientStream(cs), tunnel.Config{
 		Side:         tunnel.SideClient,
 		Window:       c.cfg.Window,
 		Logger:       st.log,

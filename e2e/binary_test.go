@@ -307,28 +307,36 @@ func TestDemoScript(t *testing.T) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) } // the script and its daemons
 	cmd.WaitDelay = 10 * time.Second
-	cmd.Env = append(os.Environ(), "BIN="+bin, "DEMO_DIR="+run, "GO="+proctest.GoTool(), "DEMO_PARTNER_PORT=0", "DEMO_TUNNEL_PORT=0")
+	cmd.Env = append(os.Environ(), "BIN="+bin, "DEMO_DIR="+run, "GO="+proctest.GoTool(), "DEMO_PARTNER_PORT=0", "DEMO_TUNNEL_PORT=0", "DEMO_ROUTE_PORT=0")
 	var out proctest.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("scripts/demo.sh: %v (context: %v)\n%s", err, ctx.Err(), out.String())
 	}
 	text := out.String()
+	// One file each way: sent and received sha256 lines, pairwise equal, and the received
+	// files on disk with those sums.
 	sums := regexp.MustCompile(`(?m)^\s+sha256 ([0-9a-f]{64})$`).FindAllStringSubmatch(text, -1)
-	if len(sums) != 2 || sums[0][1] != sums[1][1] {
-		t.Fatalf("the demo printed sha256 lines %v, want two equal ones:\n%s", sums, text)
+	if len(sums) != 4 || sums[0][1] != sums[1][1] || sums[2][1] != sums[3][1] {
+		t.Fatalf("the demo printed sha256 lines %v, want two equal pairs (incoming, outgoing):\n%s", sums, text)
 	}
-	m := regexp.MustCompile(`(?m)^  received: (\S+)$`).FindStringSubmatch(text)
-	if m == nil {
-		t.Fatalf("the demo printed no received path:\n%s", text)
+	received := regexp.MustCompile(`(?m)^    received: (\S+)$`).FindAllStringSubmatch(text, -1)
+	if len(received) != 2 {
+		t.Fatalf("the demo printed received paths %v, want two:\n%s", received, text)
 	}
-	if got := fileSHA256(t, m[1]); got != sums[0][1] {
-		t.Errorf("the file the demo names, %s, has sha256 %s, want %s", m[1], got, sums[0][1])
+	for i, m := range received {
+		if got, want := fileSHA256(t, m[1]), sums[2*i][1]; got != want {
+			t.Errorf("the file the demo names, %s, has sha256 %s, want %s", m[1], got, want)
+		}
+	}
+	if !strings.Contains(text, "partner-inbox") {
+		t.Errorf("the outgoing file was not stored by the partner's OFTP2 server:\n%s", text)
 	}
 	if ev := regexp.MustCompile(`(?m)^  backend:  ([1-9][0-9]*) events stored in `).FindStringSubmatch(text); ev == nil {
 		t.Errorf("the demo printed no backend line with a number of stored events:\n%s", text)
 	}
-	if !strings.Contains(text, "\nOK: partner → smartproxy-server → tunnel → smartproxy-client → internal OFTP2 server") {
+	if !strings.Contains(text, "\nOK: incoming: partner → smartproxy-server → tunnel → smartproxy-client → internal OFTP2 server;\n"+
+		"    outgoing: internal OFTP2 server → smartproxy-client route → tunnel → smartproxy-server → partner:") {
 		t.Errorf("the demo did not report success:\n%s", text)
 	}
 }

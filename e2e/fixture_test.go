@@ -151,7 +151,10 @@ func newFixture(t testing.TB) *fixture {
 // Odette certificate policy); mod may change the request.
 func (fx *fixture) issue(t testing.TB, ca *pki.CA, odetteID string, mod func(*pki.Request)) *pki.Leaf {
 	t.Helper()
+	// Names for loopback: every partner certificate can also serve a partner's OFTP2 server
+	// that the proxy calls in outgoing sessions.
 	req := pki.Request{CommonName: "partner " + odetteID, SerialNumber: odetteID, Organization: []string{"Partner " + odetteID},
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		Usage: pki.UsageClient | pki.UsageServer}
 	if mod != nil {
 		mod(&req)

@@ -227,7 +227,10 @@ func checkNothingInside(t testing.TB, sys *system) {
 // silentHandshakes opens 1,000 partner connections that send nothing useful, 200 at a time:
 // half never send a TLS ClientHello, half send one and then nothing more. The server must
 // close each after the handshake deadline with a partner_tls_rejected event (reason
-// tls_handshake_timeout) that also reaches the client, and nothing may reach the inside.
+// tls_handshake_timeout) that also reaches the client, and nothing may reach the inside. Each
+// connection of a wave comes from its own loopback address, 25 to a /24, so that the
+// per-source and per-prefix caps of the pre-admission pool (attack_test.go tests those) leave
+// every one of them to its deadline.
 func silentHandshakes(t *testing.T, sys *system, addr string) {
 	const total, wave = 1000, 200
 	locals := make(map[string]bool, total)
@@ -237,7 +240,8 @@ func silentHandshakes(t *testing.T, sys *system, addr string) {
 	for w := 0; w < total/wave; w++ {
 		var wg sync.WaitGroup
 		for i := 0; i < wave; i++ {
-			raw, err := net.Dial("tcp", addr)
+			from := &net.TCPAddr{IP: net.IPv4(127, byte(100+w), byte(i/25), byte(i%25+1))}
+			raw, err := (&net.Dialer{LocalAddr: from}).Dial("tcp", addr)
 			if err != nil {
 				t.Fatalf("dial #%d: %v", w*wave+i, err)
 			}

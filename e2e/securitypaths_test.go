@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -186,15 +185,7 @@ func TestIntermediateChains(t *testing.T) {
 
 	t.Run("leaf alone, its intermediate unknown", func(t *testing.T) {
 		conns := sys.responder.Conns()
-		rp, err := servertest.DialPartner(addr, &ch.alone, fx.CompanyCA.Pool())
-		if err != nil {
-			t.Fatalf("TLS handshake of the partner: %v", err)
-		}
-		defer rp.Close()
-		local := rp.Conn.LocalAddr().String()
-		if _, err := rp.Read(10 * time.Second); err == nil || !strings.Contains(err.Error(), "remote error: tls: bad certificate") {
-			t.Errorf("partner's first read = %v, want the TLS alert bad certificate", err)
-		}
+		local := refusedInTLS(t, fx, addr, &pki.Leaf{TLS: ch.alone})
 		sys.securityEvent(t, "partner_tls_rejected", local, map[string]string{"reason": "untrusted_certificate"})
 		if n := sys.responder.Conns(); n != conns {
 			t.Errorf("the internal responder accepted %d connections after the refusal, want %d", n, conns)
@@ -217,15 +208,7 @@ func TestCertificateNotYetValid(t *testing.T) {
 		r.NotBefore = time.Now().Add(time.Hour)
 		r.NotAfter = time.Now().Add(48 * time.Hour)
 	})
-	rp, err := servertest.DialPartner(sys.partnerAddr(t), &early.TLS, fx.CompanyCA.Pool())
-	if err != nil {
-		t.Fatalf("TLS handshake of the partner: %v", err)
-	}
-	defer rp.Close()
-	local := rp.Conn.LocalAddr().String()
-	if _, err := rp.Read(10 * time.Second); err == nil || !strings.Contains(err.Error(), "remote error: tls: bad certificate") {
-		t.Errorf("partner's first read = %v, want the TLS alert bad certificate", err)
-	}
+	local := refusedInTLS(t, fx, sys.partnerAddr(t), early)
 	sys.securityEvent(t, "partner_cert_expired", local, map[string]string{"reason": "certificate_not_yet_valid"})
 	checkNothingInside(t, sys)
 }
@@ -324,31 +307,10 @@ func TestConnectionLimits(t *testing.T) {
 // broken stream reaches the partner.
 func TestInsideFramingViolation(t *testing.T) {
 	fx := newFixture(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		conn, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(waitTimeout))
-		r, w := oftp2.NewReader(conn, 0), oftp2.NewWriter(conn)
-		w.WriteCommand(&oftp2.SSRM{})
-		if _, err := r.ReadBuffer(); err != nil { // the partner's SSID
-			return
-		}
-		w.WriteCommand(&oftp2.SSID{Level: 5, ID: companyID, Password: companyPassword, BufferSize: 4096, Mode: oftp2.ModeReceiver, Restart: true, Credit: 8})
+	internal, _ := startBrokenInternal(t, func(conn net.Conn, _ *oftp2.Writer) {
 		conn.Write([]byte{0x20, 0, 0, 6, 'C', ' ', ' '}) // version 2: not OFTP2 stream framing
-		io.Copy(io.Discard, conn)                        // until the client closes
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	sys := startSystem(t, fx, systemOptions{internalVia: func(string) string { return ln.Addr().String() }})
+	})
+	sys := startSystem(t, fx, systemOptions{internalVia: func(string) string { return internal }})
 
 	f := makeFile(t, t.TempDir(), "to-a-broken-server.dat", oftp2.FormatUnstructured, 64<<10, 6)
 	res, err := runPartner(t, fx, sys.partnerAddr(t), fx.partner(t, partnerID), partnerConfig(partnerID, partnerPassword), nil, f)

@@ -219,13 +219,12 @@ func appendSTB(dst, buf []byte) []byte {
 	return append(append(dst, 0x10, byte(n>>16), byte(n>>8), byte(n)), buf...)
 }
 
-// TestInsideViolation has the internal OFTP2 server break the protocol: after the SSID
-// exchange it sends a CDT although no file is open. The server's validator must end the
-// session with ESID 02 to the partner (an endpoint sending a file, which sees a remote ESID)
-// and to the internal server (through the client), with a protocol_violation event
-// (side=inside) in the server's log and at the client.
-func TestInsideViolation(t *testing.T) {
-	fx := newFixture(t)
+// startBrokenInternal runs an internal OFTP2 server driven at the codec level for one session:
+// SSRM, the partner's SSID, its own SSID, then misbehave; after that it reads until the first
+// ESID, which it hands over on the returned channel (closed without one when the connection
+// ends). It returns the server's address.
+func startBrokenInternal(t *testing.T, misbehave func(net.Conn, *oftp2.Writer)) (string, <-chan *oftp2.ESID) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -248,7 +247,7 @@ func TestInsideViolation(t *testing.T) {
 			return
 		}
 		w.WriteCommand(&oftp2.SSID{Level: 5, ID: companyID, Password: companyPassword, BufferSize: 4096, Mode: oftp2.ModeReceiver, Restart: true, Credit: 8})
-		w.WriteCommand(&oftp2.CDT{})
+		misbehave(conn, w)
 		for {
 			b, err := r.ReadBuffer()
 			if err != nil {
@@ -263,11 +262,22 @@ func TestInsideViolation(t *testing.T) {
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	sys := startSystem(t, fx, systemOptions{internalVia: func(string) string { return ln.Addr().String() }})
+	return ln.Addr().String(), insideESID
+}
+
+// TestInsideViolation has the internal OFTP2 server break the protocol: after the SSID
+// exchange it sends a CDT although no file is open. The server's validator must end the
+// session with ESID 02 to the partner (an endpoint sending a file, which sees a remote ESID)
+// and to the internal server (through the client), with a protocol_violation event
+// (side=inside) in the server's log and at the client.
+func TestInsideViolation(t *testing.T) {
+	fx := newFixture(t)
+	internal, insideESID := startBrokenInternal(t, func(_ net.Conn, w *oftp2.Writer) { w.WriteCommand(&oftp2.CDT{}) })
+	sys := startSystem(t, fx, systemOptions{internalVia: func(string) string { return internal }})
 
 	f := makeFile(t, t.TempDir(), "to-a-broken-server.dat", oftp2.FormatUnstructured, 64<<10, 5)
 	var local string
-	_, err = runPartner(t, fx, sys.partnerAddr(t), fx.partner(t, partnerID), partnerConfig(partnerID, partnerPassword), func(c net.Conn) net.Conn {
+	_, err := runPartner(t, fx, sys.partnerAddr(t), fx.partner(t, partnerID), partnerConfig(partnerID, partnerPassword), func(c net.Conn) net.Conn {
 		local = c.LocalAddr().String()
 		return c
 	}, f)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # demo.sh — run the whole SmartProxy for OFTP2 on loopback, configured from its backend, and
-# deliver a file through it.
+# deliver one file each way through it.
 #
 # Called by `make demo` after `make build`. It uses ./bin/{smartproxy-api,smartproxy-server,
 # smartproxy-client,smartproxy-license,oftp2} and works in ./demo-run (DEMO_DIR), which it
@@ -10,6 +10,9 @@
 #                                  ▲ -U/-T: config, license, events
 #   partner (oftp2 send) ──TLS──► smartproxy-server ══tunnel══ smartproxy-client ──► oftp2 serve
 #                                  (DMZ, no config)                                   (internal)
+#   partner (oftp2 serve) ◄──TLS── smartproxy-server ══tunnel══ smartproxy-client ◄── oftp2 send
+#                                  dials the route's partner      route listener       (internal,
+#                                                                                       plain TCP)
 #
 # The demo's whole configuration (company certificate and key, trusted partner CA and its CRL,
 # the partner, the partner port, the internal OFTP2 server, the license) is put into the
@@ -17,8 +20,9 @@
 # license import, token create); the client follows the backend and configures the DMZ server.
 # Only the certificates are made by a helper (go build ./scripts/demosetup).
 #
-# Exit status 0 means the file arrived byte-identical at the internal OFTP2 server, the partner
-# received its end-to-end response (EERP) and the backend received the proxy's events; anything
+# Exit status 0 means the incoming file arrived byte-identical at the internal OFTP2 server and the
+# outgoing one at the partner's OFTP2 server, each sender received its end-to-end response (EERP),
+# and the backend received the proxy's events; anything
 # else fails with the log tails. The partner and tunnel ports are 6619 and 2878 when those are
 # free on 127.0.0.1, else free high ports (DEMO_PARTNER_PORT, DEMO_TUNNEL_PORT change the
 # preference; 0 means any); the backend's HTTPS port is always a free high port.
@@ -60,7 +64,7 @@ else
 fi
 
 rm -rf "$RUN"
-mkdir -p "$RUN/logs" "$RUN/outgoing" "$RUN/pid" "$RUN/server"
+mkdir -p "$RUN/logs" "$RUN/outgoing" "$RUN/pid" "$RUN/server" "$RUN/internal-outbox"
 RUN=$(cd "$RUN" && pwd)
 API_DIR=$RUN/api
 
@@ -108,6 +112,33 @@ waitfor() {
   fail "$what: not within ${WAIT_SECONDS}s"
 }
 
+# serve NAME BASE ARGS...: start `oftp2 serve ARGS` on a free loopback port (report lines in
+# BASE.out, its log in logs/) and wait until it listens; sets SERVED_PID and SERVED_ADDR.
+serve() {
+  local name=$1 base=$2 i
+  shift 2
+  "$BIN/oftp2" serve --listen 127.0.0.1:0 --addr-file "$base.addr" "$@" \
+    >"$base.out" 2>"$RUN/logs/$(basename "$base").log" &
+  SERVED_PID=$!
+  PIDS+=("$SERVED_PID") NAMES+=("$name")
+  for ((i = 0; i < WAIT_SECONDS * 20; i++)); do
+    [[ -s $base.addr ]] && break
+    kill -0 "$SERVED_PID" 2>/dev/null || fail "$name did not start"
+    sleep 0.05
+  done
+  [[ -s $base.addr ]] || fail "$name did not report its address"
+  SERVED_ADDR=$(cat "$base.addr")
+}
+
+# received OUT WHAT PID: the path of the file an `oftp2 serve` reported in its OUT file.
+received() {
+  local path
+  waitfor "$1" '^received ' "$2 to store the file" "$3" >&2
+  path=$(awk '$1 == "received" {print $2; exit}' "$1")
+  [[ -n $path && -f $path ]] || fail "$2 reported no stored file"
+  echo "$path"
+}
+
 # api ARGS...: the backend's admin CLI on the demo's database; its output is indented.
 api() {
   local out
@@ -130,23 +161,25 @@ PROXY_ID=$("$BIN/smartproxy-server" -L)
 "$BIN/smartproxy-license" issue --dev --proxy-id "$PROXY_ID" --customer "SmartProxy demo" --days 1 --out "$RUN/license" | sed 's/^/  /'
 
 say "Internal OFTP2 server: oftp2 serve ($COMPANY_ID, plain TCP on loopback)"
-"$BIN/oftp2" serve --plain --listen 127.0.0.1:0 --addr-file "$RUN/serve.addr" \
-  --odette-id "$COMPANY_ID" --password "$COMPANY_PW" --partner "$PARTNER_ID:$PARTNER_PW" \
-  --dir "$RUN/inbox" >"$RUN/serve.out" 2>"$RUN/logs/oftp2-serve.log" &
-PIDS+=($!) NAMES+=("oftp2 serve")
-SERVE_PID=$!
-for ((i = 0; i < WAIT_SECONDS * 20; i++)); do
-  [[ -s $RUN/serve.addr ]] && break
-  kill -0 "$SERVE_PID" 2>/dev/null || fail "oftp2 serve did not start"
-  sleep 0.05
-done
-[[ -s $RUN/serve.addr ]] || fail "oftp2 serve did not report its address"
-INTERNAL=$(cat "$RUN/serve.addr")
+serve "oftp2 serve" "$RUN/serve" --plain \
+  --odette-id "$COMPANY_ID" --password "$COMPANY_PW" --partner "$PARTNER_ID:$PARTNER_PW" --dir "$RUN/inbox"
+SERVE_PID=$SERVED_PID
+INTERNAL=$SERVED_ADDR
 echo "  listening on $INTERNAL"
+
+say "Partner's OFTP2 server: oftp2 serve ($PARTNER_ID, TLS with the partner certificate, company CA required)"
+serve "oftp2 serve (partner)" "$RUN/partner-serve" \
+  --cert "$RUN/certs/partner.pem" --key "$RUN/certs/partner-key.pem" --ca "$RUN/certs/company-ca.pem" \
+  --odette-id "$PARTNER_ID" --password "$PARTNER_PW" --partner "$COMPANY_ID:$COMPANY_PW" --dir "$RUN/partner-inbox"
+PSERVE_PID=$SERVED_PID
+PARTNER_SERVE=$SERVED_ADDR
+echo "  listening on $PARTNER_SERVE"
 
 # The standard ports when they are free, else free high ports (0: always a free high port).
 PARTNER_ADDR=$("$SETUP" port "${DEMO_PARTNER_PORT:-6619}")
 TUNNEL_ADDR=$("$SETUP" port "${DEMO_TUNNEL_PORT:-2878}")
+# The route's listener: the original product's proxy-client port when it is free.
+ROUTE_ADDR=$("$SETUP" port "${DEMO_ROUTE_PORT:-65433}")
 
 say "Backend: smartproxy-api init --data-dir $API_DIR (database, TLS certificate, first token)"
 INIT_OUT=$("$BIN/smartproxy-api" init --data-dir "$API_DIR" --client "$PROXY_CLIENT" 2>&1) ||
@@ -166,10 +199,13 @@ api crl import "$RUN/certs/partner-ca.crl"
 printf '%s\n' "$PARTNER_PW" >"$RUN/certs/partner-password"
 api partner add --odette-id "$PARTNER_ID" --name "Demo Partner" --password-file "$RUN/certs/partner-password" \
   --serial "$PARTNER_ID" --direction both
+api route add --name to-partner --listen "$ROUTE_ADDR" --partner-address "$PARTNER_SERVE" \
+  --partner-odette-id "$PARTNER_ID" --server-name localhost
 api license import "$RUN/license"
-say "Backend: what it holds now (smartproxy-api config show, partner list)"
+say "Backend: what it holds now (smartproxy-api config show, partner list, route list)"
 api config show
 api partner list
+api route list
 
 say "Backend: smartproxy-api serve --listen 127.0.0.1:0 (HTTPS)"
 "$BIN/smartproxy-api" serve --data-dir "$API_DIR" --listen 127.0.0.1:0 --pid-file "$RUN/pid/smartproxy-api.pid" \
@@ -222,14 +258,27 @@ say "Partner: oftp2 send ($PARTNER_ID) → $PARTNER_ADDR, through the DMZ, waiti
   fail "oftp2 send failed"
 grep -q '^delivered ' "$RUN/send.out" || fail "the partner got no EERP"
 
-for ((i = 0; i < WAIT_SECONDS * 20; i++)); do
-  grep -q '^received ' "$RUN/serve.out" && break
-  sleep 0.05
-done
-RECEIVED=$(awk '$1 == "received" {print $2; exit}' "$RUN/serve.out")
-[[ -n $RECEIVED && -f $RECEIVED ]] || fail "the internal OFTP2 server reported no stored file"
+RECEIVED=$(received "$RUN/serve.out" "the internal OFTP2 server" "$SERVE_PID")
 
-say "What the proxy logged about the session"
+say "Inside: the route listener for outgoing sessions"
+waitfor "$RUN/logs/smartproxy-client.log" "event=route_listening" "smartproxy-client to listen for the route" "$CLIENT_PID"
+echo "  smartproxy-client listens on $ROUTE_ADDR for the internal OFTP2 server (route to-partner → $PARTNER_SERVE)"
+
+say "A sample file for the partner (format U)"
+SAMPLE_OUT=$RUN/internal-outbox/despatch-advice.dat
+head -c 300000 /dev/urandom >"$SAMPLE_OUT"
+ls -l "$SAMPLE_OUT" | sed 's/^/  /'
+
+say "Inside: oftp2 send ($COMPANY_ID) → route $ROUTE_ADDR (plain TCP), through the DMZ to the partner, waiting for the EERP"
+"$BIN/oftp2" send --plain --connect "$ROUTE_ADDR" \
+  --odette-id "$COMPANY_ID" --password "$COMPANY_PW" \
+  --partner-id "$PARTNER_ID" --partner-password "$PARTNER_PW" \
+  --format U "$SAMPLE_OUT" 2>"$RUN/logs/oftp2-send-out.log" | tee "$RUN/send-out.out" | sed 's/^/  /' ||
+  fail "oftp2 send through the route failed"
+grep -q '^delivered ' "$RUN/send-out.out" || fail "the internal sender got no EERP from the partner"
+RECEIVED_OUT=$(received "$RUN/partner-serve.out" "the partner's OFTP2 server" "$PSERVE_PID")
+
+say "What the proxy logged about the sessions"
 grep -E 'event=(session_started|session_ended)' "$RUN/logs/smartproxy-server.log" | sed 's/^/  server: /'
 grep -E 'event=(session_opened|session_closed)' "$RUN/logs/smartproxy-client.log" | sed 's/^/  client: /'
 
@@ -251,15 +300,35 @@ ALL_EVENTS=$(tail -n +2 <<<"$EVENTS" | grep -c . || true)
 
 WANT=$(sha "$SAMPLE")
 GOT=$(sha "$RECEIVED")
+WANT_OUT=$(sha "$SAMPLE_OUT")
+GOT_OUT=$(sha "$RECEIVED_OUT")
 say "Result"
-echo "  sent:     $SAMPLE"
-echo "            sha256 $WANT"
-echo "  received: $RECEIVED"
-echo "            sha256 $GOT"
-echo "  metadata: $(dirname "$RECEIVED")/.oftp2/received/$(basename "$RECEIVED").json"
+echo "  incoming (partner → inside):"
+echo "    sent:     $SAMPLE"
+echo "              sha256 $WANT"
+echo "    received: $RECEIVED"
+echo "              sha256 $GOT"
+echo "    metadata: $(dirname "$RECEIVED")/.oftp2/received/$(basename "$RECEIVED").json"
+echo "  outgoing (inside → partner):"
+echo "    sent:     $SAMPLE_OUT"
+echo "              sha256 $WANT_OUT"
+echo "    received: $RECEIVED_OUT"
+echo "              sha256 $GOT_OUT"
 echo "  backend:  $ALL_EVENTS events stored in $API_DIR/smartproxy-api.db, among them the partner's session_ended"
-[[ $WANT == "$GOT" ]] || fail "the received file differs from the sent one"
+[[ $WANT == "$GOT" ]] || fail "the received file differs from the sent one (incoming)"
+[[ $WANT_OUT == "$GOT_OUT" ]] || fail "the file the partner received differs from the sent one (outgoing)"
 echo
-echo "OK: partner → smartproxy-server → tunnel → smartproxy-client → internal OFTP2 server:"
-echo "    the file arrived byte-identical and the partner received the end-to-end response (EERP);"
+echo "OK: incoming: partner → smartproxy-server → tunnel → smartproxy-client → internal OFTP2 server;"
+echo "    outgoing: internal OFTP2 server → smartproxy-client route → tunnel → smartproxy-server → partner:"
+echo "    both files arrived byte-identical and each sender received the end-to-end response (EERP);"
 echo "    the configuration came from the backend (smartproxy-api), which received the proxy's events."
+
+# Web admin (docs/backend.md): a user "admin" with a password printed once.
+ADMIN_PW=$("$BIN/smartproxy-api" user add admin --data-dir "$API_DIR" 2>&1 | awk '/shown once/ {print $NF}')
+[[ -n $ADMIN_PW ]] || fail "smartproxy-api user add printed no password"
+echo
+echo "Web admin: https://$API_ADDR/admin/  (user admin, one-time password $ADMIN_PW; the certificate is self-signed, SHA-256 $API_FP)"
+if [[ ${DEMO_UI:-0} == 1 ]]; then
+  echo "The system keeps running for the web admin; press Ctrl-C to stop it."
+  wait
+fi

@@ -52,10 +52,14 @@ func (a adminBackend) Sessions(context.Context) ([]admin.Session, error) {
 	sort.Slice(list, func(i, j int) bool { return list[i].id < list[j].id })
 	out := make([]admin.Session, 0, len(list))
 	for _, ps := range list {
+		dir := tunnelv1.Direction_DIRECTION_INCOMING
+		if ps.direction == "outgoing" {
+			dir = tunnelv1.Direction_DIRECTION_OUTGOING
+		}
 		ps.mu.Lock()
 		as := admin.Session{
 			ID:               ps.id,
-			Direction:        tunnelv1.Direction_DIRECTION_INCOMING,
+			Direction:        dir,
 			PartnerOdetteID:  ps.odetteID,
 			RemoteAddr:       ps.remote,
 			StartedAt:        ps.started,

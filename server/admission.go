@@ -50,6 +50,8 @@ const (
 	reasonHandshakeTime  = "tls_handshake_timeout"
 	reasonRevoked        = "certificate_revoked"
 	reasonRevocationFail = "revocation_check_failed"
+	reasonNoCoveringCRL  = "no_covering_crl"
+	reasonCRLStale       = "crl_stale"
 )
 
 // peerInfo is what the TLS verification learned about the partner's certificate.
@@ -57,6 +59,7 @@ type peerInfo struct {
 	leaf     *x509.Certificate
 	chain    []*x509.Certificate // verified chain, leaf first, root last
 	noCRL    bool                // no configured CRL covered a certificate of the chain
+	stale    *revocation.CRL     // a covering CRL past its nextUpdate, if any
 	missing  []string            // CRL distribution points the configuration does not cover
 	tlsState tls.ConnectionState
 }
@@ -94,22 +97,26 @@ type certRole struct {
 	rejected string           // event of an unusable or untrusted certificate
 	expired  string           // event of a certificate outside its validity period
 	revoked  string           // event of a revoked certificate
+	unknown  string           // event of a refusal by the hard revocation policy
 }
 
 var (
 	// partnerAsClient judges the client certificate of a partner that connects to us.
 	partnerAsClient = certRole{name: "client", usage: x509.ExtKeyUsageClientAuth, noCert: reasonNoClientCert,
-		rejected: EventPartnerTLSRejected, expired: EventPartnerCertExpired, revoked: EventPartnerRevoked}
+		rejected: EventPartnerTLSRejected, expired: EventPartnerCertExpired, revoked: EventPartnerRevoked,
+		unknown: EventPartnerRevocationUnknown}
 	// partnerAsServer judges the server certificate of a partner we dial.
 	partnerAsServer = certRole{name: "server", usage: x509.ExtKeyUsageServerAuth, noCert: reasonNoServerCert,
-		rejected: EventOutgoingTLSFailed, expired: EventOutgoingCertExpired, revoked: EventOutgoingRevoked}
+		rejected: EventOutgoingTLSFailed, expired: EventOutgoingCertExpired, revoked: EventOutgoingRevoked,
+		unknown: EventOutgoingRevocationUnknown}
 )
 
 // verifyPartnerCert checks the partner's certificate chain: validity period, a chain to one of
 // the policy's trusted CAs with the role's usage (clientAuth or serverAuth), and revocation of
 // every certificate of the chain below the root by the policy's CRLs (a lookup, never a scan).
-// A certificate no CRL covers is accepted (soft-fail) and noted in info for a warning and a
-// CrlUrlReport. Refusals carry the role's event names.
+// A certificate no CRL covers, or whose covering CRL is past its nextUpdate, is accepted under
+// the soft revocation policy (noted in info for a warning and a CrlUrlReport) and refused under
+// the hard one. Refusals carry the role's event names.
 func verifyPartnerCert(pol *Policy, now time.Time, cs tls.ConnectionState, info *peerInfo, role certRole) error {
 	if len(cs.PeerCertificates) == 0 {
 		return &refusal{event: role.rejected, reason: role.noCert, msg: "the partner presented no " + role.name + " certificate"}
@@ -164,7 +171,22 @@ func verifyPartnerCert(pol *Policy, now time.Time, cs tls.ConnectionState, info 
 		case revocation.NoCRL:
 			info.noCRL = true
 			info.missing = appendMissing(info.missing, pol.Revocation.MissingDistributionPoints(chain[i]))
+		case revocation.Good:
+			if next := res.CRL.NextUpdate(); info.stale == nil && !next.IsZero() && next.Before(now) {
+				info.stale = res.CRL
+			}
 		}
+	}
+	if (info.noCRL || info.stale != nil) && pol.revocationModeFor(leaf) == RevocationHard {
+		if info.noCRL {
+			return &refusal{event: role.unknown, reason: reasonNoCoveringCRL, fields: fields,
+				msg: fmt.Sprintf("no configured CRL covers the chain of certificate %q; refused by the hard revocation policy", subject)}
+		}
+		f := map[string]string{"cert_subject": subject, "cert_serial": serialHex(leaf),
+			"crl_issuer": info.stale.Issuer(), "crl_url": info.stale.URL(), "crl_next_update": info.stale.NextUpdate().UTC().Format(time.RFC3339)}
+		return &refusal{event: role.unknown, reason: reasonCRLStale, fields: f,
+			msg: fmt.Sprintf("the CRL covering certificate %q was due at %s; refused by the hard revocation policy",
+				subject, info.stale.NextUpdate().UTC().Format(time.RFC3339))}
 	}
 	return nil
 }

@@ -93,46 +93,28 @@ type tlsPartner struct {
 
 func startTLSPartner(t *testing.T, p *servertest.PKI, cert tls.Certificate) *tlsPartner {
 	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+	cfg := &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    p.CompanyCA.Pool(),
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
-	tp := &tlsPartner{addr: ln.Addr().String(), conns: make(chan partnerConn, 16)}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	tp := &tlsPartner{conns: make(chan partnerConn, 16)}
+	tp.addr = rawPartner(t, func(c net.Conn) {
+		tc := tls.Server(c, cfg)
+		tc.SetDeadline(time.Now().Add(10 * time.Second))
+		pc := partnerConn{remote: c.RemoteAddr().String()}
+		if pc.err = tc.Handshake(); pc.err == nil {
+			if peers := tc.ConnectionState().PeerCertificates; len(peers) > 0 {
+				pc.clientCert = peers[0]
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				tc := c.(*tls.Conn)
-				tc.SetDeadline(time.Now().Add(10 * time.Second))
-				pc := partnerConn{remote: c.RemoteAddr().String()}
-				if pc.err = tc.Handshake(); pc.err == nil {
-					if peers := tc.ConnectionState().PeerCertificates; len(peers) > 0 {
-						pc.clientCert = peers[0]
-					}
-					if _, pc.err = tc.Write([]byte("hello")); pc.err == nil {
-						buf := make([]byte, 64)
-						n, err := tc.Read(buf)
-						pc.got, pc.err = buf[:n], err
-					}
-				}
-				tp.conns <- pc
-			}()
+			if _, pc.err = tc.Write([]byte("hello")); pc.err == nil {
+				buf := make([]byte, 64)
+				n, err := tc.Read(buf)
+				pc.got, pc.err = buf[:n], err
+			}
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+		tp.conns <- pc
+	})
 	return tp
 }
 
@@ -230,9 +212,9 @@ func TestDialPartnerSourceIP(t *testing.T) {
 	}
 }
 
-// closedPort returns an address on 127.0.0.1 whose port is bound but not listening, so that a
-// connect is refused and no other test can take the port meanwhile.
-func closedPort(t *testing.T) string {
+// boundSocket binds a TCP socket to 127.0.0.1 on a free port, listening with a backlog of 0
+// if listen, and returns its address; the socket is closed when t ends.
+func boundSocket(t *testing.T, listen bool) string {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -241,6 +223,11 @@ func closedPort(t *testing.T) string {
 	t.Cleanup(func() { syscall.Close(fd) })
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
+	}
+	if listen {
+		if err := syscall.Listen(fd, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 	sa, err := syscall.Getsockname(fd)
 	if err != nil {
@@ -249,26 +236,15 @@ func closedPort(t *testing.T) string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }
 
+// closedPort returns an address on 127.0.0.1 whose port is bound but not listening, so that a
+// connect is refused and no other test can take the port meanwhile.
+func closedPort(t *testing.T) string { t.Helper(); return boundSocket(t, false) }
+
 // silentPort returns an address on 127.0.0.1 that never completes a TCP connect: a listener
 // with a backlog of 0 that never accepts, its queue filled, so the kernel drops further SYNs.
 func silentPort(t *testing.T) string {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+	addr := boundSocket(t, true)
 	for i := 0; i < 8; i++ {
 		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
 		if err != nil {

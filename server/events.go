@@ -40,6 +40,9 @@ const (
 	EventPartnerRevoked = "partner_revoked"
 	// EventPartnerCRLMissing: no configured CRL covers the client certificate (accepted).
 	EventPartnerCRLMissing = "partner_crl_missing"
+	// EventPartnerRevocationUnknown: under the hard revocation policy, no configured CRL covers
+	// the client certificate or the covering CRL is past its nextUpdate; refused in TLS.
+	EventPartnerRevocationUnknown = "partner_revocation_unknown"
 	// EventPartnerSSIDTimeout: no SSID within the SSID deadline after SSRM.
 	EventPartnerSSIDTimeout = "partner_ssid_timeout"
 	// EventPartnerSSIDInvalid: the first command was not a valid SSID.
@@ -75,6 +78,9 @@ const (
 	EventOutgoingCertExpired = "outgoing_cert_expired"
 	// EventOutgoingRevoked: a configured CRL lists a dialed partner's server certificate.
 	EventOutgoingRevoked = "outgoing_revoked"
+	// EventOutgoingRevocationUnknown: under the hard revocation policy, no configured CRL
+	// covers a dialed partner's server certificate, or its CRL is stale.
+	EventOutgoingRevocationUnknown = "outgoing_revocation_unknown"
 	// EventOutgoingCertMismatch: a dialed partner's server certificate is not bound to the
 	// route's Odette ID.
 	EventOutgoingCertMismatch = "outgoing_cert_mismatch"

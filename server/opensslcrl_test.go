@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/pki"
+	"smartproxy/oftp2"
 	"smartproxy/server/servertest"
 )
 
@@ -100,4 +103,41 @@ func TestAdmissionRevokedByOpensslCRL(t *testing.T) {
 	if n := len(env.client.SessionOpens()); n != 1 {
 		t.Errorf("%d SessionOpens, want 1 for the partner whose certificate is not revoked", n)
 	}
+}
+
+// TestDialPartnerRevokedByOpensslCRL: a partner we call whose server certificate a CRL made by
+// `openssl ca` lists is refused inside the handshake (outgoing_revoked, ESID 12 for the internal
+// initiator), and receives no byte of OFTP2; a partner it does not list is reached.
+func TestDialPartnerRevokedByOpensslCRL(t *testing.T) {
+	p := servertest.NewPKI(t)
+	s, _ := dialServer(t, p)
+	revoked := servertest.IssuePartner(t, p.PartnerCA, dialPartnerID, func(r *pki.Request) {
+		r.IPAddresses, r.Usage = []net.IP{net.IPv4(127, 0, 0, 1)}, pki.UsageServer
+	})
+	crl := opensslCRL(t, p.PartnerCA, revoked)
+	withCRL := func(c *tunnelv1.SecurityConfig) {
+		c.Crls = []*tunnelv1.Crl{{Id: "openssl", Url: "http://crl.example/openssl.crl", Der: crl}}
+	}
+
+	tp := startTLSPartner(t, p, revoked.TLS)
+	pol, route := dialPolicy(t, p, tp.addr, withCRL)
+	conn, ref := s.dialPartner(context.Background(), pol, route, s.log)
+	if ref == nil {
+		conn.Close()
+		t.Fatal("dialPartner() to a revoked partner succeeded")
+	}
+	if ref.event != EventOutgoingRevoked || ref.esid != oftp2.ESIDSecureAuthIncompatible || ref.fields["crl_reason"] != "keyCompromise" {
+		t.Errorf("refusal = %s ESID %s fields %v; want %s, ESID 12, crl_reason keyCompromise", ref.event, ref.esid, ref.fields, EventOutgoingRevoked)
+	}
+	if pc := tp.next(t); len(pc.got) != 0 {
+		t.Errorf("the revoked partner received %q", pc.got)
+	}
+
+	good := startTLSPartner(t, p, partnerLeaf(t, p.PartnerCA, dialPartnerID, nil))
+	pol, route = dialPolicy(t, p, good.addr, withCRL)
+	conn, ref = s.dialPartner(context.Background(), pol, route, s.log)
+	if ref != nil {
+		t.Fatalf("dialPartner() to a partner the CRL does not list: %v", ref)
+	}
+	conn.Close()
 }

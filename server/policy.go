@@ -87,6 +87,10 @@ type Policy struct {
 	CAs []*x509.Certificate
 	// Revocation answers revocation questions from the configured CRLs.
 	Revocation *revocation.Checker
+	// RevocationMode says what happens to a partner certificate of unknown revocation state
+	// (no CRL covers it, or its CRL is past nextUpdate): RevocationSoft or RevocationHard,
+	// unless a partner bound to the certificate overrides it.
+	RevocationMode RevocationMode
 	// CRLs are the parsed CRLs with their source URLs, in configuration order.
 	CRLs []*revocation.CRL
 	// Partners maps an Odette ID (trailing spaces removed) to its partner.
@@ -104,9 +108,68 @@ type Policy struct {
 	LogLevel logrus.Level
 	// IgnoreRules lower matching events to INFO.
 	IgnoreRules []IgnoreRule
+
+	// revocationOverrides are the partners with a RevocationMode of their own.
+	revocationOverrides []*Partner
 	// Warnings are problems that did not prevent the configuration from being applied (a
 	// CRL past its nextUpdate, for example), one line each.
 	Warnings []string
+}
+
+// RevocationMode is the revocation policy for partner certificates whose revocation state is
+// unknown.
+type RevocationMode uint8
+
+const (
+	// RevocationDefault, for a partner, means the configuration's mode.
+	RevocationDefault RevocationMode = iota
+	// RevocationSoft accepts the certificate with a partner_crl_missing event (a stale CRL is
+	// still used and reported as a configuration warning).
+	RevocationSoft
+	// RevocationHard refuses the certificate in the TLS handshake with a
+	// partner_revocation_unknown event.
+	RevocationHard
+)
+
+// String returns "default", "soft" or "hard".
+func (m RevocationMode) String() string {
+	switch m {
+	case RevocationDefault:
+		return "default"
+	case RevocationSoft:
+		return "soft"
+	case RevocationHard:
+		return "hard"
+	}
+	return fmt.Sprintf("RevocationMode(%d)", int(m))
+}
+
+// revocationMode compiles a RevocationPolicy; field is its path for errors.
+func (c *compiler) revocationMode(field string, rp tunnelv1.RevocationPolicy) RevocationMode {
+	switch rp {
+	case tunnelv1.RevocationPolicy_REVOCATION_POLICY_UNSPECIFIED:
+		return RevocationDefault
+	case tunnelv1.RevocationPolicy_REVOCATION_POLICY_SOFT:
+		return RevocationSoft
+	case tunnelv1.RevocationPolicy_REVOCATION_POLICY_HARD:
+		return RevocationHard
+	}
+	c.errorf(field, "unknown value %d", rp)
+	return RevocationDefault
+}
+
+// revocationModeFor returns the revocation mode for cert: the mode of the partners cert is
+// bound to that have one of their own (hard if any of them says hard), else the
+// configuration's. Only partners with an override are looked at, so the usual configuration
+// costs nothing per handshake.
+func (p *Policy) revocationModeFor(cert *x509.Certificate) RevocationMode {
+	mode, matched := p.RevocationMode, false
+	for _, pt := range p.revocationOverrides {
+		if pt.certMatches(cert) && (!matched || pt.RevocationMode == RevocationHard) {
+			mode, matched = pt.RevocationMode, true
+		}
+	}
+	return mode
 }
 
 // Partner is one configured trading partner.
@@ -122,6 +185,9 @@ type Partner struct {
 	// Bindings are the certificates the partner may present; empty means the certificate
 	// subject's serialNumber must equal OdetteID.
 	Bindings []Binding
+	// RevocationMode overrides the configuration's RevocationMode for certificates bound to
+	// this partner; RevocationDefault means no override.
+	RevocationMode RevocationMode
 	// Networks are the source networks allowed; empty means any.
 	Networks []netip.Prefix
 	// Direction says which sessions the partner may take part in.
@@ -289,6 +355,9 @@ func CompilePolicy(version uint64, cfg *tunnelv1.SecurityConfig, now time.Time) 
 	p.CAs, p.Roots = c.trustedCAs(cfg.GetTrustedCaCertificates())
 	p.CRLs = c.crls(cfg.GetCrls(), p.CAs)
 	p.Limits = c.limits(cfg.GetLimits())
+	if p.RevocationMode = c.revocationMode("revocation_policy", cfg.GetRevocationPolicy()); p.RevocationMode == RevocationDefault {
+		p.RevocationMode = RevocationSoft
+	}
 	for i, pc := range cfg.GetPartners() {
 		path := fmt.Sprintf("partners[%d]", i)
 		pt := c.partner(path, pc, p.Limits)
@@ -300,6 +369,9 @@ func CompilePolicy(version uint64, cfg *tunnelv1.SecurityConfig, now time.Time) 
 			continue
 		}
 		p.Partners[pt.OdetteID] = pt
+		if pt.RevocationMode != RevocationDefault {
+			p.revocationOverrides = append(p.revocationOverrides, pt)
+		}
 	}
 	if s := cfg.GetOutgoingSourceIp(); s != "" {
 		a, err := netip.ParseAddr(s)
@@ -555,6 +627,10 @@ func (c *compiler) partner(path string, pc *tunnelv1.Partner, lim Limits) *Partn
 		MaxBufferSize: lim.MaxBufferSize,
 	}
 	ok := true
+	errs := len(c.errs)
+	if p.RevocationMode = c.revocationMode(path+".revocation_policy", pc.GetRevocationPolicy()); len(c.errs) > errs {
+		ok = false
+	}
 	switch pc.GetCharsetPolicy() {
 	case tunnelv1.CharsetPolicy_CHARSET_POLICY_UNSPECIFIED, tunnelv1.CharsetPolicy_CHARSET_POLICY_STRICT:
 		p.Charset = oftp2.CharsetStrict

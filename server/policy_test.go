@@ -151,6 +151,8 @@ func TestCompilePolicyErrors(t *testing.T) {
 		{"listen address host name", func(c *tunnelv1.SecurityConfig) { c.PartnerListenAddress = "dmz.example:6619" }, []string{"partner_listen_address"}},
 		{"listen address bad port", func(c *tunnelv1.SecurityConfig) { c.PartnerListenAddress = ":66190" }, []string{"partner_listen_address"}},
 		{"no identity", func(c *tunnelv1.SecurityConfig) { c.CompanyIdentity = nil }, []string{"company_identity"}},
+		{"unknown revocation policy", func(c *tunnelv1.SecurityConfig) { c.RevocationPolicy = 7 }, []string{"revocation_policy"}},
+		{"unknown partner revocation policy", func(c *tunnelv1.SecurityConfig) { c.Partners[0].RevocationPolicy = 7 }, []string{"partners[0].revocation_policy"}},
 		{"empty chain", func(c *tunnelv1.SecurityConfig) { c.CompanyIdentity.CertificateChain = nil }, []string{"company_identity.certificate_chain"}},
 		{"garbage certificate", func(c *tunnelv1.SecurityConfig) { c.CompanyIdentity.CertificateChain = [][]byte{{1, 2, 3}} }, []string{"company_identity.certificate_chain[0]"}},
 		{"garbage key", func(c *tunnelv1.SecurityConfig) { c.CompanyIdentity.PrivateKey = []byte("nope") }, []string{"company_identity.private_key"}},

@@ -31,6 +31,7 @@ type bridged struct {
 	credit      int
 	idle        time.Duration
 	log         *logrus.Entry
+	inspect     func(fromPartner bool, buf []byte) error // see bridge.Config.Inspect; may be nil
 }
 
 // bridgePartner carries one session between the partner connection and its tunnel session
@@ -62,6 +63,7 @@ func (s *Server) bridgePartner(ps *partnerSession, b bridged) {
 			s.metrics.bytes.WithLabelValues(dir).Add(float64(n))
 			s.metrics.buffers.WithLabelValues(dir).Inc()
 		},
+		Inspect:     b.inspect,
 		OnViolation: func(v bridge.Violation) { s.violation(ps, tc, b.sess.ID(), b.partner, v) },
 	})
 	ev := event{name: EventSessionEnded, severity: infoSeverity, sessionID: b.sess.ID(), odetteID: b.partner.OdetteID, remoteAddr: ps.remote,

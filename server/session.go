@@ -140,6 +140,8 @@ func (s *Server) admitPartner(ps *partnerSession, raw net.Conn, pol *Policy, rem
 	conn := tls.Server(raw, partnerTLSConfig(pol, s.now, info))
 	if err := conn.HandshakeContext(ps.ctx); err != nil {
 		s.refuse(ps, nil, classifyHandshakeError(err))
+		// A certificate refused by the hard revocation policy still names the CRLs to fetch.
+		s.reportCRLURLs(pol.Version, info.missing)
 		return nil
 	}
 	info.tlsState = conn.ConnectionState()

@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
-	"smartproxy/oftp2"
 	"smartproxy/tunnel"
 	"smartproxy/tunnel/transport"
 )
@@ -23,9 +22,9 @@ const maxControlBacklog = 16 << 20
 
 // handleStream runs one Connect stream: a multiplexer, and a control goroutine that expects
 // Hello, answers Welcome and then handles configuration, license and liveness frames in order.
-// Sessions opened by the client (outgoing sessions) are refused: this server serves incoming
-// sessions only. It returns when the stream has ended and everything it started has exited.
-func (s *Server) handleStream(ctx context.Context, peer transport.PeerInfo, stream tunnelv1.TunnelService_ConnectServer) error {
+// Sessions opened by the client are outgoing sessions (serveOutgoing). It returns when the
+// stream has ended and everything it started has exited.
+func (s *Server) handleStream(ctx context.Context, peer transport.PeerInfo, stream transport.ConnectServer) error {
 	tc := &tunnelConn{
 		s:           s,
 		peer:        peer,
@@ -34,16 +33,13 @@ func (s *Server) handleStream(ctx context.Context, peer transport.PeerInfo, stre
 		asm:         assembler{maxBytes: s.cfg.MaxCRLBytes},
 	}
 	q := newControlQueue(s.cfg.MaxCRLBytes + maxControlBacklog)
-	mux, err := tunnel.New(tunnel.ServerStream(stream), tunnel.Config{
+	mux, err := tunnel.New(transport.ServerStream(stream), tunnel.Config{
 		Side:    tunnel.SideServer,
 		Window:  int(s.cfg.SessionWindow),
 		Logger:  tc.log,
 		Control: q.push,
 		Metrics: tunnelMetrics{m: s.metrics, tc: tc},
-		Accept: func(sess *tunnel.Session) {
-			sess.Reject(tunnelv1.AbortReason_ABORT_REASON_REFUSED, uint32(oftp2.ESIDResourcesNotAvailable),
-				"this server does not serve outgoing sessions")
-		},
+		Accept:  func(sess *tunnel.Session) { s.acceptOutgoing(tc, sess) },
 	})
 	if err != nil {
 		return status.Errorf(codes.Internal, "tunnel: %v", err)

@@ -1,13 +1,24 @@
 // Package tunnel multiplexes OFTP2 sessions over the one bidirectional
 // Connect stream between smartproxy-client and smartproxy-server
-// (smartproxy.tunnel.v1). A [Mux] runs on each end of a stream; it carries
-// any number of [Session]s and passes every other frame (configuration,
-// license, events, Drain) to a control handler.
+// (smartproxy.tunnel.v1). A [Mux] runs on each end of a [Stream] of frames;
+// it carries any number of [Session]s and passes every other frame (Hello,
+// Welcome, configuration, license, events, Drain) to a control handler.
+//
+// The package knows frames, not gRPC: tunnel/transport adapts the gRPC
+// Connect stream (codec, buffer pool, mutual TLS, reconnects) and hands the
+// adapted stream to [New]; tests run the Mux over in-memory pipes.
 //
 // # Frame flow
 //
-// The Hello/Welcome exchange is done by the caller on the raw stream before
-// the Mux starts. After that, either end may open a session:
+// Every frame, from the first, goes through the Mux: it starts with Run,
+// then the client sends Hello with [Mux.SendControl], the server's control
+// handler receives it and answers Welcome the same way, and only then does
+// the client use the tunnel. After that, either end may open a session:
+//
+//	client                                    server
+//	Mux.Run                                   Mux.Run
+//	SendControl ── Hello{protocol_version} ──► Config.Control
+//	Config.Control ◄── Welcome ──              SendControl
 //
 //	opener                                   accepter
 //	Mux.Open ── SessionOpen{id, initial_window=W} ──►  Config.Accept(s)
@@ -41,7 +52,9 @@
 //
 // # One writer, fair
 //
-// Only the Mux's writer goroutine calls [Stream.Send]. It sends, in this
+// Only the Mux's writer goroutine calls [Stream.Send]. Frames the stream's
+// owner sends of its own (the transport server's Drain) come through
+// [Mux.SendControl] too ([ControlAttacher]). The writer sends, in this
 // order: pending window grants; control frames in the order queued (opens,
 // answers, aborts, pongs, SessionSync, frames from [Mux.SendControl]); then
 // one buffer from each session with data waiting, round-robin. A session
@@ -82,12 +95,10 @@
 // are left alone, so a session being opened is never killed; the stream is
 // ordered, so this needs no timers.
 //
-// # gRPC
+// # Buffers
 //
-// [ClientStream] and [ServerStream] adapt the generated Connect streams to
-// [Stream]. [ServerOptions] and [DialOptions] are the gRPC options the
-// throughput measurements in docs/benchmarks.md recommend: a protobuf codec
-// with a buffer pool that does not zero a MiB per message, and larger
-// socket buffers. They are compatible on the wire with peers that do not
-// use them.
+// [Session.WriteBuffer] copies the caller's buffer into one from a
+// [bufpool.Pool], and the writer returns it to the pool once the frame has
+// been sent. [Session.ReadBuffer] hands over the buffer the stream decoded;
+// it belongs to the caller.
 package tunnel

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -14,6 +15,8 @@ import (
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/pki"
+	"smartproxy/tunnel/bufpool"
+	"smartproxy/tunnel/transport"
 )
 
 // grpcOptions are the gRPC settings a tunnel is built with.
@@ -80,15 +83,14 @@ type grpcTunnel struct {
 
 // tunnelServer implements TunnelService with a Mux per stream.
 type tunnelServer struct {
-	tunnelv1.UnimplementedTunnelServiceServer
 	cfg   Config
 	muxes chan *Mux
 }
 
-func (s *tunnelServer) Connect(stream tunnelv1.TunnelService_ConnectServer) error {
+func (s *tunnelServer) Connect(stream transport.ConnectServer) error {
 	cfg := s.cfg
 	cfg.Side = SideServer
-	m, err := New(ServerStream(stream), cfg)
+	m, err := New(transport.ServerStream(stream), cfg)
 	if err != nil {
 		return err
 	}
@@ -109,12 +111,12 @@ func newGRPCTunnel(tb testing.TB, p *testPKI, opts grpcOptions, clientCfg, serve
 		copts = append(copts, grpc.WithInitialWindowSize(opts.streamWindow), grpc.WithInitialConnWindowSize(opts.connWindow))
 	}
 	if opts.tuned {
-		sopts = append(sopts, ServerOptions()...)
-		copts = append(copts, DialOptions()...)
+		sopts = append(sopts, transport.ServerOptions()...)
+		copts = append(copts, transport.DialOptions()...)
 	}
 	srv := grpc.NewServer(sopts...)
 	ts := &tunnelServer{cfg: serverCfg, muxes: make(chan *Mux, 1)}
-	tunnelv1.RegisterTunnelServiceServer(srv, ts)
+	transport.RegisterService(srv, ts.Connect)
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -128,20 +130,20 @@ func newGRPCTunnel(tb testing.TB, p *testPKI, opts grpcOptions, clientCfg, serve
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := tunnelv1.NewTunnelServiceClient(cc).Connect(ctx)
+	stream, err := transport.Connect(ctx, cc)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	gt := &grpcTunnel{ln: ln}
 	if rawClient {
-		gt.raw = ClientStream(stream)
+		gt.raw = transport.ClientStream(stream)
 		// The server sees the stream only once the client sends.
 		if err := gt.raw.Send(&tunnelv1.Frame{Kind: &tunnelv1.Frame_Hello{Hello: &tunnelv1.Hello{ClientId: "raw"}}}); err != nil {
 			tb.Fatal(err)
 		}
 	} else {
 		clientCfg.Side = SideClient
-		gt.client, err = New(ClientStream(stream), clientCfg)
+		gt.client, err = New(transport.ClientStream(stream), clientCfg)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -420,5 +422,48 @@ func (gt *grpcTunnel) breakConnections() {
 	defer gt.ln.mu.Unlock()
 	for _, c := range gt.ln.conns {
 		c.Close()
+	}
+}
+
+// TestGRPCReleaseBuffer: over the real transport, received buffers come from
+// the stream's pool (the Mux uses the stream's pool), and buffers released
+// and reused carry exactly the data of the frame they were reused for, in
+// both directions, for buffers of every size class a session uses.
+func TestGRPCReleaseBuffer(t *testing.T) {
+	p := newTestPKI(t)
+	acc := newAcceptor()
+	gt := newGRPCTunnel(t, p, grpcOptions{tuned: true}, Config{}, Config{Accept: acc.hook}, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := gt.client.Open(ctx, &tunnelv1.SessionOpen{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := acc.next(t)
+	bufs, _ := payload(42, 300, DefaultMaxBufferSize)
+	for _, dir := range []struct {
+		name     string
+		from, to *Session
+	}{{"client to server", c, s}, {"server to client", s, c}} {
+		errc := make(chan error, 1)
+		go func() { errc <- writeAll(ctx, dir.from, bufs) }()
+		for i, want := range bufs {
+			got, err := dir.to.ReadBuffer(ctx)
+			if err != nil {
+				t.Fatalf("%s: ReadBuffer %d: %v", dir.name, i, err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%s: buffer %d: %d bytes differing from the %d sent", dir.name, i, len(got), len(want))
+			}
+			dir.to.ReleaseBuffer(got)
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("%s: writing: %v", dir.name, err)
+		}
+	}
+	for _, m := range []*Mux{gt.client, gt.server} {
+		if _, ok := m.stream.(interface{ BufferPool() *bufpool.Pool }); !ok || m.pool != m.stream.(interface{ BufferPool() *bufpool.Pool }).BufferPool() {
+			t.Errorf("the %v Mux does not use its stream's buffer pool", m.cfg.Side)
+		}
 	}
 }

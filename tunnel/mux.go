@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/tunnel/bufpool"
 )
 
 // Side says which end of the tunnel a Mux runs on. It decides the parity of
@@ -158,7 +159,7 @@ type Mux struct {
 	wake           chan struct{} // capacity 1: work for the writer
 	done           chan struct{} // closed when the Mux stops
 	running        atomic.Bool
-	pool           bufPool
+	pool           *bufpool.Pool // immutable; the stream's when it has one (BufferPool)
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -244,6 +245,13 @@ func New(s Stream, cfg Config) (*Mux, error) {
 		m.nextID, m.peerParity = 1, 0
 	} else {
 		m.nextID, m.peerParity = 2, 1
+	}
+	if a, ok := s.(ControlAttacher); ok {
+		a.AttachControl(m.SendControl)
+	}
+	m.pool = new(bufpool.Pool)
+	if p, ok := s.(interface{ BufferPool() *bufpool.Pool }); ok && p.BufferPool() != nil {
+		m.pool = p.BufferPool()
 	}
 	return m, nil
 }

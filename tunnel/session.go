@@ -125,7 +125,7 @@ func (m *Mux) endLocked(s *Session, err error) {
 		s.inq.reset(nil)
 		s.inBuffered = 0
 	}
-	s.outq.reset(m.pool.put)
+	s.outq.reset(m.pool.Put)
 	s.outBytes = 0
 	s.pendingGrant = 0
 	if !s.openedClosed {
@@ -309,7 +309,7 @@ func (s *Session) endErr() error {
 // once every buffer has been read; after an abort it returns the
 // *CloseError (buffers not read yet are dropped). It blocks until a buffer
 // arrives, the session ends or ctx ends (then it returns ctx.Err()).
-// Reading gives credit back to the peer.
+// Reading gives credit back to the peer. See ReleaseBuffer.
 func (s *Session) ReadBuffer(ctx context.Context) ([]byte, error) {
 	m := s.m
 	for {
@@ -353,6 +353,13 @@ func (s *Session) ReadBuffer(ctx context.Context) ([]byte, error) {
 	}
 }
 
+// ReleaseBuffer hands a buffer returned by ReadBuffer back for reuse once the
+// caller is done with it (has written it to its connection); the caller must
+// not touch b afterwards. Releasing is optional: a buffer not released is
+// left to the garbage collector. Released buffers let a bulk transfer run
+// without allocating a buffer per received frame (docs/benchmarks.md).
+func (s *Session) ReleaseBuffer(b []byte) { s.m.pool.PutSlice(b) }
+
 // WriteBuffer sends b, one OFTP2 exchange buffer (1 to MaxBufferSize
 // bytes), on the session. It copies b, so the caller may reuse it at once.
 // It blocks while the peer's credit for the session is used up — this is
@@ -382,7 +389,7 @@ func (s *Session) WriteBuffer(ctx context.Context, b []byte) error {
 		}
 		if s.sendCredit >= len(b) {
 			s.sendCredit -= len(b)
-			p := m.pool.get(len(b))
+			p := m.pool.Get(len(b))
 			copy(*p, b)
 			s.outq.push(p)
 			s.outBytes += len(b)

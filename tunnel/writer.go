@@ -87,7 +87,7 @@ func (m *Mux) writeLoop(ctx context.Context, stop <-chan struct{}) {
 		}
 		w.data.Buffer = nil
 		if p.buf != nil {
-			m.pool.put(p.buf)
+			m.pool.Put(p.buf)
 		}
 		if p.item != nil && p.item.done != nil {
 			p.item.done <- err

@@ -133,28 +133,3 @@ func TestQueue(t *testing.T) {
 		t.Errorf("len() after reset = %d, want 0", q.len())
 	}
 }
-
-func TestBufPool(t *testing.T) {
-	tests := []struct {
-		n, class, cap int
-	}{
-		{1, 0, 512},
-		{512, 0, 512},
-		{513, 1, 1024},
-		{4096, 3, 4096},
-		{99999, 8, 131072},
-		{1 << 20, 11, 1 << 20},
-		{1<<20 + 1, -1, 1<<20 + 1},
-	}
-	var bp bufPool
-	for _, tt := range tests {
-		if got := classOf(tt.n); got != tt.class {
-			t.Errorf("classOf(%d) = %d, want %d", tt.n, got, tt.class)
-		}
-		p := bp.get(tt.n)
-		if len(*p) != tt.n || cap(*p) != tt.cap {
-			t.Errorf("get(%d): len %d cap %d, want len %d cap %d", tt.n, len(*p), cap(*p), tt.n, tt.cap)
-		}
-		bp.put(p)
-	}
-}

@@ -56,7 +56,7 @@ func exampleConfig() *ConfigDocument {
 				Subject:             "CN=edi.partner.example,O=Partner AG,C=DE",
 			}},
 			AllowedNetworks: []string{"192.0.2.0/24", "2001:db8::/32"},
-			Direction:       DirectionBoth, Charset: CharsetLenient, MaxCredit: 64, MaxBufferSize: 16384,
+			Direction:       DirectionBoth, Charset: CharsetLenient, MaxCredit: 64, MaxBufferSize: 16384, Revocation: RevocationSoft,
 		}, {
 			OdetteID: "O0013000000000DISABLED", Name: "Former partner", Direction: DirectionIncoming,
 			Charset: CharsetStrict,
@@ -80,7 +80,8 @@ func exampleConfig() *ConfigDocument {
 			Name: "to-partner", ListenAddress: "10.0.0.2:7001", PartnerAddress: "edi.partner.example:6619",
 			PartnerOdetteID: "O0013000000000PARTNER", ServerName: "edi.partner.example",
 		}},
-		LogLevel: "info",
+		LogLevel:   "info",
+		Revocation: RevocationHard,
 		LogIgnoreRules: []LogIgnoreRule{{
 			ID: 7, Substring: "remote_addr=198.51.100.7", Description: "monitoring probe of the network team",
 			ValidFrom: ptime("2026-01-01T00:00:00Z"), ValidUntil: ptime("2027-12-31T23:59:59Z"),
@@ -119,6 +120,8 @@ func goldenCases() []struct {
 		{"events-response.json", &EventsResponse{Accepted: 1, Duplicates: 1}, func() any { return new(EventsResponse) }},
 		{"crl-urls-request.json", &CRLURLsRequest{URLs: []string{"http://crl.partner-ca.example/partner-ca.crl", "https://pki.other.example/ca.crl"}}, func() any { return new(CRLURLsRequest) }},
 		{"license-status.json", &LicenseStatus{ProxyID: "PX-3F2A-9C11", Valid: true, ExpiresAt: ptime("2027-01-01T00:00:00Z")}, func() any { return new(LicenseStatus) }},
+		{"license-status-tunnel.json", &LicenseStatus{ProxyID: "PX-3F2A-9C11", Valid: true, ExpiresAt: ptime("2027-01-01T00:00:00Z"),
+			Tunnel: &TunnelState{Streams: 2, OpenSessions: 17, ConnectedAt: ptime("2026-12-01T08:00:00Z")}}, func() any { return new(LicenseStatus) }},
 		{"license-status-invalid.json", &LicenseStatus{ProxyID: "PX-3F2A-9C11", Reason: "no license installed"}, func() any { return new(LicenseStatus) }},
 		{"config-status.json", &ConfigStatus{Revision: 42, ETag: `"r42"`, Applied: false, Errors: []ConfigError{{Field: "partners[0].allowed_networks[1]", Message: "not a CIDR network"}}}, func() any { return new(ConfigStatus) }},
 		{"error.json", NewErrorBody(CodeInvalidField, "severity \"loud\" is not debug, info, warning, error or critical", "events[0].severity"), func() any { return new(ErrorBody) }},

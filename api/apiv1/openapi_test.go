@@ -158,7 +158,7 @@ func TestOpenAPISchemas(t *testing.T) {
 	types := []any{
 		ConfigDocument{}, CompanyIdentity{}, CRLInfo{}, Partner{}, CertificateBinding{}, Limits{},
 		InternalServer{}, InternalTLS{}, Route{}, LogIgnoreRule{}, CRLURLsRequest{}, Event{},
-		EventsRequest{}, EventsResponse{}, LicenseStatus{}, ConfigStatus{}, ConfigError{},
+		EventsRequest{}, EventsResponse{}, LicenseStatus{}, TunnelState{}, ConfigStatus{}, ConfigError{},
 		HealthResponse{}, ErrorBody{}, ErrorDetail{},
 	}
 	for _, v := range types {

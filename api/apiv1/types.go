@@ -84,6 +84,9 @@ type ConfigDocument struct {
 	LogLevel string `json:"log_level"`
 	// LogIgnoreRules lower matching events to INFO.
 	LogIgnoreRules []LogIgnoreRule `json:"log_ignore_rules"`
+	// Revocation is the policy for partner certificates that no CRL covers or whose CRL is past
+	// its nextUpdate: "soft" accepts them with a warning, "hard" refuses them. If empty, "soft".
+	Revocation Revocation `json:"revocation,omitempty"`
 }
 
 // CompanyIdentity is the company's TLS identity towards partners.
@@ -146,6 +149,20 @@ const (
 // Valid reports whether c is one of the Charset values.
 func (c Charset) Valid() bool { return c == CharsetStrict || c == CharsetLenient }
 
+// Revocation is the policy for partner certificates whose revocation state is unknown.
+type Revocation string
+
+// Revocation values.
+const (
+	// RevocationSoft accepts such a certificate with a warning event.
+	RevocationSoft Revocation = "soft"
+	// RevocationHard refuses such a certificate in the TLS handshake.
+	RevocationHard Revocation = "hard"
+)
+
+// Valid reports whether r is one of the Revocation values.
+func (r Revocation) Valid() bool { return r == RevocationSoft || r == RevocationHard }
+
 // Partner is one trading partner.
 type Partner struct {
 	// OdetteID is the partner's Odette ID (SSIDCODE), 1–25 characters; unique.
@@ -171,6 +188,9 @@ type Partner struct {
 	// MaxBufferSize caps the SSID exchange buffer size (128–99999) passed on for this partner. If
 	// zero, no own cap.
 	MaxBufferSize uint32 `json:"max_buffer_size"`
+	// Revocation overrides the document's Revocation for certificates bound to this partner. If
+	// empty, the document's applies.
+	Revocation Revocation `json:"revocation,omitempty"`
 }
 
 // CertificateBinding ties a certificate to a partner; every non-empty field must match.
@@ -214,6 +234,9 @@ type Limits struct {
 	// MaxBufferSize caps the SSID exchange buffer size (128–99999) for partners without their
 	// own cap.
 	MaxBufferSize uint32 `json:"max_buffer_size"`
+	// ConnectTimeout is the time allowed for the DMZ server's TCP connect to a partner in an
+	// outgoing session. If zero, the server's default.
+	ConnectTimeout Duration `json:"connect_timeout,omitempty"`
 }
 
 // InternalServer is the internal OFTP2 server, as the internal client reaches it.
@@ -378,6 +401,20 @@ type LicenseStatus struct {
 	ExpiresAt *time.Time `json:"expires_at"`
 	// Reason says why the license is not valid; empty when valid.
 	Reason string `json:"reason"`
+	// Tunnel is the client's tunnel to the DMZ server when it sent this report; nil from
+	// clients that do not report it. A client reporting it repeats the report periodically, so
+	// that the backend can show its tunnel and sessions as current.
+	Tunnel *TunnelState `json:"tunnel,omitempty"`
+}
+
+// TunnelState is a proxy client's view of its tunnel to the DMZ server, part of LicenseStatus.
+type TunnelState struct {
+	// Streams is the number of tunnel streams established now; 0 when the tunnel is down.
+	Streams int `json:"streams"`
+	// OpenSessions is the number of partner sessions open through the tunnel now.
+	OpenSessions int `json:"open_sessions"`
+	// ConnectedAt is when the oldest established stream connected; nil when the tunnel is down.
+	ConnectedAt *time.Time `json:"connected_at"`
 }
 
 // ConfigStatus is the body of POST /v1/config-status: what the DMZ server answered for a

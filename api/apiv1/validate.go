@@ -107,6 +107,9 @@ func ValidatePartner(p *Partner) error {
 	if p.Direction != "" && !p.Direction.Valid() {
 		return fieldErr("direction", "%q is not \"both\", \"incoming\" or \"outgoing\"", p.Direction)
 	}
+	if p.Revocation != "" && !p.Revocation.Valid() {
+		return fieldErr("revocation", "%q is not \"soft\" or \"hard\"", p.Revocation)
+	}
 	if err := checkSSID("odette_id", p.OdetteID, "", p.Charset); err != nil {
 		return err
 	}
@@ -340,8 +343,22 @@ func ValidateLicenseStatus(s *LicenseStatus) error {
 	if s.Valid && (s.ExpiresAt == nil || s.ExpiresAt.IsZero()) {
 		return fieldErr("expires_at", "is missing for a valid license")
 	}
+	if t := s.Tunnel; t != nil {
+		if t.Streams < 0 || t.Streams > MaxTunnelStreams {
+			return fieldErr("tunnel.streams", "%d is out of range; want 0 to %d", t.Streams, MaxTunnelStreams)
+		}
+		if t.OpenSessions < 0 {
+			return fieldErr("tunnel.open_sessions", "%d is negative", t.OpenSessions)
+		}
+		if (t.Streams == 0) != (t.ConnectedAt == nil) {
+			return fieldErr("tunnel.connected_at", "is given if and only if streams is not 0")
+		}
+	}
 	return checkUTF8("reason", s.Reason, MaxTextLength)
 }
+
+// MaxTunnelStreams is the largest TunnelState.Streams accepted.
+const MaxTunnelStreams = 1024
 
 // ValidateConfigStatus checks a configuration status: a non-negative revision, the ETag, and
 // the error entries.

@@ -194,6 +194,11 @@ func TestValidateLicenseAndConfigStatus(t *testing.T) {
 	checkErr(t, "ValidateLicenseStatus(no id)", ValidateLicenseStatus(&LicenseStatus{}), "proxy_id", "empty")
 	checkErr(t, "ValidateLicenseStatus(no expiry)", ValidateLicenseStatus(&LicenseStatus{ProxyID: "PX-1", Valid: true}), "expires_at", "missing")
 	checkErr(t, "ValidateLicenseStatus(control)", ValidateLicenseStatus(&LicenseStatus{ProxyID: "PX\n1"}), "proxy_id", "control")
+	checkErr(t, "ValidateLicenseStatus(tunnel up)", ValidateLicenseStatus(&LicenseStatus{ProxyID: "PX-1", Tunnel: &TunnelState{Streams: 1, OpenSessions: 3, ConnectedAt: &exp}}), "", "")
+	checkErr(t, "ValidateLicenseStatus(tunnel down)", ValidateLicenseStatus(&LicenseStatus{ProxyID: "PX-1", Tunnel: &TunnelState{}}), "", "")
+	checkErr(t, "ValidateLicenseStatus(negative sessions)", ValidateLicenseStatus(&LicenseStatus{ProxyID: "PX-1", Tunnel: &TunnelState{Streams: 1, OpenSessions: -1, ConnectedAt: &exp}}), "tunnel.open_sessions", "negative")
+	checkErr(t, "ValidateLicenseStatus(streams)", ValidateLicenseStatus(&LicenseStatus{ProxyID: "PX-1", Tunnel: &TunnelState{Streams: 5000, ConnectedAt: &exp}}), "tunnel.streams", "out of range")
+	checkErr(t, "ValidateLicenseStatus(down since)", ValidateLicenseStatus(&LicenseStatus{ProxyID: "PX-1", Tunnel: &TunnelState{ConnectedAt: &exp}}), "tunnel.connected_at", "if and only if")
 
 	checkErr(t, "ValidateConfigStatus(ok)", ValidateConfigStatus(&ConfigStatus{Revision: 3, ETag: `"r3"`, Applied: true}), "", "")
 	checkErr(t, "ValidateConfigStatus(negative)", ValidateConfigStatus(&ConfigStatus{Revision: -1}), "revision", "negative")

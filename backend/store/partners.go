@@ -29,6 +29,10 @@ type Partner struct {
 	MaxCredit uint32
 	// MaxBufferSize caps the SSID exchange buffer (128 to 99999); 0: no cap.
 	MaxBufferSize uint32
+	// Revocation is "soft" or "hard": this partner's revocation policy for
+	// certificates of unknown revocation state. If empty, the setting
+	// `revocation` applies.
+	Revocation string
 	// CertificateBindings are the certificates the partner may present; if
 	// empty, the certificate's subject serialNumber must equal the Odette ID.
 	CertificateBindings []CertificateBinding
@@ -69,6 +73,11 @@ func (p *Partner) normalize() error {
 	case "both", "incoming", "outgoing":
 	default:
 		return invalid("partners.direction", "%q is not both, incoming or outgoing", p.Direction)
+	}
+	switch p.Revocation {
+	case "", "soft", "hard":
+	default:
+		return invalid("partners.revocation", "%q is not soft or hard (or empty for the proxy's setting)", p.Revocation)
 	}
 	if err := CheckOdetteID("partners.odette_id", p.OdetteID, p.Charset); err != nil {
 		return err
@@ -141,7 +150,7 @@ func (p *Partner) APIPartner() apiv1.Partner {
 	out := apiv1.Partner{OdetteID: p.OdetteID, Name: p.Name, Enabled: p.Enabled, Password: apiv1.Secret(p.Password),
 		CertificateBindings: []apiv1.CertificateBinding{}, AllowedNetworks: append([]string{}, p.AllowedNetworks...),
 		Direction: apiv1.Direction(p.Direction), Charset: apiv1.Charset(p.Charset),
-		MaxCredit: p.MaxCredit, MaxBufferSize: p.MaxBufferSize}
+		MaxCredit: p.MaxCredit, MaxBufferSize: p.MaxBufferSize, Revocation: apiv1.Revocation(p.Revocation)}
 	for _, b := range p.CertificateBindings {
 		out.CertificateBindings = append(out.CertificateBindings, apiv1.CertificateBinding(b))
 	}
@@ -166,8 +175,8 @@ func (s *Store) AddPartner(ctx context.Context, p Partner) error {
 			return conflict("partner", p.OdetteID)
 		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO partners (odette_id, name, enabled, password, direction, charset,
-			max_credit, max_buffer_size, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			p.OdetteID, p.Name, p.Enabled, p.Password, p.Direction, p.Charset, p.MaxCredit, p.MaxBufferSize, now, now)
+			max_credit, max_buffer_size, revocation, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			p.OdetteID, p.Name, p.Enabled, p.Password, p.Direction, p.Charset, p.MaxCredit, p.MaxBufferSize, p.Revocation, now, now)
 		if err != nil {
 			return fmt.Errorf("store: add partner: %w", err)
 		}
@@ -225,8 +234,8 @@ func (s *Store) UpdatePartner(ctx context.Context, odetteID string, change func(
 		}
 		var id int64
 		if err := tx.QueryRowContext(ctx, `UPDATE partners SET name = ?, enabled = ?, password = ?, direction = ?,
-			charset = ?, max_credit = ?, max_buffer_size = ?, updated_at = ? WHERE odette_id = ? RETURNING id`,
-			p.Name, p.Enabled, p.Password, p.Direction, p.Charset, p.MaxCredit, p.MaxBufferSize, now, odetteID).Scan(&id); err != nil {
+			charset = ?, max_credit = ?, max_buffer_size = ?, revocation = ?, updated_at = ? WHERE odette_id = ? RETURNING id`,
+			p.Name, p.Enabled, p.Password, p.Direction, p.Charset, p.MaxCredit, p.MaxBufferSize, p.Revocation, now, odetteID).Scan(&id); err != nil {
 			return fmt.Errorf("store: update partner: %w", err)
 		}
 		return writePartnerLists(ctx, tx, id, &p)
@@ -282,7 +291,7 @@ func readPartners(ctx context.Context, q execQueryer, odetteID string) ([]Partne
 		where, args = " WHERE p.odette_id = ?", []any{odetteID}
 	}
 	rows, err := q.QueryContext(ctx, `SELECT p.id, p.odette_id, p.name, p.enabled, p.password, p.direction, p.charset,
-		p.max_credit, p.max_buffer_size, p.created_at, p.updated_at FROM partners p`+where+` ORDER BY p.odette_id`, args...)
+		p.max_credit, p.max_buffer_size, p.revocation, p.created_at, p.updated_at FROM partners p`+where+` ORDER BY p.odette_id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: read partners: %w", err)
 	}
@@ -297,7 +306,7 @@ func readPartners(ctx context.Context, q execQueryer, odetteID string) ([]Partne
 			created, updated string
 		)
 		if err := rows.Scan(&id, &p.OdetteID, &p.Name, &p.Enabled, &p.Password, &p.Direction, &p.Charset,
-			&p.MaxCredit, &p.MaxBufferSize, &created, &updated); err != nil {
+			&p.MaxCredit, &p.MaxBufferSize, &p.Revocation, &created, &updated); err != nil {
 			rows.Close()
 			return nil, err
 		}

@@ -50,6 +50,8 @@ const (
 	KindIP
 	// KindServerName is a DNS name or IP address.
 	KindServerName
+	// KindRevocation is soft or hard.
+	KindRevocation
 )
 
 // FromFile reports whether the admin CLI takes a file name for settings of
@@ -102,6 +104,7 @@ var SettingDefs = []SettingDef{
 	{Key: "limits.max_buffer_size", Kind: KindCount, Min: 128, Max: 99999, Doc: "cap of the SSID exchange buffer size passed on, 128 to 99999; unset: no cap"},
 	{Key: "log_level", Kind: KindLogLevel, Doc: "the DMZ server's log level: trace, debug, info, warn or error; unset: the server keeps its own"},
 	{Key: "outgoing_source_ip", Kind: KindIP, Doc: "source IP address of outgoing partner connections; unset: the system chooses"},
+	{Key: "revocation", Kind: KindRevocation, Doc: "partner certificates no CRL covers or whose CRL is past its nextUpdate: soft accepts them with a warning, hard refuses them; unset: soft"},
 }
 
 // LookupSetting returns the definition of key.
@@ -150,6 +153,8 @@ type Settings struct {
 	LogLevel string
 	// OutgoingSourceIP is the source address of outgoing partner connections.
 	OutgoingSourceIP string
+	// Revocation is the revocation policy, "soft" or "hard"; empty: soft.
+	Revocation string
 }
 
 // InternalServer is the internal OFTP2 server incoming sessions go to.
@@ -288,6 +293,12 @@ func parseSetting(def SettingDef, value string) (string, error) {
 			return "warn", nil
 		}
 		return "", invalid(f, "%q is not a log level; want trace, debug, info, warn or error", value)
+	case KindRevocation:
+		switch l := strings.ToLower(value); l {
+		case "soft", "hard":
+			return l, nil
+		}
+		return "", invalid(f, "%q is not a revocation policy; want soft or hard", value)
 	case KindIP:
 		return value, checkIP(f, value)
 	case KindServerName:
@@ -340,6 +351,7 @@ func settingsFrom(kv map[string]string) (Settings, error) {
 	}
 	s.LogLevel = kv["log_level"]
 	s.OutgoingSourceIP = kv["outgoing_source_ip"]
+	s.Revocation = kv["revocation"]
 	return s, nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"smartproxy/internal/logging"
 )
 
 // Options configure Open. The zero value opens an existing database with
@@ -71,9 +72,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		s.now = time.Now
 	}
 	if s.log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		s.log = l
+		s.log = logging.Discard()
 	}
 	busy := opts.BusyTimeout
 	if busy <= 0 {

@@ -47,6 +47,12 @@ func (h *Handler) funcs() template.FuncMap {
 			}
 			return v
 		},
+		"deref": func(t *time.Time) time.Time {
+			if t == nil {
+				return time.Time{}
+			}
+			return *t
+		},
 		"join":  strings.Join,
 		"split": strings.Fields,
 		"add":   func(a, b int) int { return a + b },
@@ -90,22 +96,83 @@ func uploadName(r *http.Request, field string) string {
 	return r.MultipartForm.File[field][0].Filename
 }
 
+// listPage describes one page of a list filtered in memory. The lists of CAs, CRLs, routes,
+// rules and tokens are small (tens to hundreds of rows), so they are read whole and searched
+// and paged here, with the same parameters as the partner list: q and offset.
+type listPage struct {
+	// Path is the page's path below Path, for the search form.
+	Path string
+	// Query is the search text; rows whose text contains it (case-insensitively) are shown.
+	Query string
+	// Total is the number of matching rows; First and Last number the rows shown.
+	Total, First, Last int
+	// Prev and Next are the links to the neighbouring pages; empty at the ends.
+	Prev, Next string
+}
+
+// pageOf returns the rows of list on the page the request asks for, and the page's links.
+func pageOf[T any](r *http.Request, path string, list []T, text func(T) string) ([]T, listPage) {
+	q := strings.TrimSpace(r.FormValue("q"))
+	if q != "" {
+		lq := strings.ToLower(q)
+		list = slices.DeleteFunc(slices.Clone(list), func(v T) bool { return !strings.Contains(strings.ToLower(text(v)), lq) })
+	}
+	off, _ := strconv.Atoi(r.FormValue("offset"))
+	off = min(max(off, 0), len(list))
+	rows := list[off:min(off+pageSize, len(list))]
+	p := listPage{Path: path, Query: q, Total: len(list), First: off + 1, Last: off + len(rows)}
+	link := func(o int) string { return "?" + url.Values{"q": {q}, "offset": {strconv.Itoa(o)}}.Encode() }
+	if off > 0 {
+		p.Prev = link(max(off-pageSize, 0))
+	}
+	if off+len(rows) < len(list) {
+		p.Next = link(off + pageSize)
+	}
+	return rows, p
+}
+
+// paged is the data of a page with one searchable list.
+type paged[T any] struct {
+	List []T
+	Page listPage
+}
+
 // --- dashboard ---
 
 type dashboardData struct {
-	Clients          []store.ClientStatus
+	Clients []store.ClientStatus
+	// Tunnels are the clients' tunnel states by client id; a client without one is absent.
+	Tunnels          map[int64]tunnelView
 	Revision         int64
 	Partners         int
 	CAs, CRLs, Rules int
 	Critical         []store.Event
 }
 
+// tunnelStale is the age after which a tunnel report is no longer shown as current: clients
+// repeat it every 30 s.
+const tunnelStale = 90 * time.Second
+
+// tunnelView is a client's tunnel state as the dashboard shows it.
+type tunnelView struct {
+	backend.TunnelReport
+	// Stale says the report is older than tunnelStale: the client may be gone.
+	Stale bool
+}
+
 func (h *Handler) dashboardData(r *http.Request) (dashboardData, error) {
 	ctx := r.Context()
-	var d dashboardData
+	d := dashboardData{Tunnels: map[int64]tunnelView{}}
 	var err error
 	if d.Clients, err = h.st.Clients(ctx); err != nil {
 		return d, err
+	}
+	if h.cfg.Tunnel != nil {
+		for _, c := range d.Clients {
+			if rep, ok := h.cfg.Tunnel(c.ID); ok {
+				d.Tunnels[c.ID] = tunnelView{TunnelReport: rep, Stale: h.now().Sub(rep.ReportedAt) > tunnelStale}
+			}
+		}
 	}
 	if d.Revision, err = h.st.Revision(ctx); err != nil {
 		return d, err
@@ -357,7 +424,8 @@ func (h *Handler) bindingDelete(w http.ResponseWriter, r *http.Request, s *store
 
 func (h *Handler) cas(w http.ResponseWriter, r *http.Request, s *store.AdminSession) {
 	list, err := h.st.CAs(r.Context())
-	h.show(w, r, s, "cas", view{Title: "Trusted CAs", Nav: "cas", Data: list}, err)
+	rows, p := pageOf(r, "cas", list, func(c store.CA) string { return c.Subject + " " + c.SHA256 })
+	h.show(w, r, s, "cas", view{Title: "Trusted CAs", Nav: "cas", Data: paged[store.CA]{rows, p}}, err)
 }
 
 func (h *Handler) caAdd(w http.ResponseWriter, r *http.Request, s *store.AdminSession) {
@@ -396,6 +464,8 @@ type crlsData struct {
 	URLs     []store.CRLURL
 	CRLs     []store.CRL
 	CanFetch bool
+	// Page pages the CRLs; the search applies to both lists.
+	Page listPage
 }
 
 func (h *Handler) crls(w http.ResponseWriter, r *http.Request, s *store.AdminSession) {
@@ -404,6 +474,8 @@ func (h *Handler) crls(w http.ResponseWriter, r *http.Request, s *store.AdminSes
 	if d.URLs, err = h.st.CRLURLs(r.Context()); err == nil {
 		d.CRLs, err = h.st.CRLs(r.Context())
 	}
+	d.URLs, _ = pageOf(r, "crls", d.URLs, func(u store.CRLURL) string { return u.URL + " " + u.ReportedBy + " " + u.LastStatus })
+	d.CRLs, d.Page = pageOf(r, "crls", d.CRLs, func(c store.CRL) string { return c.Issuer + " " + c.URL + " " + backend.CRLID(c.ID) })
 	h.show(w, r, s, "crls", view{Title: "CRLs", Nav: "crls", Data: d}, err)
 }
 
@@ -479,7 +551,10 @@ func (h *Handler) crlURLFetch(w http.ResponseWriter, r *http.Request, s *store.A
 
 func (h *Handler) routesPage(w http.ResponseWriter, r *http.Request, s *store.AdminSession) {
 	list, err := h.st.Routes(r.Context())
-	h.show(w, r, s, "routes", view{Title: "Outgoing routes", Nav: "routes", Data: list}, err)
+	rows, p := pageOf(r, "routes", list, func(rt store.Route) string {
+		return strings.Join([]string{rt.Name, rt.ListenAddress, rt.PartnerAddress, rt.PartnerOdetteID, rt.ServerName}, " ")
+	})
+	h.show(w, r, s, "routes", view{Title: "Outgoing routes", Nav: "routes", Data: paged[store.Route]{rows, p}}, err)
 }
 
 func (h *Handler) routeAdd(w http.ResponseWriter, r *http.Request, s *store.AdminSession) {
@@ -506,7 +581,8 @@ func (h *Handler) routeDelete(w http.ResponseWriter, r *http.Request, s *store.A
 
 func (h *Handler) rules(w http.ResponseWriter, r *http.Request, s *store.AdminSession) {
 	list, err := h.st.IgnoreRules(r.Context())
-	h.show(w, r, s, "rules", view{Title: "Log-ignore rules", Nav: "rules", Data: list}, err)
+	rows, p := pageOf(r, "rules", list, func(ru store.IgnoreRule) string { return ru.Substring + " " + ru.Description })
+	h.show(w, r, s, "rules", view{Title: "Log-ignore rules", Nav: "rules", Data: paged[store.IgnoreRule]{rows, p}}, err)
 }
 
 // formTime parses a time of a form: an RFC 3339 time, the value of an
@@ -677,13 +753,15 @@ func (h *Handler) licenseImport(w http.ResponseWriter, r *http.Request, s *store
 
 type tokensData struct {
 	List []store.Token
+	Page listPage
 	// New is the token just created, shown once; NewClient its client.
 	New, NewClient string
 }
 
 func (h *Handler) tokens(w http.ResponseWriter, r *http.Request, s *store.AdminSession) {
 	list, err := h.st.Tokens(r.Context())
-	h.show(w, r, s, "tokens", view{Title: "Tokens", Nav: "tokens", Data: tokensData{List: list}}, err)
+	rows, p := pageOf(r, "tokens", list, tokenText)
+	h.show(w, r, s, "tokens", view{Title: "Tokens", Nav: "tokens", Data: tokensData{List: rows, Page: p}}, err)
 }
 
 func (h *Handler) tokenCreate(w http.ResponseWriter, r *http.Request, s *store.AdminSession) {
@@ -695,7 +773,12 @@ func (h *Handler) tokenCreate(w http.ResponseWriter, r *http.Request, s *store.A
 	}
 	// The token is in this answer only: no redirect, no flash cookie.
 	list, err := h.st.Tokens(r.Context())
-	h.show(w, r, s, "tokens", view{Title: "Tokens", Nav: "tokens", Data: tokensData{List: list, New: token, NewClient: client}}, err)
+	rows, p := pageOf(r, "tokens", list, tokenText)
+	h.show(w, r, s, "tokens", view{Title: "Tokens", Nav: "tokens", Data: tokensData{List: rows, Page: p, New: token, NewClient: client}}, err)
+}
+
+func tokenText(t store.Token) string {
+	return t.Client + " " + t.Hint + " " + strconv.FormatInt(t.ID, 10)
 }
 
 func (h *Handler) tokenRevoke(w http.ResponseWriter, r *http.Request, s *store.AdminSession) {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
-	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 
 	"smartproxy/backend"
 	"smartproxy/backend/store"
+	"smartproxy/internal/logging"
 )
 
 //go:embed templates/*.html
@@ -43,6 +43,9 @@ type Config struct {
 	// FetchCRL downloads the CRL of a distribution point at once ("fetch
 	// now"). If nil, the CRL page offers no such button.
 	FetchCRL func(ctx context.Context, urlID int64) error
+	// Tunnel returns the tunnel state a proxy client last reported (backend.Server.Tunnel). If
+	// nil, the dashboard shows no tunnel state.
+	Tunnel func(clientID int64) (backend.TunnelReport, bool)
 	// IdleTimeout ends a session without activity for this long. If zero,
 	// 30 minutes.
 	IdleTimeout time.Duration
@@ -75,9 +78,7 @@ func New(cfg Config) (*Handler, error) {
 		return nil, errors.New("webadmin: Config.Store is required")
 	}
 	if cfg.Logger == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		cfg.Logger = l
+		cfg.Logger = logging.Discard()
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

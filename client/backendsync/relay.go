@@ -102,9 +102,22 @@ func (s *Syncer) LicenseStatus(l *tunnelv1.LicenseStatus) {
 		st.ExpiresAt = &t
 	}
 	s.mu.Lock()
-	s.license = st
+	s.license, s.lastLic = st, st
 	s.mu.Unlock()
 	s.signal()
+}
+
+// tunnelState summarises the client's tunnel streams for the backend.
+func tunnelState(list []client.TunnelInfo) *apiv1.TunnelState {
+	st := &apiv1.TunnelState{Streams: len(list)}
+	for _, ti := range list {
+		st.OpenSessions += ti.Sessions
+		if st.ConnectedAt == nil || ti.ConnectedAt.Before(*st.ConnectedAt) {
+			at := ti.ConnectedAt.UTC()
+			st.ConnectedAt = &at
+		}
+	}
+	return st
 }
 
 func (s *Syncer) signal() {
@@ -342,12 +355,15 @@ func eventIndex(field string) int {
 }
 
 // reportLoop sends the queued configuration statuses, CRL URLs and license state, retrying
-// with backoff until each is delivered or superseded.
-func (s *Syncer) reportLoop(ctx context.Context) {
+// with backoff until each is delivered or superseded, and the last license state again every
+// StateInterval with the tunnel's current state.
+func (s *Syncer) reportLoop(ctx context.Context, target Target) {
 	bo := s.cfg.Backoff
 	var retry <-chan time.Time
 	var timer *time.Timer
+	state := time.NewTicker(s.cfg.StateInterval)
 	defer func() {
+		state.Stop()
 		if timer != nil {
 			timer.Stop()
 		}
@@ -356,6 +372,16 @@ func (s *Syncer) reportLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-state.C:
+			// The license status again, so that the backend sees the tunnel's current state.
+			s.mu.Lock()
+			if s.license == nil {
+				s.license = s.lastLic
+			}
+			s.mu.Unlock()
+			if retry != nil {
+				continue
+			}
 		case <-s.wake:
 			if retry != nil {
 				continue // a retry is scheduled; it takes the new work too
@@ -368,7 +394,7 @@ func (s *Syncer) reportLoop(ctx context.Context) {
 		case <-retry:
 			retry = nil
 		}
-		if err := s.report(ctx); err != nil {
+		if err := s.report(ctx, target); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -383,7 +409,7 @@ func (s *Syncer) reportLoop(ctx context.Context) {
 }
 
 // report sends what is queued; it stops at the first failure, leaving the rest queued.
-func (s *Syncer) report(ctx context.Context) error {
+func (s *Syncer) report(ctx context.Context, target Target) error {
 	for {
 		s.mu.Lock()
 		var st *apiv1.ConfigStatus
@@ -435,7 +461,9 @@ func (s *Syncer) report(ctx context.Context) error {
 	lic := s.license
 	s.mu.Unlock()
 	if lic != nil {
-		if err := s.cfg.API.PutLicenseStatus(ctx, lic); err != nil && !isPermanent(err) {
+		withTunnel := *lic
+		withTunnel.Tunnel = tunnelState(target.Tunnels())
+		if err := s.cfg.API.PutLicenseStatus(ctx, &withTunnel); err != nil && !isPermanent(err) {
 			return fmt.Errorf("license status: %w", err)
 		} else if err != nil {
 			s.log.WithError(err).Error("the backend refused the license status; dropped")

@@ -45,6 +45,7 @@ func specOf(doc *apiv1.ConfigDocument, crl func(info *apiv1.CRLInfo, c *configsp
 		TrustedCAsField:      "trusted_ca_certificates_pem",
 		OutgoingSourceIP:     doc.OutgoingSourceIP,
 		LogLevel:             doc.LogLevel,
+		Revocation:           string(doc.Revocation),
 	}
 	for i, text := range doc.TrustedCACertificatesPEM {
 		s.TrustedCAs = append(s.TrustedCAs, pemBlob(fmt.Sprintf("trusted_ca_certificates_pem[%d]", i), text, true))
@@ -60,7 +61,7 @@ func specOf(doc *apiv1.ConfigDocument, crl func(info *apiv1.CRLInfo, c *configsp
 		p := &doc.Partners[i]
 		sp := configspec.Partner{OdetteID: p.OdetteID, Name: p.Name, Enabled: p.Enabled, Password: string(p.Password),
 			AllowedNetworks: p.AllowedNetworks, Direction: string(p.Direction), Charset: string(p.Charset),
-			MaxCredit: p.MaxCredit, MaxBufferSize: p.MaxBufferSize}
+			MaxCredit: p.MaxCredit, MaxBufferSize: p.MaxBufferSize, Revocation: string(p.Revocation)}
 		for _, b := range p.CertificateBindings {
 			sp.CertificateBindings = append(sp.CertificateBindings, configspec.CertificateBinding{
 				SubjectSerialNumber: b.SubjectSerialNumber, SHA256Fingerprint: b.SHA256Fingerprint, Subject: b.Subject})
@@ -71,6 +72,7 @@ func specOf(doc *apiv1.ConfigDocument, crl func(info *apiv1.CRLInfo, c *configsp
 	s.Limits = configspec.Limits{MaxSessions: l.MaxSessions, MaxHandshakes: l.MaxHandshakes, PerIPRate: l.PerIPRate,
 		PerIPBurst: l.PerIPBurst, HandshakeTimeout: l.HandshakeTimeout.Std(), SSIDTimeout: l.SSIDTimeout.Std(),
 		IdleTimeout: l.IdleTimeout.Std(), MaxCredit: l.MaxCredit, MaxBufferSize: l.MaxBufferSize,
+		ConnectTimeout:         l.ConnectTimeout.Std(),
 		MaxHandshakesPerSource: l.MaxHandshakesPerSource, MaxHandshakesPerPrefix: l.MaxHandshakesPerPrefix,
 		PrefixLengthV4: l.PrefixLengthV4, PrefixLengthV6: l.PrefixLengthV6}
 	if in := doc.InternalServer; in != nil {

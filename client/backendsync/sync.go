@@ -53,6 +53,8 @@ type Target interface {
 	SetConfig(s *client.Snapshot) error
 	// SetLicense makes file the license pushed to the servers.
 	SetLicense(file []byte) error
+	// Tunnels describes the established tunnel streams (reported with the license status).
+	Tunnels() []client.TunnelInfo
 }
 
 // Defaults of Config.
@@ -61,6 +63,8 @@ const (
 	DefaultWait = 30 * time.Second
 	// DefaultLicenseInterval is Config.LicenseInterval when zero.
 	DefaultLicenseInterval = time.Minute
+	// DefaultStateInterval is Config.StateInterval when zero.
+	DefaultStateInterval = 30 * time.Second
 	// DefaultMaxCRLBytes is Config.MaxCRLBytes when zero.
 	DefaultMaxCRLBytes = 256 << 20
 	// DefaultEventQueue is Config.EventQueue when zero.
@@ -87,6 +91,10 @@ type Config struct {
 	Wait time.Duration
 	// LicenseInterval is how often GET /v1/license is asked. If zero, DefaultLicenseInterval.
 	LicenseInterval time.Duration
+	// StateInterval is how often the last license status is reported again with the tunnel's
+	// current state (streams, open sessions) for the backend's dashboard. If zero,
+	// DefaultStateInterval.
+	StateInterval time.Duration
 	// Backoff spaces the retries after a failed poll or report (full jitter). If its Base or Cap
 	// is zero, DefaultRetryBase and DefaultRetryCap.
 	Backoff backoff.Exponential
@@ -166,6 +174,7 @@ type Syncer struct {
 	statuses []*apiv1.ConfigStatus
 	urls     map[string]bool
 	license  *apiv1.LicenseStatus // to report; nil when reported
+	lastLic  *apiv1.LicenseStatus // the servers' last license status, reported again every StateInterval
 	wake     chan struct{}        // capacity 1: reporter has work
 	// licWake (capacity 1) asks the license loop to ask now: a license status was reported,
 	// and the backend may now know which Proxy ID's license this client wants.
@@ -195,6 +204,9 @@ func New(cfg Config) (*Syncer, error) {
 	}
 	if cfg.LicenseInterval <= 0 {
 		cfg.LicenseInterval = DefaultLicenseInterval
+	}
+	if cfg.StateInterval <= 0 {
+		cfg.StateInterval = DefaultStateInterval
 	}
 	if cfg.Backoff.Base <= 0 {
 		cfg.Backoff.Base = DefaultRetryBase
@@ -488,7 +500,7 @@ func (s *Syncer) Run(ctx context.Context, target Target) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { s.configLoop(gctx, target); return nil })
 	g.Go(func() error { s.licenseLoop(gctx, target); return nil })
-	g.Go(func() error { s.reportLoop(gctx); return nil })
+	g.Go(func() error { s.reportLoop(gctx, target); return nil })
 	g.Go(func() error { s.eventLoop(gctx); return nil })
 	g.Go(func() error { return s.spool.Send(gctx, s.postEvents, s.cfg.Send, nil) })
 	return g.Wait()

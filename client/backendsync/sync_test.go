@@ -27,6 +27,7 @@ import (
 	"smartproxy/client/clienttest"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/backoff"
+	"smartproxy/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -89,7 +90,7 @@ type running struct {
 func (e *env) newSyncer(t *testing.T, health *admin.Health) *backendsync.Syncer {
 	t.Helper()
 	s, err := backendsync.New(backendsync.Config{
-		API: e.backend.api(t), StateDir: e.state, Wait: 2 * time.Second, LicenseInterval: 100 * time.Millisecond,
+		API: e.backend.api(t), StateDir: e.state, Wait: 2 * time.Second, LicenseInterval: 100 * time.Millisecond, StateInterval: 100 * time.Millisecond,
 		Backoff: backoff.Exponential{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}, Logger: e.log,
 		Health: health,
 	})
@@ -152,13 +153,7 @@ func (e *env) start(t *testing.T) *running {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, waitLong, what, cond)
 }
 
 func partnerEnabled(cfg *tunnelv1.ConfigSnapshot, id string) (enabled, found bool) {
@@ -430,6 +425,20 @@ func TestRelay(t *testing.T) {
 	if first := e.backend.licStatus[0]; first.ProxyID != "PROXY-1" {
 		t.Errorf("license status = %+v, want PROXY-1's", first)
 	}
+	// With it, the tunnel's state: one stream, no session; and the status again every
+	// StateInterval (the last valid one, repeated).
+	last := e.backend.licStatus[len(e.backend.licStatus)-1]
+	if tun := last.Tunnel; tun == nil || tun.Streams != 1 || tun.OpenSessions != 0 || tun.ConnectedAt == nil || time.Since(*tun.ConnectedAt) > time.Minute {
+		t.Errorf("tunnel state reported = %+v, want one stream connected just now", last.Tunnel)
+	}
+	n := len(e.backend.licStatus)
+	e.backend.mu.Unlock()
+	waitFor(t, "the license status repeated", func() bool {
+		e.backend.mu.Lock()
+		defer e.backend.mu.Unlock()
+		return len(e.backend.licStatus) >= n+2 && e.backend.licStatus[len(e.backend.licStatus)-1].Valid
+	})
+	e.backend.mu.Lock()
 }
 
 // TestOperatorFailures checks that a refused token, a pin mismatch and an untrusted backend

@@ -189,7 +189,7 @@ type Conn struct {
 }
 
 // handle runs one Connect stream (transport.ServerStreamHandler).
-func (s *Server) handle(ctx context.Context, peer transport.PeerInfo, stream tunnelv1.TunnelService_ConnectServer) error {
+func (s *Server) handle(ctx context.Context, peer transport.PeerInfo, stream transport.ConnectServer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.mu.Lock()
@@ -201,7 +201,7 @@ func (s *Server) handle(ctx context.Context, peer transport.PeerInfo, stream tun
 	defer close(c.done)
 	hello := make(chan *tunnelv1.Hello, 1)
 	var helloOnce sync.Once
-	mux, err := tunnel.New(tunnel.ServerStream(stream), tunnel.Config{
+	mux, err := tunnel.New(transport.ServerStream(stream), tunnel.Config{
 		Side:   tunnel.SideServer,
 		Logger: s.cfg.Logger,
 		Control: func(f *tunnelv1.Frame) {

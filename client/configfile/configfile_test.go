@@ -255,6 +255,26 @@ func TestFieldErrors(t *testing.T) {
 			from := time.Now().Add(24 * time.Hour)
 			c.LogIgnoreRules = []configfile.LogIgnoreRule{{Substring: "x", ValidFrom: configfile.Time{Time: from}, ValidUntil: configfile.Time{Time: from.Add(-time.Hour)}}}
 		}, []string{"log_ignore_rules[0].valid_until"}, "not after valid_from"},
+		{"outgoing source IP is a name", func(c *configfile.File) { c.OutgoingSourceIP = "dmz.example.com" }, []string{"outgoing_source_ip"}, "IP address"},
+		{"limits connect timeout negative", func(c *configfile.File) { c.Limits.ConnectTimeout = configfile.Duration(-time.Second) }, []string{"limits.connect_timeout"}, "negative"},
+		{"route without name", func(c *configfile.File) { c.Routes = []configfile.Route{routeTo(clienttest.PartnerID, 65433), {}} }, []string{"routes[1].name", "routes[1].listen_address", "routes[1].partner_address", "routes[1].partner_odette_id"}, "required"},
+		{"route name twice", func(c *configfile.File) {
+			c.Routes = []configfile.Route{routeTo(clienttest.PartnerID, 65433), routeTo(clienttest.OtherPartnerID, 65434)}
+			c.Routes[1].Name = c.Routes[0].Name
+		}, []string{"routes[1].name"}, "already the name of routes[0]"},
+		{"route listen address twice", func(c *configfile.File) {
+			c.Routes = []configfile.Route{routeTo(clienttest.PartnerID, 65433), routeTo(clienttest.OtherPartnerID, 65433)}
+			c.Routes[1].Name = "other"
+		}, []string{"routes[1].listen_address"}, "already the listen address of routes[0]"},
+		{"route listen address without port", func(c *configfile.File) {
+			c.Routes = []configfile.Route{routeTo(clienttest.PartnerID, 65433)}
+			c.Routes[0].ListenAddress = "127.0.0.1"
+		}, []string{"routes[0].listen_address"}, "host:port"},
+		{"route partner address without port", func(c *configfile.File) {
+			c.Routes = []configfile.Route{routeTo(clienttest.PartnerID, 65433)}
+			c.Routes[0].PartnerAddress = "oftp.partner.example"
+		}, []string{"routes[0].partner_address"}, "host:port"},
+		{"route to an unknown partner", func(c *configfile.File) { c.Routes = []configfile.Route{routeTo("O0013NOBODY", 65433)} }, []string{"routes[0].partner_odette_id"}, "not one of the partners"},
 		{"several problems at once", func(c *configfile.File) {
 			c.Partners[0].Direction = "x"
 			c.Partners[2].MaxCredit = 5000
@@ -294,6 +314,40 @@ func TestFieldErrors(t *testing.T) {
 				t.Errorf("Current() = %v after a failed first load, want nil", l.Current())
 			}
 		})
+	}
+}
+
+// routeTo returns a valid route to the partner id, listening on 127.0.0.1:port.
+func routeTo(id string, port int) configfile.Route {
+	return configfile.Route{Name: fmt.Sprintf("out-%d", port), ListenAddress: fmt.Sprintf("127.0.0.1:%d", port),
+		PartnerAddress: "oftp.partner.example:6619", PartnerOdetteID: id}
+}
+
+// TestRoutes checks that routes, outgoing_source_ip and limits.connect_timeout reach the
+// configuration sent to the server.
+func TestRoutes(t *testing.T) {
+	files, c := setup(t)
+	c.OutgoingSourceIP = "192.0.2.10"
+	c.Limits.ConnectTimeout = configfile.Duration(20 * time.Second)
+	c.Routes = []configfile.Route{routeTo(clienttest.PartnerID, 65433), routeTo(clienttest.OtherPartnerID, 65434)}
+	c.Routes[1].ServerName = "edi.other.example"
+	res, err := load(t, files.Dir, c)
+	if err != nil {
+		t.Fatalf("Load() = %v, want no error", err)
+	}
+	sec := res.Snapshot.Security
+	want := []*tunnelv1.Route{
+		{Name: "out-65433", ListenAddress: "127.0.0.1:65433", PartnerAddress: "oftp.partner.example:6619", PartnerOdetteId: clienttest.PartnerID},
+		{Name: "out-65434", ListenAddress: "127.0.0.1:65434", PartnerAddress: "oftp.partner.example:6619", PartnerOdetteId: clienttest.OtherPartnerID, ServerName: "edi.other.example"},
+	}
+	if diff := cmp.Diff(want, sec.GetOutgoingRoutes(), protocmp.Transform()); diff != "" {
+		t.Errorf("outgoing routes (-want +got):\n%s", diff)
+	}
+	if got := sec.GetOutgoingSourceIp(); got != "192.0.2.10" {
+		t.Errorf("outgoing source IP = %q, want 192.0.2.10 (checked by the server, not here)", got)
+	}
+	if got := sec.GetLimits().GetConnectTimeout().AsDuration(); got != 20*time.Second {
+		t.Errorf("limits.connect_timeout = %v, want 20s", got)
 	}
 }
 
@@ -489,6 +543,9 @@ func TestExampleFile(t *testing.T) {
 	if l := res.Snapshot.Security.GetLimits(); l.GetMaxHandshakes() != 100 || l.GetIdleTimeout().AsDuration() != 15*time.Minute ||
 		l.GetMaxHandshakesPerSource() != 8 || l.GetMaxHandshakesPerPrefix() != 32 {
 		t.Errorf("example limits = %v, want max_handshakes 100 (8 per source, 32 per prefix) and idle_timeout 15m", l)
+	}
+	if r := res.Snapshot.Security.GetOutgoingRoutes(); len(r) != 1 || r[0].GetListenAddress() != "127.0.0.1:65433" || r[0].GetPartnerOdetteId() != "O0013000000000PARTNER" {
+		t.Errorf("example routes = %v, want one route listening on 127.0.0.1:65433 to O0013000000000PARTNER", r)
 	}
 	if p := res.Snapshot.Security.GetPartners()[1]; p.GetMaxCredit() != 64 || p.GetMaxBufferSize() != 16384 || len(p.GetAllowedNetworks()) != 2 {
 		t.Errorf("example partner 1 = %v, want max_credit 64, max_buffer_size 16384 and two networks", p)

@@ -29,11 +29,21 @@ type File struct {
 	Limits Limits `json:"limits"`
 	// InternalServer is the internal OFTP2 server incoming sessions are forwarded to. Required.
 	InternalServer *InternalServer `json:"internal_server"`
+	// OutgoingSourceIP is the source address of the DMZ server's connections to partners in
+	// outgoing sessions; it must be an address of the DMZ host. If empty, the system chooses.
+	OutgoingSourceIP string `json:"outgoing_source_ip"`
+	// Routes are the outgoing routes: the client listens on each route's address for the
+	// internal OFTP2 server and the DMZ server dials the route's partner.
+	Routes []Route `json:"routes"`
 	// LogLevel is the DMZ server's log level (trace, debug, info, warn, error). If empty, the
 	// server keeps its own.
 	LogLevel string `json:"log_level"`
 	// LogIgnoreRules lower matching events to INFO.
 	LogIgnoreRules []LogIgnoreRule `json:"log_ignore_rules"`
+	// Revocation is the revocation policy for partner certificates that no CRL covers or whose
+	// CRL is past its nextUpdate: "soft" accepts them with a partner_crl_missing event, "hard"
+	// refuses them (partner_revocation_unknown). If empty, "soft".
+	Revocation string `json:"revocation"`
 }
 
 // CRL is one certificate revocation list file.
@@ -70,6 +80,9 @@ type Partner struct {
 	// MaxBufferSize caps the SSID exchange buffer size (128–99999) passed on for this partner.
 	// If zero, no cap.
 	MaxBufferSize uint32 `json:"max_buffer_size"`
+	// Revocation overrides the configuration's revocation policy for certificates bound to this
+	// partner: "soft" or "hard". If empty, the configuration's.
+	Revocation string `json:"revocation"`
 }
 
 // CertificateBinding ties a certificate to a partner; every field given must match.
@@ -108,6 +121,9 @@ type Limits struct {
 	// MaxBufferSize caps the SSID exchange buffer size (128–99999) passed on for partners without
 	// their own cap.
 	MaxBufferSize uint32 `json:"max_buffer_size"`
+	// ConnectTimeout is the time allowed for the DMZ server's TCP connect to a partner in an
+	// outgoing session, e.g. "15s".
+	ConnectTimeout Duration `json:"connect_timeout"`
 	// MaxHandshakesPerSource is the maximum of concurrent TLS handshakes and SSID exchanges from
 	// one source address.
 	MaxHandshakesPerSource uint32 `json:"max_handshakes_per_source,omitempty"`
@@ -118,6 +134,24 @@ type Limits struct {
 	PrefixLengthV4 uint32 `json:"prefix_length_v4,omitempty"`
 	// PrefixLengthV6 is the IPv6 prefix length max_handshakes_per_prefix counts (16–128).
 	PrefixLengthV6 uint32 `json:"prefix_length_v6,omitempty"`
+}
+
+// Route is one outgoing route.
+type Route struct {
+	// Name identifies the route in logs and sessions. Required, unique.
+	Name string `json:"name"`
+	// ListenAddress is the "host:port" the client listens on for the internal OFTP2 server,
+	// e.g. "127.0.0.1:65433". Required.
+	ListenAddress string `json:"listen_address"`
+	// PartnerAddress is the partner's "host:port" the DMZ server dials, e.g.
+	// "oftp.partner.example:6619". Required.
+	PartnerAddress string `json:"partner_address"`
+	// PartnerOdetteID is the Odette ID of the partner the route reaches; it must be one of
+	// Partners. Required.
+	PartnerOdetteID string `json:"partner_odette_id"`
+	// ServerName is the name the partner's server certificate must be issued for. If empty, the
+	// host of PartnerAddress.
+	ServerName string `json:"server_name"`
 }
 
 // InternalServer is the internal OFTP2 server.

@@ -25,6 +25,7 @@ func spec(f *File, dir string) *configspec.Spec {
 		CompanyKey:           r.read("company_key", f.CompanyKey),
 		TrustedCAsField:      "trusted_ca_files",
 		LogLevel:             f.LogLevel,
+		Revocation:           f.Revocation,
 	}
 	if s.CompanyKey.Err == nil {
 		if st, err := os.Stat(s.CompanyKey.Name); err == nil && st.Mode().Perm()&0o077 != 0 {
@@ -42,7 +43,8 @@ func spec(f *File, dir string) *configspec.Spec {
 	for i := range f.Partners {
 		p := &f.Partners[i]
 		sp := configspec.Partner{OdetteID: p.OdetteID, Name: p.Name, Enabled: p.Enabled == nil || *p.Enabled, Password: p.Password,
-			AllowedNetworks: p.AllowedNetworks, Direction: p.Direction, Charset: p.Charset, MaxCredit: p.MaxCredit, MaxBufferSize: p.MaxBufferSize}
+			AllowedNetworks: p.AllowedNetworks, Direction: p.Direction, Charset: p.Charset, MaxCredit: p.MaxCredit, MaxBufferSize: p.MaxBufferSize,
+			Revocation: p.Revocation}
 		for j, cb := range p.CertificateBindings {
 			b := configspec.CertificateBinding{SubjectSerialNumber: cb.SubjectSerialNumber, SHA256Fingerprint: cb.SHA256Fingerprint, Subject: cb.Subject}
 			if cb.CertificateFile != "" {
@@ -57,8 +59,14 @@ func spec(f *File, dir string) *configspec.Spec {
 	s.Limits = configspec.Limits{MaxSessions: l.MaxSessions, MaxHandshakes: l.MaxHandshakes, PerIPRate: l.PerIPRate,
 		PerIPBurst: l.PerIPBurst, HandshakeTimeout: time.Duration(l.HandshakeTimeout), SSIDTimeout: time.Duration(l.SSIDTimeout),
 		IdleTimeout: time.Duration(l.IdleTimeout), MaxCredit: l.MaxCredit, MaxBufferSize: l.MaxBufferSize,
+		ConnectTimeout:         time.Duration(l.ConnectTimeout),
 		MaxHandshakesPerSource: l.MaxHandshakesPerSource, MaxHandshakesPerPrefix: l.MaxHandshakesPerPrefix,
 		PrefixLengthV4: l.PrefixLengthV4, PrefixLengthV6: l.PrefixLengthV6}
+	s.OutgoingSourceIP = f.OutgoingSourceIP
+	for _, r := range f.Routes {
+		s.Routes = append(s.Routes, configspec.Route{Name: r.Name, ListenAddress: r.ListenAddress, PartnerAddress: r.PartnerAddress,
+			PartnerOdetteID: r.PartnerOdetteID, ServerName: r.ServerName})
+	}
 	if in := f.InternalServer; in != nil {
 		s.InternalServer = &configspec.InternalServer{Address: in.Address, ConnectTimeout: time.Duration(in.ConnectTimeout),
 			SSRMTimeout: time.Duration(in.SSRMTimeout)}

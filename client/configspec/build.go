@@ -73,9 +73,10 @@ func Build(s *Spec, now time.Time) (*Result, error) {
 	sec.Limits = b.limits(&s.Limits)
 	internal := b.internalServer(s.InternalServer)
 	sec.OutgoingSourceIp = b.sourceIP("outgoing_source_ip", s.OutgoingSourceIP)
-	sec.OutgoingRoutes = b.routes(s.Routes)
+	sec.OutgoingRoutes = b.routes(s.Routes, s.Partners)
 	sec.LogLevel = b.logLevel("log_level", s.LogLevel)
 	sec.LogIgnoreRules = b.ignoreRules(s.LogIgnoreRules)
+	sec.RevocationPolicy = b.revocation("revocation", s.Revocation)
 	if len(b.probs) > 0 {
 		return nil, &Error{Problems: b.probs}
 	}
@@ -385,6 +386,7 @@ func (b *builder) partners(list []Partner) []*tunnelv1.Partner {
 		field := fmt.Sprintf("partners[%d]", i)
 		pp := &tunnelv1.Partner{OdetteId: p.OdetteID, Name: p.Name, Enabled: p.Enabled, MaxCredit: p.MaxCredit, MaxBufferSize: p.MaxBufferSize}
 
+		pp.RevocationPolicy = b.revocation(field+".revocation", p.Revocation)
 		switch p.Charset {
 		case "", "strict":
 			pp.CharsetPolicy = tunnelv1.CharsetPolicy_CHARSET_POLICY_STRICT
@@ -576,6 +578,7 @@ func (b *builder) limits(l *Limits) *tunnelv1.Limits {
 	out.HandshakeTimeout = dur("limits.handshake_timeout", l.HandshakeTimeout)
 	out.SsidTimeout = dur("limits.ssid_timeout", l.SSIDTimeout)
 	out.IdleTimeout = dur("limits.idle_timeout", l.IdleTimeout)
+	out.ConnectTimeout = dur("limits.connect_timeout", l.ConnectTimeout)
 	return out
 }
 
@@ -647,9 +650,14 @@ func (b *builder) internalServer(s *InternalServer) client.InternalServer {
 // present reports whether an optional blob was given.
 func present(bl *Blob) bool { return bl.Err != nil || len(bl.Data) > 0 }
 
-func (b *builder) routes(list []Route) []*tunnelv1.Route {
+func (b *builder) routes(list []Route, partners []Partner) []*tunnelv1.Route {
 	var out []*tunnelv1.Route
 	names := make(map[string]int)
+	listens := make(map[string]int)
+	known := make(map[string]bool, len(partners))
+	for _, p := range partners {
+		known[strings.TrimRight(p.OdetteID, " ")] = true
+	}
 	for i, r := range list {
 		field := fmt.Sprintf("routes[%d]", i)
 		switch prev, dup := names[r.Name]; {
@@ -664,6 +672,10 @@ func (b *builder) routes(list []Route) []*tunnelv1.Route {
 			b.problem(field+".listen_address", "required: host:port the client listens on for the internal OFTP2 server")
 		} else if err := checkAddress(r.ListenAddress, true); err != nil {
 			b.problem(field+".listen_address", "%v", err)
+		} else if prev, dup := listens[r.ListenAddress]; dup {
+			b.problem(field+".listen_address", "%q is already the listen address of routes[%d]", r.ListenAddress, prev)
+		} else {
+			listens[r.ListenAddress] = i
 		}
 		if r.PartnerAddress == "" {
 			b.problem(field+".partner_address", "required: host:port of the partner")
@@ -674,6 +686,8 @@ func (b *builder) routes(list []Route) []*tunnelv1.Route {
 			b.problem(field+".partner_odette_id", "required: the Odette ID of the partner the route reaches")
 		} else if err := checkSSIDField(r.PartnerOdetteID, "", oftp2.CharsetLenient); err != nil {
 			b.problem(field+".partner_odette_id", "%q is not a valid Odette ID: %v", r.PartnerOdetteID, err)
+		} else if !known[strings.TrimRight(r.PartnerOdetteID, " ")] {
+			b.problem(field+".partner_odette_id", "%q is not one of the partners; add it to partners first", r.PartnerOdetteID)
 		}
 		out = append(out, &tunnelv1.Route{Name: r.Name, ListenAddress: r.ListenAddress, PartnerAddress: r.PartnerAddress,
 			PartnerOdetteId: r.PartnerOdetteID, ServerName: r.ServerName})
@@ -682,6 +696,21 @@ func (b *builder) routes(list []Route) []*tunnelv1.Route {
 }
 
 // logLevels maps the configuration's level names to the tunnel's.
+// revocation returns the revocation policy s names: "soft", "hard" or "" (unspecified: the
+// server's default for the configuration, the configuration's policy for a partner).
+func (b *builder) revocation(field, s string) tunnelv1.RevocationPolicy {
+	switch s {
+	case "":
+		return tunnelv1.RevocationPolicy_REVOCATION_POLICY_UNSPECIFIED
+	case "soft":
+		return tunnelv1.RevocationPolicy_REVOCATION_POLICY_SOFT
+	case "hard":
+		return tunnelv1.RevocationPolicy_REVOCATION_POLICY_HARD
+	}
+	b.problem(field, "%q is not a revocation policy; want soft or hard", s)
+	return tunnelv1.RevocationPolicy_REVOCATION_POLICY_UNSPECIFIED
+}
+
 var logLevels = map[string]tunnelv1.LogLevel{
 	"trace": tunnelv1.LogLevel_LOG_LEVEL_TRACE, "debug": tunnelv1.LogLevel_LOG_LEVEL_DEBUG,
 	"info": tunnelv1.LogLevel_LOG_LEVEL_INFO, "warn": tunnelv1.LogLevel_LOG_LEVEL_WARN,

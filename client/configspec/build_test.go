@@ -110,6 +110,8 @@ func TestProblemsNameTheSourceFields(t *testing.T) {
 		{"internal key without certificate", func(s *configspec.Spec) { s.InternalServer.TLS.Certificate.Data = nil }, []string{"internal_server.tls.certificate_pem"}},
 		{"internal certificate without key", func(s *configspec.Spec) { s.InternalServer.TLS.Key.Data = nil }, []string{"internal_server.tls.private_key_pem"}},
 		{"source IP", func(s *configspec.Spec) { s.OutgoingSourceIP = "dmz-host" }, []string{"outgoing_source_ip"}},
+		{"revocation policy", func(s *configspec.Spec) { s.Revocation = "strict" }, []string{"revocation"}},
+		{"partner revocation policy", func(s *configspec.Spec) { s.Partners[0].Revocation = "maybe" }, []string{"partners[0].revocation"}},
 		{"routes", func(s *configspec.Spec) {
 			s.Routes = append(s.Routes, configspec.Route{Name: "to-partner", ListenAddress: "x", PartnerAddress: ":1", PartnerOdetteID: ""})
 		}, []string{"routes[1].name", "routes[1].listen_address", "routes[1].partner_address", "routes[1].partner_odette_id"}},

@@ -59,6 +59,10 @@ type Spec struct {
 	LogLevel string
 	// LogIgnoreRules lower matching events to INFO.
 	LogIgnoreRules []LogIgnoreRule
+	// Revocation is the revocation policy for partner certificates whose revocation state is
+	// unknown (no CRL covers them, or their CRL is past its nextUpdate): "soft" accepts them
+	// with a warning, "hard" refuses them. If empty, "soft".
+	Revocation string
 }
 
 // CRL is one certificate revocation list.
@@ -104,6 +108,9 @@ type Partner struct {
 	MaxCredit uint32
 	// MaxBufferSize caps the SSID exchange buffer size (128–99999). If zero, no cap.
 	MaxBufferSize uint32
+	// Revocation overrides Spec.Revocation for certificates bound to this partner: "soft" or
+	// "hard". If empty, the configuration's policy.
+	Revocation string
 }
 
 // CertificateBinding ties a certificate to a partner; every field given must match.
@@ -142,6 +149,9 @@ type Limits struct {
 	// MaxBufferSize caps the SSID exchange buffer size (128–99999) for partners without their
 	// own cap.
 	MaxBufferSize uint32
+	// ConnectTimeout is the time allowed for the DMZ server's TCP connect to a partner in an
+	// outgoing session.
+	ConnectTimeout time.Duration
 	// MaxHandshakesPerSource is the maximum of concurrent TLS handshakes and SSID exchanges from
 	// one source address.
 	MaxHandshakesPerSource uint32

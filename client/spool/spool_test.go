@@ -22,6 +22,7 @@ import (
 	"smartproxy/api/apiv1"
 	"smartproxy/client/spool"
 	"smartproxy/internal/backoff"
+	"smartproxy/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -525,13 +526,7 @@ func (st *store) count() int {
 // waitFor waits until cond holds, for at most 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, 10*time.Second, what, cond)
 }
 
 func TestSend(t *testing.T) {

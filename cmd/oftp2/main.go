@@ -138,6 +138,7 @@ type common struct {
 	noRestart  bool
 	timeout    time.Duration
 	charset    string
+	lenient    bool
 	logLevel   string
 }
 
@@ -153,6 +154,7 @@ func (c *common) register(fs *flag.FlagSet, logLevel string) {
 	fs.BoolVar(&c.noRestart, "no-restart", false, "do not offer restart of interrupted transfers")
 	fs.DurationVar(&c.timeout, "timeout", endpoint.DefaultTimeout, "inactivity timer: ESID 09 when the partner stays silent this long")
 	fs.StringVar(&c.charset, "charset", "strict", "character set of X(n) fields: strict (RFC 5024 Appendix B) or lenient (printable ASCII)")
+	fs.BoolVar(&c.lenient, "lenient", false, "judge the partner by this endpoint's own state machine only, not by the validator the SmartProxy uses (for interop experiments)")
 	fs.StringVar(&c.logLevel, "log-level", logLevel, "log level on stderr: trace, debug, info, warning, error")
 }
 
@@ -189,6 +191,7 @@ func (c *common) config(role endpoint.Role, stderr io.Writer) (endpoint.Config, 
 		DisableRestart:     c.noRestart,
 		Timeout:            c.timeout,
 		Charset:            cs,
+		Lenient:            c.lenient,
 		Logger:             log,
 	}, log, nil
 }

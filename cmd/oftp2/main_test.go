@@ -24,6 +24,7 @@ import (
 	"go.uber.org/goleak"
 
 	"smartproxy/internal/pki"
+	"smartproxy/internal/testwait"
 	"smartproxy/oftp2"
 	"smartproxy/oftp2/endpoint"
 )
@@ -464,10 +465,12 @@ func TestEndToEndRestart(t *testing.T) {
 				t.Fatalf("partial files %v, want one", parts)
 			}
 			// The server may still be noticing the cut; wait for it to save
-			// the restart state.
+			// the restart state and to end the broken session, which holds the
+			// file until then (a second session before that is refused with
+			// "the file is being received in another session").
 			waitFor(t, func() bool {
 				m, _ := filepath.Glob(filepath.Join(srv.dir, ".oftp2", "partial", "*.json"))
-				return len(m) == 1
+				return len(m) == 1 && strings.Contains(srv.stderr.String(), `msg="session ended abnormally"`)
 			})
 
 			out, errOut, err := send(t, srv.addr, "--format", string(rune(f)), path)
@@ -491,13 +494,7 @@ func TestEndToEndRestart(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 30s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, 30*time.Second, "the condition", cond)
 }
 
 // TestEndToEndRefused: unknown Odette IDs and wrong passwords are refused
@@ -685,6 +682,77 @@ func TestPlain(t *testing.T) {
 	}
 }
 
+// TestServeJudgesLikeTheProxy: `oftp2 serve` refuses a caller that ends the
+// session with ESID 00 right after its EFID, without waiting for the EFPA and
+// handing over the turn, with ESID 02 as the SmartProxy does; with --lenient
+// it takes the ESID as a normal end (the behaviour before the validator).
+func TestServeJudgesLikeTheProxy(t *testing.T) {
+	c := testCerts(t)
+	cert, err := tls.LoadX509KeyPair(c.cert, c.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lenient := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lenient=%v", lenient), func(t *testing.T) {
+			var extra []string
+			if lenient {
+				extra = append(extra, "--lenient")
+			}
+			srv := startServe(t, extra...)
+			conn, err := tls.Dial("tcp", srv.addr, &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: x509Pool(t, c.ca), ServerName: "localhost"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(30 * time.Second))
+			rd, wr := oftp2.NewReader(conn, 0), oftp2.NewWriter(conn)
+			next := func() (oftp2.Command, error) {
+				b, err := rd.ReadBuffer()
+				if err != nil {
+					return nil, err
+				}
+				return oftp2.Parse(b, nil)
+			}
+			expect := func(code oftp2.CommandCode) {
+				t.Helper()
+				cmd, err := next()
+				if err != nil || cmd.Code() != code {
+					t.Fatalf("read %v, %v; want %s", cmd, err, code)
+				}
+			}
+			write := func(cmd oftp2.Command) {
+				t.Helper()
+				if err := wr.WriteCommand(cmd); err != nil {
+					t.Fatal(err)
+				}
+			}
+			expect(oftp2.CodeSSRM)
+			write(&oftp2.SSID{Level: 5, ID: initID, Password: initPW, BufferSize: 1000, Mode: oftp2.ModeBoth, Credit: 2})
+			expect(oftp2.CodeSSID)
+			write(&oftp2.SFID{DatasetName: "EARLY", Stamp: endpoint.StampOf(time.Now()), Destination: respID, Originator: initID, Format: oftp2.FormatUnstructured})
+			expect(oftp2.CodeSFPA)
+			write(&oftp2.Data{Payload: []byte{0x03, 'a', 'b', 'c'}})
+			write(&oftp2.EFID{UnitCount: 3})
+			write(&oftp2.ESID{Reason: oftp2.ESIDNormal})
+			expect(oftp2.CodeEFPA)
+			cmd, err := next()
+			if lenient {
+				if err == nil {
+					t.Errorf("lenient serve answered %v after the ESID 00, want the connection closed", cmd)
+				}
+				return
+			}
+			if esid, ok := cmd.(*oftp2.ESID); !ok || esid.Reason != oftp2.ESIDProtocolViolation {
+				t.Errorf("serve answered %v, %v after the early ESID 00; want ESID 02", cmd, err)
+			}
+			srv.stop(t)
+			if !strings.Contains(srv.stderr.String(), "session failed") {
+				t.Errorf("serve did not log the failed session:\n%s", srv.stderr.String())
+			}
+		})
+	}
+}
+
 // TestUsage checks the help text and command-line errors.
 func TestUsage(t *testing.T) {
 	var out bytes.Buffer
@@ -692,7 +760,7 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("run(-h) = %v", err)
 	}
 	for _, want := range []string{"oftp2 serve", "oftp2 send", "-listen", "-cert", "-key", "-ca", "-odette-id", "-password", "-partner", "-dir", "-outbox", "-plain",
-		"-connect", "-server-name", "-partner-id", "-partner-password", "-format", "-record-size", "-no-compression", "-no-restart", "-timeout", "-credit", "-buffer-size"} {
+		"-connect", "-server-name", "-partner-id", "-partner-password", "-format", "-record-size", "-no-compression", "-no-restart", "-timeout", "-credit", "-buffer-size", "-lenient"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("help lacks %q", want)
 		}

@@ -230,6 +230,16 @@ func (b bindingFlags) binding() (*store.CertificateBinding, error) {
 	return out, nil
 }
 
+// readPasswordFile returns the first line of a --password-file.
+func readPasswordFile(path string) (string, error) {
+	b, err := readFile("--password-file", path, 4096)
+	if err != nil {
+		return "", err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSuffix(line, "\r"), nil
+}
+
 // passwordFlags are --password and --password-file.
 type passwordFlags struct{ value, file *string }
 
@@ -246,12 +256,8 @@ func (p passwordFlags) password() (string, bool, error) {
 	case *p.value != "" && *p.file != "":
 		return "", false, usagef("--password and --password-file cannot be combined")
 	case *p.file != "":
-		b, err := readFile("--password-file", *p.file, 4096)
-		if err != nil {
-			return "", false, err
-		}
-		line, _, _ := strings.Cut(string(b), "\n")
-		return strings.TrimSuffix(line, "\r"), true, nil
+		pw, err := readPasswordFile(*p.file)
+		return pw, err == nil, err
 	case *p.value != "":
 		return *p.value, true, nil
 	}
@@ -261,7 +267,7 @@ func (p passwordFlags) password() (string, bool, error) {
 func runPartnerAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := newFlags("partner add", "partner add --odette-id ID [--name NAME] [--password PW | --password-file FILE] "+
 		"[--serial SN] [--fingerprint HEX | --certificate FILE] [--subject DN] [--network CIDR]... "+
-		"[--direction both|incoming|outgoing] [--charset strict|lenient] [--disabled] [--max-credit N] [--max-buffer N]", stderr)
+		"[--direction both|incoming|outgoing] [--charset strict|lenient] [--revocation soft|hard] [--disabled] [--max-credit N] [--max-buffer N]", stderr)
 	id := fs.String("odette-id", "", "the partner's Odette ID (SSIDCODE); required")
 	name := fs.String("name", "", "a name for logs")
 	pw := addPasswordFlags(fs)
@@ -270,6 +276,7 @@ func runPartnerAdd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.Var(&nets, "network", "network (CIDR) the partner may connect from (repeatable; default any)")
 	direction := fs.String("direction", "both", "sessions allowed: both, incoming or outgoing")
 	charset := fs.String("charset", "strict", "character set of the partner's SSID fields: strict or lenient")
+	revocation := fs.String("revocation", "", "certificates of unknown revocation state: soft (accept) or hard (refuse); default: the setting revocation")
 	disabled := fs.Bool("disabled", false, "add the partner disabled")
 	maxCredit := fs.Uint("max-credit", 0, "cap of the SSID credit passed on (1-999; 0: no cap)")
 	maxBuffer := fs.Uint("max-buffer", 0, "cap of the SSID exchange buffer size passed on (128-99999; 0: no cap)")
@@ -291,7 +298,7 @@ func runPartnerAdd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return usagef("partner add: --max-credit must be 0-999 and --max-buffer 0 or 128-99999")
 	}
 	p := store.Partner{OdetteID: *id, Name: *name, Enabled: !*disabled, Password: password, Direction: *direction,
-		Charset: *charset, MaxCredit: uint32(*maxCredit), MaxBufferSize: uint32(*maxBuffer), AllowedNetworks: nets}
+		Charset: *charset, MaxCredit: uint32(*maxCredit), MaxBufferSize: uint32(*maxBuffer), AllowedNetworks: nets, Revocation: *revocation}
 	if b != nil {
 		p.CertificateBindings = []store.CertificateBinding{*b}
 	}
@@ -360,6 +367,11 @@ func runPartnerShow(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(w, "password:\t%s\n", pw)
 		fmt.Fprintf(w, "direction:\t%s\n", p.Direction)
 		fmt.Fprintf(w, "charset:\t%s\n", p.Charset)
+		if p.Revocation == "" {
+			fmt.Fprintf(w, "revocation:\tthe setting revocation\n")
+		} else {
+			fmt.Fprintf(w, "revocation:\t%s\n", p.Revocation)
+		}
 		fmt.Fprintf(w, "max credit:\t%s\n", credit)
 		fmt.Fprintf(w, "max buffer:\t%s\n", buffer)
 		fmt.Fprintf(w, "networks:\t%s\n", dash(strings.Join(p.AllowedNetworks, ", ")))
@@ -424,13 +436,14 @@ func runPartnerRemove(ctx context.Context, args []string, stdout, stderr io.Writ
 
 func runPartnerSet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := newFlags("partner set", "partner set ODETTE-ID [--name NAME] [--password PW | --password-file FILE | --clear-password] "+
-		"[--direction D] [--charset C] [--max-credit N] [--max-buffer N] [--network CIDR]... [--clear-networks] "+
+		"[--direction D] [--charset C] [--revocation soft|hard|default] [--max-credit N] [--max-buffer N] [--network CIDR]... [--clear-networks] "+
 		"[--serial SN] [--fingerprint HEX | --certificate FILE] [--subject DN] [--clear-bindings]", stderr)
 	name := fs.String("name", "", "a name for logs")
 	pw := addPasswordFlags(fs)
 	clearPW := fs.Bool("clear-password", false, "stop checking the SSID password")
 	direction := fs.String("direction", "", "sessions allowed: both, incoming or outgoing")
 	charset := fs.String("charset", "", "character set of the partner's SSID fields: strict or lenient")
+	revocation := fs.String("revocation", "", "certificates of unknown revocation state: soft (accept), hard (refuse) or default (the setting revocation)")
 	maxCredit := fs.Uint("max-credit", 0, "cap of the SSID credit passed on (1-999; 0: no cap)")
 	maxBuffer := fs.Uint("max-buffer", 0, "cap of the SSID exchange buffer size passed on (128-99999; 0: no cap)")
 	var nets listFlag
@@ -481,6 +494,12 @@ func runPartnerSet(ctx context.Context, args []string, stdout, stderr io.Writer)
 			}
 			if given["charset"] {
 				p.Charset = *charset
+			}
+			if given["revocation"] {
+				p.Revocation = *revocation
+				if p.Revocation == "default" {
+					p.Revocation = ""
+				}
 			}
 			if given["max-credit"] {
 				p.MaxCredit = uint32(*maxCredit)

@@ -86,13 +86,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	// The web admin's "fetch now" runs the server's CRL downloader, which
-	// exists once backend.New has returned.
+	// The web admin's "fetch now" runs the server's CRL downloader, and its
+	// dashboard reads the tunnel states the server received; both exist once
+	// backend.New has returned.
 	var srv *backend.Server
 	var admin http.Handler
 	if *webAdmin {
 		if admin, err = webadmin.New(webadmin.Config{Store: st, Logger: log,
-			FetchCRL: func(ctx context.Context, id int64) error { return srv.FetchCRL(ctx, id) }}); err != nil {
+			FetchCRL: func(ctx context.Context, id int64) error { return srv.FetchCRL(ctx, id) },
+			Tunnel:   func(id int64) (backend.TunnelReport, bool) { return srv.Tunnel(id) }}); err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
 	}

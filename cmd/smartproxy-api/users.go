@@ -17,65 +17,45 @@ import (
 // bits.
 func newAdminPassword() string { return rand.Text() }
 
-// adminPassword returns the password of --password-file, or a new random
-// one when no file is given (generated true).
-func adminPassword(file string) (pw string, generated bool, err error) {
-	if file == "" {
-		return newAdminPassword(), true, nil
-	}
-	b, err := readFile("--password-file", file, 4096)
-	if err != nil {
-		return "", false, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	return strings.TrimSuffix(line, "\r"), false, nil
-}
-
-func runUserAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c := newFlags("user add", "user add NAME [--password-file FILE]", stderr)
-	file := fs.String("password-file", "", "file whose first line is the password (default: a random password is generated and printed once)")
-	pos, err := parseExact(fs, args, 1, "a user name")
-	if err != nil {
-		return err
-	}
-	pw, generated, err := adminPassword(*file)
-	if err != nil {
-		return err
-	}
-	return c.withStore(ctx, func(st *store.Store) error {
-		if err := st.AddAdminUser(ctx, pos[0], pw); err != nil {
+// userPasswordCommand is "user add" or "user passwd": a user name and a
+// password from --password-file, or a random one printed once; set stores
+// it.
+func userPasswordCommand(name string, set func(ctx context.Context, st *store.Store, user, pw string) error, done string) command {
+	return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+		fs, c := newFlags(name, name+" NAME [--password-file FILE]", stderr)
+		file := fs.String("password-file", "", "file whose first line is the password (default: a random password is generated and printed once)")
+		pos, err := parseExact(fs, args, 1, "a user name")
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "web admin user %s added\n", pos[0])
-		if generated {
-			fmt.Fprintf(stdout, "password (shown once): %s\n", pw)
+		pw, generated := newAdminPassword(), true
+		if *file != "" {
+			if pw, err = readPasswordFile(*file); err != nil {
+				return err
+			}
+			generated = false
 		}
-		return nil
-	})
+		return c.withStore(ctx, func(st *store.Store) error {
+			if err := set(ctx, st, pos[0], pw); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, done+"\n", pos[0])
+			if generated {
+				fmt.Fprintf(stdout, "password (shown once): %s\n", pw)
+			}
+			return nil
+		})
+	}
 }
 
-func runUserPasswd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c := newFlags("user passwd", "user passwd NAME [--password-file FILE]", stderr)
-	file := fs.String("password-file", "", "file whose first line is the new password (default: a random password is generated and printed once)")
-	pos, err := parseExact(fs, args, 1, "a user name")
-	if err != nil {
-		return err
-	}
-	pw, generated, err := adminPassword(*file)
-	if err != nil {
-		return err
-	}
-	return c.withStore(ctx, func(st *store.Store) error {
-		if err := st.SetAdminPassword(ctx, pos[0], pw); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "password of %s changed; its sessions are ended\n", pos[0])
-		if generated {
-			fmt.Fprintf(stdout, "password (shown once): %s\n", pw)
-		}
-		return nil
-	})
-}
+var (
+	runUserAdd = userPasswordCommand("user add", func(ctx context.Context, st *store.Store, user, pw string) error {
+		return st.AddAdminUser(ctx, user, pw)
+	}, "web admin user %s added")
+	runUserPasswd = userPasswordCommand("user passwd", func(ctx context.Context, st *store.Store, user, pw string) error {
+		return st.SetAdminPassword(ctx, user, pw)
+	}, "password of %s changed; its sessions are ended")
+)
 
 func runUserRemove(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := newFlags("user remove", "user remove NAME", stderr)

@@ -80,6 +80,12 @@ func runCheck(path string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, " (TLS, server name %s)", s.Internal.TLS.ServerName)
 	}
 	fmt.Fprintln(stdout)
+	if ip := sec.GetOutgoingSourceIp(); ip != "" {
+		fmt.Fprintf(stdout, "  outgoing from:    %s\n", ip)
+	}
+	for _, r := range sec.GetOutgoingRoutes() {
+		fmt.Fprintf(stdout, "  route %s: listen %s -> partner %s at %s\n", r.GetName(), r.GetListenAddress(), r.GetPartnerOdetteId(), r.GetPartnerAddress())
+	}
 	for _, w := range res.Warnings {
 		fmt.Fprintf(stdout, "  warning: %s\n", w)
 	}

@@ -38,12 +38,15 @@ func TestHelpAndVersion(t *testing.T) {
 func TestCheck(t *testing.T) {
 	files := clienttest.NewFiles(t, t.TempDir())
 	path := filepath.Join(files.Dir, "client.json")
-	clienttest.WriteConfig(t, path, files.Config("127.0.0.1:3305"))
+	c := files.Config("127.0.0.1:3305")
+	c.Routes = []configfile.Route{{Name: "partner-ag", ListenAddress: "127.0.0.1:65433", PartnerAddress: "oftp.partner.example:6619", PartnerOdetteID: clienttest.PartnerID}}
+	clienttest.WriteConfig(t, path, c)
 	var stdout, stderr bytes.Buffer
 	if err := run(context.Background(), []string{"--check", "--config", path}, &stdout, &stderr); err != nil {
 		t.Fatalf("run(--check) = %v, want nil", err)
 	}
-	for _, want := range []string{path + ": valid", "partners:         3 (2 enabled)", "internal server:  127.0.0.1:3305"} {
+	for _, want := range []string{path + ": valid", "partners:         3 (2 enabled)", "internal server:  127.0.0.1:3305",
+		"route partner-ag: listen 127.0.0.1:65433 -> partner " + clienttest.PartnerID + " at oftp.partner.example:6619"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("run(--check) output lacks %q:\n%s", want, stdout.String())
 		}

@@ -30,6 +30,7 @@ import (
 	"smartproxy/internal/pki"
 	"smartproxy/internal/proctest"
 	"smartproxy/internal/testnet"
+	"smartproxy/internal/testwait"
 	"smartproxy/oftp2"
 )
 
@@ -94,13 +95,7 @@ func binaries(t testing.TB) string {
 // waitFor polls cond every 10 ms until it holds or waitTimeout passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, waitTimeout, what, cond)
 }
 
 // crlServer serves one CRL over plain HTTP, as a CA's distribution point does.
@@ -432,7 +427,18 @@ func (o outcome) String() string {
 // probe connects as a partner: TLS, the proxy's SSRM, the partner's SSID, and the answer. An
 // admitted session is ended at once with ESID 00.
 func (s *system) probe(cfg *tls.Config, id, password string) outcome {
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", s.partnerAddr, cfg)
+	return s.probeFrom(nil, cfg, id, password)
+}
+
+// probeFrom is probe from the loopback source address from (nil: the system's choice). The
+// server summarises the refusals of one source past a burst; a test that needs every refusal as
+// its own event spreads its probes over several sources.
+func (s *system) probeFrom(from net.IP, cfg *tls.Config, id, password string) outcome {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if from != nil {
+		d.LocalAddr = &net.TCPAddr{IP: from}
+	}
+	conn, err := tls.DialWithDialer(d, "tcp", s.partnerAddr, cfg)
 	if err != nil {
 		return outcome{esid: -1, detail: err.Error()}
 	}

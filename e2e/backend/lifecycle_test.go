@@ -2,6 +2,7 @@ package backend_test
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -139,7 +140,9 @@ func TestBackendOutage(t *testing.T) {
 	raise := func(n int) {
 		t.Helper()
 		for range n {
-			o := s.probe(stranger, strangerID, "X")
+			// Each refusal from its own source: the server logs (and forwards) the first
+			// refusals of a source one by one and summarises the rest.
+			o := s.probeFrom(net.IPv4(127, 0, 1, byte(len(addrs)+1)), stranger, strangerID, "X")
 			if o.admitted || o.esid != 3 {
 				t.Fatalf("unknown partner: %v, want ESID 03", o)
 			}

@@ -56,6 +56,15 @@ func TestLargeCRL(t *testing.T) {
 		mib(clientBase), mib(clientPeak), ratio(clientPeak), mib(clientPeak-clientBase), ratio(clientPeak-clientBase), mib(clientNow))
 	t.Logf("smartproxy-server: RSS before %s, peak while loading %s (%s of the CRL), increase %s (%s), after %s",
 		mib(serverBase), mib(serverPeak), ratio(serverPeak), mib(serverPeak-serverBase), ratio(serverPeak-serverBase), mib(serverNow))
+	// Goal: each process's whole peak, its base included, within 3× the CRL's size.
+	for _, m := range []struct {
+		name string
+		peak int64
+	}{{"smartproxy-client", clientPeak}, {"smartproxy-server", serverPeak}} {
+		if m.peak > 3*int64(len(der)) {
+			t.Errorf("%s: peak RSS %s while loading the CRL is %s of its size, want at most 3×", m.name, mib(m.peak), ratio(m.peak))
+		}
+	}
 }
 
 // BenchmarkDisableToEnforcement measures the time from the admin CLI command that disables a

@@ -2,7 +2,9 @@ package webadmin_test
 
 import (
 	"context"
+	"fmt"
 	"math/big"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -315,9 +317,21 @@ func TestBrowserAdminFlow(t *testing.T) {
 	}
 	br.screenshot(t, "webadmin-events.png")
 
-	// And a critical one on the dashboard, also without a reload.
+	// And a critical one on the dashboard, also without a reload, with the state the
+	// client reports: configuration applied, license, tunnel and sessions.
 	br.do(t, "dashboard", chromedp.Navigate(base), chromedp.WaitVisible(chromedp.CSS(`#critical`)))
 	br.markPage(t)
+	rev, err := be.st.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.apiCall(t, http.MethodPost, "/v1/config-status", fmt.Sprintf(`{"revision":%d,"etag":"","applied":true,"errors":[]}`, rev), http.StatusNoContent)
+	be.apiCall(t, http.MethodPut, "/v1/license-status", fmt.Sprintf(`{"proxy_id":"PX-7F3A-21C9","valid":true,"expires_at":%q,"reason":"",`+
+		`"tunnel":{"streams":1,"open_sessions":3,"connected_at":%q}}`, now.Add(200*24*time.Hour+time.Hour).UTC().Format(time.RFC3339),
+		now.Add(-90*time.Minute).UTC().Format(time.RFC3339)), http.StatusNoContent)
+	br.waitText(t, "#clients", "up, 1 stream")
+	br.waitText(t, "#clients", fmt.Sprintf("revision %d applied", rev))
+	br.waitText(t, "#clients", "valid, 200 days left")
 	be.postEvent(t, "browser-test-event-2", "critical", "license_invalid", "no valid license: partner sessions refused")
 	br.waitText(t, "#critical", "license_invalid")
 	if !br.pageMarked(t) {

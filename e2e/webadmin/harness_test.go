@@ -139,13 +139,10 @@ func (b *backendProc) client(t testing.TB) *http.Client {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
-// postEvent posts one event through the API with the client token.
-func (b *backendProc) postEvent(t testing.TB, id, severity, name, message string) {
+// apiCall sends a JSON request to the API with the client token and checks the status.
+func (b *backendProc) apiCall(t testing.TB, method, path, body string, want int) {
 	t.Helper()
-	body := fmt.Sprintf(`{"events":[{"id":%q,"time":%q,"severity":%q,"name":%q,"odette_id":"O0013000000000PARTNER",`+
-		`"remote_addr":"192.0.2.7:40000","message":%q,"source":"server"}]}`,
-		id, time.Now().UTC().Format(time.RFC3339Nano), severity, name, message)
-	req, err := http.NewRequest(http.MethodPost, b.base+"/v1/events", strings.NewReader(body))
+	req, err := http.NewRequest(method, b.base+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,9 +153,18 @@ func (b *backendProc) postEvent(t testing.TB, id, severity, name, message string
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST /v1/events = %s", resp.Status)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s = %s, want %d", method, path, resp.Status, want)
 	}
+}
+
+// postEvent posts one event through the API with the client token.
+func (b *backendProc) postEvent(t testing.TB, id, severity, name, message string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"events":[{"id":%q,"time":%q,"severity":%q,"name":%q,"odette_id":"O0013000000000PARTNER",`+
+		`"remote_addr":"192.0.2.7:40000","message":%q,"source":"server"}]}`,
+		id, time.Now().UTC().Format(time.RFC3339Nano), severity, name, message)
+	b.apiCall(t, http.MethodPost, "/v1/events", body, http.StatusOK)
 }
 
 // apiStatus returns the status of GET /v1/config with the client token.

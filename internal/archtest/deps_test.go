@@ -112,6 +112,35 @@ func TestDependencyRules(t *testing.T) {
 	}
 }
 
+// TestTunnelWithoutGRPC: the multiplexer (package tunnel) and the tunnel's
+// messages do not depend on gRPC, not even transitively; the gRPC binding is
+// tunnel/transport's (see buf.gen.yaml). The transport, which does use gRPC,
+// shows that the check sees third-party dependencies at all.
+func TestTunnelWithoutGRPC(t *testing.T) {
+	for _, tt := range []struct {
+		pkg  string
+		want bool
+	}{
+		{"smartproxy/tunnel", false},
+		{"smartproxy/gen/smartproxy/tunnel/v1", false},
+		{"smartproxy/tunnel/transport", true},
+	} {
+		cmd := exec.Command("go", "list", "-deps", tt.pkg)
+		cmd.Dir = "../.."
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", tt.pkg, err)
+		}
+		got := false
+		for _, d := range strings.Fields(string(out)) {
+			got = got || match("google.golang.org/grpc/...", d)
+		}
+		if got != tt.want {
+			t.Errorf("%s depends on google.golang.org/grpc: %v, want %v", tt.pkg, got, tt.want)
+		}
+	}
+}
+
 func TestMatch(t *testing.T) {
 	tests := []struct {
 		pattern, pkg string

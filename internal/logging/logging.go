@@ -133,6 +133,14 @@ type nopCloser struct{}
 
 func (nopCloser) Close() error { return nil }
 
+// Discard returns a logger that writes nothing: the default of a component
+// whose configuration has no logger.
+func Discard() *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
+
 // lockedWriter serialises writes from several loggers that share one output (the global logger
 // and per-session loggers), so that lines never interleave.
 type lockedWriter struct {

@@ -22,14 +22,7 @@ import (
 func BenchmarkTransfer(b *testing.B) {
 	const size = 16 << 20
 	dir := b.TempDir()
-	random := filepath.Join(dir, "random.bin")
-	data := make([]byte, size)
-	if _, err := rand.Read(data); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(random, data, 0o644); err != nil {
-		b.Fatal(err)
-	}
+	random := randomFile(b, dir, size)
 	text, _, _ := content(b, dir, 'T', size, 1)
 	tests := []struct {
 		name     string
@@ -75,14 +68,7 @@ func BenchmarkTransfer(b *testing.B) {
 //	go test -run '^$' -bench BenchmarkTransferRTT -benchtime 5x ./oftp2/endpoint
 func BenchmarkTransferRTT(b *testing.B) {
 	const size = 16 << 20
-	path := filepath.Join(b.TempDir(), "random.bin")
-	data := make([]byte, size)
-	if _, err := rand.Read(data); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		b.Fatal(err)
-	}
+	path := randomFile(b, b.TempDir(), size)
 	for _, tc := range []struct{ buffer, credit int }{{65535, 4}, {65535, 16}, {65535, 64}, {65535, 256}, {16384, 64}, {99999, 999}} {
 		b.Run(fmt.Sprintf("buf=%d/credit=%d", tc.buffer, tc.credit), func(b *testing.B) {
 			ic, rc := initiatorConfig(b), responderConfig(b)
@@ -102,4 +88,51 @@ func BenchmarkTransferRTT(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkTransferValidator measures what judging every buffer with
+// oftp2.Validator costs an endpoint: the same 16 MiB transfer (U, buffer
+// 65535, credit 64, TLS on loopback) with both endpoints validating (the
+// default) and both lenient. Run the two side by side and compare the ratio.
+//
+//	go test -run '^$' -bench BenchmarkTransferValidator -benchtime 10x -count 3 ./oftp2/endpoint
+func BenchmarkTransferValidator(b *testing.B) {
+	const size = 16 << 20
+	path := randomFile(b, b.TempDir(), size)
+	for _, lenient := range []bool{false, true} {
+		name := "validator"
+		if lenient {
+			name = "lenient"
+		}
+		b.Run(name, func(b *testing.B) {
+			ic, rc := initiatorConfig(b), responderConfig(b)
+			ic.BufferSize, ic.Credit, ic.DisableCompression = 65535, 64, true
+			ic.Lenient, rc.Lenient = lenient, lenient
+			ini, resp := mustNew(b, ic), mustNew(b, rc)
+			b.SetBytes(size)
+			for n := 0; b.Loop(); n++ {
+				i, r := pair(b, context.Background(), ini, resp, nil, OutgoingFile{Path: path, DatasetName: fmt.Sprintf("VAL%d", n)})
+				if i.err != nil || r.err != nil || i.res.Err() != nil {
+					b.Fatalf("transfer: %v, %v, %v", i.err, r.err, i.res.Err())
+				}
+				b.StopTimer()
+				os.Remove(r.res.Received[0].Path)
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// randomFile writes size random octets to dir/random.bin and returns its path.
+func randomFile(b *testing.B, dir string, size int) string {
+	b.Helper()
+	path := filepath.Join(dir, "random.bin")
+	data := make([]byte, size)
+	if _, err := rand.Read(data); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return path
 }

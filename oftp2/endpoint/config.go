@@ -123,6 +123,14 @@ type Config struct {
 	// the session while the partner's inactivity timer runs: keep it short.
 	// Concurrent sessions may call it concurrently.
 	Process func(ReceivedFile) error
+	// Lenient, if true, judges the partner by the endpoint's own state
+	// machine only, as before the endpoint used oftp2.Validator; for interop
+	// experiments with partners the proxy would refuse. If false, every
+	// exchange buffer in both directions passes an oftp2.Validator, the
+	// checks the SmartProxy applies, so that a partner the proxy refuses
+	// (an ESID 00 before the EFPA, DATA beyond the credit, a field out of
+	// its range) is refused here too, with the validator's ESID reason.
+	Lenient bool
 	// Logger receives the endpoint's log. If nil, logging is discarded.
 	Logger logrus.FieldLogger
 	// Now is the clock. If nil, time.Now.

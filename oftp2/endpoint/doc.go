@@ -55,6 +55,15 @@
 // file's modification time) gives a rewritten file a new identity. The local
 // representation of each format is described at OutgoingFile.
 //
+// # Judging the partner
+//
+// Unless Config.Lenient is set, every exchange buffer in both directions
+// passes an oftp2.Validator, the checks the SmartProxy applies to a
+// session it relays: a partner the proxy would refuse (an ESID 00 before
+// the EFPA, EFID counts that do not match the data, DATA beyond the credit)
+// is refused here with the validator's ESID reason, so that a test against
+// this endpoint shows what a session through the proxy would show.
+//
 // # Errors
 //
 // Run returns nil after a normal end, a *SessionError for any other ESID

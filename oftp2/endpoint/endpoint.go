@@ -159,6 +159,13 @@ func (e *Endpoint) Run(ctx context.Context, conn net.Conn, files ...OutgoingFile
 
 		interrupted: make(chan struct{}),
 	}
+	if !e.cfg.Lenient {
+		s.v = oftp2.NewValidator(oftp2.ValidatorConfig{Parse: s.opts})
+		s.own, s.peer = oftp2.Initiator, oftp2.Responder
+		if e.cfg.Role == Responder {
+			s.own, s.peer = oftp2.Responder, oftp2.Initiator
+		}
+	}
 	s.log = e.cfg.Logger.WithFields(logrus.Fields{"role": e.cfg.Role.String(), "remote_addr": remoteAddr(conn)})
 	if len(files) > 0 && e.cfg.Mode == oftp2.ModeReceiver {
 		conn.Close()

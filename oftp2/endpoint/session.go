@@ -32,6 +32,12 @@ type session struct {
 	log  *logrus.Entry
 	res  *Result
 
+	// v judges every exchange buffer in both directions as the SmartProxy
+	// does; nil when Config.Lenient. own and peer are the validator's sides
+	// of this endpoint and of its partner.
+	v         *oftp2.Validator
+	own, peer oftp2.Side
+
 	interrupted chan struct{}
 
 	// Negotiated in the Start Session phase (RFC 5024 §4.2, §5.3.2).
@@ -48,6 +54,7 @@ type session struct {
 	all      []*delivery
 	cur      *incoming // the file being received, if any
 	ended    bool      // an ESID was sent or received: linger before closing
+	out      []byte    // encoding buffer of own commands checked by v
 }
 
 // delivery is a Delivery under way.
@@ -772,6 +779,14 @@ func (s *session) recv() (oftp2.Command, error) {
 		}
 		return nil, s.ioError(err)
 	}
+	if s.v != nil {
+		if _, err := s.v.Check(s.peer, buf); err != nil {
+			// The partner broke RFC 5024 where the proxy would see it: the
+			// same ESID reason as the proxy's, even for an ESID the partner
+			// sent at the wrong time (it did not end the session normally).
+			return nil, s.abort(oftp2.ReasonOf(err), validatorText(err), fmt.Errorf("partner: %w", err))
+		}
+	}
 	cmd, err := oftp2.Parse(buf, &s.opts)
 	if err != nil {
 		var pe *oftp2.ProtocolError
@@ -806,7 +821,19 @@ func (s *session) send(cmd oftp2.Command) error {
 	if s.ctx.Err() != nil {
 		return s.cancelled()
 	}
-	if err := s.wr.WriteCommand(cmd); err != nil {
+	if s.v != nil {
+		buf, err := cmd.Append(s.out[:0])
+		if err != nil {
+			return s.localFailure(fmt.Errorf("own %s: %w", cmd.Code(), err))
+		}
+		s.out = buf
+		if err := s.checkOwn(buf); err != nil {
+			return err
+		}
+		if err := s.wr.WriteBuffer(buf); err != nil {
+			return s.ioError(err)
+		}
+	} else if err := s.wr.WriteCommand(cmd); err != nil {
 		return s.ioError(err)
 	}
 	if s.log.Logger.IsLevelEnabled(logrus.TraceLevel) {
@@ -823,10 +850,37 @@ func (s *session) sendBuffer(buf []byte) error {
 	if s.ctx.Err() != nil {
 		return s.cancelled()
 	}
+	if err := s.checkOwn(buf); err != nil {
+		return err
+	}
 	if err := s.wr.WriteBuffer(buf); err != nil {
 		return s.ioError(err)
 	}
 	return nil
+}
+
+// checkOwn passes one of the endpoint's own exchange buffers through the
+// validator before it is written, so that the validator follows the whole
+// session. A refusal is a fault of this endpoint, not of the partner: the
+// session ends with the validator's ESID reason instead of sending a
+// command the proxy would refuse.
+func (s *session) checkOwn(buf []byte) error {
+	if s.v == nil {
+		return nil
+	}
+	if _, err := s.v.Check(s.own, buf); err != nil {
+		return s.abort(oftp2.ReasonOf(err), validatorText(err), fmt.Errorf("own command refused by the validator: %w", err))
+	}
+	return nil
+}
+
+// validatorText is the ESID reason text for a validator's refusal.
+func validatorText(err error) string {
+	var pe *oftp2.ProtocolError
+	if errors.As(err, &pe) {
+		return pe.ESID().Text
+	}
+	return ""
 }
 
 // ioError classifies a failed read or write: cancellation (ESID 05), the

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -288,30 +289,103 @@ func TestProtocolViolations(t *testing.T) {
 	}
 }
 
-// TestEFIDCountMismatch: wrong EFID counts refuse the file with EFNA and no
-// file is stored; the session continues.
+// TestEFIDCountMismatch: EFID counts that do not match the data end the
+// session with ESID 06 and store nothing, as the proxy's validator does; a
+// lenient endpoint refuses only the file, with EFNA, and the session goes on.
 func TestEFIDCountMismatch(t *testing.T) {
-	rc := responderConfig(t)
-	r, out := rawInitiator(t, context.Background(), mustNew(t, rc), nil)
-	r.expect(oftp2.CodeSSID)
-	r.send(&oftp2.SFID{DatasetName: "COUNTS", Stamp: StampOf(testTime), Destination: respID, Originator: initID, Format: oftp2.FormatFixed, MaxRecordSize: 2})
-	r.expect(oftp2.CodeSFPA)
-	r.send(&oftp2.Data{Payload: []byte{0x82, 'a', 'b', 0x82, 'c', 'd'}})
-	r.send(&oftp2.EFID{RecordCount: 3, UnitCount: 4})
-	efna := r.expect(oftp2.CodeEFNA).(*oftp2.EFNA)
-	if efna.Reason != oftp2.EFNAInvalidRecordCount {
-		t.Errorf("EFNA reason %s, want 10", efna.Reason)
+	for _, lenient := range []bool{false, true} {
+		t.Run("lenient="+strconv.FormatBool(lenient), func(t *testing.T) {
+			rc := responderConfig(t)
+			rc.Lenient = lenient
+			r, out := rawInitiator(t, context.Background(), mustNew(t, rc), nil)
+			r.expect(oftp2.CodeSSID)
+			r.send(&oftp2.SFID{DatasetName: "COUNTS", Stamp: StampOf(testTime), Destination: respID, Originator: initID, Format: oftp2.FormatFixed, MaxRecordSize: 2})
+			r.expect(oftp2.CodeSFPA)
+			r.send(&oftp2.Data{Payload: []byte{0x82, 'a', 'b', 0x82, 'c', 'd'}})
+			r.send(&oftp2.EFID{RecordCount: 3, UnitCount: 4})
+			if lenient {
+				efna := r.expect(oftp2.CodeEFNA).(*oftp2.EFNA)
+				if efna.Reason != oftp2.EFNAInvalidRecordCount {
+					t.Errorf("EFNA reason %s, want 10", efna.Reason)
+				}
+				r.send(&oftp2.CD{})
+				r.expectESID(oftp2.ESIDNormal)
+				if o := waitOutcome(t, out); o.err != nil || len(o.res.Received) != 0 {
+					t.Errorf("Run = %v with %d files, want nil and none", o.err, len(o.res.Received))
+				}
+			} else {
+				r.expectESID(oftp2.ESIDInvalidData)
+				o := waitOutcome(t, out)
+				wantSessionError(t, o.err, oftp2.ESIDInvalidData, false)
+				if len(o.res.Received) != 0 {
+					t.Errorf("Run stored %d files, want none", len(o.res.Received))
+				}
+			}
+			entries, _ := os.ReadDir(rc.ReceiveDir)
+			for _, e := range entries {
+				if e.Name() != stateDirName {
+					t.Errorf("file %s stored after wrong EFID counts", e.Name())
+				}
+			}
+		})
 	}
-	r.send(&oftp2.CD{})
-	r.expectESID(oftp2.ESIDNormal)
-	if o := waitOutcome(t, out); o.err != nil || len(o.res.Received) != 0 {
-		t.Errorf("Run = %v with %d files, want nil and none", o.err, len(o.res.Received))
+}
+
+// TestNormalESIDBeforeEFPA: a responder that answers the EFID with ESID 00
+// instead of EFPA breaks RFC 5024 §9 (the sender never learns whether its
+// file was stored). The endpoint refuses it with ESID 02, as the proxy's
+// validator does; a lenient endpoint takes it as a normal end, as before it
+// used the validator. Either way the file is not confirmed.
+func TestNormalESIDBeforeEFPA(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "early.txt")
+	if err := os.WriteFile(path, []byte("abc"), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	entries, _ := os.ReadDir(rc.ReceiveDir)
-	for _, e := range entries {
-		if e.Name() != stateDirName {
-			t.Errorf("file %s stored after EFNA", e.Name())
-		}
+	for _, lenient := range []bool{false, true} {
+		t.Run("lenient="+strconv.FormatBool(lenient), func(t *testing.T) {
+			ic := initiatorConfig(t)
+			ic.Lenient = lenient
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			out := make(chan sessionOutcome, 1)
+			go func() {
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					out <- sessionOutcome{err: err}
+					return
+				}
+				res, err := mustNew(t, ic).Run(context.Background(), c, OutgoingFile{Path: path, DatasetName: "EARLY"})
+				out <- sessionOutcome{res: res, err: err}
+			}()
+			c, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			r := newRaw(t, c)
+			r.send(&oftp2.SSRM{})
+			r.expect(oftp2.CodeSSID)
+			r.send(&oftp2.SSID{ID: respID, Password: respPW, BufferSize: 1000, Mode: oftp2.ModeBoth, Credit: 2})
+			r.expect(oftp2.CodeSFID)
+			r.send(&oftp2.SFPA{})
+			r.expect(oftp2.CodeDATA)
+			r.expect(oftp2.CodeEFID)
+			r.send(&oftp2.ESID{Reason: oftp2.ESIDNormal})
+			o := waitOutcome(t, out)
+			if lenient {
+				if o.err != nil {
+					t.Errorf("lenient Run = %v, want a normal end", o.err)
+				}
+			} else {
+				wantSessionError(t, o.err, oftp2.ESIDProtocolViolation, false)
+			}
+			if len(o.res.Sent) != 1 || o.res.Sent[0].Err == nil {
+				t.Errorf("Run deliveries = %+v, want one file not confirmed", o.res.Sent)
+			}
+		})
 	}
 }
 

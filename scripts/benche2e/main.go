@@ -36,6 +36,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -75,6 +76,7 @@ type options struct {
 	doc, svg                         string
 	hol                              bool
 	workloads                        string
+	profile                          string
 }
 
 // workload is a number of concurrent sessions, each sending one file of size bytes.
@@ -101,6 +103,7 @@ func run(args []string) error {
 	fs.StringVar(&o.doc, "doc", "", "Markdown `FILE` whose bench-e2e section is replaced with the results (none: stdout)")
 	fs.StringVar(&o.svg, "svg", "", "SVG `FILE` for the plot (none: no plot)")
 	fs.BoolVar(&o.hol, "hol", true, "run the head-of-line check too")
+	fs.StringVar(&o.profile, "profile", "", "after the rounds, take 15 s CPU profiles of both daemons during one more run of the second workload on the SmartProxy path and write them into `DIR`")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -130,6 +133,11 @@ func run(args []string) error {
 					r+1, p.name, w.name, res.mbps, res.cpuPerGiB, res.rssMiB, res.jain)
 				b.results = append(b.results, res)
 			}
+		}
+	}
+	if o.profile != "" {
+		if err := b.profileRun(ctx, wls[min(1, len(wls)-1)]); err != nil {
+			return fmt.Errorf("profile: %w", err)
 		}
 	}
 	if o.hol {
@@ -402,9 +410,13 @@ func (b *bench) startSmartProxy(ctx context.Context, name, internal, inbox strin
 	if err := os.WriteFile(cfgFile, data, 0o600); err != nil {
 		return nil, err
 	}
-	server, err := b.start(name+"-server", filepath.Join(b.o.bin, "smartproxy-server"), "-i", "127.0.0.1:0", "-l", b.o.license,
+	metrics := []string{"--metrics="}
+	if b.o.profile != "" {
+		metrics = []string{"--metrics", "127.0.0.1:0", "--pprof"}
+	}
+	server, err := b.start(name+"-server", filepath.Join(b.o.bin, "smartproxy-server"), append([]string{"-i", "127.0.0.1:0", "-l", b.o.license,
 		"--tunnel-cert", tun("server.pem"), "--tunnel-key", tun("server-key.pem"), "--tunnel-ca", tun("tunnel-ca.pem"),
-		"--admin=", "--metrics=", "--pid-file=")
+		"--admin=", "--pid-file="}, metrics...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -412,10 +424,10 @@ func (b *bench) startSmartProxy(ctx context.Context, name, internal, inbox strin
 	if err != nil {
 		return nil, err
 	}
-	client, err := b.start(name+"-client", filepath.Join(b.o.bin, "smartproxy-client"), "-S", tunnelAddr,
+	client, err := b.start(name+"-client", filepath.Join(b.o.bin, "smartproxy-client"), append([]string{"-S", tunnelAddr,
 		"--tunnel-server-name", "localhost", "--config", cfgFile,
 		"--tunnel-cert", tun("client.pem"), "--tunnel-key", tun("client-key.pem"), "--tunnel-ca", tun("tunnel-ca.pem"),
-		"--admin=", "--metrics=", "--pid-file=", "--state-dir", b.path(name+"-client-state"))
+		"--admin=", "--pid-file=", "--state-dir", b.path(name + "-client-state")}, metrics...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -424,6 +436,64 @@ func (b *bench) startSmartProxy(ctx context.Context, name, internal, inbox strin
 		return nil, err
 	}
 	return &path{name: "smartproxy", connect: listen, procs: []*proc{server, client}, inbox: inbox}, nil
+}
+
+var metricsAddrRE = regexp.MustCompile(`metrics_addr="?([0-9.:\[\]]+)`)
+
+// profileRun runs w once more on the SmartProxy path and fetches a 15 s CPU profile of each
+// daemon meanwhile.
+func (b *bench) profileRun(ctx context.Context, w workload) error {
+	var sp *path
+	for _, p := range b.paths {
+		if p.name == "smartproxy" {
+			sp = p
+		}
+	}
+	if err := os.MkdirAll(b.o.profile, 0o755); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(sp.procs))
+	for i, p := range sp.procs {
+		addr, err := b.waitLog(ctx, p, metricsAddrRE)
+		if err != nil {
+			return err
+		}
+		out := filepath.Join(b.o.profile, strings.TrimPrefix(p.name, "smartproxy-")+".cpu.pprof")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fetch(ctx, "http://"+addr+"/debug/pprof/profile?seconds=15", out)
+		}()
+	}
+	_, _, err := b.sendAll(ctx, sp.connect, w, "PROF", nil)
+	clearInbox(sp.inbox)
+	wg.Wait()
+	return errors.Join(append(errs, err)...)
+}
+
+func fetch(ctx context.Context, url, out string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // waitLog waits until p's stderr matches one of res and returns the first submatch.

@@ -79,7 +79,9 @@ func certs(args []string, stdout io.Writer) error {
 	}
 	company, err := companyCA.Issue(pki.Request{
 		CommonName: "oftp.company.demo", SerialNumber: *companyID, Organization: []string{"Demo Company"},
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, Usage: pki.UsageServer,
+		// Server certificate for partners that call, client certificate when the DMZ server
+		// calls a partner (outgoing sessions).
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, Usage: pki.UsageServer | pki.UsageClient,
 	})
 	if err != nil {
 		return err
@@ -90,6 +92,8 @@ func certs(args []string, stdout io.Writer) error {
 	}
 	partner, err := partnerCA.Issue(pki.Request{
 		CommonName: "oftp.partner.demo", SerialNumber: *partnerID, Organization: []string{"Demo Partner"},
+		// The partner's OFTP2 server of the demo's outgoing session runs on loopback too.
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		Usage: pki.UsageClient | pki.UsageServer,
 	})
 	if err != nil {

@@ -114,8 +114,8 @@ func (c *Client) notifyLocked() {
 }
 
 // runStream runs one tunnel stream: mux, Hello, Welcome, the current configuration.
-func (c *Client) runStream(ctx context.Context, index int, _ transport.PeerInfo, stream tunnelv1.TunnelService_ConnectClient) error {
-	mux, err := tunnel.New(tunnel.ClientStream(stream), tunnel.Config{
+func (c *Client) runStream(ctx context.Context, index int, _ transport.PeerInfo, stream transport.ConnectClient) error {
+	mux, err := tunnel.New(transport.ClientStream(stream), tunnel.Config{
 		Side:    tunnel.SideClient,
 		Logger:  c.cfg.Logger,
 		Control: c.control,

@@ -2,9 +2,11 @@ package servertest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"smartproxy/oftp2/endpoint"
@@ -33,11 +35,22 @@ type ResponderResult struct {
 	Result *endpoint.Result
 	// Err is the session's error (nil after a normal end).
 	Err error
+	// Remote is the address the connection came from.
+	Remote string
+	// BytesRead counts the octets the endpoint read from the connection (after TLS).
+	BytesRead int64
 }
 
 // StartResponder starts a Responder with cfg (Role is set to endpoint.Responder). It stops
 // when the test ends.
 func StartResponder(tb testing.TB, cfg endpoint.Config) *Responder {
+	tb.Helper()
+	return StartTLSResponder(tb, cfg, nil)
+}
+
+// StartTLSResponder starts a Responder that speaks TLS with tc (when not nil): a partner's
+// OFTP2 server that the DMZ server calls in outgoing sessions.
+func StartTLSResponder(tb testing.TB, cfg endpoint.Config, tc *tls.Config) *Responder {
 	tb.Helper()
 	cfg.Role = endpoint.Responder
 	ep, err := endpoint.New(cfg)
@@ -47,6 +60,9 @@ func StartResponder(tb testing.TB, cfg endpoint.Config) *Responder {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("servertest.StartResponder: %v", err)
+	}
+	if tc != nil {
+		ln = tls.NewListener(ln, tc)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Responder{Addr: ln.Addr().String(), ep: ep, ln: ln, cancel: cancel, changed: make(chan struct{})}
@@ -67,9 +83,10 @@ func StartResponder(tb testing.TB, cfg endpoint.Config) *Responder {
 			r.wg.Add(1)
 			go func() {
 				defer r.wg.Done()
-				res, err := ep.Run(ctx, conn)
+				cc := &countingConn{Conn: conn}
+				res, err := ep.Run(ctx, cc)
 				r.mu.Lock()
-				r.results = append(r.results, ResponderResult{Result: res, Err: err})
+				r.results = append(r.results, ResponderResult{Result: res, Err: err, Remote: conn.RemoteAddr().String(), BytesRead: cc.n.Load()})
 				close(r.changed)
 				r.changed = make(chan struct{})
 				r.mu.Unlock()
@@ -118,4 +135,24 @@ func (r *Responder) WaitResults(ctx context.Context, n int) ([]ResponderResult, 
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// countingConn counts the octets read through it.
+type countingConn struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// CloseWrite closes the write side when the connection has one (TCP, TLS).
+func (c *countingConn) CloseWrite() error {
+	if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return nil
 }

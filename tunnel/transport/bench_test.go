@@ -75,7 +75,7 @@ func connectOnce(addr string, tlsCfg *tls.Config) error {
 	defer cc.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s, err := tunnelv1.NewTunnelServiceClient(cc).Connect(ctx)
+	s, err := Connect(ctx, cc)
 	if err != nil {
 		return err
 	}

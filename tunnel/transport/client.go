@@ -17,7 +17,6 @@ import (
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/backoff"
-	"smartproxy/tunnel"
 )
 
 // ClientStreamHandler runs one tunnel stream, typically a multiplexer, until
@@ -26,7 +25,7 @@ import (
 // ends ("shut down"); a connection that dies shows as an error from the
 // stream's Recv. When the handler returns, the connection is closed and the
 // slot reconnects.
-type ClientStreamHandler func(ctx context.Context, index int, peer PeerInfo, stream tunnelv1.TunnelService_ConnectClient) error
+type ClientStreamHandler func(ctx context.Context, index int, peer PeerInfo, stream ConnectClient) error
 
 // ClientConfig configures a [Client].
 type ClientConfig struct {
@@ -155,7 +154,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.InitialWindowSize != 0 {
 		c.opts = append(c.opts, grpc.WithInitialWindowSize(cfg.InitialWindowSize), grpc.WithInitialConnWindowSize(cfg.InitialConnWindowSize))
 	}
-	c.opts = append(c.opts, tunnel.DialOptions()...)
+	c.opts = append(c.opts, DialOptions()...)
 	return c, nil
 }
 
@@ -273,7 +272,7 @@ func (c *Client) connect(ctx context.Context, index int, log logrus.FieldLogger,
 		timedOut.Store(true)
 		cancel()
 	})
-	stream, err := tunnelv1.NewTunnelServiceClient(cc).Connect(sctx)
+	stream, err := Connect(sctx, cc)
 	if err == nil {
 		err = waitAccepted(stream)
 	}
@@ -292,7 +291,7 @@ func (c *Client) connect(ctx context.Context, index int, log logrus.FieldLogger,
 		}
 	}
 	var drainOnce sync.Once
-	wrapped := &clientStream{TunnelService_ConnectClient: stream, onDrain: func(d *tunnelv1.Drain) {
+	wrapped := &clientStream{ConnectClient: stream, onDrain: func(d *tunnelv1.Drain) {
 		drainOnce.Do(func() { events <- connEvent{drain: d} })
 	}}
 
@@ -341,13 +340,13 @@ func connectError(err error) error {
 // clientStream reports Drain frames as they are received; every frame is
 // passed on to the handler unchanged.
 type clientStream struct {
-	tunnelv1.TunnelService_ConnectClient
+	ConnectClient
 	onDrain func(*tunnelv1.Drain)
 }
 
 // Recv receives the next message.
 func (s *clientStream) Recv() (*tunnelv1.ConnectResponse, error) {
-	m, err := s.TunnelService_ConnectClient.Recv()
+	m, err := s.ConnectClient.Recv()
 	if err == nil {
 		if d := m.GetFrame().GetDrain(); d != nil {
 			s.onDrain(d)

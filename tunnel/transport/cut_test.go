@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/backoff"
 )
 
@@ -24,7 +23,7 @@ func TestCutConnection(t *testing.T) {
 	ended := make(chan serverStreamEnd, 4)
 	srv, err := NewServer(ServerConfig{
 		Credentials: static(p.server, p.ca),
-		OnStream: func(ctx context.Context, peer PeerInfo, s tunnelv1.TunnelService_ConnectServer) error {
+		OnStream: func(ctx context.Context, peer PeerInfo, s ConnectServer) error {
 			started <- peer
 			err := echoHandler(ctx, peer, s)
 			ended <- serverStreamEnd{peer, err}
@@ -99,7 +98,7 @@ func TestDeadPathKeepalive(t *testing.T) {
 		Credentials:  static(p.server, p.ca),
 		PingInterval: time.Second, // gRPC's minimum
 		PingTimeout:  time.Second,
-		OnStream: func(ctx context.Context, peer PeerInfo, s tunnelv1.TunnelService_ConnectServer) error {
+		OnStream: func(ctx context.Context, peer PeerInfo, s ConnectServer) error {
 			started <- peer
 			err := echoHandler(ctx, peer, s)
 			ended <- serverStreamEnd{peer, err}

@@ -20,7 +20,7 @@
 //
 //	srv, err := transport.NewServer(transport.ServerConfig{
 //		Credentials: certSource,
-//		OnStream: func(ctx context.Context, peer transport.PeerInfo, s tunnelv1.TunnelService_ConnectServer) error {
+//		OnStream: func(ctx context.Context, peer transport.PeerInfo, s ConnectServer) error {
 //			mux, err := tunnel.New(tunnel.ServerStream(s), tunnel.Config{Side: tunnel.SideServer, Accept: accept})
 //			if err != nil {
 //				return err

@@ -16,6 +16,7 @@ import (
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/pki"
+	"smartproxy/tunnel"
 )
 
 func TestMain(m *testing.M) {
@@ -159,32 +160,27 @@ func runServer(t *testing.T, srv *Server) string {
 }
 
 // echoHandler answers every Ping with a Pong until the stream ends.
-func echoHandler(ctx context.Context, _ PeerInfo, s tunnelv1.TunnelService_ConnectServer) error {
-	for {
-		m, err := s.Recv()
-		if err != nil {
-			return err
-		}
-		if p := m.GetFrame().GetPing(); p != nil {
-			if err := s.Send(&tunnelv1.ConnectResponse{Frame: &tunnelv1.Frame{Kind: &tunnelv1.Frame_Pong{Pong: &tunnelv1.Pong{Nonce: p.Nonce}}}}); err != nil {
-				return err
-			}
-		}
+func echoHandler(ctx context.Context, _ PeerInfo, s ConnectServer) error {
+	// A multiplexer answers Ping with Pong and sends the server's Drain frames.
+	mux, err := tunnel.New(ServerStream(s), tunnel.Config{Side: tunnel.SideServer, ReconcileInterval: -1, PingInterval: -1})
+	if err != nil {
+		return err
 	}
+	return mux.Run(ctx)
 }
 
 // clientStreamHandle is one stream handed to a test by collectingHandler.
 type clientStreamHandle struct {
 	index  int
 	peer   PeerInfo
-	stream tunnelv1.TunnelService_ConnectClient
+	stream ConnectClient
 	end    chan error // the test sends the handler's result here
 }
 
 // collectingHandler hands every client stream to the test through ch and
 // returns when the test sends to its end channel or ctx ends.
 func collectingHandler(ch chan<- *clientStreamHandle) ClientStreamHandler {
-	return func(ctx context.Context, index int, p PeerInfo, s tunnelv1.TunnelService_ConnectClient) error {
+	return func(ctx context.Context, index int, p PeerInfo, s ConnectClient) error {
 		h := &clientStreamHandle{index: index, peer: p, stream: s, end: make(chan error, 1)}
 		select {
 		case ch <- h:
@@ -212,7 +208,7 @@ func receiveHandle(t *testing.T, ch <-chan *clientStreamHandle) *clientStreamHan
 }
 
 // ping sends a Ping on a client stream and waits for its Pong.
-func ping(t *testing.T, s tunnelv1.TunnelService_ConnectClient, nonce uint64) error {
+func ping(t *testing.T, s ConnectClient, nonce uint64) error {
 	t.Helper()
 	if err := s.Send(&tunnelv1.ConnectRequest{Frame: &tunnelv1.Frame{Kind: &tunnelv1.Frame_Ping{Ping: &tunnelv1.Ping{Nonce: nonce}}}}); err != nil {
 		return err

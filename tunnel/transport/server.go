@@ -25,7 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
-	"smartproxy/tunnel"
+	"smartproxy/internal/grpclogrus"
 )
 
 // DefaultPort is the tunnel port.
@@ -51,7 +51,7 @@ var ErrServerClosed = errors.New("transport: server closed")
 // handler can tell a lost tunnel from a shutdown. The stream's Send may be
 // called by one goroutine of the handler at a time; the server may send a
 // Drain frame in between (Send is serialised).
-type ServerStreamHandler func(ctx context.Context, peer PeerInfo, stream tunnelv1.TunnelService_ConnectServer) error
+type ServerStreamHandler func(ctx context.Context, peer PeerInfo, stream ConnectServer) error
 
 // ServerConfig configures a [Server].
 type ServerConfig struct {
@@ -119,10 +119,6 @@ type Server struct {
 	drainers sync.WaitGroup             // goroutines sending Drain frames
 }
 
-// TunnelServiceName is the full name of the tunnel service, as used by health
-// checks and reflection.
-var TunnelServiceName = tunnelv1.TunnelService_ServiceDesc.ServiceName
-
 // NewServer checks cfg and returns a server that is not yet serving.
 func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Credentials == nil {
@@ -169,7 +165,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	authFn := func(ctx context.Context) (context.Context, error) {
 		return authenticate(ctx, cfg.AllowedClients, s.log)
 	}
-	glog := GRPCLogger(s.log)
+	glog := grpclogrus.Logger(s.log)
 	recov := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		s.log.WithField("panic", p).WithField("stack", string(debug.Stack())).Error("panic in tunnel gRPC handler")
 		return status.Error(codes.Internal, "internal error")
@@ -189,12 +185,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		grpc.MaxRecvMsgSize(cfg.MaxMessageSize),
 		grpc.MaxSendMsgSize(cfg.MaxMessageSize),
 		grpc.ChainUnaryInterceptor(
-			logging.UnaryServerInterceptor(glog, LoggingOptions()...),
+			logging.UnaryServerInterceptor(glog, grpclogrus.LoggingOptions()...),
 			recovery.UnaryServerInterceptor(recov),
 			auth.UnaryServerInterceptor(authFn),
 		),
 		grpc.ChainStreamInterceptor(
-			logging.StreamServerInterceptor(glog, LoggingOptions()...),
+			logging.StreamServerInterceptor(glog, grpclogrus.LoggingOptions()...),
 			recovery.StreamServerInterceptor(recov),
 			auth.StreamServerInterceptor(authFn),
 		),
@@ -204,9 +200,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	// The codec with the non-zeroing buffer pool and the socket buffer sizes measured in
 	// docs/benchmarks.md (tunnel section).
-	opts = append(opts, tunnel.ServerOptions()...)
+	opts = append(opts, ServerOptions()...)
 	s.grpc = grpc.NewServer(opts...)
-	tunnelv1.RegisterTunnelServiceServer(s.grpc, &tunnelService{s: s})
+	RegisterService(s.grpc, (&tunnelService{s: s}).Connect)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if cfg.Register != nil {
 		cfg.Register(s.grpc)
@@ -370,17 +366,16 @@ func (s *Server) Close() {
 
 // tunnelService implements the gRPC tunnel service on top of OnStream.
 type tunnelService struct {
-	tunnelv1.UnimplementedTunnelServiceServer
 	s *Server
 }
 
-func (t *tunnelService) Connect(stream tunnelv1.TunnelService_ConnectServer) error {
+func (t *tunnelService) Connect(stream ConnectServer) error {
 	s := t.s
 	info, ok := PeerFromContext(stream.Context())
 	if !ok {
 		return status.Error(codes.Unauthenticated, errNoTLSPeer.Error())
 	}
-	st := &serverStream{TunnelService_ConnectServer: stream}
+	st := &serverStream{ConnectServer: stream}
 	s.mu.Lock()
 	switch {
 	case s.closed:
@@ -430,40 +425,4 @@ func (t *tunnelService) Connect(stream tunnelv1.TunnelService_ConnectServer) err
 		return status.Error(codes.Aborted, err.Error())
 	}
 	return nil
-}
-
-// serverStream serialises Send so that the server can insert a Drain frame
-// while the handler's writer is running.
-type serverStream struct {
-	tunnelv1.TunnelService_ConnectServer
-	sendMu sync.Mutex
-	ended  bool // guarded by sendMu; set when the handler has returned
-}
-
-// Send sends m; it is safe to call from the handler's writer and from Drain.
-func (s *serverStream) Send(m *tunnelv1.ConnectResponse) error {
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	return s.TunnelService_ConnectServer.Send(m)
-}
-
-// sendDrain sends a Drain frame unless the handler has returned (gRPC forbids
-// sending after that).
-func (s *serverStream) sendDrain(d *tunnelv1.Drain) {
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	if s.ended {
-		return
-	}
-	// A failed send means the stream is ending anyway.
-	s.TunnelService_ConnectServer.Send(&tunnelv1.ConnectResponse{Frame: &tunnelv1.Frame{Kind: &tunnelv1.Frame_Drain{Drain: d}}})
-}
-
-// end marks the handler as returned. It waits for a Drain frame being sent;
-// such a send can only block while the client reads nothing at all, and ends
-// when the connection closes (at the latest on Close or a forced Shutdown).
-func (s *serverStream) end() {
-	s.sendMu.Lock()
-	s.ended = true
-	s.sendMu.Unlock()
 }

@@ -16,7 +16,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/backoff"
 	"smartproxy/internal/pki"
 )
@@ -32,7 +31,7 @@ func rawConnect(t *testing.T, addr string, tlsCfg *tls.Config) error {
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	s, err := tunnelv1.NewTunnelServiceClient(cc).Connect(ctx)
+	s, err := Connect(ctx, cc)
 	if err != nil {
 		return err
 	}
@@ -194,7 +193,7 @@ func TestStreamAndPeers(t *testing.T) {
 	peers := make(chan PeerInfo, 4)
 	srv, err := NewServer(ServerConfig{
 		Credentials: static(p.server, p.ca),
-		OnStream: func(ctx context.Context, peer PeerInfo, s tunnelv1.TunnelService_ConnectServer) error {
+		OnStream: func(ctx context.Context, peer PeerInfo, s ConnectServer) error {
 			peers <- peer
 			return echoHandler(ctx, peer, s)
 		},
@@ -450,7 +449,7 @@ func TestShutdownGraceful(t *testing.T) {
 	// The client ends its stream as soon as it sees the Drain frame.
 	c, err := NewClient(ClientConfig{Address: ln.Addr().String(), Credentials: static(p.client, p.ca),
 		Backoff: backoff.Exponential{Base: time.Hour, Cap: time.Hour},
-		OnStream: func(ctx context.Context, _ int, _ PeerInfo, s tunnelv1.TunnelService_ConnectClient) error {
+		OnStream: func(ctx context.Context, _ int, _ PeerInfo, s ConnectClient) error {
 			for {
 				m, err := s.Recv()
 				if err != nil {

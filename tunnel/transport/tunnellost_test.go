@@ -84,8 +84,8 @@ func TestTunnelLost(t *testing.T) {
 		Credentials:  static(p.server, p.ca),
 		PingInterval: time.Second, // short keepalive: a dead path is found in about 2s
 		PingTimeout:  time.Second,
-		OnStream: func(ctx context.Context, _ PeerInfo, s tunnelv1.TunnelService_ConnectServer) error {
-			return serverSide.run(ctx, tunnel.SideServer, tunnel.ServerStream(s))
+		OnStream: func(ctx context.Context, _ PeerInfo, s ConnectServer) error {
+			return serverSide.run(ctx, tunnel.SideServer, ServerStream(s))
 		},
 	})
 	if err != nil {
@@ -100,8 +100,8 @@ func TestTunnelLost(t *testing.T) {
 		KeepaliveTime:    10 * time.Second, // gRPC's minimum
 		KeepaliveTimeout: time.Second,
 		Backoff:          backoff.Exponential{Base: 10 * time.Millisecond, Cap: 100 * time.Millisecond},
-		OnStream: func(ctx context.Context, _ int, _ PeerInfo, s tunnelv1.TunnelService_ConnectClient) error {
-			return clientSide.run(ctx, tunnel.SideClient, tunnel.ClientStream(s))
+		OnStream: func(ctx context.Context, _ int, _ PeerInfo, s ConnectClient) error {
+			return clientSide.run(ctx, tunnel.SideClient, ClientStream(s))
 		},
 	})
 	if err != nil {

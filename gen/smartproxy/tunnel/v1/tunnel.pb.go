@@ -29,6 +29,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// RevocationPolicy says whether a partner certificate of unknown revocation state is accepted.
+type RevocationPolicy int32
+
+const (
+	// Not set: the configuration's policy for a partner, REVOCATION_POLICY_SOFT for the
+	// configuration.
+	RevocationPolicy_REVOCATION_POLICY_UNSPECIFIED RevocationPolicy = 0
+	// Accept the certificate with a warning event (partner_crl_missing) and report the
+	// certificate's CRL distribution points.
+	RevocationPolicy_REVOCATION_POLICY_SOFT RevocationPolicy = 1
+	// Refuse the certificate during the TLS handshake (event partner_revocation_unknown).
+	RevocationPolicy_REVOCATION_POLICY_HARD RevocationPolicy = 2
+)
+
+// Enum value maps for RevocationPolicy.
+var (
+	RevocationPolicy_name = map[int32]string{
+		0: "REVOCATION_POLICY_UNSPECIFIED",
+		1: "REVOCATION_POLICY_SOFT",
+		2: "REVOCATION_POLICY_HARD",
+	}
+	RevocationPolicy_value = map[string]int32{
+		"REVOCATION_POLICY_UNSPECIFIED": 0,
+		"REVOCATION_POLICY_SOFT":        1,
+		"REVOCATION_POLICY_HARD":        2,
+	}
+)
+
+func (x RevocationPolicy) Enum() *RevocationPolicy {
+	p := new(RevocationPolicy)
+	*p = x
+	return p
+}
+
+func (x RevocationPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RevocationPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[0].Descriptor()
+}
+
+func (RevocationPolicy) Type() protoreflect.EnumType {
+	return &file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[0]
+}
+
+func (x RevocationPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RevocationPolicy.Descriptor instead.
+func (RevocationPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{0}
+}
+
 // DirectionPolicy says in which sessions a partner may take part.
 type DirectionPolicy int32
 
@@ -70,11 +125,11 @@ func (x DirectionPolicy) String() string {
 }
 
 func (DirectionPolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[0].Descriptor()
+	return file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[1].Descriptor()
 }
 
 func (DirectionPolicy) Type() protoreflect.EnumType {
-	return &file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[0]
+	return &file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[1]
 }
 
 func (x DirectionPolicy) Number() protoreflect.EnumNumber {
@@ -83,7 +138,7 @@ func (x DirectionPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DirectionPolicy.Descriptor instead.
 func (DirectionPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{0}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{1}
 }
 
 // CharsetPolicy says how strictly the OFTP2 character set of alphanumeric fields is enforced.
@@ -124,11 +179,11 @@ func (x CharsetPolicy) String() string {
 }
 
 func (CharsetPolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[1].Descriptor()
+	return file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[2].Descriptor()
 }
 
 func (CharsetPolicy) Type() protoreflect.EnumType {
-	return &file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[1]
+	return &file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[2]
 }
 
 func (x CharsetPolicy) Number() protoreflect.EnumNumber {
@@ -137,7 +192,7 @@ func (x CharsetPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CharsetPolicy.Descriptor instead.
 func (CharsetPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{1}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{2}
 }
 
 // LogLevel is a logging verbosity.
@@ -189,11 +244,11 @@ func (x LogLevel) String() string {
 }
 
 func (LogLevel) Descriptor() protoreflect.EnumDescriptor {
-	return file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[2].Descriptor()
+	return file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[3].Descriptor()
 }
 
 func (LogLevel) Type() protoreflect.EnumType {
-	return &file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[2]
+	return &file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[3]
 }
 
 func (x LogLevel) Number() protoreflect.EnumNumber {
@@ -202,7 +257,7 @@ func (x LogLevel) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LogLevel.Descriptor instead.
 func (LogLevel) EnumDescriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{2}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{3}
 }
 
 // Direction is the direction of an OFTP2 session, seen from the company.
@@ -242,11 +297,11 @@ func (x Direction) String() string {
 }
 
 func (Direction) Descriptor() protoreflect.EnumDescriptor {
-	return file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[3].Descriptor()
+	return file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[4].Descriptor()
 }
 
 func (Direction) Type() protoreflect.EnumType {
-	return &file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[3]
+	return &file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[4]
 }
 
 func (x Direction) Number() protoreflect.EnumNumber {
@@ -255,7 +310,7 @@ func (x Direction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Direction.Descriptor instead.
 func (Direction) EnumDescriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{3}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{4}
 }
 
 // AbortReason is why a session ended or was refused.
@@ -339,11 +394,11 @@ func (x AbortReason) String() string {
 }
 
 func (AbortReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[4].Descriptor()
+	return file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[5].Descriptor()
 }
 
 func (AbortReason) Type() protoreflect.EnumType {
-	return &file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[4]
+	return &file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[5]
 }
 
 func (x AbortReason) Number() protoreflect.EnumNumber {
@@ -352,7 +407,7 @@ func (x AbortReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AbortReason.Descriptor instead.
 func (AbortReason) EnumDescriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{4}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{5}
 }
 
 // Severity is an event's seriousness.
@@ -404,11 +459,11 @@ func (x Severity) String() string {
 }
 
 func (Severity) Descriptor() protoreflect.EnumDescriptor {
-	return file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[5].Descriptor()
+	return file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[6].Descriptor()
 }
 
 func (Severity) Type() protoreflect.EnumType {
-	return &file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[5]
+	return &file_smartproxy_tunnel_v1_tunnel_proto_enumTypes[6]
 }
 
 func (x Severity) Number() protoreflect.EnumNumber {
@@ -417,7 +472,7 @@ func (x Severity) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Severity.Descriptor instead.
 func (Severity) EnumDescriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{5}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{6}
 }
 
 // ConnectRequest is one message from client to server on the Connect stream.
@@ -1276,8 +1331,12 @@ type SecurityConfig struct {
 	LogLevel LogLevel `protobuf:"varint,9,opt,name=log_level,json=logLevel,proto3,enum=smartproxy.tunnel.v1.LogLevel" json:"log_level,omitempty"`
 	// Rules that lower matching events to INFO.
 	LogIgnoreRules []*LogIgnoreRule `protobuf:"bytes,10,rep,name=log_ignore_rules,json=logIgnoreRules,proto3" json:"log_ignore_rules,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// What happens to a partner certificate whose revocation state is unknown: no configured CRL
+	// covers it, or the CRL covering it is past its nextUpdate. REVOCATION_POLICY_UNSPECIFIED
+	// means REVOCATION_POLICY_SOFT. A partner may override it (Partner.revocation_policy).
+	RevocationPolicy RevocationPolicy `protobuf:"varint,11,opt,name=revocation_policy,json=revocationPolicy,proto3,enum=smartproxy.tunnel.v1.RevocationPolicy" json:"revocation_policy,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SecurityConfig) Reset() {
@@ -1378,6 +1437,13 @@ func (x *SecurityConfig) GetLogIgnoreRules() []*LogIgnoreRule {
 		return x.LogIgnoreRules
 	}
 	return nil
+}
+
+func (x *SecurityConfig) GetRevocationPolicy() RevocationPolicy {
+	if x != nil {
+		return x.RevocationPolicy
+	}
+	return RevocationPolicy_REVOCATION_POLICY_UNSPECIFIED
 }
 
 // TlsIdentity is a certificate chain with its private key.
@@ -1545,9 +1611,13 @@ type Partner struct {
 	// means the password is not checked by the DMZ server (the internal OFTP2 server may still
 	// check it). Compared exactly (case-sensitive) and in constant time, after removing the
 	// trailing spaces that pad the field on the wire. Secret: never logged.
-	Password      string `protobuf:"bytes,10,opt,name=password,proto3" json:"password,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Password string `protobuf:"bytes,10,opt,name=password,proto3" json:"password,omitempty"`
+	// Revocation policy for certificates bound to this partner (certificate_bindings, or the
+	// subject serialNumber equal to odette_id); REVOCATION_POLICY_UNSPECIFIED means the
+	// configuration's SecurityConfig.revocation_policy.
+	RevocationPolicy RevocationPolicy `protobuf:"varint,11,opt,name=revocation_policy,json=revocationPolicy,proto3,enum=smartproxy.tunnel.v1.RevocationPolicy" json:"revocation_policy,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Partner) Reset() {
@@ -1648,6 +1718,13 @@ func (x *Partner) GetPassword() string {
 		return x.Password
 	}
 	return ""
+}
+
+func (x *Partner) GetRevocationPolicy() RevocationPolicy {
+	if x != nil {
+		return x.RevocationPolicy
+	}
+	return RevocationPolicy_REVOCATION_POLICY_UNSPECIFIED
 }
 
 // CertificateBinding ties a certificate to a partner. Every non-empty field must match.
@@ -3275,7 +3352,7 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x15\n" +
 	"\x06crl_id\x18\x02 \x01(\tR\x05crlId\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"\xec\x04\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"\xc1\x05\n" +
 	"\x0eSecurityConfig\x124\n" +
 	"\x16partner_listen_address\x18\x01 \x01(\tR\x14partnerListenAddress\x12L\n" +
 	"\x10company_identity\x18\x02 \x01(\v2!.smartproxy.tunnel.v1.TlsIdentityR\x0fcompanyIdentity\x126\n" +
@@ -3287,7 +3364,8 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\x0foutgoing_routes\x18\b \x03(\v2\x1b.smartproxy.tunnel.v1.RouteR\x0eoutgoingRoutes\x12;\n" +
 	"\tlog_level\x18\t \x01(\x0e2\x1e.smartproxy.tunnel.v1.LogLevelR\blogLevel\x12M\n" +
 	"\x10log_ignore_rules\x18\n" +
-	" \x03(\v2#.smartproxy.tunnel.v1.LogIgnoreRuleR\x0elogIgnoreRules\"[\n" +
+	" \x03(\v2#.smartproxy.tunnel.v1.LogIgnoreRuleR\x0elogIgnoreRules\x12S\n" +
+	"\x11revocation_policy\x18\v \x01(\x0e2&.smartproxy.tunnel.v1.RevocationPolicyR\x10revocationPolicy\"[\n" +
 	"\vTlsIdentity\x12+\n" +
 	"\x11certificate_chain\x18\x01 \x03(\fR\x10certificateChain\x12\x1f\n" +
 	"\vprivate_key\x18\x02 \x01(\fR\n" +
@@ -3297,7 +3375,7 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x10\n" +
 	"\x03der\x18\x03 \x01(\fR\x03der\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x05 \x01(\fR\x06sha256\"\xdd\x03\n" +
+	"\x06sha256\x18\x05 \x01(\fR\x06sha256\"\xb2\x04\n" +
 	"\aPartner\x12\x1b\n" +
 	"\todette_id\x18\x01 \x01(\tR\bodetteId\x12\x18\n" +
 	"\aenabled\x18\x02 \x01(\bR\aenabled\x12\x12\n" +
@@ -3310,7 +3388,8 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"max_credit\x18\b \x01(\rR\tmaxCredit\x12&\n" +
 	"\x0fmax_buffer_size\x18\t \x01(\rR\rmaxBufferSize\x12\x1a\n" +
 	"\bpassword\x18\n" +
-	" \x01(\tR\bpassword\"\x91\x01\n" +
+	" \x01(\tR\bpassword\x12S\n" +
+	"\x11revocation_policy\x18\v \x01(\x0e2&.smartproxy.tunnel.v1.RevocationPolicyR\x10revocationPolicy\"\x91\x01\n" +
 	"\x12CertificateBinding\x122\n" +
 	"\x15subject_serial_number\x18\x01 \x01(\tR\x13subjectSerialNumber\x12-\n" +
 	"\x12sha256_fingerprint\x18\x02 \x01(\fR\x11sha256Fingerprint\x12\x18\n" +
@@ -3442,7 +3521,11 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\x05Drain\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x126\n" +
 	"\bdeadline\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12B\n" +
-	"\x0freconnect_after\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0ereconnectAfter*\x96\x01\n" +
+	"\x0freconnect_after\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0ereconnectAfter*m\n" +
+	"\x10RevocationPolicy\x12!\n" +
+	"\x1dREVOCATION_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16REVOCATION_POLICY_SOFT\x10\x01\x12\x1a\n" +
+	"\x16REVOCATION_POLICY_HARD\x10\x02*\x96\x01\n" +
 	"\x0fDirectionPolicy\x12 \n" +
 	"\x1cDIRECTION_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DIRECTION_POLICY_BOTH\x10\x01\x12\"\n" +
@@ -3501,112 +3584,115 @@ func file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP() []byte {
 	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescData
 }
 
-var file_smartproxy_tunnel_v1_tunnel_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_smartproxy_tunnel_v1_tunnel_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
 var file_smartproxy_tunnel_v1_tunnel_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_smartproxy_tunnel_v1_tunnel_proto_goTypes = []any{
-	(DirectionPolicy)(0),          // 0: smartproxy.tunnel.v1.DirectionPolicy
-	(CharsetPolicy)(0),            // 1: smartproxy.tunnel.v1.CharsetPolicy
-	(LogLevel)(0),                 // 2: smartproxy.tunnel.v1.LogLevel
-	(Direction)(0),                // 3: smartproxy.tunnel.v1.Direction
-	(AbortReason)(0),              // 4: smartproxy.tunnel.v1.AbortReason
-	(Severity)(0),                 // 5: smartproxy.tunnel.v1.Severity
-	(*ConnectRequest)(nil),        // 6: smartproxy.tunnel.v1.ConnectRequest
-	(*ConnectResponse)(nil),       // 7: smartproxy.tunnel.v1.ConnectResponse
-	(*Frame)(nil),                 // 8: smartproxy.tunnel.v1.Frame
-	(*Hello)(nil),                 // 9: smartproxy.tunnel.v1.Hello
-	(*Welcome)(nil),               // 10: smartproxy.tunnel.v1.Welcome
-	(*ConfigSnapshot)(nil),        // 11: smartproxy.tunnel.v1.ConfigSnapshot
-	(*ConfigChunk)(nil),           // 12: smartproxy.tunnel.v1.ConfigChunk
-	(*SecurityConfig)(nil),        // 13: smartproxy.tunnel.v1.SecurityConfig
-	(*TlsIdentity)(nil),           // 14: smartproxy.tunnel.v1.TlsIdentity
-	(*Crl)(nil),                   // 15: smartproxy.tunnel.v1.Crl
-	(*Partner)(nil),               // 16: smartproxy.tunnel.v1.Partner
-	(*CertificateBinding)(nil),    // 17: smartproxy.tunnel.v1.CertificateBinding
-	(*Limits)(nil),                // 18: smartproxy.tunnel.v1.Limits
-	(*Route)(nil),                 // 19: smartproxy.tunnel.v1.Route
-	(*LogIgnoreRule)(nil),         // 20: smartproxy.tunnel.v1.LogIgnoreRule
-	(*ConfigApplied)(nil),         // 21: smartproxy.tunnel.v1.ConfigApplied
-	(*ConfigError)(nil),           // 22: smartproxy.tunnel.v1.ConfigError
-	(*SessionOpen)(nil),           // 23: smartproxy.tunnel.v1.SessionOpen
-	(*TlsInfo)(nil),               // 24: smartproxy.tunnel.v1.TlsInfo
-	(*SessionOpened)(nil),         // 25: smartproxy.tunnel.v1.SessionOpened
-	(*SessionData)(nil),           // 26: smartproxy.tunnel.v1.SessionData
-	(*SessionWindow)(nil),         // 27: smartproxy.tunnel.v1.SessionWindow
-	(*SessionHalfClose)(nil),      // 28: smartproxy.tunnel.v1.SessionHalfClose
-	(*SessionAbort)(nil),          // 29: smartproxy.tunnel.v1.SessionAbort
-	(*SessionSync)(nil),           // 30: smartproxy.tunnel.v1.SessionSync
-	(*CrlUrlReport)(nil),          // 31: smartproxy.tunnel.v1.CrlUrlReport
-	(*LicenseStatus)(nil),         // 32: smartproxy.tunnel.v1.LicenseStatus
-	(*LicenseUpdate)(nil),         // 33: smartproxy.tunnel.v1.LicenseUpdate
-	(*Event)(nil),                 // 34: smartproxy.tunnel.v1.Event
-	(*Ping)(nil),                  // 35: smartproxy.tunnel.v1.Ping
-	(*Pong)(nil),                  // 36: smartproxy.tunnel.v1.Pong
-	(*Drain)(nil),                 // 37: smartproxy.tunnel.v1.Drain
-	nil,                           // 38: smartproxy.tunnel.v1.Event.FieldsEntry
-	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
+	(RevocationPolicy)(0),         // 0: smartproxy.tunnel.v1.RevocationPolicy
+	(DirectionPolicy)(0),          // 1: smartproxy.tunnel.v1.DirectionPolicy
+	(CharsetPolicy)(0),            // 2: smartproxy.tunnel.v1.CharsetPolicy
+	(LogLevel)(0),                 // 3: smartproxy.tunnel.v1.LogLevel
+	(Direction)(0),                // 4: smartproxy.tunnel.v1.Direction
+	(AbortReason)(0),              // 5: smartproxy.tunnel.v1.AbortReason
+	(Severity)(0),                 // 6: smartproxy.tunnel.v1.Severity
+	(*ConnectRequest)(nil),        // 7: smartproxy.tunnel.v1.ConnectRequest
+	(*ConnectResponse)(nil),       // 8: smartproxy.tunnel.v1.ConnectResponse
+	(*Frame)(nil),                 // 9: smartproxy.tunnel.v1.Frame
+	(*Hello)(nil),                 // 10: smartproxy.tunnel.v1.Hello
+	(*Welcome)(nil),               // 11: smartproxy.tunnel.v1.Welcome
+	(*ConfigSnapshot)(nil),        // 12: smartproxy.tunnel.v1.ConfigSnapshot
+	(*ConfigChunk)(nil),           // 13: smartproxy.tunnel.v1.ConfigChunk
+	(*SecurityConfig)(nil),        // 14: smartproxy.tunnel.v1.SecurityConfig
+	(*TlsIdentity)(nil),           // 15: smartproxy.tunnel.v1.TlsIdentity
+	(*Crl)(nil),                   // 16: smartproxy.tunnel.v1.Crl
+	(*Partner)(nil),               // 17: smartproxy.tunnel.v1.Partner
+	(*CertificateBinding)(nil),    // 18: smartproxy.tunnel.v1.CertificateBinding
+	(*Limits)(nil),                // 19: smartproxy.tunnel.v1.Limits
+	(*Route)(nil),                 // 20: smartproxy.tunnel.v1.Route
+	(*LogIgnoreRule)(nil),         // 21: smartproxy.tunnel.v1.LogIgnoreRule
+	(*ConfigApplied)(nil),         // 22: smartproxy.tunnel.v1.ConfigApplied
+	(*ConfigError)(nil),           // 23: smartproxy.tunnel.v1.ConfigError
+	(*SessionOpen)(nil),           // 24: smartproxy.tunnel.v1.SessionOpen
+	(*TlsInfo)(nil),               // 25: smartproxy.tunnel.v1.TlsInfo
+	(*SessionOpened)(nil),         // 26: smartproxy.tunnel.v1.SessionOpened
+	(*SessionData)(nil),           // 27: smartproxy.tunnel.v1.SessionData
+	(*SessionWindow)(nil),         // 28: smartproxy.tunnel.v1.SessionWindow
+	(*SessionHalfClose)(nil),      // 29: smartproxy.tunnel.v1.SessionHalfClose
+	(*SessionAbort)(nil),          // 30: smartproxy.tunnel.v1.SessionAbort
+	(*SessionSync)(nil),           // 31: smartproxy.tunnel.v1.SessionSync
+	(*CrlUrlReport)(nil),          // 32: smartproxy.tunnel.v1.CrlUrlReport
+	(*LicenseStatus)(nil),         // 33: smartproxy.tunnel.v1.LicenseStatus
+	(*LicenseUpdate)(nil),         // 34: smartproxy.tunnel.v1.LicenseUpdate
+	(*Event)(nil),                 // 35: smartproxy.tunnel.v1.Event
+	(*Ping)(nil),                  // 36: smartproxy.tunnel.v1.Ping
+	(*Pong)(nil),                  // 37: smartproxy.tunnel.v1.Pong
+	(*Drain)(nil),                 // 38: smartproxy.tunnel.v1.Drain
+	nil,                           // 39: smartproxy.tunnel.v1.Event.FieldsEntry
+	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
 }
 var file_smartproxy_tunnel_v1_tunnel_proto_depIdxs = []int32{
-	8,  // 0: smartproxy.tunnel.v1.ConnectRequest.frame:type_name -> smartproxy.tunnel.v1.Frame
-	8,  // 1: smartproxy.tunnel.v1.ConnectResponse.frame:type_name -> smartproxy.tunnel.v1.Frame
-	9,  // 2: smartproxy.tunnel.v1.Frame.hello:type_name -> smartproxy.tunnel.v1.Hello
-	10, // 3: smartproxy.tunnel.v1.Frame.welcome:type_name -> smartproxy.tunnel.v1.Welcome
-	11, // 4: smartproxy.tunnel.v1.Frame.config_snapshot:type_name -> smartproxy.tunnel.v1.ConfigSnapshot
-	12, // 5: smartproxy.tunnel.v1.Frame.config_chunk:type_name -> smartproxy.tunnel.v1.ConfigChunk
-	21, // 6: smartproxy.tunnel.v1.Frame.config_applied:type_name -> smartproxy.tunnel.v1.ConfigApplied
-	23, // 7: smartproxy.tunnel.v1.Frame.session_open:type_name -> smartproxy.tunnel.v1.SessionOpen
-	25, // 8: smartproxy.tunnel.v1.Frame.session_opened:type_name -> smartproxy.tunnel.v1.SessionOpened
-	26, // 9: smartproxy.tunnel.v1.Frame.session_data:type_name -> smartproxy.tunnel.v1.SessionData
-	27, // 10: smartproxy.tunnel.v1.Frame.session_window:type_name -> smartproxy.tunnel.v1.SessionWindow
-	28, // 11: smartproxy.tunnel.v1.Frame.session_half_close:type_name -> smartproxy.tunnel.v1.SessionHalfClose
-	29, // 12: smartproxy.tunnel.v1.Frame.session_abort:type_name -> smartproxy.tunnel.v1.SessionAbort
-	30, // 13: smartproxy.tunnel.v1.Frame.session_sync:type_name -> smartproxy.tunnel.v1.SessionSync
-	31, // 14: smartproxy.tunnel.v1.Frame.crl_url_report:type_name -> smartproxy.tunnel.v1.CrlUrlReport
-	32, // 15: smartproxy.tunnel.v1.Frame.license_status:type_name -> smartproxy.tunnel.v1.LicenseStatus
-	33, // 16: smartproxy.tunnel.v1.Frame.license_update:type_name -> smartproxy.tunnel.v1.LicenseUpdate
-	34, // 17: smartproxy.tunnel.v1.Frame.event:type_name -> smartproxy.tunnel.v1.Event
-	35, // 18: smartproxy.tunnel.v1.Frame.ping:type_name -> smartproxy.tunnel.v1.Ping
-	36, // 19: smartproxy.tunnel.v1.Frame.pong:type_name -> smartproxy.tunnel.v1.Pong
-	37, // 20: smartproxy.tunnel.v1.Frame.drain:type_name -> smartproxy.tunnel.v1.Drain
-	32, // 21: smartproxy.tunnel.v1.Welcome.license:type_name -> smartproxy.tunnel.v1.LicenseStatus
-	13, // 22: smartproxy.tunnel.v1.ConfigSnapshot.config:type_name -> smartproxy.tunnel.v1.SecurityConfig
-	14, // 23: smartproxy.tunnel.v1.SecurityConfig.company_identity:type_name -> smartproxy.tunnel.v1.TlsIdentity
-	15, // 24: smartproxy.tunnel.v1.SecurityConfig.crls:type_name -> smartproxy.tunnel.v1.Crl
-	16, // 25: smartproxy.tunnel.v1.SecurityConfig.partners:type_name -> smartproxy.tunnel.v1.Partner
-	18, // 26: smartproxy.tunnel.v1.SecurityConfig.limits:type_name -> smartproxy.tunnel.v1.Limits
-	19, // 27: smartproxy.tunnel.v1.SecurityConfig.outgoing_routes:type_name -> smartproxy.tunnel.v1.Route
-	2,  // 28: smartproxy.tunnel.v1.SecurityConfig.log_level:type_name -> smartproxy.tunnel.v1.LogLevel
-	20, // 29: smartproxy.tunnel.v1.SecurityConfig.log_ignore_rules:type_name -> smartproxy.tunnel.v1.LogIgnoreRule
-	17, // 30: smartproxy.tunnel.v1.Partner.certificate_bindings:type_name -> smartproxy.tunnel.v1.CertificateBinding
-	0,  // 31: smartproxy.tunnel.v1.Partner.direction_policy:type_name -> smartproxy.tunnel.v1.DirectionPolicy
-	1,  // 32: smartproxy.tunnel.v1.Partner.charset_policy:type_name -> smartproxy.tunnel.v1.CharsetPolicy
-	39, // 33: smartproxy.tunnel.v1.Limits.handshake_timeout:type_name -> google.protobuf.Duration
-	39, // 34: smartproxy.tunnel.v1.Limits.ssid_timeout:type_name -> google.protobuf.Duration
-	39, // 35: smartproxy.tunnel.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
-	39, // 36: smartproxy.tunnel.v1.Limits.connect_timeout:type_name -> google.protobuf.Duration
-	40, // 37: smartproxy.tunnel.v1.LogIgnoreRule.valid_from:type_name -> google.protobuf.Timestamp
-	40, // 38: smartproxy.tunnel.v1.LogIgnoreRule.valid_until:type_name -> google.protobuf.Timestamp
-	22, // 39: smartproxy.tunnel.v1.ConfigApplied.errors:type_name -> smartproxy.tunnel.v1.ConfigError
-	3,  // 40: smartproxy.tunnel.v1.SessionOpen.direction:type_name -> smartproxy.tunnel.v1.Direction
-	24, // 41: smartproxy.tunnel.v1.SessionOpen.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
-	4,  // 42: smartproxy.tunnel.v1.SessionOpened.reason:type_name -> smartproxy.tunnel.v1.AbortReason
-	24, // 43: smartproxy.tunnel.v1.SessionOpened.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
-	4,  // 44: smartproxy.tunnel.v1.SessionAbort.reason:type_name -> smartproxy.tunnel.v1.AbortReason
-	40, // 45: smartproxy.tunnel.v1.LicenseStatus.expires_at:type_name -> google.protobuf.Timestamp
-	40, // 46: smartproxy.tunnel.v1.Event.time:type_name -> google.protobuf.Timestamp
-	5,  // 47: smartproxy.tunnel.v1.Event.severity:type_name -> smartproxy.tunnel.v1.Severity
-	38, // 48: smartproxy.tunnel.v1.Event.fields:type_name -> smartproxy.tunnel.v1.Event.FieldsEntry
-	40, // 49: smartproxy.tunnel.v1.Ping.sent_at:type_name -> google.protobuf.Timestamp
-	40, // 50: smartproxy.tunnel.v1.Pong.ping_sent_at:type_name -> google.protobuf.Timestamp
-	40, // 51: smartproxy.tunnel.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
-	39, // 52: smartproxy.tunnel.v1.Drain.reconnect_after:type_name -> google.protobuf.Duration
-	6,  // 53: smartproxy.tunnel.v1.TunnelService.Connect:input_type -> smartproxy.tunnel.v1.ConnectRequest
-	7,  // 54: smartproxy.tunnel.v1.TunnelService.Connect:output_type -> smartproxy.tunnel.v1.ConnectResponse
-	54, // [54:55] is the sub-list for method output_type
-	53, // [53:54] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	9,  // 0: smartproxy.tunnel.v1.ConnectRequest.frame:type_name -> smartproxy.tunnel.v1.Frame
+	9,  // 1: smartproxy.tunnel.v1.ConnectResponse.frame:type_name -> smartproxy.tunnel.v1.Frame
+	10, // 2: smartproxy.tunnel.v1.Frame.hello:type_name -> smartproxy.tunnel.v1.Hello
+	11, // 3: smartproxy.tunnel.v1.Frame.welcome:type_name -> smartproxy.tunnel.v1.Welcome
+	12, // 4: smartproxy.tunnel.v1.Frame.config_snapshot:type_name -> smartproxy.tunnel.v1.ConfigSnapshot
+	13, // 5: smartproxy.tunnel.v1.Frame.config_chunk:type_name -> smartproxy.tunnel.v1.ConfigChunk
+	22, // 6: smartproxy.tunnel.v1.Frame.config_applied:type_name -> smartproxy.tunnel.v1.ConfigApplied
+	24, // 7: smartproxy.tunnel.v1.Frame.session_open:type_name -> smartproxy.tunnel.v1.SessionOpen
+	26, // 8: smartproxy.tunnel.v1.Frame.session_opened:type_name -> smartproxy.tunnel.v1.SessionOpened
+	27, // 9: smartproxy.tunnel.v1.Frame.session_data:type_name -> smartproxy.tunnel.v1.SessionData
+	28, // 10: smartproxy.tunnel.v1.Frame.session_window:type_name -> smartproxy.tunnel.v1.SessionWindow
+	29, // 11: smartproxy.tunnel.v1.Frame.session_half_close:type_name -> smartproxy.tunnel.v1.SessionHalfClose
+	30, // 12: smartproxy.tunnel.v1.Frame.session_abort:type_name -> smartproxy.tunnel.v1.SessionAbort
+	31, // 13: smartproxy.tunnel.v1.Frame.session_sync:type_name -> smartproxy.tunnel.v1.SessionSync
+	32, // 14: smartproxy.tunnel.v1.Frame.crl_url_report:type_name -> smartproxy.tunnel.v1.CrlUrlReport
+	33, // 15: smartproxy.tunnel.v1.Frame.license_status:type_name -> smartproxy.tunnel.v1.LicenseStatus
+	34, // 16: smartproxy.tunnel.v1.Frame.license_update:type_name -> smartproxy.tunnel.v1.LicenseUpdate
+	35, // 17: smartproxy.tunnel.v1.Frame.event:type_name -> smartproxy.tunnel.v1.Event
+	36, // 18: smartproxy.tunnel.v1.Frame.ping:type_name -> smartproxy.tunnel.v1.Ping
+	37, // 19: smartproxy.tunnel.v1.Frame.pong:type_name -> smartproxy.tunnel.v1.Pong
+	38, // 20: smartproxy.tunnel.v1.Frame.drain:type_name -> smartproxy.tunnel.v1.Drain
+	33, // 21: smartproxy.tunnel.v1.Welcome.license:type_name -> smartproxy.tunnel.v1.LicenseStatus
+	14, // 22: smartproxy.tunnel.v1.ConfigSnapshot.config:type_name -> smartproxy.tunnel.v1.SecurityConfig
+	15, // 23: smartproxy.tunnel.v1.SecurityConfig.company_identity:type_name -> smartproxy.tunnel.v1.TlsIdentity
+	16, // 24: smartproxy.tunnel.v1.SecurityConfig.crls:type_name -> smartproxy.tunnel.v1.Crl
+	17, // 25: smartproxy.tunnel.v1.SecurityConfig.partners:type_name -> smartproxy.tunnel.v1.Partner
+	19, // 26: smartproxy.tunnel.v1.SecurityConfig.limits:type_name -> smartproxy.tunnel.v1.Limits
+	20, // 27: smartproxy.tunnel.v1.SecurityConfig.outgoing_routes:type_name -> smartproxy.tunnel.v1.Route
+	3,  // 28: smartproxy.tunnel.v1.SecurityConfig.log_level:type_name -> smartproxy.tunnel.v1.LogLevel
+	21, // 29: smartproxy.tunnel.v1.SecurityConfig.log_ignore_rules:type_name -> smartproxy.tunnel.v1.LogIgnoreRule
+	0,  // 30: smartproxy.tunnel.v1.SecurityConfig.revocation_policy:type_name -> smartproxy.tunnel.v1.RevocationPolicy
+	18, // 31: smartproxy.tunnel.v1.Partner.certificate_bindings:type_name -> smartproxy.tunnel.v1.CertificateBinding
+	1,  // 32: smartproxy.tunnel.v1.Partner.direction_policy:type_name -> smartproxy.tunnel.v1.DirectionPolicy
+	2,  // 33: smartproxy.tunnel.v1.Partner.charset_policy:type_name -> smartproxy.tunnel.v1.CharsetPolicy
+	0,  // 34: smartproxy.tunnel.v1.Partner.revocation_policy:type_name -> smartproxy.tunnel.v1.RevocationPolicy
+	40, // 35: smartproxy.tunnel.v1.Limits.handshake_timeout:type_name -> google.protobuf.Duration
+	40, // 36: smartproxy.tunnel.v1.Limits.ssid_timeout:type_name -> google.protobuf.Duration
+	40, // 37: smartproxy.tunnel.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
+	40, // 38: smartproxy.tunnel.v1.Limits.connect_timeout:type_name -> google.protobuf.Duration
+	41, // 39: smartproxy.tunnel.v1.LogIgnoreRule.valid_from:type_name -> google.protobuf.Timestamp
+	41, // 40: smartproxy.tunnel.v1.LogIgnoreRule.valid_until:type_name -> google.protobuf.Timestamp
+	23, // 41: smartproxy.tunnel.v1.ConfigApplied.errors:type_name -> smartproxy.tunnel.v1.ConfigError
+	4,  // 42: smartproxy.tunnel.v1.SessionOpen.direction:type_name -> smartproxy.tunnel.v1.Direction
+	25, // 43: smartproxy.tunnel.v1.SessionOpen.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
+	5,  // 44: smartproxy.tunnel.v1.SessionOpened.reason:type_name -> smartproxy.tunnel.v1.AbortReason
+	25, // 45: smartproxy.tunnel.v1.SessionOpened.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
+	5,  // 46: smartproxy.tunnel.v1.SessionAbort.reason:type_name -> smartproxy.tunnel.v1.AbortReason
+	41, // 47: smartproxy.tunnel.v1.LicenseStatus.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 48: smartproxy.tunnel.v1.Event.time:type_name -> google.protobuf.Timestamp
+	6,  // 49: smartproxy.tunnel.v1.Event.severity:type_name -> smartproxy.tunnel.v1.Severity
+	39, // 50: smartproxy.tunnel.v1.Event.fields:type_name -> smartproxy.tunnel.v1.Event.FieldsEntry
+	41, // 51: smartproxy.tunnel.v1.Ping.sent_at:type_name -> google.protobuf.Timestamp
+	41, // 52: smartproxy.tunnel.v1.Pong.ping_sent_at:type_name -> google.protobuf.Timestamp
+	41, // 53: smartproxy.tunnel.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
+	40, // 54: smartproxy.tunnel.v1.Drain.reconnect_after:type_name -> google.protobuf.Duration
+	7,  // 55: smartproxy.tunnel.v1.TunnelService.Connect:input_type -> smartproxy.tunnel.v1.ConnectRequest
+	8,  // 56: smartproxy.tunnel.v1.TunnelService.Connect:output_type -> smartproxy.tunnel.v1.ConnectResponse
+	56, // [56:57] is the sub-list for method output_type
+	55, // [55:56] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_smartproxy_tunnel_v1_tunnel_proto_init() }
@@ -3640,7 +3726,7 @@ func file_smartproxy_tunnel_v1_tunnel_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_smartproxy_tunnel_v1_tunnel_proto_rawDesc), len(file_smartproxy_tunnel_v1_tunnel_proto_rawDesc)),
-			NumEnums:      6,
+			NumEnums:      7,
 			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,

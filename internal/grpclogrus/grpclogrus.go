@@ -1,4 +1,6 @@
-package transport
+// Package grpclogrus adapts logrus to the logging interceptors of go-grpc-middleware, for every
+// gRPC server of this project (the tunnel server and the admin services).
+package grpclogrus
 
 import (
 	"context"
@@ -10,10 +12,10 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// GRPCLogger adapts a logrus logger to the go-grpc-middleware logging
+// Logger adapts a logrus logger to the go-grpc-middleware logging
 // interceptors. Field keys are made snake_case ("grpc.method" becomes
 // "grpc_method"); levels map to the logrus level of the same name.
-func GRPCLogger(l logrus.FieldLogger) logging.Logger {
+func Logger(l logrus.FieldLogger) logging.Logger {
 	return logging.LoggerFunc(func(_ context.Context, lvl logging.Level, msg string, fields ...any) {
 		f := make(logrus.Fields, len(fields)/2)
 		for i := 0; i+1 < len(fields); i += 2 {

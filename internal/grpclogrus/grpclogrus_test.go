@@ -1,4 +1,4 @@
-package transport
+package grpclogrus
 
 import (
 	"context"
@@ -6,12 +6,14 @@ import (
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 	"google.golang.org/grpc/codes"
 )
 
-func TestGRPCLogger(t *testing.T) {
-	log, hook := newLogger(t)
-	l := GRPCLogger(log)
+func TestLogger(t *testing.T) {
+	log, hook := logtest.NewNullLogger()
+	log.SetLevel(logrus.DebugLevel)
+	l := Logger(log)
 	tests := []struct {
 		lvl  logging.Level
 		want logrus.Level

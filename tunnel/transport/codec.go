@@ -1,0 +1,310 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/protoadapt"
+
+	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/tunnel/bufpool"
+)
+
+// gRPC settings that the tunnel's throughput depends on, measured in
+// docs/benchmarks.md. A Connect message carries one OFTP2 exchange buffer of
+// up to 99,999 bytes. gRPC's default codec and buffer pool take such a
+// message's buffers from a 1 MiB pool tier and zero the whole MiB on every
+// use, for encoding and again for decoding; that zeroing cost a fifth of the
+// CPU of a bulk transfer. The options below use a pool with power-of-two
+// tiers up to 1 MiB that hands out buffers without zeroing them (every user
+// overwrites the bytes it asks for: encoding, frame reads, message
+// assembly), a codec that encodes and decodes with that pool, and socket
+// buffers of 256 KiB, which cut the number of write system calls.
+//
+// They leave gRPC's flow-control windows alone (BDP estimation stays on);
+// see docs/benchmarks.md for the comparison with fixed windows.
+const socketBufferSize = 256 << 10
+
+// ServerOptions returns the gRPC server options of a tunnel server: the
+// tunnel's codec, its buffer pool, and the socket buffer sizes. Each call
+// returns options sharing one pool. NewServer uses them.
+func ServerOptions() []grpc.ServerOption {
+	p := new(bufpool.Pool)
+	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(codec{pool: p}),
+		experimental.BufferPool(p),
+		grpc.WriteBufferSize(socketBufferSize),
+		grpc.ReadBufferSize(socketBufferSize),
+	}
+}
+
+// DialOptions returns the gRPC dial options of a tunnel client, matching
+// ServerOptions. NewClient uses them.
+func DialOptions() []grpc.DialOption {
+	p := new(bufpool.Pool)
+	return []grpc.DialOption{
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec{pool: p})),
+		experimental.WithBufferPool(p),
+		grpc.WithWriteBufferSize(socketBufferSize),
+		grpc.WithReadBufferSize(socketBufferSize),
+	}
+}
+
+// codec is gRPC's protobuf codec with the tunnel's buffer pool and a fast
+// path for the one message that matters for throughput: a Connect message
+// (ConnectRequest or ConnectResponse, which share their wire format) whose
+// frame is SessionData. It keeps the name "proto" and produces and accepts
+// the same bytes, so it is wire-compatible with peers using the default.
+type codec struct {
+	pool *bufpool.Pool
+}
+
+var _ mem.BufferPool = (*bufpool.Pool)(nil)
+
+// Field numbers of the fast path (proto/smartproxy/tunnel/v1/tunnel.proto).
+const (
+	fieldConnectFrame      = 1 // ConnectRequest.frame, ConnectResponse.frame
+	fieldFrameSessionData  = 8 // Frame.session_data
+	fieldSessionDataID     = 1 // SessionData.session_id
+	fieldSessionDataBuffer = 2 // SessionData.buffer
+)
+
+// Marshal encodes v into one pooled buffer.
+func (c codec) Marshal(v any) (mem.BufferSlice, error) {
+	if d := sessionDataOf(v); d != nil {
+		return c.marshalData(d), nil
+	}
+	m := messageOf(v)
+	if m == nil {
+		return nil, fmt.Errorf("transport: codec: cannot marshal %T: not a protobuf message", v)
+	}
+	size := proto.Size(m)
+	if mem.IsBelowBufferPoolingThreshold(size) {
+		b, err := proto.MarshalOptions{UseCachedSize: true}.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	buf := c.pool.Get(size)
+	// UseCachedSize is safe: Size has just been computed on the same,
+	// unchanging message.
+	out, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend((*buf)[:0], m)
+	if err != nil {
+		c.pool.Put(buf)
+		return nil, err
+	}
+	*buf = out
+	return mem.BufferSlice{mem.NewBuffer(buf, c.pool)}, nil
+}
+
+// sessionDataOf returns the SessionData of a Connect message, or nil.
+func sessionDataOf(v any) *tunnelv1.SessionData {
+	var f *tunnelv1.Frame
+	switch v := v.(type) {
+	case *tunnelv1.ConnectRequest:
+		f = v.GetFrame()
+	case *tunnelv1.ConnectResponse:
+		f = v.GetFrame()
+	}
+	if k, ok := f.GetKind().(*tunnelv1.Frame_SessionData); ok && k.SessionData != nil {
+		return k.SessionData
+	}
+	return nil
+}
+
+// marshalData encodes a Connect message carrying d, byte for byte as
+// proto.Marshal does (fields in number order, zero values left out), without
+// going through reflection.
+func (c codec) marshalData(d *tunnelv1.SessionData) mem.BufferSlice {
+	dataLen := 0
+	if d.SessionId != 0 {
+		dataLen += protowire.SizeTag(fieldSessionDataID) + protowire.SizeVarint(d.SessionId)
+	}
+	if len(d.Buffer) > 0 {
+		dataLen += protowire.SizeTag(fieldSessionDataBuffer) + protowire.SizeBytes(len(d.Buffer))
+	}
+	frameLen := protowire.SizeTag(fieldFrameSessionData) + protowire.SizeBytes(dataLen)
+	total := protowire.SizeTag(fieldConnectFrame) + protowire.SizeBytes(frameLen)
+	buf := c.pool.Get(total)
+	b := (*buf)[:0]
+	b = protowire.AppendTag(b, fieldConnectFrame, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(frameLen))
+	b = protowire.AppendTag(b, fieldFrameSessionData, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(dataLen))
+	if d.SessionId != 0 {
+		b = protowire.AppendTag(b, fieldSessionDataID, protowire.VarintType)
+		b = protowire.AppendVarint(b, d.SessionId)
+	}
+	if len(d.Buffer) > 0 {
+		b = protowire.AppendTag(b, fieldSessionDataBuffer, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(len(d.Buffer)))
+		b = append(b, d.Buffer...)
+	}
+	*buf = b
+	return mem.BufferSlice{mem.NewBuffer(buf, c.pool)}
+}
+
+// Unmarshal decodes data into v. A Connect message that carries SessionData
+// is decoded straight from gRPC's buffers: the exchange buffer is copied
+// once, into memory the caller owns (from the Stream's pool when v is one of
+// its pooled messages), and the frame already in v is reused when it is a
+// SessionData frame (see Stream.Recv).
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if ok, err := c.unmarshalData(data, v); ok || err != nil {
+		return err
+	}
+	m := messageOf(v)
+	switch v := v.(type) {
+	case pooledRequest:
+		m = v.ConnectRequest
+	case pooledResponse:
+		m = v.ConnectResponse
+	}
+	if m == nil {
+		return fmt.Errorf("transport: codec: cannot unmarshal into %T: not a protobuf message", v)
+	}
+	buf := data.MaterializeToBuffer(c.pool)
+	defer buf.Free()
+	return proto.Unmarshal(buf.ReadOnlyData(), m)
+}
+
+// maxDataHeader is the most bytes that precede the exchange buffer in a
+// Connect message carrying SessionData: three tags of one byte, three
+// length varints and the session id varint.
+const maxDataHeader = 3 + 3*binaryMaxVarintLen32 + 1 + binaryMaxVarintLen64
+
+const (
+	binaryMaxVarintLen32 = 5
+	binaryMaxVarintLen64 = 10
+)
+
+var errShortData = errors.New("transport: codec: SessionData shorter than its header says")
+
+// unmarshalData decodes data into v if v is a Connect message and data is,
+// in proto.Marshal's layout, a Connect message whose frame is SessionData.
+// ok is false, with a nil error, when the message takes the general path.
+func (c codec) unmarshalData(data mem.BufferSlice, v any) (ok bool, err error) {
+	var frame **tunnelv1.Frame
+	var pool *bufpool.Pool // where the exchange buffer comes from; nil: allocated
+	switch v := v.(type) {
+	case *tunnelv1.ConnectRequest:
+		frame = &v.Frame
+	case *tunnelv1.ConnectResponse:
+		frame = &v.Frame
+	case pooledRequest:
+		frame, pool = &v.Frame, v.pool
+	case pooledResponse:
+		frame, pool = &v.Frame, v.pool
+	default:
+		return false, nil
+	}
+	total := data.Len()
+	var head [maxDataHeader]byte
+	h := head[:copyAt(head[:min(total, len(head))], data, 0)]
+	if len(h) == 0 {
+		return false, nil
+	}
+	// Connect.frame: a length that runs to the end of the message.
+	n, frameLen, ok := expectBytes(h, fieldConnectFrame)
+	if !ok || n+frameLen != total {
+		return false, nil
+	}
+	h = h[n:]
+	// Frame.session_data: the only field of the frame.
+	n, dataLen, ok := expectBytes(h, fieldFrameSessionData)
+	if !ok || n+dataLen != frameLen {
+		return false, nil
+	}
+	h = h[n:]
+	var id uint64
+	if num, typ, n := protowire.ConsumeTag(h); n > 0 && num == fieldSessionDataID && typ == protowire.VarintType {
+		var m int
+		if id, m = protowire.ConsumeVarint(h[n:]); m < 0 {
+			return false, nil
+		}
+		h, dataLen = h[n+m:], dataLen-(n+m)
+	}
+	n, bufLen, ok := expectBytes(h, fieldSessionDataBuffer)
+	if !ok || n+bufLen != dataLen || bufLen == 0 {
+		return false, nil
+	}
+	// The exchange buffer starts right after the header parsed above (so
+	// within head): take the part of it already read, then the rest.
+	start := total - bufLen
+	var b []byte
+	if pool != nil {
+		b = pool.GetSlice(bufLen)
+	} else {
+		b = make([]byte, bufLen)
+	}
+	if copyAt(b, data, start) != bufLen {
+		if pool != nil {
+			pool.PutSlice(b)
+		}
+		return true, errShortData
+	}
+	f := *frame
+	k, _ := f.GetKind().(*tunnelv1.Frame_SessionData)
+	if k == nil || k.SessionData == nil {
+		k = &tunnelv1.Frame_SessionData{SessionData: new(tunnelv1.SessionData)}
+		f = &tunnelv1.Frame{Kind: k}
+		*frame = f
+	}
+	k.SessionData.SessionId = id
+	k.SessionData.Buffer = b
+	return true, nil
+}
+
+// copyAt copies data's bytes from offset off into dst and returns how many it
+// copied: len(dst), or fewer at the end of data.
+func copyAt(dst []byte, data mem.BufferSlice, off int) int {
+	n := 0
+	for _, b := range data {
+		d := b.ReadOnlyData()
+		if off >= len(d) {
+			off -= len(d)
+			continue
+		}
+		n += copy(dst[n:], d[off:])
+		off = 0
+		if n == len(dst) {
+			break
+		}
+	}
+	return n
+}
+
+// expectBytes consumes the tag of a length-delimited field num and its
+// length: n is the bytes consumed, l the length that follows.
+func expectBytes(b []byte, num protowire.Number) (n, l int, ok bool) {
+	got, typ, n := protowire.ConsumeTag(b)
+	if n <= 0 || got != num || typ != protowire.BytesType {
+		return 0, 0, false
+	}
+	v, m := protowire.ConsumeVarint(b[n:])
+	if m <= 0 || v > 1<<31 {
+		return 0, 0, false
+	}
+	return n + m, int(v), true
+}
+
+// messageOf returns v as a protobuf message (also for messages of the older
+// API), or nil.
+func messageOf(v any) proto.Message {
+	switch v := v.(type) {
+	case protoadapt.MessageV2:
+		return v
+	case protoadapt.MessageV1:
+		return protoadapt.MessageV2Of(v)
+	}
+	return nil
+}
+
+// Name returns "proto".
+func (codec) Name() string { return "proto" }
