@@ -33,7 +33,7 @@ const (
 	attackTLS     = 500  // connections that complete TLS and never send an SSID
 	attackPrefix  = 20   // 127.0.1.0/24 … 127.0.20.0/24
 	attackHosts   = 10   // .1 … .10 in each: 200 source addresses
-	attackRate    = 200  // new connections per second: the flood lasts as long as the sends
+	attackRate    = 100  // new connections per second: the pool turns over every 2 s
 	attackWorkers = 32
 	partnerSends  = 50
 	partnerRate   = 4 // sends started per second at most

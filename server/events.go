@@ -282,7 +282,7 @@ func (s *Server) emitOn(tc *tunnelConn, e event) {
 			e = e.with("ignored_by", rule.Description).with("ignore_rule", rule.Substring)
 		}
 	}
-	if e.security && level == logrus.WarnLevel && e.remoteAddr != "" && e.name != EventPartnerRefusalsSuppressed &&
+	if e.security && level == logrus.WarnLevel && e.remoteAddr != "" && summarised(e.name) &&
 		!s.refusals.admit(e.remoteAddr, e.name) {
 		s.metrics.eventsSuppressed.Inc()
 		return

@@ -19,9 +19,10 @@ import (
 //     default). A connection over the source or prefix cap is closed before TLS (event
 //     partner_source_limit): one host or one network cannot fill the pool alone.
 //   - When the pool is full, a new connection evicts the connection that has been silent
-//     longest (no byte received for the longest time), preferring connections still in the TLS
-//     handshake over connections that completed TLS: those presented a certificate of a
-//     trusted CA, which an anonymous prober cannot. The evicted connection is closed (event
+//     longest (no byte received for the longest time), first among connections that have not
+//     sent a single byte, then among those still in the TLS handshake, and only then among
+//     connections that completed TLS: those presented a certificate of a trusted CA, which an
+//     anonymous prober cannot. The evicted connection is closed (event
 //     partner_preadmission_evicted). A partner that is actively handshaking has just sent
 //     bytes, so it is the last candidate; it is evicted only if the pool turns over completely
 //     while it is silent.
@@ -76,6 +77,7 @@ type preSlot struct {
 	lim    Limits       // the limits in force at accept; immutable
 
 	lastRead atomic.Int64 // unix nanoseconds of the last byte received, or of the accept
+	spoke    atomic.Bool  // at least one byte received
 	evicted  atomic.Bool  // set under pool.mu before the deadline that unblocks the reader
 
 	trusted bool // TLS completed (a certificate of a trusted CA); owned by pool.mu
@@ -95,6 +97,7 @@ func (c *preConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 {
 		c.slot.lastRead.Store(c.slot.pool.now().UnixNano())
+		c.slot.spoke.Store(true)
 	}
 	if err != nil && c.slot.evicted.Load() {
 		err = errEvicted
@@ -146,23 +149,30 @@ func (p *preadmitPool) acquire(conn net.Conn, source netip.Addr, lim Limits) (*p
 	return sl, ""
 }
 
-// victimLocked returns the connection to evict: the longest-silent one that has not completed
-// TLS, else the longest-silent one. p.mu is held.
+// victimLocked returns the connection to evict: the longest-silent one of the first class that
+// has any: connections that have not sent a single byte (the cheapest attack: a partner sends
+// its ClientHello at once), then connections still in the TLS handshake, then connections that
+// completed TLS. p.mu is held.
 func (p *preadmitPool) victimLocked() *preSlot {
-	var anon, any *preSlot
+	var best [3]*preSlot
 	for sl := range p.slots {
-		t := sl.lastRead.Load()
-		if any == nil || t < any.lastRead.Load() {
-			any = sl
+		class := 0
+		switch {
+		case sl.trusted:
+			class = 2
+		case sl.spoke.Load():
+			class = 1
 		}
-		if !sl.trusted && (anon == nil || t < anon.lastRead.Load()) {
-			anon = sl
+		if b := best[class]; b == nil || sl.lastRead.Load() < b.lastRead.Load() {
+			best[class] = sl
 		}
 	}
-	if anon != nil {
-		return anon
+	for _, b := range best {
+		if b != nil {
+			return b
+		}
 	}
-	return any
+	return nil
 }
 
 // releaseLocked takes sl out of the pool if it is still in it. p.mu is held.

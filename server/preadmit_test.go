@@ -130,9 +130,24 @@ func TestPreadmitEviction(t *testing.T) {
 		t.Fatal("the longest-silent anonymous connection was not evicted")
 	}
 	e := add("192.0.2.5")
-	if !evicted(a) {
-		t.Fatal("the next longest-silent anonymous connection was not evicted")
+	if !evicted(d) {
+		t.Fatal("a connection that never sent a byte was not evicted before one in its handshake")
 	}
+	f0 := add("192.0.2.7")
+	if !evicted(e) {
+		t.Fatal("the connection that never sent a byte was not evicted")
+	}
+	f1 := add("192.0.2.8")
+	if !evicted(f0) {
+		t.Fatal("the connection that never sent a byte was not evicted")
+	}
+	read(f1)
+	clk.advance(time.Second)
+	d = add("192.0.2.9")
+	if !evicted(a) {
+		t.Fatal("the longest-silent connection in its handshake was not evicted")
+	}
+	e = f1
 	d.sl.tlsDone()
 	e.sl.tlsDone()
 	f := add("192.0.2.6") // every other one passed TLS: the longest-silent of them goes

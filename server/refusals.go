@@ -11,7 +11,8 @@ import (
 )
 
 // Refusal log summaries. Every security event that names a remote address (refused
-// connections, failed handshakes, refused SSIDs, protocol violations) counts against its source
+// connections, failed handshakes, refused SSIDs, protocol violations; not partner_crl_missing,
+// see summarised) counts against its source
 // (an IPv4 address or an IPv6 /64, as for the rate limit). Per source and interval the first Config.RefusalLogBurst events are logged and
 // sent to the backend one by one, so that fail2ban and an IDS see each of them; further ones
 // are only counted, and at the end of the interval one event partner_refusals_suppressed per
@@ -32,6 +33,13 @@ const (
 	// DefaultRefusalLogMax is Config.RefusalLogMax when zero.
 	DefaultRefusalLogMax = 200
 )
+
+// summarised reports whether security events named name count against their source's
+// threshold: every one but the summaries themselves and partner_crl_missing, which is not a
+// refusal (the connection is accepted; at most one per connection that passed TLS).
+func summarised(name string) bool {
+	return name != EventPartnerRefusalsSuppressed && name != EventPartnerCRLMissing
+}
 
 // refusalLog decides which security events are logged one by one and collects the counts of
 // the others. It is safe for concurrent use.
