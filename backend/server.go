@@ -179,6 +179,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	pending, err := s.st.PendingEvents(ctx, pendingLimit)
 	if err != nil {
 		ln.Close()
+		if ctx.Err() != nil {
+			return nil // stopped while starting: a stop like any other
+		}
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)

@@ -428,16 +428,20 @@ func TestOutgoingTunnelCut(t *testing.T) {
 	kept := partialSize(t, partnerRecv)
 	sys.serverLog.wait(t, "the server", "session_ended", map[string]string{"direction": "outgoing", "reason": "inside_tunnel_lost", "esid_reason": "05"})
 
-	// A new client; the internal server sends the same file again and it resumes.
+	// A new client; the internal server sends the same file again and it resumes. The client
+	// listens for the route before its tunnel is up (a session then gets ESID 08), so wait for
+	// its tunnel and for the server to hold its configuration.
+	tunnelsUp := len(sys.clientLog.entries("tunnel_up", nil))
 	sys.startClient(t, sys.tunnelAddr)
-	sys.waitListener(t, true) // the new tunnel is up and the server holds its configuration
 	deadline = time.Now().Add(waitTimeout)
-	for len(sys.clientLog.entries("route_listening", map[string]string{"route": routeName})) < 2 {
+	for len(sys.clientLog.entries("route_listening", map[string]string{"route": routeName})) < 2 ||
+		len(sys.clientLog.entries("tunnel_up", nil)) <= tunnelsUp {
 		if time.Now().After(deadline) {
-			t.Fatal("the new client did not listen for the route")
+			t.Fatal("the new client did not listen for the route with its tunnel up")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	sys.waitListener(t, true) // the server holds a configuration and a tunnel
 	res, err := o.send(t, file)
 	if err != nil {
 		t.Fatalf("re-sent session: %v", err)
