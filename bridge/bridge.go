@@ -532,6 +532,30 @@ func (b *bridge) forwarded(buf []byte, fromConn bool) {
 	if b.cfg.OnBuffer != nil {
 		b.cfg.OnBuffer(fromConn, len(buf))
 	}
+	if traceEnabled(b.cfg.Logger) {
+		from, to := b.cfg.ConnName, b.cfg.SessionName
+		if !fromConn {
+			from, to = to, from
+		}
+		b.cfg.Logger.WithFields(logrus.Fields{"from": from, "to": to}).Trace(oftp2.Summary(buf, traceParse))
+	}
+}
+
+// traceParse reads buffers for trace lines leniently: a line describes what passed, it judges
+// nothing (the validator did).
+var traceParse = &oftp2.ParseOptions{Charset: oftp2.CharsetLenient}
+
+// traceEnabled reports whether l writes trace lines: the per-session level an operator sets
+// through the admin service (or the process level) decides, and the check is one atomic load,
+// so that sessions without trace pay nothing for the description of each buffer.
+func traceEnabled(l logrus.FieldLogger) bool {
+	switch l := l.(type) {
+	case *logrus.Entry:
+		return l.Logger.IsLevelEnabled(logrus.TraceLevel)
+	case *logrus.Logger:
+		return l.IsLevelEnabled(logrus.TraceLevel)
+	}
+	return false
 }
 
 // noteESID remembers the first ESID that passes. It runs before the ESID is forwarded: its
