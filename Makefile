@@ -51,6 +51,10 @@ test-stress: ## Flake hunt (not in CI): the whole suite with -race -count=STRESS
 	  echo "test-stress: -race -count=$(STRESSCOUNT) with two busy loops: $$(( $$(date +%s) - start ))s, exit status $$rc"; \
 	  exit $$rc
 
+.PHONY: test-attack
+test-attack: ## The admission attack test (2,500 slow connections from 200 addresses), not in CI.
+	SMARTPROXY_ATTACK_TEST=1 $(GO) test -race -count=1 -run TestAdmissionUnderAttack -v ./e2e/
+
 .PHONY: test-short
 test-short: ## Quick tests without the race detector.
 	$(GO) test -short -count=1 ./...
