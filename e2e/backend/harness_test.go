@@ -17,12 +17,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	apiserver "smartproxy/backend"
 	"smartproxy/backend/store"
@@ -35,19 +32,7 @@ import (
 	"smartproxy/oftp2"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(bins.Main(m)) }
 
 // Identities of the system under test.
 const (
@@ -69,28 +54,15 @@ func startProc(t testing.TB, name, path string, args ...string) *proc {
 	return proctest.Start(t, name, path, args...)
 }
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
+// bins are smartproxy-server, smartproxy-client, smartproxy-api and oftp2, built once per test
+// binary.
+var bins = proctest.NewBinaries("smartproxy/cmd/smartproxy-server", "smartproxy/cmd/smartproxy-client",
+	"smartproxy/cmd/smartproxy-api", "smartproxy/cmd/oftp2")
 
-// binaries builds smartproxy-server, smartproxy-client, smartproxy-api and oftp2 once per test
-// binary into a temporary directory.
+// binaries returns the directory of the built commands.
 func binaries(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "smartproxy-e2e-backend-")
-		if buildErr != nil {
-			return
-		}
-		buildErr = proctest.Build(buildDir, "smartproxy/cmd/smartproxy-server", "smartproxy/cmd/smartproxy-client",
-			"smartproxy/cmd/smartproxy-api", "smartproxy/cmd/oftp2")
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return buildDir
+	return bins.Dir(t)
 }
 
 // waitFor polls cond every 10 ms until it holds or waitTimeout passes.

@@ -12,49 +12,22 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"smartproxy/backend/store"
 	"smartproxy/internal/proctest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(bins.Main(m)) }
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
+// bins holds smartproxy-api, built once per test binary.
+var bins = proctest.NewBinaries("smartproxy/cmd/smartproxy-api")
 
-// apiBinary builds smartproxy-api once per test binary.
+// apiBinary returns the path of the built smartproxy-api.
 func apiBinary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		if buildDir, buildErr = os.MkdirTemp("", "smartproxy-e2e-webadmin-"); buildErr != nil {
-			return
-		}
-		buildErr = proctest.Build(buildDir, "smartproxy/cmd/smartproxy-api")
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(buildDir, "smartproxy-api")
+	return filepath.Join(bins.Dir(t), "smartproxy-api")
 }
 
 // adminPassword is the password of the user "admin" of every test backend.

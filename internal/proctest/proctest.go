@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // DefaultTimeout bounds WaitLog and Stop.
@@ -203,6 +205,51 @@ func GoTool() string {
 		return p
 	}
 	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// Binaries builds a set of the project's commands once per test binary into a temporary
+// directory. Create it in a package variable, call Dir from the tests and Main from TestMain.
+type Binaries struct {
+	pkgs []string
+
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// NewBinaries returns the set of commands pkgs (import paths), built on the first Dir.
+func NewBinaries(pkgs ...string) *Binaries { return &Binaries{pkgs: pkgs} }
+
+// Dir builds the commands on its first call and returns the directory that holds them; a
+// failed build fails t.
+func (b *Binaries) Dir(t testing.TB) string {
+	t.Helper()
+	b.once.Do(func() {
+		if b.dir, b.err = os.MkdirTemp("", "smartproxy-bin-"); b.err != nil {
+			return
+		}
+		b.err = Build(b.dir, b.pkgs...)
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.dir
+}
+
+// Main runs the package's tests, removes the built commands and, when the tests passed, fails
+// the run if goroutines leaked. It returns the exit code for os.Exit.
+func (b *Binaries) Main(m *testing.M) int {
+	code := m.Run()
+	if b.dir != "" {
+		os.RemoveAll(b.dir)
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	return code
 }
 
 // Build builds the main packages pkgs of this module into dir.
