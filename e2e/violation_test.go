@@ -46,7 +46,10 @@ func dataBuffer(n int) []byte {
 // paused in the middle of its file while the violation happens, completes byte-identical.
 func TestMidSessionViolations(t *testing.T) {
 	fx := newFixture(t)
-	sys := startSystem(t, fx, systemOptions{})
+	// The client reaches the responder through a forwarder that a case can pause, so that no
+	// answer of the responder (a CDT) can reach the proxy while the violation is judged.
+	var insideFwd *forwarder
+	sys := startSystem(t, fx, systemOptions{internalVia: func(target string) string { insideFwd = startForwarder(t, target); return insideFwd.Addr() }})
 	addr := sys.partnerAddr(t)
 	dir := t.TempDir()
 
@@ -55,6 +58,8 @@ func TestMidSessionViolations(t *testing.T) {
 		act     func(t *testing.T, rp *servertest.RawPartner) // after SFID/SFPA, in the data phase
 		esid    oftp2.ESIDReason
 		command string // the command the event names
+		// holdInside pauses the inside forwarder from the act until the partner has its ESID.
+		holdInside bool
 	}{
 		{name: "out-of-order command", act: func(t *testing.T, rp *servertest.RawPartner) {
 			// A second SFID while a file is open (RFC 5024 §9.3: only DATA, CDT or EFID).
@@ -69,7 +74,9 @@ func TestMidSessionViolations(t *testing.T) {
 			if err := rp.WriteRaw(all); err != nil {
 				t.Fatal(err)
 			}
-		}, esid: oftp2.ESIDProtocolViolation, command: "DATA"},
+			// Held inside: the responder cannot grant the next credit (CDT) before the proxy
+			// has judged the buffer beyond it, whatever the scheduling.
+		}, esid: oftp2.ESIDProtocolViolation, command: "DATA", holdInside: true},
 		{name: "DATA larger than the negotiated buffer", act: func(t *testing.T, rp *servertest.RawPartner) {
 			if err := rp.Write(dataBuffer(violationBuffer + 1)); err != nil {
 				t.Fatal(err)
@@ -145,9 +152,13 @@ func TestMidSessionViolations(t *testing.T) {
 			if cmd := readCommand(t, rp); cmd.Code() != oftp2.CodeSFPA {
 				t.Fatalf("answer to the SFID: %s, want SFPA", cmd.Code())
 			}
+			if tc.holdInside {
+				insideFwd.Pause()
+			}
 			tc.act(t, rp)
 
 			esid, err := rp.ReadESID(20 * time.Second)
+			insideFwd.Resume()
 			if err != nil {
 				t.Fatalf("partner: %v", err)
 			}

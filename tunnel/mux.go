@@ -401,9 +401,10 @@ func (m *Mux) queuePeerDrivenLocked(f *tunnelv1.Frame) {
 // Open opens a session: it assigns the session id and initial window (the
 // fields session_id and initial_window of open are overwritten), sends
 // SessionOpen and waits for the peer's SessionOpened. A refusal returns a
-// *CloseError with Remote set. If ctx ends first, the session is aborted
-// (ABORT_REASON_INTERNAL) and ctx.Err() is returned. The Mux keeps open;
-// the caller must not modify it afterwards.
+// *CloseError with Remote set; a session the peer accepted is returned even
+// when it has ended since (its methods return the end). If ctx ends first,
+// the session is aborted (ABORT_REASON_INTERNAL) and ctx.Err() is returned.
+// The Mux keeps open; the caller must not modify it afterwards.
 func (m *Mux) Open(ctx context.Context, open *tunnelv1.SessionOpen) (*Session, error) {
 	if open == nil {
 		return nil, errors.New("tunnel: Open: nil SessionOpen")
@@ -431,9 +432,15 @@ func (m *Mux) Open(ctx context.Context, open *tunnelv1.SessionOpen) (*Session, e
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if s.ended && s.err != nil {
-		return nil, s.err
+	if s.opened == nil {
+		// Refused, or ended before the peer answered.
+		if s.err != nil {
+			return nil, s.err
+		}
+		return nil, ErrClosed
 	}
+	// Accepted: the session is the caller's even when it has ended meanwhile (the peer
+	// accepted and aborted at once); its reads and writes carry the end.
 	return s, nil
 }
 

@@ -336,6 +336,30 @@ func TestOpenCanceled(t *testing.T) {
 	}
 }
 
+// TestOpenAcceptedThenAborted: a session the peer accepts and aborts at once
+// (the internal server broke the framing right after SSID) is open for its
+// opener: Open returns the session, and the session carries the abort. Run
+// many times, since the abort can arrive before Open's caller wakes.
+func TestOpenAcceptedThenAborted(t *testing.T) {
+	c, _, _, _ := pair(t, Config{}, Config{Accept: func(s *Session) {
+		go func() {
+			if s.Accept(nil) == nil {
+				s.Abort(tunnelv1.AbortReason_ABORT_REASON_PROTOCOL_VIOLATION, 2, "framing")
+			}
+		}()
+	}})
+	for i := range 200 {
+		cs, err := c.Open(context.Background(), &tunnelv1.SessionOpen{})
+		if err != nil {
+			t.Fatalf("round %d: Open() = %v, want the accepted session", i, err)
+		}
+		waitDone(t, cs)
+		if ce := closeErr(t, cs.Err()); ce.Reason != tunnelv1.AbortReason_ABORT_REASON_PROTOCOL_VIOLATION || ce.ESID != 2 || !ce.Remote {
+			t.Fatalf("round %d: Err() = %+v, want the peer's PROTOCOL_VIOLATION with ESID 02", i, ce)
+		}
+	}
+}
+
 // TestStalledConsumer: one session whose reader reads nothing holds at most
 // one window of data, while other sessions on the tunnel complete.
 func TestStalledConsumer(t *testing.T) {
