@@ -58,6 +58,9 @@ type ServerConfig struct {
 	Check func(*tunnelv1.ConfigSnapshot) []*tunnelv1.ConfigError
 	// Logger receives the server's log. If nil, nothing is logged.
 	Logger logrus.FieldLogger
+	// CA is the tunnel CA. If nil, a new one. Servers that share a CA accept each other's
+	// ClientCredentials: one client connected to several servers.
+	CA *pki.CA
 }
 
 // NewServer starts a Server on 127.0.0.1. It is stopped by t.Cleanup.
@@ -74,9 +77,12 @@ func NewServer(t testing.TB, cfg ServerConfig) *Server {
 		l.SetOutput(discard{})
 		cfg.Logger = l
 	}
-	ca, err := pki.NewCA("Test tunnel CA")
-	if err != nil {
-		t.Fatal(err)
+	ca := cfg.CA
+	if ca == nil {
+		var err error
+		if ca, err = pki.NewCA("Test tunnel CA"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	srvLeaf, err := ca.Issue(pki.Request{CommonName: "smartproxy-server", DNSNames: []string{"localhost"},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, Usage: pki.UsageServer})
@@ -383,3 +389,6 @@ func (c *Conn) Done() <-chan struct{} { return c.done }
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// ProxyID returns the Proxy ID the server sends in Welcome.
+func (s *Server) ProxyID() string { return s.cfg.ProxyID }

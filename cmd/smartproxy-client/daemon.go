@@ -113,7 +113,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
 	ccfg := client.Config{
-		Server:      o.server,
+		Servers:     o.servers,
 		ServerName:  o.serverName,
 		SourceIP:    o.sourceIP,
 		Credentials: creds,
@@ -201,7 +201,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); sdnotify.Watchdog(runCtx, nil) }()
 
-	fields := logrus.Fields{"server": o.server, "config_source": source, "config_version": snap.Version,
+	fields := logrus.Fields{"servers": o.servers.String(), "config_source": source, "config_version": snap.Version,
 		"internal_server": snap.Internal.Address}
 	if adminLn != nil {
 		fields["admin_addr"] = adminLn.Addr().String()
@@ -213,7 +213,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 		fields["pid_file"] = o.pidFile
 	}
 	log.WithFields(fields).Info("started")
-	sdnotify.Ready(fmt.Sprintf("connecting to %s; configuration version %d", o.server, snap.Version))
+	sdnotify.Ready(fmt.Sprintf("connecting to %s; configuration version %d", o.servers.String(), snap.Version))
 
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
