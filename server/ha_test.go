@@ -8,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/testnet"
 	"smartproxy/oftp2"
 	"smartproxy/server/servertest"
 )
@@ -87,5 +88,22 @@ func TestSeveralClients(t *testing.T) {
 	rawSession(t, env, leaf, "O0013PARTNER")
 	if n := len(b.SessionOpens()); n != 2 {
 		t.Errorf("sessions opened on the remaining tunnel: %d, want 2", n)
+	}
+}
+
+// TestPartnerListenAddressOverride: Config.PartnerListenAddress (--partner-listen) binds the
+// partner listener there, whatever address the shared configuration names.
+func TestPartnerListenAddressOverride(t *testing.T) {
+	p := servertest.NewPKI(t)
+	cfg := p.SecurityConfig(t, servertest.EnabledPartner("O0013PARTNER"))
+	own := testnet.ReserveAddr(t)
+	env := newEnv(t, p, cfg, envOptions{config: func(c *Config) { c.PartnerListenAddress = own }})
+	if got := env.waitListener(t, true); got != own || got == cfg.GetPartnerListenAddress() {
+		t.Fatalf("partner listener at %q with the configuration naming %q, want %q", got, cfg.GetPartnerListenAddress(), own)
+	}
+	expectSSRM(t, own, p)
+	if _, err := New(Config{TunnelListener: env.s.cfg.TunnelListener, TunnelCredentials: env.s.cfg.TunnelCredentials, ProxyID: testProxyID,
+		PartnerListenAddress: "127.0.0.1"}); err == nil {
+		t.Error("New() with a partner listen address without a port = nil error")
 	}
 }

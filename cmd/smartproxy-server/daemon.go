@@ -84,6 +84,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 		Levels:                 levels,
 		Metrics:                reg,
 		DrainTimeout:           drain,
+		PartnerListenAddress:   o.partnerListen,
 	})
 	if err != nil {
 		tunnelLn.Close()

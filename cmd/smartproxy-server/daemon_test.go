@@ -63,6 +63,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{"unknown flag", []string{"--bogus"}, "bogus"},
 		{"extra argument", []string{"extra"}, "unexpected argument"},
 		{"bad drain timeout", []string{"--drain-timeout", "soon", "--pid-file="}, "--drain-timeout"},
+		{"partner listener without port", []string{"--partner-listen", "127.0.0.1"}, "--partner-listen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
