@@ -423,14 +423,14 @@ func waitUntil(t testing.TB, timeout time.Duration, cond func() bool, msg func()
 	}
 }
 
-// requireTool returns the path of an external tool, or "" when it is missing and env is not
-// "1"; when env is "1" (as in CI) a missing tool fails the test.
+// requireTool returns the path of an external tool, or "" when it is missing; when env is "1"
+// or CI is "true" (as in CI, which installs the tools) a missing tool fails the test.
 func requireTool(t testing.TB, name, env string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		if os.Getenv(env) == "1" {
-			t.Fatalf("%s not found and %s=1: %v", name, env, err)
+		if os.Getenv(env) == "1" || os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found and %s=1 or CI=true: %v", name, env, err)
 		}
 		return ""
 	}

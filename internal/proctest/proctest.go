@@ -60,7 +60,14 @@ type Proc struct {
 // the test failed, logs the tail of its output.
 func Start(t testing.TB, name, path string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Name: name, Cmd: exec.Command(path, args...), done: make(chan struct{})}
+	return StartCmd(t, name, exec.Command(path, args...))
+}
+
+// StartCmd starts cmd, prepared by the caller (environment, directory), like Start. Its
+// Stdout and Stderr are replaced by the Proc's buffers.
+func StartCmd(t testing.TB, name string, cmd *exec.Cmd) *Proc {
+	t.Helper()
+	p := &Proc{Name: name, Cmd: cmd, done: make(chan struct{})}
 	p.Cmd.Stdout, p.Cmd.Stderr = &p.Stdout, &p.Stderr
 	if err := p.Cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
@@ -69,7 +76,7 @@ func Start(t testing.TB, name, path string, args ...string) *Proc {
 	t.Cleanup(func() {
 		p.Kill()
 		if t.Failed() {
-			t.Logf("%s %s\n--- stdout (tail) ---\n%s\n--- stderr (tail) ---\n%s", name, strings.Join(args, " "),
+			t.Logf("%s %s\n--- stdout (tail) ---\n%s\n--- stderr (tail) ---\n%s", name, strings.Join(cmd.Args[1:], " "),
 				Tail(p.Stdout.String(), 30), Tail(p.Stderr.String(), 40))
 		}
 	})

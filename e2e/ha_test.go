@@ -1,0 +1,275 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"smartproxy/internal/pki"
+	"smartproxy/internal/proctest"
+	"smartproxy/internal/testnet"
+	"smartproxy/oftp2"
+)
+
+// High-availability run: sizes and bounds.
+const (
+	haTransfers    = 20       // concurrent partner transfers per round
+	haFileSize     = 20 * mib // each
+	haKillAfter    = 80 * mib // received in total (all partial files) before the kill
+	haMaxAttempts  = 6        // sends of one file: the first and the re-sends
+	haSendTimeout  = 3 * time.Minute
+	haClientSecond = "smartproxy-client-2"
+)
+
+// TestHighAvailability runs the documented high-availability setup (docs/high-availability.md)
+// as real processes on loopback: HAProxy with the shipped deploy/haproxy/haproxy.cfg in front
+// of two smartproxy-servers, two smartproxy-clients (two allow-listed identities) each
+// connected to both servers (-S a,b), one internal `oftp2 serve`. Twenty partners send 20 MiB
+// each through the balancer at once; in the middle one server is killed with SIGKILL. Every
+// transfer either completes or fails (ESID, or the connection lost with the server) and then
+// completes on a re-send through the balancer, byte-identical, without anyone touching the
+// system. The server is started again (as systemd would), both clients reconnect to it by
+// themselves, and the same is done with one client killed: its sessions end with ESID 05 from
+// the servers and complete on a re-send over the other client.
+func TestHighAvailability(t *testing.T) {
+	haproxy := requireTool(t, "haproxy", "SMARTPROXY_REQUIRE_HAPROXY")
+	if haproxy == "" {
+		t.Skip("haproxy is not installed (Debian package haproxy); SMARTPROXY_REQUIRE_HAPROXY=1 or CI=true makes this a failure")
+	}
+	bin := t.TempDir()
+	if err := proctest.Build(bin, "smartproxy/cmd/smartproxy-server", "smartproxy/cmd/smartproxy-client", "smartproxy/cmd/oftp2"); err != nil {
+		t.Fatal(err)
+	}
+	fx := newFixture(t)
+	work := t.TempDir()
+	path := func(name string) string { return filepath.Join(work, name) }
+	leaf := fx.partner(t, partnerID)
+	if err := pki.WriteFile(path("partner.pem"), leaf.CertPEM, pki.CertFileMode); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteFile(path("partner-key.pem"), leaf.KeyPEM, pki.KeyFileMode); err != nil {
+		t.Fatal(err)
+	}
+	second, err := fx.TunnelCA.Issue(pki.Request{CommonName: haClientSecond, DNSNames: []string{haClientSecond}, Usage: pki.UsageClient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteFile(path("client2.pem"), second.CertPEM, pki.CertFileMode); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteFile(path("client2-key.pem"), second.KeyPEM, pki.KeyFileMode); err != nil {
+		t.Fatal(err)
+	}
+
+	// Both servers run on this host: one Proxy ID, one license.
+	out, err := exec.Command(filepath.Join(bin, "smartproxy-server"), "-L").Output()
+	if err != nil {
+		t.Fatalf("smartproxy-server -L: %v", err)
+	}
+	lic := writeLicense(t, work, strings.TrimSpace(string(out)), nil)
+
+	recv := path("inbox")
+	serve := startProc(t, "oftp2 serve", filepath.Join(bin, "oftp2"), "serve", "--plain", "--listen", "127.0.0.1:0",
+		"--addr-file", path("serve.addr"), "--odette-id", companyID, "--password", companyPassword,
+		"--partner", partnerID+":"+partnerPassword, "--dir", recv, "--timeout", "30s")
+	serveAddr := waitFile(t, path("serve.addr"), serve)
+	cfgPath := fx.writeConfig(t, fx.config(testnet.ReserveAddr(t), serveAddr))
+
+	// Two DMZ servers: one shared configuration, each its own partner listener (--partner-listen).
+	type dmz struct {
+		name, tunnel, partners string
+		args                   []string
+		p                      *proc
+	}
+	servers := make([]*dmz, 2)
+	for i := range servers {
+		d := &dmz{name: fmt.Sprintf("smartproxy-server %d", i+1), tunnel: testnet.ReserveAddr(t), partners: testnet.ReserveAddr(t)}
+		d.args = []string{"-i", d.tunnel, "-l", lic, "--partner-listen", d.partners,
+			"--tunnel-cert", filepath.Join(fx.Dir, fileTunnelServer), "--tunnel-key", filepath.Join(fx.Dir, fileTunnelSKey),
+			"--tunnel-ca", filepath.Join(fx.Dir, fileTunnelCA), "--tunnel-allow-client", "smartproxy-client",
+			"--tunnel-allow-client", haClientSecond, "--admin=", "--metrics=", "--pid-file", path(fmt.Sprintf("server%d.pid", i+1))}
+		d.p = startProc(t, d.name, filepath.Join(bin, "smartproxy-server"), d.args...)
+		servers[i] = d
+	}
+	// Two clients, each with a tunnel to both servers.
+	serverList := servers[0].tunnel + "," + servers[1].tunnel
+	clientArgs := func(i int) []string {
+		cert, key := filepath.Join(fx.Dir, fileTunnelClient), filepath.Join(fx.Dir, fileTunnelCKey)
+		if i == 1 {
+			cert, key = path("client2.pem"), path("client2-key.pem")
+		}
+		return []string{"-S", serverList, "--tunnel-server-name", "localhost", "--config", cfgPath,
+			"--tunnel-cert", cert, "--tunnel-key", key, "--tunnel-ca", filepath.Join(fx.Dir, fileTunnelCA),
+			"--admin=", "--metrics=", "--pid-file", path(fmt.Sprintf("client%d.pid", i+1))}
+	}
+	clients := []*proc{
+		startProc(t, "smartproxy-client 1", filepath.Join(bin, "smartproxy-client"), clientArgs(0)...),
+		startProc(t, "smartproxy-client 2", filepath.Join(bin, "smartproxy-client"), clientArgs(1)...),
+	}
+	tunnelUp := func(clientID string) *regexp.Regexp {
+		return regexp.MustCompile(`client_id=` + clientID + ` .*event=tunnel_connected`)
+	}
+	serverReady := func(d *dmz) {
+		t.Helper()
+		d.p.WaitLog(t, tunnelUp("smartproxy-client"), 1)
+		d.p.WaitLog(t, tunnelUp(haClientSecond), 1)
+		d.p.WaitLog(t, regexp.MustCompile(`event=partner_listener_opened`), 1)
+	}
+	for _, d := range servers {
+		serverReady(d)
+	}
+
+	front := testnet.ReserveAddr(t)
+	cmd := exec.Command(haproxy, "-db", "-f", filepath.Join("..", "deploy", "haproxy", "haproxy.cfg"))
+	cmd.Env = append(os.Environ(), "SMARTPROXY_HA_BIND="+front, "SMARTPROXY_DMZ1="+servers[0].partners, "SMARTPROXY_DMZ2="+servers[1].partners)
+	lb := proctest.StartCmd(t, "haproxy", cmd)
+	waitListening(t, front, lb)
+
+	round := 0
+	// transfers sends haTransfers new files at once through the balancer, calls kill once
+	// haKillAfter octets have arrived inside, and re-sends every file whose session failed
+	// until all are delivered. It returns how many first sends failed and how many of those
+	// ended with ESID 05.
+	transfers := func(t *testing.T, kill func()) (failed, esid05 int) {
+		round++
+		files := make([]testFile, haTransfers)
+		for i := range files {
+			files[i] = makeFile(t, work, fmt.Sprintf("ha%d-%02d.dat", round, i), oftp2.FormatUnstructured, haFileSize, uint64(100*round+i))
+		}
+		send := func(f testFile, attempt int) *proc {
+			return startProc(t, fmt.Sprintf("oftp2 send %s #%d", filepath.Base(f.out.Path), attempt), filepath.Join(bin, "oftp2"),
+				"send", "--connect", front, "--server-name", "localhost",
+				"--cert", path("partner.pem"), "--key", path("partner-key.pem"), "--ca", filepath.Join(fx.Dir, fileCompanyCA),
+				"--odette-id", partnerID, "--password", partnerPassword, "--partner-id", companyID, "--partner-password", companyPassword,
+				"--format", "U", f.out.Path)
+		}
+		pending := make(map[int]*proc, len(files))
+		for i, f := range files {
+			pending[i] = send(f, 1)
+		}
+		deadline := time.Now().Add(haSendTimeout)
+		for partialSize(t, recv) < haKillAfter {
+			if time.Now().After(deadline) {
+				t.Fatalf("the transfers did not reach %d MiB inside", haKillAfter/mib)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		kill()
+		for attempt := 1; len(pending) > 0; attempt++ {
+			if attempt > haMaxAttempts {
+				t.Fatalf("%d files not delivered after %d sends each", len(pending), haMaxAttempts)
+			}
+			next := make(map[int]*proc)
+			for i, p := range pending {
+				err := p.Wait(t, haSendTimeout)
+				if err == nil {
+					continue
+				}
+				if attempt == 1 {
+					failed++
+					if strings.Contains(p.Stderr.String(), "ended by the partner with ESID 05") {
+						esid05++
+					}
+				}
+				t.Logf("%s: %v: %s", p.Name, err, lastLine(p.Stderr.String()))
+				next[i] = nil
+			}
+			// A partner calls again: the re-sends start together, each resuming its file.
+			for i := range next {
+				next[i] = send(files[i], attempt+1)
+			}
+			pending = next
+		}
+		for _, f := range files {
+			serve.WaitStdout(t, regexp.MustCompile(`received \S+ .*sha256=`+f.sha), 1)
+			if n := strings.Count(serve.Stdout.String(), "sha256="+f.sha); n != 1 {
+				t.Errorf("%s: oftp2 serve reported %d receipts with its sha256, want 1", f.out.Path, n)
+			}
+		}
+		stored := map[string]bool{}
+		for _, p := range finalFiles(t, recv) {
+			stored[fileSHA256(t, p)] = true
+		}
+		for _, f := range files {
+			if !stored[f.sha] {
+				t.Errorf("%s: no file with its sha256 %s stored inside", f.out.Path, f.sha)
+			}
+		}
+		return failed, esid05
+	}
+
+	t.Run("server killed", func(t *testing.T) {
+		failed, esid05 := transfers(t, func() {
+			if err := servers[0].p.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+		})
+		t.Logf("server killed: %d of %d transfers failed and were re-sent (%d with ESID 05, the rest lost their connection with the server)", failed, haTransfers, esid05)
+		if failed == 0 || failed == haTransfers {
+			t.Errorf("%d of %d transfers failed when one of two servers was killed: want some (the killed server's) and not all", failed, haTransfers)
+		}
+	})
+
+	t.Run("server back", func(t *testing.T) {
+		// systemd's Restart= brings the server back; both clients reconnect without help.
+		servers[0].p = startProc(t, servers[0].name+" (restarted)", filepath.Join(bin, "smartproxy-server"), servers[0].args...)
+		serverReady(servers[0])
+	})
+
+	t.Run("client killed", func(t *testing.T) {
+		failed, esid05 := transfers(t, func() {
+			if err := clients[0].Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+		})
+		t.Logf("client killed: %d of %d transfers failed and were re-sent, %d of them with ESID 05", failed, haTransfers, esid05)
+		if failed == 0 || failed == haTransfers {
+			t.Errorf("%d of %d transfers failed when one of two clients was killed: want some (the killed client's) and not all", failed, haTransfers)
+		}
+		if esid05 != failed {
+			t.Errorf("%d of the %d failed transfers ended with ESID 05 from the server, want all: the server outlives the client and ends each of its sessions with an ESID", esid05, failed)
+		}
+		lost := regexp.MustCompile(`event=session_ended .*reason=inside_tunnel_lost`)
+		n := 0
+		for _, d := range servers {
+			n += len(lost.FindAllString(d.p.Stderr.String(), -1))
+		}
+		if n == 0 {
+			t.Error("no server logged a session ended by the lost client tunnel (reason=inside_tunnel_lost)")
+		}
+	})
+}
+
+// waitListening waits until something accepts TCP connections at addr while p runs.
+func waitListening(t *testing.T, addr string, p *proc) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-p.Done():
+			t.Fatalf("%s ended (%v)", p.Name, p.Err())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens at %s", addr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// lastLine returns the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
