@@ -89,6 +89,7 @@ func TestHighAvailability(t *testing.T) {
 		p                      *proc
 	}
 	servers := make([]*dmz, 2)
+	var serverProcs []*proc // every process of either server, the killed one too
 	for i := range servers {
 		d := &dmz{name: fmt.Sprintf("smartproxy-server %d", i+1), tunnel: testnet.ReserveAddr(t), partners: testnet.ReserveAddr(t)}
 		d.args = []string{"-i", d.tunnel, "-l", lic, "--partner-listen", d.partners,
@@ -96,6 +97,7 @@ func TestHighAvailability(t *testing.T) {
 			"--tunnel-ca", filepath.Join(fx.Dir, fileTunnelCA), "--tunnel-allow-client", "smartproxy-client",
 			"--tunnel-allow-client", haClientSecond, "--admin=", "--metrics=", "--pid-file", path(fmt.Sprintf("server%d.pid", i+1))}
 		d.p = startProc(t, d.name, filepath.Join(bin, "smartproxy-server"), d.args...)
+		serverProcs = append(serverProcs, d.p)
 		servers[i] = d
 	}
 	// Two clients, each with a tunnel to both servers.
@@ -220,6 +222,7 @@ func TestHighAvailability(t *testing.T) {
 	t.Run("server back", func(t *testing.T) {
 		// systemd's Restart= brings the server back; both clients reconnect without help.
 		servers[0].p = startProc(t, servers[0].name+" (restarted)", filepath.Join(bin, "smartproxy-server"), servers[0].args...)
+		serverProcs = append(serverProcs, servers[0].p)
 		serverReady(servers[0])
 	})
 
@@ -243,6 +246,17 @@ func TestHighAvailability(t *testing.T) {
 		}
 		if n == 0 {
 			t.Error("no server logged a session ended by the lost client tunnel (reason=inside_tunnel_lost)")
+		}
+	})
+
+	t.Run("no refusals", func(t *testing.T) {
+		// Every partner had a valid certificate and HAProxy's health checks reached the servers
+		// all along: none of it may be a security event, or fail2ban would ban the balancer.
+		refusal := regexp.MustCompile(`level=warning .*event=partner_`)
+		for _, p := range serverProcs {
+			if l := refusal.FindAllString(p.Stderr.String(), -1); len(l) != 0 {
+				t.Errorf("%s logged %d partner refusals, want none: %q", p.Name, len(l), l[0])
+			}
 		}
 	})
 }
