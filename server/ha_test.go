@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -106,38 +105,5 @@ func TestPartnerListenAddressOverride(t *testing.T) {
 	if _, err := New(Config{TunnelListener: env.s.cfg.TunnelListener, TunnelCredentials: env.s.cfg.TunnelCredentials, ProxyID: testProxyID,
 		PartnerListenAddress: "127.0.0.1"}); err == nil {
 		t.Error("New() with a partner listen address without a port = nil error")
-	}
-}
-
-// TestClosedBeforeTLSIsNoEvent: a connection closed before its first byte (a load balancer's
-// TCP health check) is counted, not logged as a security event; one that sent a byte of
-// something and closed still is.
-func TestClosedBeforeTLSIsNoEvent(t *testing.T) {
-	p := servertest.NewPKI(t)
-	env := newEnv(t, p, p.SecurityConfig(t, servertest.EnabledPartner("O0013PARTNER")), envOptions{})
-	checks := env.s.metrics.admissions.WithLabelValues(admissionClosedBeforeTLS)
-	for range 3 {
-		c, err := net.Dial("tcp", env.s.PartnerAddr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Close()
-	}
-	waitFor(t, "three connections counted as closed before TLS", func() bool { return counterValue(t, checks) == 3 })
-
-	c, err := net.Dial("tcp", env.s.PartnerAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write([]byte{0x16}); err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	env.waitSecurityEvent(t, EventPartnerTLSRejected, c.LocalAddr().String())
-	if n := countEvents(env.hook, EventPartnerTLSRejected); n != 1 {
-		t.Errorf("partner_tls_rejected logged %d times, want once (for the connection that sent a byte)", n)
-	}
-	if got := counterValue(t, checks); got != 3 {
-		t.Errorf("connections counted as closed before TLS = %v, want 3", got)
 	}
 }

@@ -10,7 +10,7 @@ import (
 type metrics struct {
 	sessions      prometheus.Gauge
 	handshakes    prometheus.Gauge
-	admissions    *prometheus.CounterVec // result: accepted, closed_before_tls or the refusal's event name
+	admissions    *prometheus.CounterVec // result: accepted or the refusal's event name
 	bytes         *prometheus.CounterVec // direction: from_partner, to_partner
 	buffers       *prometheus.CounterVec // direction: from_partner, to_partner
 	violations    *prometheus.CounterVec // side: partner, inside; command
@@ -34,7 +34,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		handshakes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "smartproxy_server_partner_handshakes", Help: "Partner connections in TLS handshake or SSID exchange."}),
 		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "smartproxy_server_partner_admissions_total", Help: "Partner connections by admission result: accepted, closed_before_tls (a probe or health check) or the refusal's event name."}, []string{"result"}),
+			Name: "smartproxy_server_partner_admissions_total", Help: "Partner connections by admission result: accepted or the refusal's event name."}, []string{"result"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smartproxy_server_relayed_bytes_total", Help: "OFTP2 exchange buffer bytes relayed, by direction."}, []string{"direction"}),
 		buffers: prometheus.NewCounterVec(prometheus.CounterOpts{

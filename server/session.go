@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -101,10 +100,6 @@ func (s *Server) newPartnerSession(remote, direction, state string) (*partnerSes
 	}
 }
 
-// admissionClosedBeforeTLS is the admissions metric's label of connections closed before their
-// first byte.
-const admissionClosedBeforeTLS = "closed_before_tls"
-
 // admitted is a partner connection that passed admission: verified TLS peer, valid SSID of a
 // known partner, and the validator that has seen SSRM and that SSID.
 type admitted struct {
@@ -144,16 +139,6 @@ func (s *Server) admitPartner(ps *partnerSession, raw net.Conn, pol *Policy, rem
 	info := &peerInfo{}
 	conn := tls.Server(raw, partnerTLSConfig(pol, s.now, info))
 	if err := conn.HandshakeContext(ps.ctx); err != nil {
-		if errors.Is(err, io.EOF) && ps.ctx.Err() == nil {
-			// Closed before its first byte (crypto/tls reports io.EOF only at a record
-			// boundary): a port probe or a load balancer's TCP health check, one per check
-			// interval (docs/high-availability.md). Nothing was attempted, so it is no security
-			// event: as one it would drown the log and make fail2ban ban the balancer, and with
-			// it every partner. A flood of them meets the rate limits and the pre-admission pool.
-			s.metrics.admissions.WithLabelValues(admissionClosedBeforeTLS).Inc()
-			log.Debug("partner connection closed before sending anything (a probe or a health check)")
-			return nil
-		}
 		s.refuse(ps, nil, classifyHandshakeError(err))
 		// A certificate refused by the hard revocation policy still names the CRLs to fetch.
 		s.reportCRLURLs(pol.Version, info.missing)
