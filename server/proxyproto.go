@@ -23,8 +23,8 @@ import (
 //	                                               from the per-address rate and caps)
 //	                                            ─ read the header under the TLS deadline,
 //	                                               at most proxyproto.MaxLen bytes
-//	                                                 EOF before a byte: a TCP health check,
-//	                                                   closed quietly
+//	                                                 closed or reset before a byte: a TCP
+//	                                                   health check, closed quietly
 //	                                                 LOCAL: a health check, closed quietly
 //	                                                 malformed, missing, not TCP, too slow:
 //	                                                   partner_proxy_invalid, closed
@@ -74,14 +74,15 @@ func (s *Server) proxyHeader(raw net.Conn, pol *Policy, peer netip.AddrPort, slo
 	}
 	h, err := proxyproto.Read(raw)
 	if err != nil {
-		if errors.Is(err, io.EOF) {
-			// Closed before its first byte: a balancer's TCP connect check.
-			s.log.WithField("remote_addr", peer.String()).Debug("load balancer connection closed before a PROXY header (TCP health check)")
-			return nil, peer, via, false
-		}
 		if errors.Is(err, errEvicted) {
 			// Without remote_addr: the address is the balancer's, which fail2ban must not ban.
 			s.refuseConn(security(EventPartnerEvicted, "", "", reasonEvicted, "no PROXY header yet: "+err.Error()).with("proxy_addr", peer.String()))
+			return nil, peer, via, false
+		}
+		if !slot.spoke.Load() && !errors.Is(err, os.ErrDeadlineExceeded) {
+			// Closed (or reset, as HAProxy ends its checks) before its first byte: a
+			// balancer's TCP connect check.
+			s.log.WithField("remote_addr", peer.String()).Debug("load balancer connection closed before a PROXY header (TCP health check)")
 			return nil, peer, via, false
 		}
 		reason := reasonProxyReadError

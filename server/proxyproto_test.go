@@ -209,11 +209,14 @@ func TestProxyProtocol(t *testing.T) {
 		for _, tt := range []struct {
 			name   string
 			before []byte
+			reset  bool // close with a TCP reset, as HAProxy ends its checks
 			log    string
 		}{
-			{"LOCAL header", proxyproto.Header{Command: proxyproto.Local}.Append(nil), "PROXY protocol LOCAL header"},
-			{"TCP connect", nil, "closed before a PROXY header"},
+			{"LOCAL header", proxyproto.Header{Command: proxyproto.Local}.Append(nil), false, "PROXY protocol LOCAL header"},
+			{"TCP connect", nil, false, "closed before a PROXY header"},
+			{"TCP connect ended by a reset", nil, true, "closed before a PROXY header"},
 		} {
+			lines := len(env.hook.AllEntries())
 			events := len(eventNames(env.hook))
 			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 			if err != nil {
@@ -228,8 +231,11 @@ func TestProxyProtocol(t *testing.T) {
 					t.Errorf("%s: read = %d, %v, want the server to close the connection", tt.name, n, err)
 				}
 			}
+			if tt.reset {
+				c.(*net.TCPConn).SetLinger(0)
+			}
 			c.Close()
-			waitFor(t, tt.name+" log line", func() bool { return hasMessage(env, tt.log) })
+			waitFor(t, tt.name+" log line", func() bool { return hasMessage(env.hook.AllEntries()[lines:], tt.log) })
 			if got := eventNames(env.hook)[events:]; len(got) != 0 {
 				t.Errorf("%s: events %v, want none", tt.name, got)
 			}
@@ -266,8 +272,8 @@ func entriesOf(e *env, name string) []*logrus.Entry {
 	return out
 }
 
-func hasMessage(e *env, substr string) bool {
-	for _, en := range e.hook.AllEntries() {
+func hasMessage(entries []*logrus.Entry, substr string) bool {
+	for _, en := range entries {
 		if strings.Contains(en.Message, substr) {
 			return true
 		}
