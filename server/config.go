@@ -191,8 +191,8 @@ func (s *Server) applySnapshot(snap *tunnelv1.ConfigSnapshot, from string) apply
 		s.levels.SetGlobal(pol.LogLevel, fmt.Sprintf("configuration version %d", v))
 	}
 	s.emit(event{name: EventConfigApplied, severity: infoSeverity,
-		msg: fmt.Sprintf("configuration version %d in force: %d partners, %d trusted CAs, %d CRLs, partner listener %s",
-			v, len(pol.Partners), len(pol.CAs), len(pol.CRLs), pol.ListenAddress)}.
+		msg: fmt.Sprintf("configuration version %d in force: %d partners, %d trusted CAs, %d CRLs, partner listener %s, PROXY protocol %s",
+			v, len(pol.Partners), len(pol.CAs), len(pol.CRLs), pol.ListenAddress, proxySourcesText(pol.ProxySources))}.
 		with("config_version", strconv.FormatUint(v, 10)).with("tunnel", from))
 	for _, w := range pol.Warnings {
 		s.emit(event{name: EventConfigWarning, severity: warnSeverity, reason: "config_warning", msg: w}.
