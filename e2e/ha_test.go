@@ -2,7 +2,7 @@ package e2e
 
 import (
 	"fmt"
-	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"smartproxy/client/configfile"
 	"smartproxy/internal/pki"
 	"smartproxy/internal/proctest"
 	"smartproxy/internal/testnet"
@@ -26,6 +27,9 @@ const (
 	haMaxAttempts  = 6        // sends of one file: the first and the re-sends
 	haSendTimeout  = 3 * time.Minute
 	haClientSecond = "smartproxy-client-2"
+	// haPartnerIP is the partners' own loopback address; HAProxy connects to the servers from
+	// 127.0.0.1 and passes this one in its PROXY protocol v2 header.
+	haPartnerIP = "127.0.0.77"
 )
 
 // TestHighAvailability runs the documented high-availability setup (docs/high-availability.md)
@@ -80,7 +84,9 @@ func TestHighAvailability(t *testing.T) {
 		"--addr-file", path("serve.addr"), "--odette-id", companyID, "--password", companyPassword,
 		"--partner", partnerID+":"+partnerPassword, "--dir", recv, "--timeout", "30s")
 	serveAddr := waitFile(t, path("serve.addr"), serve)
-	cfgPath := fx.writeConfig(t, fx.config(testnet.ReserveAddr(t), serveAddr))
+	cf := fx.config(testnet.ReserveAddr(t), serveAddr)
+	cf.ProxyProtocol = &configfile.ProxyProtocol{AllowedSources: []string{"127.0.0.1"}}
+	cfgPath := fx.writeConfig(t, cf)
 
 	// Two DMZ servers: one shared configuration, each its own partner listener (--partner-listen).
 	type dmz struct {
@@ -147,7 +153,7 @@ func TestHighAvailability(t *testing.T) {
 		}
 		send := func(f testFile, attempt int) *proc {
 			return startProc(t, fmt.Sprintf("oftp2 send %s #%d", filepath.Base(f.out.Path), attempt), filepath.Join(bin, "oftp2"),
-				"send", "--connect", front, "--server-name", "localhost",
+				"send", "--connect", front, "--source-ip", haPartnerIP, "--server-name", "localhost",
 				"--cert", path("partner.pem"), "--key", path("partner-key.pem"), "--ca", filepath.Join(fx.Dir, fileCompanyCA),
 				"--odette-id", partnerID, "--password", partnerPassword, "--partner-id", companyID, "--partner-password", companyPassword,
 				"--format", "U", f.out.Path)
@@ -249,6 +255,29 @@ func TestHighAvailability(t *testing.T) {
 		}
 	})
 
+	t.Run("partner address", func(t *testing.T) {
+		// With send-proxy-v2 the servers see each partner under its own address, with HAProxy's
+		// in proxy_addr, in every session's events.
+		started := regexp.MustCompile(`event=session_started .*remote_addr="?([0-9.]+):\d+`)
+		viaProxy := regexp.MustCompile(`event=session_started .*proxy_addr="?127\.0\.0\.1:\d+`)
+		n := 0
+		for _, p := range serverProcs {
+			log := p.Stderr.String()
+			for _, m := range started.FindAllStringSubmatch(log, -1) {
+				n++
+				if m[1] != haPartnerIP {
+					t.Errorf("%s: a session started with remote_addr %s, want the partner's %s", p.Name, m[1], haPartnerIP)
+				}
+			}
+			if got, want := len(viaProxy.FindAllString(log, -1)), len(started.FindAllString(log, -1)); got != want {
+				t.Errorf("%s: %d of %d session_started events name HAProxy in proxy_addr, want all", p.Name, got, want)
+			}
+		}
+		if n < 2*haTransfers {
+			t.Errorf("%d session_started events in the servers' logs, want at least %d", n, 2*haTransfers)
+		}
+	})
+
 	t.Run("no refusals", func(t *testing.T) {
 		// Every partner had a valid certificate and HAProxy's health checks reached the servers
 		// all along: none of it may be a security event, or fail2ban would ban the balancer.
@@ -261,14 +290,28 @@ func TestHighAvailability(t *testing.T) {
 	})
 }
 
-// waitListening waits until something accepts TCP connections at addr while p runs.
+// waitListening waits until a socket of this host listens on addr (an IPv4 "ip:port") while p
+// runs. It reads /proc/net/tcp instead of connecting: a connection through the balancer would
+// reach a server as a partner that closed before TLS.
 func waitListening(t *testing.T, addr string, p *proc) {
 	t.Helper()
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().Is4() {
+		t.Fatalf("waitListening(%q): want an IPv4 address and port", addr)
+	}
+	ip := ap.Addr().As4()
+	// /proc/net/tcp shows the address as one little-endian hex word, the port big-endian.
+	local := fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], ap.Port())
 	deadline := time.Now().Add(waitTimeout)
 	for {
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return
+		data, err := os.ReadFile("/proc/net/tcp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) > 3 && f[1] == local && f[3] == "0A" { // TCP_LISTEN
+				return
+			}
 		}
 		select {
 		case <-p.Done():
