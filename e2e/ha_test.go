@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
@@ -17,6 +20,7 @@ import (
 	"smartproxy/internal/proctest"
 	"smartproxy/internal/testnet"
 	"smartproxy/oftp2"
+	"smartproxy/oftp2/endpoint"
 )
 
 // High-availability run: sizes and bounds.
@@ -47,10 +51,7 @@ func TestHighAvailability(t *testing.T) {
 	if haproxy == "" {
 		t.Skip("haproxy is not installed (Debian package haproxy); SMARTPROXY_REQUIRE_HAPROXY=1 or CI=true makes this a failure")
 	}
-	bin := t.TempDir()
-	if err := proctest.Build(bin, "smartproxy/cmd/smartproxy-server", "smartproxy/cmd/smartproxy-client", "smartproxy/cmd/oftp2"); err != nil {
-		t.Fatal(err)
-	}
+	bin := buildBinaries(t)
 	fx := newFixture(t)
 	work := t.TempDir()
 	path := func(name string) string { return filepath.Join(work, name) }
@@ -149,7 +150,7 @@ func TestHighAvailability(t *testing.T) {
 		round++
 		files := make([]testFile, haTransfers)
 		for i := range files {
-			files[i] = makeFile(t, work, fmt.Sprintf("ha%d-%02d.dat", round, i), oftp2.FormatUnstructured, haFileSize, uint64(100*round+i))
+			files[i] = randomFile(t, work, fmt.Sprintf("ha%d-%02d.dat", round, i), haFileSize)
 		}
 		send := func(f testFile, attempt int) *proc {
 			return startProc(t, fmt.Sprintf("oftp2 send %s #%d", filepath.Base(f.out.Path), attempt), filepath.Join(bin, "oftp2"),
@@ -323,6 +324,33 @@ func waitListening(t *testing.T, addr string, p *proc) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// randomFile writes an incompressible U file of size octets from the kernel's random source
+// into dir. It is makeFile's unstructured case without the generator that costs seconds per
+// 20 MiB under the race detector (the test process makes 800 MiB here).
+func randomFile(t *testing.T, dir, name string, size int64) testFile {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	fh, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	for left := size; left > 0; left -= int64(len(buf)) {
+		b := buf[:min(int64(len(buf)), left)]
+		rand.Read(b)
+		h.Write(b)
+		if _, err := fh.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fh.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return testFile{out: endpoint.OutgoingFile{Path: path, Format: oftp2.FormatUnstructured}, sha: hex.EncodeToString(h.Sum(nil)), size: size}
 }
 
 // lastLine returns the last non-empty line of s.
