@@ -3,19 +3,23 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"smartproxy/client"
 	"smartproxy/client/clienttest"
 	"smartproxy/client/configfile"
+	"smartproxy/internal/testnet"
 	"smartproxy/oftp2"
 )
 
 // TestSeveralServers runs one client with two servers (-S a,b): it keeps a tunnel to each,
-// pushes the configuration on each, forwards the sessions either server opens, and lists both
-// tunnels in its status. When one server goes away, the other's sessions go on.
+// pushes the configuration on each, forwards the sessions either server opens, lists both
+// tunnels in its status and sends outgoing sessions to either. When one server goes away, the
+// other's sessions go on and outgoing sessions go to it.
 func TestSeveralServers(t *testing.T) {
 	ssids := make(chan []byte, 4)
 	internal := newScripted(t, func(conn net.Conn, r *oftp2.Reader, w *oftp2.Writer) {
@@ -28,7 +32,10 @@ func TestSeveralServers(t *testing.T) {
 		w.WriteCommand(responderSSID)
 		r.ReadBuffer() // until the session ends
 	})
-	e := newEnv(t, envOptions{internalAddr: internal.addr(), servers: 2})
+	routeAddr := testnet.ReserveAddr(t)
+	e := newEnv(t, envOptions{internalAddr: internal.addr(), servers: 2, change: func(f *configfile.File) {
+		f.Routes = []configfile.Route{{Name: "to-partner", ListenAddress: routeAddr, PartnerAddress: "192.0.2.1:6619", PartnerOdetteID: clienttest.PartnerID}}
+	}})
 	want := e.client.Current().Version
 	conns := make([]*clienttest.Conn, len(e.srvs))
 	for i, srv := range e.srvs {
@@ -78,12 +85,35 @@ func TestSeveralServers(t *testing.T) {
 	session(0, "192.0.2.1:5000")
 	session(1, "192.0.2.2:5000")
 
+	// An outgoing session (the internal server calls the route's listener) goes out on an
+	// established tunnel; with none busy, the first server's.
+	outgoing := func() {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", routeAddr, waitLong)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The harness refuses it: the client answers the internal initiator with an ESID and closes.
+		c.SetDeadline(time.Now().Add(waitLong))
+		io.Copy(io.Discard, c)
+		c.Close()
+	}
+	waitFor(t, "the route's listener", func() bool { return e.logged(client.EventRouteListening) != nil })
+	outgoing()
+	if a, b := e.srvs[0].Outgoing(), e.srvs[1].Outgoing(); a != 1 || b != 0 {
+		t.Errorf("outgoing sessions opened on the servers: %d and %d, want 1 and 0", a, b)
+	}
+
 	e.srvs[0].Close()
 	waitFor(t, "the first server's tunnel to go", func() bool {
 		ts := e.client.Tunnels()
 		return len(ts) == 1 && ts[0].Server == e.srvs[1].Addr
 	})
 	session(1, "192.0.2.3:5000")
+	outgoing()
+	if got := e.srvs[1].Outgoing(); got != 1 {
+		t.Errorf("outgoing sessions on the remaining server: %d, want 1", got)
+	}
 	if e.logged(client.EventTunnelDown) == nil {
 		t.Error("no tunnel_down log line for the server that went away")
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/pki"
+	"smartproxy/oftp2"
 	"smartproxy/tunnel"
 	"smartproxy/tunnel/transport"
 )
@@ -40,6 +42,8 @@ type Server struct {
 	cfg ServerConfig
 	srv *transport.Server
 	wg  sync.WaitGroup
+
+	outgoing atomic.Int64 // outgoing sessions the client opened (each refused)
 
 	mu             sync.Mutex
 	welcomeVersion uint64 // Welcome.config_version for the next connections
@@ -210,6 +214,11 @@ func (s *Server) handle(ctx context.Context, peer transport.PeerInfo, stream tra
 	mux, err := tunnel.New(transport.ServerStream(stream), tunnel.Config{
 		Side:   tunnel.SideServer,
 		Logger: s.cfg.Logger,
+		// Outgoing sessions are counted and refused: the harness dials no partner.
+		Accept: func(sess *tunnel.Session) {
+			s.outgoing.Add(1)
+			sess.Reject(tunnelv1.AbortReason_ABORT_REASON_REFUSED, uint32(oftp2.ESIDResourcesNotAvailable), "clienttest dials no partner")
+		},
 		Control: func(f *tunnelv1.Frame) {
 			if h := f.GetHello(); h != nil {
 				helloOnce.Do(func() { hello <- h })
@@ -392,3 +401,6 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // ProxyID returns the Proxy ID the server sends in Welcome.
 func (s *Server) ProxyID() string { return s.cfg.ProxyID }
+
+// Outgoing returns how many outgoing sessions the client opened on this server (all refused).
+func (s *Server) Outgoing() int { return int(s.outgoing.Load()) }
