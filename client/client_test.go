@@ -67,7 +67,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	for range opts.servers - 1 {
 		sc := opts.server
 		sc.CA = e.srv.CA
-		sc.ProxyID = fmt.Sprintf("TEST-PROXY-%d", len(e.srvs)+1)
+		sc.ProxyID = fmt.Sprintf("SPX-0000-0000-0000-000%d", len(e.srvs)+1)
 		srv := clienttest.NewServer(t, sc)
 		e.srvs = append(e.srvs, srv)
 		addrs = append(addrs, srv.Addr)

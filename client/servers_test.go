@@ -32,9 +32,14 @@ func TestSeveralServers(t *testing.T) {
 		w.WriteCommand(responderSSID)
 		r.ReadBuffer() // until the session ends
 	})
-	routeAddr := testnet.ReserveAddr(t)
+	routeAddr, preferAddr := testnet.ReserveAddr(t), testnet.ReserveAddr(t)
 	e := newEnv(t, envOptions{internalAddr: internal.addr(), servers: 2, change: func(f *configfile.File) {
-		f.Routes = []configfile.Route{{Name: "to-partner", ListenAddress: routeAddr, PartnerAddress: "192.0.2.1:6619", PartnerOdetteID: clienttest.PartnerID}}
+		f.Routes = []configfile.Route{
+			{Name: "to-partner", ListenAddress: routeAddr, PartnerAddress: "192.0.2.1:6619", PartnerOdetteID: clienttest.PartnerID},
+			// The second server's Proxy ID (newEnv), in lower case: normalised.
+			{Name: "via-second", ListenAddress: preferAddr, PartnerAddress: "192.0.2.1:6619", PartnerOdetteID: clienttest.PartnerID,
+				PreferredServer: "spx-0000-0000-0000-0002"},
+		}
 	}})
 	want := e.client.Current().Version
 	conns := make([]*clienttest.Conn, len(e.srvs))
@@ -87,9 +92,9 @@ func TestSeveralServers(t *testing.T) {
 
 	// An outgoing session (the internal server calls the route's listener) goes out on an
 	// established tunnel; with none busy, the first server's.
-	outgoing := func() {
+	outgoing := func(addr string) {
 		t.Helper()
-		c, err := net.DialTimeout("tcp", routeAddr, waitLong)
+		c, err := net.DialTimeout("tcp", addr, waitLong)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,10 +103,23 @@ func TestSeveralServers(t *testing.T) {
 		io.Copy(io.Discard, c)
 		c.Close()
 	}
-	waitFor(t, "the route's listener", func() bool { return e.logged(client.EventRouteListening) != nil })
-	outgoing()
+	waitFor(t, "the routes' listeners", func() bool {
+		n := 0
+		for _, en := range e.hook.AllEntries() {
+			if a := en.Data["listen_address"]; en.Data["event"] == client.EventRouteListening && (a == routeAddr || a == preferAddr) {
+				n++
+			}
+		}
+		return n == 2
+	})
+	outgoing(routeAddr)
 	if a, b := e.srvs[0].Outgoing(), e.srvs[1].Outgoing(); a != 1 || b != 0 {
 		t.Errorf("outgoing sessions opened on the servers: %d and %d, want 1 and 0", a, b)
+	}
+	// A route that prefers the second server goes there although the first is as idle.
+	outgoing(preferAddr)
+	if a, b := e.srvs[0].Outgoing(), e.srvs[1].Outgoing(); a != 1 || b != 1 {
+		t.Errorf("after the route preferring the second server: %d and %d outgoing sessions, want 1 and 1", a, b)
 	}
 
 	e.srvs[0].Close()
@@ -110,9 +128,9 @@ func TestSeveralServers(t *testing.T) {
 		return len(ts) == 1 && ts[0].Server == e.srvs[1].Addr
 	})
 	session(1, "192.0.2.3:5000")
-	outgoing()
-	if got := e.srvs[1].Outgoing(); got != 1 {
-		t.Errorf("outgoing sessions on the remaining server: %d, want 1", got)
+	outgoing(routeAddr)
+	if got := e.srvs[1].Outgoing(); got != 2 {
+		t.Errorf("outgoing sessions on the remaining server: %d, want 2", got)
 	}
 	if e.logged(client.EventTunnelDown) == nil {
 		t.Error("no tunnel_down log line for the server that went away")
