@@ -87,6 +87,9 @@ func TestHighAvailability(t *testing.T) {
 	serveAddr := waitFile(t, path("serve.addr"), serve)
 	cf := fx.config(testnet.ReserveAddr(t), serveAddr)
 	cf.ProxyProtocol = &configfile.ProxyProtocol{AllowedSources: []string{"127.0.0.1"}}
+	// One version for both clients, as a backend's revision would be: each server applies it
+	// once, whichever client pushes it first, and confirms it to the other.
+	cf.Version = 7
 	cfgPath := fx.writeConfig(t, cf)
 
 	// Two DMZ servers: one shared configuration, each its own partner listener (--partner-listen).
@@ -279,13 +282,18 @@ func TestHighAvailability(t *testing.T) {
 		}
 	})
 
-	t.Run("no refusals", func(t *testing.T) {
+	t.Run("no refusals, one configuration", func(t *testing.T) {
 		// Every partner had a valid certificate and HAProxy's health checks reached the servers
-		// all along: none of it may be a security event, or fail2ban would ban the balancer.
+		// all along: none of it may be a security event, or fail2ban would ban the balancer. The
+		// two clients pushed the same version: each server process applied it exactly once.
 		refusal := regexp.MustCompile(`level=warning .*event=partner_`)
+		applied := regexp.MustCompile(`config_version=7 event=config_applied`)
 		for _, p := range serverProcs {
 			if l := refusal.FindAllString(p.Stderr.String(), -1); len(l) != 0 {
 				t.Errorf("%s logged %d partner refusals, want none: %q", p.Name, len(l), l[0])
+			}
+			if n := len(applied.FindAllString(p.Stderr.String(), -1)); n != 1 {
+				t.Errorf("%s applied configuration version 7 %d times, want once (two clients push it)", p.Name, n)
 			}
 		}
 	})
