@@ -90,7 +90,7 @@ type preSlot struct {
 	lastRead  atomic.Int64 // unix nanoseconds of the last byte received, or of the accept
 	waitSince atomic.Int64 // unix nanoseconds since the server waits in a read; 0 outside reads
 	spoke     atomic.Bool  // at least one byte received
-	evicted  atomic.Bool  // set under pool.mu before the deadline that unblocks the reader
+	evicted   atomic.Bool  // set under pool.mu before the deadline that unblocks the reader
 
 	trusted bool // TLS completed (a certificate of a trusted CA); owned by pool.mu
 	held    bool // counted in the pool; owned by pool.mu
