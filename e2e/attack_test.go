@@ -61,6 +61,17 @@ func TestAdmissionUnderAttack(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { logFile.Close() }) // registered first: runs after the server has stopped
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		data, _ := os.ReadFile(logPath)
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.Contains(l, "remote_addr=127.0.0.1:") || strings.Contains(l, `remote_addr="127.0.0.1:`) {
+				t.Logf("server log about the partner: %s", l)
+			}
+		}
+	})
 	text, _, err := logging.New(logging.Options{Format: "text"})
 	if err != nil {
 		t.Fatal(err)
@@ -215,15 +226,7 @@ func TestAdmissionUnderAttack(t *testing.T) {
 	if got := len(sys.finalFiles(t)); got != partnerSends || delivered != partnerSends {
 		t.Errorf("%d files under their final names, %d sessions without error at the responder; want %d of each", got, delivered, partnerSends)
 	}
-	if t.Failed() {
-		logFile.Sync()
-		data, _ := os.ReadFile(logPath)
-		for _, l := range strings.Split(string(data), "\n") {
-			if strings.Contains(l, "remote_addr=\"127.0.0.1:") || strings.Contains(l, "remote_addr=127.0.0.1:") {
-				t.Logf("server log about the partner: %s", l)
-			}
-		}
-	}
+
 	if len(setups) > 0 {
 		slices.Sort(setups)
 		slices.Sort(totals)

@@ -34,11 +34,11 @@ import (
 //   - The TLS handshake and the SSID exchange have their own deadlines
 //     (Limits.HandshakeTimeout, Limits.SSIDTimeout).
 //
-// The limits of the policy: an attacker who opens new connections faster than
-// MaxHandshakes per partner round trip (the time a partner's handshake is silent between two
-// flights) turns the pool over faster than a partner can finish; the per-source rate limit,
-// the source and prefix caps and fail2ban on the event lines bound that rate per attacker
-// address. docs/operations.md describes the policy for operators.
+// The limits of the policy: an attacker who keeps MaxHandshakes connections talking, each
+// answering within evictGrace, leaves no stalled connection and turns the pool over faster than
+// a partner can finish; the per-source rate limit, the source and prefix caps and fail2ban on
+// the event lines bound that rate per attacker address. docs/operations.md describes the
+// policy for operators.
 
 // evictGrace is how long the server may wait for a peer before the peer counts as stalled
 // and goes before every connection that is merely between two flights: a partner's round trip

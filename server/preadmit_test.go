@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/netip"
@@ -329,5 +330,111 @@ func TestPreadmitIdentify(t *testing.T) {
 	}
 	if p.size() != 0 || len(p.bySource) != 0 || len(p.byPrefix) != 0 {
 		t.Errorf("left after release: %d slots, %v, %v", p.size(), p.bySource, p.byPrefix)
+	}
+}
+
+// offsetClock is the real clock plus an offset the test moves forward: deadlines stay real,
+// while the pool sees time pass at once.
+type offsetClock struct {
+	mu  sync.Mutex
+	off time.Duration
+}
+
+func (c *offsetClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.off)
+}
+
+func (c *offsetClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.off += d
+	c.mu.Unlock()
+}
+
+// heldConn holds the second write on the connection (a TLS client's flight after the server's
+// ServerHello) until release is closed, and closes held when it does.
+type heldConn struct {
+	net.Conn
+	writes  int // owned by the writing goroutine
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (c *heldConn) Write(b []byte) (int, error) {
+	if c.writes++; c.writes == 2 {
+		close(c.held)
+		<-c.release
+	}
+	return c.Conn.Write(b)
+}
+
+// TestEvictionSparesAnsweringPartner: the pool is full of TLS-verified connections that have
+// not sent their SSID for two seconds and of a partner in the middle of its TLS handshake (the
+// server has sent its flight and waits for the partner's). A new connection evicts one of the
+// stalled ones, not the partner, which then completes its handshake and is admitted. (Ranking
+// by class alone evicted the partner here: a handshake went before every TLS-verified
+// connection, however long those had been silent.)
+func TestEvictionSparesAnsweringPartner(t *testing.T) {
+	p := servertest.NewPKI(t)
+	cfg := p.SecurityConfig(t, servertest.EnabledPartner("O0013PARTNER"))
+	cfg.Limits = &tunnelv1.Limits{MaxHandshakes: 4, PerIpRate: 1e6, PerIpBurst: 1e6}
+	clk := &offsetClock{}
+	env := newEnv(t, p, cfg, envOptions{logLevel: logrus.InfoLevel, config: func(c *Config) { c.Now = clk.now }})
+	addr := env.s.PartnerAddr()
+
+	attacker := p.Partner(t, "O0013ATTACKER", nil) // a trusted CA's certificate, no partner's
+	for range 3 {
+		rp, err := servertest.DialPartner(addr, &attacker.TLS, p.CompanyCA.Pool())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rp.Close()
+		if err := rp.ExpectSSRM(); err != nil { // past TLS; its SSID never comes
+			t.Fatal(err)
+		}
+	}
+	clk.advance(2 * time.Second)
+
+	partner := p.Partner(t, "O0013PARTNER", nil)
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	hc := &heldConn{Conn: raw, held: make(chan struct{}), release: make(chan struct{})}
+	tc := tls.Client(hc, &tls.Config{RootCAs: p.CompanyCA.Pool(), ServerName: "localhost", Certificates: []tls.Certificate{partner.TLS}})
+	handshake := make(chan error, 1)
+	go func() { handshake <- tc.Handshake() }()
+	select {
+	case <-hc.held: // the server's flight has arrived; the partner's answer is held
+	case err := <-handshake:
+		t.Fatalf("handshake ended before the partner's flight: %v", err)
+	}
+
+	newcomer, err := net.Dial("tcp", addr) // the pool is full: one must go
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newcomer.Close()
+	ev := env.logEntry(t, EventPartnerEvicted, nil)
+	if got := ev.Data["remote_addr"]; got == raw.LocalAddr().String() {
+		t.Fatalf("the partner in its handshake was evicted, want a connection stalled for 2 s: %v", ev.Data)
+	}
+
+	close(hc.release)
+	if err := <-handshake; err != nil {
+		t.Fatalf("partner handshake: %v", err)
+	}
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	r, w := oftp2.NewReader(tc, 0), oftp2.NewWriter(tc)
+	if b, err := r.ReadBuffer(); err != nil || oftp2.CommandCode(b[0]) != oftp2.CodeSSRM {
+		t.Fatalf("partner: first command %q, %v; want SSRM", b, err)
+	}
+	if err := w.WriteBuffer(servertest.SSID(t, "O0013PARTNER", "", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := r.ReadBuffer(); err != nil || oftp2.CommandCode(b[0]) != oftp2.CodeSSID {
+		t.Fatalf("partner: answer to its SSID %q, %v; want the inside's SSID (admitted)", b, err)
 	}
 }
