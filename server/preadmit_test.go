@@ -394,6 +394,19 @@ func TestEvictionSparesAnsweringPartner(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// SSRM reaches the attackers just before the server starts to read their SSIDs.
+	waitFor(t, "the server waiting for the 3 SSIDs", func() bool {
+		pool := env.s.preadmit
+		pool.mu.Lock()
+		defer pool.mu.Unlock()
+		n := 0
+		for sl := range pool.slots {
+			if sl.trusted && sl.waitSince.Load() != 0 {
+				n++
+			}
+		}
+		return n == 3
+	})
 	clk.advance(2 * time.Second)
 
 	partner := p.Partner(t, "O0013PARTNER", nil)
