@@ -398,7 +398,7 @@ func (b *bench) startSmartProxy(ctx context.Context, name, internal, inbox strin
 		TrustedCAFiles:       []string{cert("partner-ca.pem")},
 		Partners:             []map[string]any{{"odette_id": partnerID, "name": "Benchmark partner", "password": partnerPW}},
 		Limits: map[string]any{"max_sessions": 1000, "max_handshakes": 1000, "per_ip_rate": 100000, "per_ip_burst": 100000,
-			"idle_timeout": "10m"},
+			"max_handshakes_per_source": 1000, "max_handshakes_per_prefix": 1000, "idle_timeout": "10m"},
 		InternalServer: map[string]any{"address": internal, "connect_timeout": "10s", "ssrm_timeout": "30s"},
 		LogLevel:       "info",
 	}
