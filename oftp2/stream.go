@@ -91,6 +91,23 @@ func (r *Reader) SetMax(limit int) {
 // A malformed header gives a *ProtocolError; the stream cannot be
 // resynchronised after it.
 func (r *Reader) ReadBuffer() ([]byte, error) {
+	return r.ReadBufferInto(r.own)
+}
+
+// own returns the Reader's internal buffer with length n.
+func (r *Reader) own(n int) []byte {
+	if cap(r.buf) < n {
+		r.buf = make([]byte, n)
+	}
+	r.buf = r.buf[:n]
+	return r.buf
+}
+
+// ReadBufferInto is ReadBuffer reading the exchange buffer into get(n), a
+// slice of length n that the caller provides (called once the header has
+// been checked) and keeps: the Reader holds no reference to it. A relay uses
+// it to pass buffers on without copying them.
+func (r *Reader) ReadBufferInto(get func(n int) []byte) ([]byte, error) {
 	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
 		return nil, err
 	}
@@ -98,17 +115,14 @@ func (r *Reader) ReadBuffer() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cap(r.buf) < n {
-		r.buf = make([]byte, n)
-	}
-	r.buf = r.buf[:n]
-	if _, err := io.ReadFull(r.r, r.buf); err != nil {
+	buf := get(n)
+	if _, err := io.ReadFull(r.r, buf); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return nil, err
 	}
-	return r.buf, nil
+	return buf, nil
 }
 
 // Writer writes exchange buffers as Stream Transmission Buffers (RFC 5024

@@ -6,6 +6,8 @@ import (
 	"io"
 	"testing"
 	"testing/iotest"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // countingWriter records the size of each Write call.
@@ -90,6 +92,44 @@ func TestWriterDoesNotAllocate(t *testing.T) {
 		}
 	}); allocs != 0 {
 		t.Errorf("ReadBuffer allocates %v times per call in steady state, want 0", allocs)
+	}
+}
+
+// TestReadBufferInto: each exchange buffer lands in the slice the caller
+// provides for exactly its length, and the Reader keeps no reference to it;
+// a malformed header is refused before any slice is asked for.
+func TestReadBufferInto(t *testing.T) {
+	var stream bytes.Buffer
+	w := NewWriter(&stream)
+	want := [][]byte{[]byte("DABC"), append([]byte("D"), bytes.Repeat([]byte{7}, 9999)...), []byte("C")}
+	for _, b := range want {
+		if err := w.WriteBuffer(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream.Write([]byte{0x20, 0, 0, 9}) // version 2: refused
+	r := NewReader(&stream, 0)
+	var got [][]byte
+	var asked []int
+	get := func(n int) []byte {
+		asked = append(asked, n)
+		return make([]byte, n)
+	}
+	for range want {
+		b, err := r.ReadBufferInto(get)
+		if err != nil {
+			t.Fatalf("ReadBufferInto() = %v", err)
+		}
+		got = append(got, b)
+	}
+	if _, err := r.ReadBufferInto(get); err == nil {
+		t.Errorf("ReadBufferInto(version 2 header) = nil error, want a refusal")
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("buffers read (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]int{4, 10000, 1}, asked); diff != "" {
+		t.Errorf("lengths asked of get (-want +got):\n%s", diff)
 	}
 }
 
