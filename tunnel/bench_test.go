@@ -11,6 +11,7 @@ import (
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/proctest"
+	"smartproxy/tunnel/transport"
 )
 
 // Benchmarks of the tunnel against a plain TLS 1.3 copy on loopback, in
@@ -23,8 +24,9 @@ import (
 var benchBufSizes = []int{DefaultMaxBufferSize, 4096}
 
 // benchGRPC is the gRPC configuration the Throughput benchmark uses: the
-// recommended one (ServerOptions and DialOptions, BDP estimation left on).
-var benchGRPC = grpcOptions{tuned: true}
+// product's (ServerOptions and DialOptions, fixed windows of
+// transport.DefaultFlowWindow as NewServer and NewClient set them).
+var benchGRPC = grpcOptions{tuned: true, streamWindow: transport.DefaultFlowWindow, connWindow: transport.DefaultFlowWindow}
 
 // BenchmarkThroughput compares, for each buffer size: a mutual-TLS 1.3 TCP
 // copy (the baseline), one session through the tunnel with the default
@@ -57,7 +59,7 @@ func BenchmarkTuning(b *testing.B) {
 		opts grpcOptions
 	}{
 		{"grpc=default", grpcOptions{}},
-		{"grpc=tuned", grpcOptions{tuned: true}},
+		{"grpc=tuned+bdp", grpcOptions{tuned: true}},
 		{"grpc=tuned+win4M", grpcOptions{tuned: true, streamWindow: 4 << 20, connWindow: 4 << 20}},
 		{"grpc=tuned+win16M", grpcOptions{tuned: true, streamWindow: 16 << 20, connWindow: 16 << 20}},
 	}

@@ -31,8 +31,8 @@ import (
 // transfer, docs/benchmarks.md); the HTTP/2 framer now reads each frame
 // straight out of the record.
 //
-// They leave gRPC's flow-control windows alone (BDP estimation stays on);
-// see docs/benchmarks.md for the comparison with fixed windows.
+// The flow-control windows are set by NewServer and NewClient
+// (DefaultFlowWindow), not here.
 const writeBufferSize = 256 << 10
 
 // ServerOptions returns the gRPC server options of a tunnel server: the
