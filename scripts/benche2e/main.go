@@ -1140,7 +1140,11 @@ func (b *bench) report(wls []workload) string {
 			fmt.Fprintf(&w, "| %d | %.0f | %.0f | %.2f | %.0f | %.0f | %.3f |\n", i+1, h.aloneMBps, h.frozenMBps,
 				h.frozenMBps/h.aloneMBps, h.aloneRSS, h.frozenRSS, jain(h.withFrozen))
 		}
-		fmt.Fprintf(&w, "\nMedian ratio %.2f: the seven lose %.1f %% beside the frozen session.\n", median(ratios), 100*(1-median(ratios)))
+		if m := median(ratios); m < 1 {
+			fmt.Fprintf(&w, "\nMedian ratio %.2f (%s): the seven lose %.1f %% beside the frozen session.\n", m, rangeOf(ratios, "%.2f"), 100*(1-m))
+		} else {
+			fmt.Fprintf(&w, "\nMedian ratio %.2f (%s): the seven lose nothing measurable beside the frozen session.\n", m, rangeOf(ratios, "%.2f"))
+		}
 	}
 	fmt.Fprintln(&w, sectionEnd)
 	return w.String()
