@@ -60,6 +60,7 @@ func BenchmarkTuning(b *testing.B) {
 	}{
 		{"grpc=default", grpcOptions{}},
 		{"grpc=tuned+bdp", grpcOptions{tuned: true}},
+		{"grpc=tuned+win1M", grpcOptions{tuned: true, streamWindow: 1 << 20, connWindow: 1 << 20}},
 		{"grpc=tuned+win4M", grpcOptions{tuned: true, streamWindow: 4 << 20, connWindow: 4 << 20}},
 		{"grpc=tuned+win16M", grpcOptions{tuned: true, streamWindow: 16 << 20, connWindow: 16 << 20}},
 	}

@@ -58,7 +58,7 @@
 // firewall state stays alive too.
 //
 // Flow-control windows: the HTTP/2 stream and connection windows are fixed,
-// [DefaultFlowWindow] (4 MiB) unless ServerConfig/ClientConfig
+// [DefaultFlowWindow] (1 MiB) unless ServerConfig/ClientConfig
 // InitialWindowSize and InitialConnWindowSize are both given (one without the
 // other is a configuration error). grpc-go's bandwidth-delay estimation, which
 // any fixed window switches off, measured the link with PINGs and adjusted the
