@@ -1,6 +1,6 @@
 // Package proctest runs the project's built binaries as separate processes in tests: build them
 // from this tree, start them with their output captured, wait for log lines, signal, stop and
-// measure them. It is used by the end-to-end tests only.
+// measure them. It is used by the end-to-end tests and by benchmarks (CPUTime).
 package proctest
 
 import (
@@ -195,6 +195,16 @@ func (p *Proc) ResetPeak(t testing.TB) {
 	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.Cmd.Process.Pid), []byte("5"), 0); err != nil {
 		t.Logf("%s: resetting the peak RSS is not possible here (%v); VmHWM counts from the start", p.Name, err)
 	}
+}
+
+// CPUTime returns the user and system CPU time the calling process has used, for benchmarks
+// that report CPU per operation (robust where the machine is shared and wall-clock time is not).
+func CPUTime(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // Tail returns the last n lines of s.
