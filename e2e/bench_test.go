@@ -47,7 +47,7 @@ func benchProxyVsDirect(b *testing.B, buffer, credit, window int) {
 	// certificates of the partner CA, as a company's OFTP2 server on port 6619 would.
 	directDir := b.TempDir()
 	direct, err := endpoint.New(endpoint.Config{Role: endpoint.Responder, ID: companyID, Password: companyPassword, ReceiveDir: directDir,
-		Timeout: 30 * time.Second, BufferSize: buffer, Credit: credit, Partners: map[string]oftp2.Password{partnerID: partnerPassword}})
+		Timeout: endpointTimeout, BufferSize: buffer, Credit: credit, Partners: map[string]oftp2.Password{partnerID: partnerPassword}})
 	if err != nil {
 		b.Fatal(err)
 	}

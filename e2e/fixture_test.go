@@ -220,7 +220,7 @@ func (fx *fixture) config(listen, internal string) configfile.File {
 			MaxHandshakesPerSource: 1e5,
 			MaxHandshakesPerPrefix: 1e5,
 			HandshakeTimeout:       configfile.Duration(10 * time.Second),
-			SSIDTimeout:            configfile.Duration(30 * time.Second),
+			SSIDTimeout:            configfile.Duration(endpointTimeout),
 			IdleTimeout:            configfile.Duration(2 * time.Minute),
 		},
 		InternalServer: &configfile.InternalServer{Address: internal, ConnectTimeout: configfile.Duration(5 * time.Second),

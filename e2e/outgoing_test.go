@@ -45,7 +45,7 @@ func startOutgoing(t testing.TB, fx *fixture, leaf *pki.Leaf, answerID string, m
 	t.Helper()
 	o := &outgoing{recvDir: t.TempDir()}
 	o.partner = servertest.StartTLSResponder(t, endpoint.Config{
-		ID: answerID, Password: partnerPassword, ReceiveDir: o.recvDir, Timeout: 30 * time.Second,
+		ID: answerID, Password: partnerPassword, ReceiveDir: o.recvDir, Timeout: endpointTimeout,
 		Partners: map[string]oftp2.Password{companyID: companyPassword},
 	}, fx.partnerServerTLS(leaf))
 	o.routeAddr = testnet.ReserveAddr(t)
@@ -64,7 +64,7 @@ func startOutgoing(t testing.TB, fx *fixture, leaf *pki.Leaf, answerID string, m
 func (o *outgoing) send(t testing.TB, files ...testFile) (*endpoint.Result, error) {
 	t.Helper()
 	ep, err := endpoint.New(endpoint.Config{Role: endpoint.Initiator, Mode: oftp2.ModeSender, ID: companyID, Password: companyPassword,
-		PartnerID: partnerID, PartnerPassword: partnerPassword, Timeout: 30 * time.Second})
+		PartnerID: partnerID, PartnerPassword: partnerPassword, Timeout: endpointTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestOutgoingRefused(t *testing.T) {
 		addr := testnet.ReserveAddr(t) // nothing listens there
 		if c.leaf != nil {
 			partners[i] = servertest.StartTLSResponder(t, endpoint.Config{
-				ID: c.answerID, Password: partnerPassword, ReceiveDir: t.TempDir(), Timeout: 30 * time.Second,
+				ID: c.answerID, Password: partnerPassword, ReceiveDir: t.TempDir(), Timeout: endpointTimeout,
 				Partners: map[string]oftp2.Password{companyID: companyPassword},
 			}, fx.partnerServerTLS(c.leaf))
 			addr = partners[i].Addr
@@ -261,7 +261,7 @@ func TestOutgoingViolations(t *testing.T) {
 	go func() { partnerGot <- misbehavingPartner(rawLn) }()
 	// A well-behaved partner for the misbehaving internal initiator.
 	good := servertest.StartTLSResponder(t, endpoint.Config{ID: partnerID, Password: partnerPassword, ReceiveDir: t.TempDir(),
-		Timeout: 30 * time.Second, Partners: map[string]oftp2.Password{companyID: companyPassword}}, fx.partnerServerTLS(leaf))
+		Timeout: endpointTimeout, Partners: map[string]oftp2.Password{companyID: companyPassword}}, fx.partnerServerTLS(leaf))
 	badPartner, goodPartner := testnet.ReserveAddr(t), testnet.ReserveAddr(t)
 	sys := startSystem(t, fx, systemOptions{config: func(f *configfile.File) {
 		f.Routes = []configfile.Route{
@@ -378,7 +378,7 @@ func TestOutgoingTunnelCut(t *testing.T) {
 	fx := newFixture(t)
 	partnerRecv := t.TempDir()
 	partner := servertest.StartTLSResponder(t, endpoint.Config{ID: partnerID, Password: partnerPassword, ReceiveDir: partnerRecv,
-		Timeout: 30 * time.Second, Partners: map[string]oftp2.Password{companyID: companyPassword}}, fx.partnerServerTLS(fx.partner(t, partnerID)))
+		Timeout: endpointTimeout, Partners: map[string]oftp2.Password{companyID: companyPassword}}, fx.partnerServerTLS(fx.partner(t, partnerID)))
 	routeAddr := testnet.ReserveAddr(t)
 	var tunnelFwd *forwarder
 	sys := startSystem(t, fx, systemOptions{

@@ -170,7 +170,7 @@ func fileSHA256(t testing.TB, path string) string {
 func partnerConfig(id, password string) endpoint.Config {
 	return endpoint.Config{
 		Role: endpoint.Initiator, Mode: oftp2.ModeSender, ID: id, Password: oftp2.Password(password),
-		PartnerID: companyID, PartnerPassword: companyPassword, Timeout: 30 * time.Second,
+		PartnerID: companyID, PartnerPassword: companyPassword, Timeout: endpointTimeout,
 	}
 }
 

@@ -35,6 +35,13 @@ import (
 // waitTimeout bounds every wait of the tests for something the system does on its own.
 const waitTimeout = 30 * time.Second
 
+// endpointTimeout is the test endpoints' inactivity timer (and the server's SSID deadline in the
+// fixture): a bound for a peer that stopped answering, not a figure under test. It is long
+// because a receiver closes a 50 MiB file (fsync, digest, format checks) before it answers EFID,
+// which took more than 30 s with the race detector when the whole suite ran three times beside
+// two busy loops.
+const endpointTimeout = 2 * time.Minute
+
 // logCapture is a logger whose entries a test can inspect.
 type logCapture struct {
 	log  *logrus.Logger
@@ -162,7 +169,7 @@ func startSystem(t testing.TB, fx *fixture, opts systemOptions) *system {
 	t.Helper()
 	s := &system{fx: fx, recvDir: t.TempDir(), serverLog: newLogCapture(), clientLog: newLogCapture(), window: opts.window, license: opts.license}
 	rc := endpoint.Config{
-		ID: companyID, Password: companyPassword, ReceiveDir: s.recvDir, Timeout: 30 * time.Second,
+		ID: companyID, Password: companyPassword, ReceiveDir: s.recvDir, Timeout: endpointTimeout,
 		Partners: map[string]oftp2.Password{partnerID: partnerPassword, healthyID: ""},
 	}
 	if opts.responder != nil {

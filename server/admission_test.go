@@ -379,7 +379,13 @@ func TestAdmissionHandshakeFlood(t *testing.T) {
 	if n := len(env.client.SessionOpens()); n != 0 || env.responder.Conns() != 0 {
 		t.Errorf("the flood reached the inside: %d SessionOpens, %d responder connections", n, env.responder.Conns())
 	}
-	// The listener still serves a real partner afterwards.
+	// The listener still serves a real partner afterwards, with a handshake deadline that a
+	// loaded machine meets (the 200 ms of the flood is for the flood).
+	cfg.Limits.HandshakeTimeout = durationpb.New(10 * time.Second)
+	env.client.PushConfig(2, cfg)
+	if a := env.client.WaitApplied(t, 2); !a.GetOk() {
+		t.Fatal(a.GetErrors())
+	}
 	leaf := p.Partner(t, "O0013PARTNER", nil)
 	rp, err := servertest.DialPartner(addr, &leaf.TLS, p.CompanyCA.Pool())
 	if err != nil {

@@ -65,7 +65,9 @@ func dialPolicy(t *testing.T, p *servertest.PKI, addr string, mod func(*tunnelv1
 	}
 	cfg.Crls = []*tunnelv1.Crl{{Id: "partner-ca", Der: crl}}
 	cfg.OutgoingRoutes = []*tunnelv1.Route{{Name: "out-1", ListenAddress: "127.0.0.1:65433", PartnerAddress: addr, PartnerOdetteId: dialPartnerID}}
-	cfg.Limits = &tunnelv1.Limits{ConnectTimeout: durationpb.New(500 * time.Millisecond), HandshakeTimeout: durationpb.New(500 * time.Millisecond)}
+	// Generous bounds: a dial or handshake that must succeed may be slow on a loaded machine.
+	// The timeout cases shorten them (shortTimeouts).
+	cfg.Limits = &tunnelv1.Limits{ConnectTimeout: durationpb.New(10 * time.Second), HandshakeTimeout: durationpb.New(10 * time.Second)}
 	if mod != nil {
 		mod(cfg)
 	}
@@ -74,6 +76,12 @@ func dialPolicy(t *testing.T, p *servertest.PKI, addr string, mod func(*tunnelv1
 		t.Fatal(err)
 	}
 	return pol, pol.Routes["out-1"]
+}
+
+// shortTimeouts is the dialPolicy modification of the cases whose partner never answers.
+func shortTimeouts(c *tunnelv1.SecurityConfig) {
+	c.Limits.ConnectTimeout = durationpb.New(500 * time.Millisecond)
+	c.Limits.HandshakeTimeout = durationpb.New(500 * time.Millisecond)
 }
 
 // partnerConn is what a test partner saw of one connection.
@@ -308,14 +316,14 @@ func TestDialPartnerRefusals(t *testing.T) {
 	}{
 		{name: "connection refused", partner: func(t *testing.T) (string, *tlsPartner) { return closedPort(t), nil },
 			event: EventOutgoingConnectFailed, reason: reasonConnRefused, esid: oftp2.ESIDResourcesNotAvailable},
-		{name: "connect timeout", partner: func(t *testing.T) (string, *tlsPartner) { return silentPort(t), nil },
+		{name: "connect timeout", partner: func(t *testing.T) (string, *tlsPartner) { return silentPort(t), nil }, mod: shortTimeouts,
 			event: EventOutgoingConnectFailed, reason: reasonConnectTimeout, esid: oftp2.ESIDTimeout},
 		{name: "source address not on this host", partner: func(t *testing.T) (string, *tlsPartner) {
 			return startTLSPartner(t, p, partnerLeaf(t, p.PartnerCA, dialPartnerID, nil)).addr, nil // nothing reaches it
 		},
 			mod:   func(c *tunnelv1.SecurityConfig) { c.OutgoingSourceIp = "192.0.2.10" },
 			event: EventOutgoingSourceIPUnavailable, reason: reasonSourceIP, esid: oftp2.ESIDResourcesNotAvailable},
-		{name: "TLS handshake timeout", partner: rawAt(func(c net.Conn) { io.Copy(io.Discard, c) }),
+		{name: "TLS handshake timeout", partner: rawAt(func(c net.Conn) { io.Copy(io.Discard, c) }), mod: shortTimeouts,
 			event: EventOutgoingTLSFailed, reason: reasonHandshakeTime, esid: oftp2.ESIDTimeout},
 		{name: "partner speaks plain OFTP2", partner: rawAt(func(c net.Conn) {
 			c.Write([]byte{0x10, 0, 0, 0x17, 'I', 'O', 'D', 'E', 'T', 'T', 'E', ' ', 'F', 'T', 'P', ' ', 'R', 'E', 'A', 'D', 'Y', ' ', '\r'})
