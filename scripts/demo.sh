@@ -208,7 +208,7 @@ api partner list
 api route list
 
 say "Backend: smartproxy-api serve --listen 127.0.0.1:0 (HTTPS)"
-"$BIN/smartproxy-api" serve --data-dir "$API_DIR" --listen 127.0.0.1:0 --pid-file "$RUN/pid/smartproxy-api.pid" \
+"$BIN/smartproxy-api" serve --data-dir "$API_DIR" --listen 127.0.0.1:0 --metrics 127.0.0.1:0 --pid-file "$RUN/pid/smartproxy-api.pid" \
   >"$RUN/api.out" 2>"$RUN/logs/smartproxy-api.log" &
 PIDS+=($!) NAMES+=("smartproxy-api serve")
 API_PID=$!

@@ -60,7 +60,16 @@ type Proc struct {
 // the test failed, logs the tail of its output.
 func Start(t testing.TB, name, path string, args ...string) *Proc {
 	t.Helper()
+	return StartEnv(t, name, nil, path, args...)
+}
+
+// StartEnv is Start with env (KEY=VALUE) added to the test's environment.
+func StartEnv(t testing.TB, name string, env []string, path string, args ...string) *Proc {
+	t.Helper()
 	p := &Proc{Name: name, Cmd: exec.Command(path, args...), done: make(chan struct{})}
+	if env != nil {
+		p.Cmd.Env = append(os.Environ(), env...)
+	}
 	p.Cmd.Stdout, p.Cmd.Stderr = &p.Stdout, &p.Stderr
 	if err := p.Cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
@@ -116,6 +125,13 @@ func (p *Proc) Stop(t testing.TB) {
 	case <-time.After(DefaultTimeout):
 		t.Fatalf("%s did not stop after SIGTERM", p.Name)
 	}
+}
+
+// WaitLine waits up to DefaultTimeout until stderr holds the text want; it fails the test at
+// once if the process ends first.
+func (p *Proc) WaitLine(t testing.TB, want string) {
+	t.Helper()
+	p.WaitLog(t, regexp.MustCompile(regexp.QuoteMeta(want)), 1)
 }
 
 // WaitLog waits up to DefaultTimeout until stderr holds at least n lines matching re; it fails
