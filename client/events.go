@@ -20,8 +20,8 @@ const (
 	EventCRLURLReport      = "crl_url_report"
 	EventLicenseStatus     = "license_status"
 	EventLicensePushed     = "license_pushed"
-	EventSessionOpened     = "session_opened"
-	EventSessionClosed     = "session_closed"
+	EventSessionStarted    = "session_started"
+	EventSessionEnded      = "session_ended"
 	EventSessionKilled     = "session_killed"
 	EventProtocolViolation = "internal_protocol_violation"
 )

@@ -182,7 +182,7 @@ func (c *Client) serveOutgoing(ctx context.Context, conn net.Conn, routeName str
 	}()
 	c.metrics.opens.WithLabelValues("outgoing_accepted").Inc()
 	s.setState("open")
-	log.WithFields(logrus.Fields{"event": EventSessionOpened, "route": routeName, "partner_address": ts.Opened().GetRemoteAddr()}).
+	log.WithFields(logrus.Fields{"event": EventSessionStarted, "route": routeName, "partner_address": ts.Opened().GetRemoteAddr()}).
 		Info("outgoing session opened to the partner")
 	c.bridge(s, conn, log)
 }

@@ -78,7 +78,7 @@ func (c *Client) serveIncoming(st *stream, ts *tunnel.Session) {
 	}
 	c.metrics.opens.WithLabelValues("accepted").Inc()
 	s.setState("open")
-	log.WithFields(logrus.Fields{"event": EventSessionOpened, "tls_version": open.GetTls().GetVersion(),
+	log.WithFields(logrus.Fields{"event": EventSessionStarted, "tls_version": open.GetTls().GetVersion(),
 		"peer_subject": open.GetTls().GetPeerSubject()}).Info("session opened to the internal OFTP2 server")
 
 	c.bridge(s, ic.conn, log)
@@ -111,7 +111,7 @@ func (c *Client) bridge(s *session, conn net.Conn, log *logrus.Entry) {
 		},
 	})
 	s.setState("closed")
-	fields := logrus.Fields{"event": EventSessionClosed, "reason": res.Cause, "esid_reason": fmt.Sprintf("%02d", uint8(res.ESID)),
+	fields := logrus.Fields{"event": EventSessionEnded, "reason": res.Cause, "esid_reason": fmt.Sprintf("%02d", uint8(res.ESID)),
 		"bytes_from_partner": s.toInternal.Load(), "bytes_to_partner": s.fromInternal.Load(),
 		"duration": time.Since(s.started).Round(time.Millisecond).String()}
 	if res.Text != "" {

@@ -280,7 +280,7 @@ RECEIVED_OUT=$(received "$RUN/partner-serve.out" "the partner's OFTP2 server" "$
 
 say "What the proxy logged about the sessions"
 grep -E 'event=(session_started|session_ended)' "$RUN/logs/smartproxy-server.log" | sed 's/^/  server: /'
-grep -E 'event=(session_opened|session_closed)' "$RUN/logs/smartproxy-client.log" | sed 's/^/  client: /'
+grep -E 'event=(session_started|session_ended)' "$RUN/logs/smartproxy-client.log" | sed 's/^/  client: /'
 
 say "The backend received the session's end: smartproxy-api events list --name session_ended"
 EVENTS=""

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"smartproxy/internal/event"
 	"sync"
 	"time"
 
@@ -58,8 +59,8 @@ func (s *Server) listenerLoop(ctx context.Context) {
 		ln, boundTo = nil, ""
 		s.setListenerAddr("")
 		s.metrics.listenerOpen.Set(0)
-		s.emit(event{name: EventListenerClosed, severity: infoSeverity, reason: why,
-			msg: "partner listener closed"}.with("listen_addr", addr))
+		s.emit(event.Event{Name: EventListenerClosed, Severity: infoSeverity, Reason: why,
+			Message: "partner listener closed"}.With("listen_addr", addr))
 	}
 	defer closeLn("shutdown")
 	for {
@@ -77,8 +78,8 @@ func (s *Server) listenerLoop(ctx context.Context) {
 		if ln == nil && want != "" && retry == nil {
 			l, err := net.Listen("tcp", want)
 			if err != nil {
-				s.emit(event{name: EventListenerFailed, severity: errorSeverity, reason: "bind_failed",
-					msg: "partner listener could not bind: " + err.Error()}.with("listen_addr", want))
+				s.emit(event.Event{Name: EventListenerFailed, Severity: errorSeverity, Reason: "bind_failed",
+					Message: "partner listener could not bind: " + err.Error()}.With("listen_addr", want))
 				retryTimer = time.NewTimer(s.cfg.ListenRetry)
 				retry = retryTimer.C
 			} else {
@@ -87,8 +88,8 @@ func (s *Server) listenerLoop(ctx context.Context) {
 				s.metrics.listenerOpen.Set(1)
 				acceptWG.Add(1)
 				go func() { defer acceptWG.Done(); s.acceptLoop(l) }()
-				s.emit(event{name: EventListenerOpened, severity: infoSeverity,
-					msg: "partner listener open"}.with("listen_addr", l.Addr().String()))
+				s.emit(event.Event{Name: EventListenerOpened, Severity: infoSeverity,
+					Message: "partner listener open"}.With("listen_addr", l.Addr().String()))
 			}
 		}
 		s.updateHealth()
@@ -182,7 +183,7 @@ func (s *Server) admitConn(conn net.Conn) {
 	refuse := func(name, reason, msg string) {
 		conn.Close()
 		s.metrics.admissions.WithLabelValues(name).Inc()
-		s.emit(security(name, remote.String(), "", reason, msg))
+		s.emit(event.Security(name, remote.String(), "", reason, msg))
 	}
 	if pol == nil {
 		conn.Close()

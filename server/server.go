@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"smartproxy/internal/event"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,6 +128,7 @@ type Server struct {
 	rate        *rateLimiter
 
 	events   chan queuedEvent // to the event sender
+	emitter  *event.Emitter   // writes the events' log lines; emitOn queues their frames
 	refusals *refusalLog      // which security events are logged one by one
 
 	crlMu       sync.Mutex
@@ -211,6 +213,7 @@ func New(cfg Config) (*Server, error) {
 		rate:        newRateLimiter(0, cfg.Now),
 		preadmit:    newPreadmitPool(cfg.Now, m),
 		events:      make(chan queuedEvent, cfg.EventQueue),
+		emitter:     event.NewEmitter(nil),
 		refusals:    newRefusalLog(cfg.RefusalLogBurst, cfg.RefusalLogMax),
 		crlReported: make(map[string]bool),
 	}
