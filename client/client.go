@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"smartproxy/internal/event"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,6 +114,7 @@ type Client struct {
 	clientID  string
 	started   time.Time
 	transport *transport.Client
+	events    *event.Emitter // the client's own events: log line, and warnings or worse to the Observer
 
 	// wg counts the goroutines the Client starts besides transport.Run: tunnel multiplexers
 	// and sessions. Run waits for it.
@@ -195,6 +197,7 @@ func New(cfg Config) (*Client, error) {
 		licChanged:    make(chan struct{}),
 		licensePushed: make(map[string][32]byte),
 	}
+	c.events = event.NewEmitter(func(e event.Event) { c.observe(func(o Observer) { o.ClientEvent(e) }) }, logrus.WarnLevel)
 	if c.clientID == "" {
 		c.clientID = identityOf(cfg.Credentials)
 	}

@@ -3,6 +3,7 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"smartproxy/internal/event"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ type recorder struct {
 	events   []*tunnelv1.Event
 	urls     [][]string
 	licenses []*tunnelv1.LicenseStatus
+	own      []event.Event
 }
 
 func (r *recorder) ConfigResult(cr client.ConfigResult) {
@@ -43,6 +45,12 @@ func (r *recorder) LicenseStatus(l *tunnelv1.LicenseStatus) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.licenses = append(r.licenses, l)
+}
+
+func (r *recorder) ClientEvent(e event.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.own = append(r.own, e)
 }
 
 func (r *recorder) snapshot() recorder {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 
 	"github.com/sirupsen/logrus"
 
@@ -15,6 +16,7 @@ import (
 	"smartproxy/client/configfile"
 	"smartproxy/internal/buildinfo"
 	"smartproxy/internal/daemon"
+	"smartproxy/internal/event"
 	"smartproxy/internal/logging"
 	"smartproxy/internal/sdnotify"
 	"smartproxy/tunnel/transport"
@@ -118,7 +120,7 @@ func loadConfig(log logrus.FieldLogger, path string) (*configfile.Loader, *clien
 	if err != nil {
 		return nil, nil, err
 	}
-	logWarnings(log, res.Warnings)
+	logWarnings(log, nil, res.Warnings)
 	return loader, res.Snapshot, nil
 }
 
@@ -130,7 +132,6 @@ func startSyncer(ctx context.Context, o *options, log *logrus.Logger, health *ad
 	if err != nil {
 		return nil, nil, err
 	}
-	log.AddHook(syncer.Hook())
 	log.WithFields(logrus.Fields{"backend": o.backend.String(), "state_dir": o.stateDir}).Info("configuration from the backend")
 	sdnotify.Status("waiting for the configuration from " + o.backend.String())
 	snap, err := syncer.Initial(ctx)
@@ -159,33 +160,37 @@ func reload(log logrus.FieldLogger, loader *configfile.Loader, c *client.Client,
 		return
 	}
 	res, err := loader.Load()
+	refused := func(msg string) event.Event {
+		return event.New(eventConfigRefused, msg).With("config_file", loader.Path()).
+			With("config_version", strconv.FormatUint(c.Current().Version, 10))
+	}
 	if err != nil {
-		fields := logrus.Fields{"event": eventConfigRefused, "config_file": loader.Path(), "config_version": c.Current().Version}
 		var ce *configfile.Error
 		if errors.As(err, &ce) {
 			for _, p := range ce.Problems {
-				log.WithFields(fields).WithFields(logrus.Fields{"field": p.Field, "error": p.Error()}).Error("SIGHUP: configuration problem")
+				c.Events().Emit(log, refused("SIGHUP: configuration problem").With("field", p.Field).With("error", p.Error()))
 			}
 		}
-		log.WithFields(fields).WithError(err).Error("SIGHUP: configuration file refused; the configuration in force stays")
+		c.Events().Emit(log, refused("SIGHUP: configuration file refused; the configuration in force stays").With("error", err.Error()))
 		return
 	}
-	logWarnings(log, res.Warnings)
+	logWarnings(log, c.Events(), res.Warnings)
 	if !res.Changed {
 		log.WithField("config_version", res.Snapshot.Version).Info("SIGHUP: configuration unchanged")
 		return
 	}
 	if err := c.SetConfig(res.Snapshot); err != nil {
-		log.WithError(err).WithField("event", eventConfigRefused).Error("SIGHUP: configuration not used")
+		c.Events().Emit(log, refused("SIGHUP: configuration not used").With("error", err.Error()))
 		return
 	}
 	log.WithFields(logrus.Fields{"event": eventConfigReloaded, "config_version": res.Snapshot.Version}).
 		Info("SIGHUP: configuration reloaded")
 }
 
-func logWarnings(log logrus.FieldLogger, warnings []string) {
+// logWarnings emits a configuration file's warnings; em may be nil (the log line only).
+func logWarnings(log logrus.FieldLogger, em *event.Emitter, warnings []string) {
 	for _, w := range warnings {
-		log.WithField("event", eventConfigWarning).Warn("configuration: " + w)
+		em.Emit(log, event.New(eventConfigWarning, "configuration: "+w))
 	}
 }
 

@@ -169,25 +169,26 @@ func (e Event) Proto(now time.Time) *tunnelv1.Frame {
 	}}}
 }
 
-// Emitter writes events as log lines and hands each one to its sink. It is the one way the
-// daemons raise an event: the server's sink queues the Event frame for a tunnel, the client's
-// hands the event to the backend relay. Emitter is safe for concurrent use if the sink is.
+// Emitter writes events as log lines and hands them to its sink. It is the one way the daemons
+// raise an event: the server queues the Event frame for a tunnel itself (its sink is nil), the
+// client's sink is its backend relay. Emitter is safe for concurrent use if the sink is.
 type Emitter struct {
 	sink func(Event)
+	min  logrus.Level
 }
 
-// NewEmitter returns an Emitter that hands every emitted event to sink; nil means the log line
-// only.
-func NewEmitter(sink func(Event)) *Emitter { return &Emitter{sink: sink} }
+// NewEmitter returns an Emitter that hands sink every event whose line is written at min or a
+// more severe level (min WarnLevel: warnings and errors). A nil sink means the log line only.
+func NewEmitter(sink func(Event), min logrus.Level) *Emitter { return &Emitter{sink: sink, min: min} }
 
-// Emit writes e as one line on log at e.Level() and hands it to the sink.
+// Emit writes e as one line on log at e.Level() and hands it on.
 func (em *Emitter) Emit(log logrus.FieldLogger, e Event) { em.EmitAt(log, e, e.Level()) }
 
-// EmitAt is Emit with the line's level decided by the caller (a log-ignore rule lowers a
-// matched event to INFO).
+// EmitAt is Emit with the line's level decided by the caller: a log-ignore rule lowers a matched
+// event to INFO, a failure repeated at every retry is logged at DEBUG after the first time.
 func (em *Emitter) EmitAt(log logrus.FieldLogger, e Event, level logrus.Level) {
 	log.WithFields(e.LogFields()).Log(level, e.Message)
-	if em != nil && em.sink != nil {
+	if em != nil && em.sink != nil && level <= em.min {
 		em.sink(e)
 	}
 }
