@@ -279,6 +279,16 @@ func TestConfigDocument(t *testing.T) {
 			t.Errorf("GET /v1/config%s: field %q, want wait", q, d.Field)
 		}
 	}
+	if doc.ProxyProtocol != nil {
+		t.Errorf("proxy_protocol = %+v without the setting, want absent (off)", doc.ProxyProtocol)
+	}
+	if err := e.st.SetSettings(context.Background(), []store.SettingChange{{Key: "proxy_protocol.allowed_sources", Value: "10.0.0.5,10.0.1.0/29"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, doc, body = getConfig(t, e, nil, ""); doc == nil || doc.ProxyProtocol == nil ||
+		strings.Join(doc.ProxyProtocol.AllowedSources, " ") != "10.0.0.5 10.0.1.0/29" {
+		t.Errorf("document after setting proxy_protocol.allowed_sources: %s", body)
+	}
 }
 
 // TestLongPollWokenByOtherProcess holds a long poll and changes the

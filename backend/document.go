@@ -75,6 +75,9 @@ func Document(snap *store.Snapshot, withSecrets bool) *apiv1.ConfigDocument {
 		Revocation:       apiv1.Revocation(st.Revocation),
 		LogIgnoreRules:   []apiv1.LogIgnoreRule{},
 	}
+	if len(st.ProxyProtocolSources) > 0 {
+		doc.ProxyProtocol = &apiv1.ProxyProtocol{AllowedSources: st.ProxyProtocolSources}
+	}
 	if is := st.InternalServer; is.Address != "" || is.TLS() {
 		doc.InternalServer = &apiv1.InternalServer{
 			Address:        is.Address,

@@ -192,8 +192,8 @@ func (s *Server) applySnapshot(snap *tunnelv1.ConfigSnapshot, from string) apply
 		s.levels.SetGlobal(pol.LogLevel, fmt.Sprintf("configuration version %d", v))
 	}
 	s.emit(event.Event{Name: EventConfigApplied, Severity: infoSeverity,
-		Message: fmt.Sprintf("configuration version %d in force: %d partners, %d trusted CAs, %d CRLs, partner listener %s",
-			v, len(pol.Partners), len(pol.CAs), len(pol.CRLs), pol.ListenAddress)}.
+		Message: fmt.Sprintf("configuration version %d in force: %d partners, %d trusted CAs, %d CRLs, partner listener %s, PROXY protocol %s",
+			v, len(pol.Partners), len(pol.CAs), len(pol.CRLs), pol.ListenAddress, proxySourcesText(pol.ProxySources))}.
 		With("config_version", strconv.FormatUint(v, 10)).With("tunnel", from))
 	for _, w := range pol.Warnings {
 		s.emit(event.Event{Name: EventConfigWarning, Severity: warnSeverity, Reason: "config_warning", Message: w}.

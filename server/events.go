@@ -28,6 +28,14 @@ const (
 	// EventPartnerRefusalsSuppressed: more refusals of one source in one interval than are
 	// logged one by one; the line carries their count.
 	EventPartnerRefusalsSuppressed = "partner_refusals_suppressed"
+	// EventPartnerProxyRefused: a source that is not an allowed load balancer started its
+	// connection with a PROXY protocol header (it would claim another address); closed before
+	// TLS.
+	EventPartnerProxyRefused = "partner_proxy_refused"
+	// EventPartnerProxyInvalid: a connection from an allowed load balancer did not start with
+	// a valid PROXY protocol v2 header (missing, malformed, not TCP, too slow); closed before
+	// TLS. The source is the balancer: not for fail2ban.
+	EventPartnerProxyInvalid = "partner_proxy_invalid"
 	// EventPartnerTLSRejected: the TLS handshake failed (no client certificate, untrusted CA,
 	// old protocol version, timeout, garbage).
 	EventPartnerTLSRejected = "partner_tls_rejected"

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"net"
-	"smartproxy/internal/event"
+	"net/netip"
 	"sync"
 	"time"
 
 	"smartproxy/admin"
+	"smartproxy/internal/event"
 	"smartproxy/oftp2"
 )
 
@@ -176,14 +177,15 @@ func (s *Server) acceptLoop(ln net.Listener) {
 	}
 }
 
-// admitConn applies the pre-TLS limits and starts the connection's goroutine.
+// admitConn applies the pre-TLS limits and starts the connection's goroutine. A connection
+// from a load balancer allowed to send a PROXY header is exempt from the per-address rate and
+// caps here: they apply to the partner's address once its header is read (proxyproto.go).
 func (s *Server) admitConn(conn net.Conn) {
 	pol := s.policy.Load()
 	remote := remoteAddrPort(conn)
 	refuse := func(name, reason, msg string) {
 		conn.Close()
-		s.metrics.admissions.WithLabelValues(name).Inc()
-		s.emit(event.Security(name, remote.String(), "", reason, msg))
+		s.refuseConn(event.Security(name, remote.String(), "", reason, msg))
 	}
 	if pol == nil {
 		conn.Close()
@@ -196,11 +198,14 @@ func (s *Server) admitConn(conn net.Conn) {
 		refuse(EventPartnerOverloaded, "max_sessions", "concurrent session limit reached")
 		return
 	}
-	if !s.rate.allow(remote.Addr(), pol.Limits.PerIPRate, pol.Limits.PerIPBurst) {
+	source := remote.Addr()
+	if pol.proxyAllowed(source) {
+		source = netip.Addr{}
+	} else if !s.rate.allow(source, pol.Limits.PerIPRate, pol.Limits.PerIPBurst) {
 		refuse(EventPartnerRateLimited, "per_ip_rate", "connection rate of the source exceeded")
 		return
 	}
-	slot, reason := s.preadmit.acquire(conn, remote.Addr(), pol.Limits)
+	slot, reason := s.preadmit.acquire(conn, source, pol.Limits)
 	if slot == nil {
 		refuse(EventPartnerSourceLimit, reason, "the source or its network has its maximum of connections in admission")
 		return

@@ -108,6 +108,9 @@ type Policy struct {
 	LogLevel logrus.Level
 	// IgnoreRules lower matching events to INFO.
 	IgnoreRules []IgnoreRule
+	// ProxySources are the load balancers allowed to send a PROXY protocol v2 header before
+	// TLS; nil means PROXY protocol is off (proxyproto.go).
+	ProxySources []netip.Prefix
 
 	// revocationOverrides are the partners with a RevocationMode of their own.
 	revocationOverrides []*Partner
@@ -383,6 +386,7 @@ func CompilePolicy(version uint64, cfg *tunnelv1.SecurityConfig, now time.Time) 
 	p.Routes = c.routes(cfg.GetOutgoingRoutes(), p.Partners)
 	p.LogLevel = c.logLevel("log_level", cfg.GetLogLevel())
 	p.IgnoreRules = c.ignoreRules(cfg.GetLogIgnoreRules())
+	p.ProxySources = c.proxySources(cfg.GetProxyProtocol())
 	if len(c.errs) > 0 {
 		return nil, c.errs
 	}
@@ -709,6 +713,44 @@ func (c *compiler) partner(path string, pc *tunnelv1.Partner, lim Limits) *Partn
 		return nil
 	}
 	return p
+}
+
+// proxySources compiles the PROXY protocol sources: nil when pp is unset, at least one
+// address or network otherwise. A network of the whole address space is allowed with a
+// warning: every host on the internet could then claim any address.
+func (c *compiler) proxySources(pp *tunnelv1.ProxyProtocol) []netip.Prefix {
+	if pp == nil {
+		return nil
+	}
+	if len(pp.GetAllowedSources()) == 0 {
+		c.errorf("proxy_protocol.allowed_sources", "empty; list the load balancers' addresses, or leave proxy_protocol unset to turn it off")
+		return nil
+	}
+	out := make([]netip.Prefix, 0, len(pp.GetAllowedSources()))
+	for i, s := range pp.GetAllowedSources() {
+		path := fmt.Sprintf("proxy_protocol.allowed_sources[%d]", i)
+		pfx, err := parseNetwork(s)
+		if err != nil {
+			c.errorf(path, "%v", err)
+			continue
+		}
+		if pfx.Bits() == 0 {
+			c.warn = append(c.warn, fmt.Sprintf("%s: %s lets any host send a PROXY header and claim any address", path, pfx))
+		}
+		out = append(out, pfx)
+	}
+	return out
+}
+
+// proxyAllowed reports whether PROXY protocol is on and addr is one of its sources.
+func (p *Policy) proxyAllowed(addr netip.Addr) bool {
+	addr = addr.Unmap().WithZone("")
+	for _, n := range p.ProxySources {
+		if n.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // parseNetwork parses a CIDR prefix or a single address (a /32 or /128).

@@ -218,6 +218,10 @@ func TestCompilePolicyErrors(t *testing.T) {
 			c.OutgoingRoutes = []*tunnelv1.Route{{Name: "r", PartnerAddress: "x", PartnerOdetteId: "NOBODY"}, {Name: "r", PartnerAddress: "h:1", PartnerOdetteId: "O0013PARTNER"}}
 		}, []string{"outgoing_routes[0].partner_address", "outgoing_routes[0].partner_odette_id", "outgoing_routes[1].name"}},
 		{"log level", func(c *tunnelv1.SecurityConfig) { c.LogLevel = 42 }, []string{"log_level"}},
+		{"proxy protocol without sources", func(c *tunnelv1.SecurityConfig) { c.ProxyProtocol = &tunnelv1.ProxyProtocol{} }, []string{"proxy_protocol.allowed_sources"}},
+		{"proxy protocol sources", func(c *tunnelv1.SecurityConfig) {
+			c.ProxyProtocol = &tunnelv1.ProxyProtocol{AllowedSources: []string{"10.0.0.5", "balancer.example", "10.0.0.1/24"}}
+		}, []string{"proxy_protocol.allowed_sources[1]", "proxy_protocol.allowed_sources[2]"}},
 		{"ignore rules", func(c *tunnelv1.SecurityConfig) {
 			now := time.Now()
 			c.LogIgnoreRules = []*tunnelv1.LogIgnoreRule{

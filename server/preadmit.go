@@ -72,8 +72,8 @@ func newPreadmitPool(now func() time.Time, m *metrics) *preadmitPool {
 type preSlot struct {
 	pool   *preadmitPool
 	conn   *preConn     // immutable
-	source netip.Addr   // immutable
-	prefix netip.Prefix // immutable
+	source netip.Addr   // set once, at acquire or by identify; owned by pool.mu
+	prefix netip.Prefix // set with source; owned by pool.mu
 	lim    Limits       // the limits in force at accept; immutable
 
 	lastRead atomic.Int64 // unix nanoseconds of the last byte received, or of the accept
@@ -107,29 +107,19 @@ func (c *preConn) Read(b []byte) (int, error) {
 
 // acquire puts conn into the pool under lim, evicting the longest-silent connection when the
 // pool is full, and sets the TLS deadline. It returns the slot, or "" and the reason of the
-// refusal when the source or its prefix is at its cap.
+// refusal when the source or its prefix is at its cap. An invalid source (a connection from a
+// load balancer, whose PROXY header names the partner) is counted in the total only, until
+// identify gives the slot its source.
 func (p *preadmitPool) acquire(conn net.Conn, source netip.Addr, lim Limits) (*preSlot, string) {
-	source = source.Unmap().WithZone("")
-	bits := lim.PrefixLengthV6
-	if source.Is4() {
-		bits = lim.PrefixLengthV4
-	}
-	prefix, err := source.Prefix(bits)
-	if err != nil {
-		prefix = netip.PrefixFrom(source, source.BitLen())
-	}
-	sl := &preSlot{pool: p, source: source, prefix: prefix, lim: lim}
+	sl := &preSlot{pool: p, lim: lim}
 	sl.conn = &preConn{Conn: conn, slot: sl}
 	now := p.now()
 	sl.lastRead.Store(now.UnixNano())
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if lim.MaxHandshakesPerSource > 0 && p.bySource[source] >= lim.MaxHandshakesPerSource {
-		return nil, reasonPerSource
-	}
-	if lim.MaxHandshakesPerPrefix > 0 && p.byPrefix[prefix] >= lim.MaxHandshakesPerPrefix {
-		return nil, reasonPerPrefix
+	if reason := p.placeLocked(sl, source); reason != "" {
+		return nil, reason
 	}
 	for lim.MaxHandshakes > 0 && len(p.slots) >= lim.MaxHandshakes {
 		v := p.victimLocked()
@@ -142,11 +132,53 @@ func (p *preadmitPool) acquire(conn net.Conn, source netip.Addr, lim Limits) (*p
 	}
 	sl.held = true
 	p.slots[sl] = struct{}{}
-	p.bySource[source]++
-	p.byPrefix[prefix]++
 	p.metrics.handshakes.Inc()
 	conn.SetDeadline(now.Add(lim.HandshakeTimeout))
 	return sl, ""
+}
+
+// placeLocked gives sl the source address and its prefix and counts them, or returns the
+// reason of the refusal when either is at its cap. An invalid source is not counted. p.mu is
+// held.
+func (p *preadmitPool) placeLocked(sl *preSlot, source netip.Addr) string {
+	if !source.IsValid() {
+		return ""
+	}
+	lim := sl.lim
+	source = source.Unmap().WithZone("")
+	bits := lim.PrefixLengthV6
+	if source.Is4() {
+		bits = lim.PrefixLengthV4
+	}
+	prefix, err := source.Prefix(bits)
+	if err != nil {
+		prefix = netip.PrefixFrom(source, source.BitLen())
+	}
+	if lim.MaxHandshakesPerSource > 0 && p.bySource[source] >= lim.MaxHandshakesPerSource {
+		return reasonPerSource
+	}
+	if lim.MaxHandshakesPerPrefix > 0 && p.byPrefix[prefix] >= lim.MaxHandshakesPerPrefix {
+		return reasonPerPrefix
+	}
+	sl.source, sl.prefix = source, prefix
+	p.bySource[source]++
+	p.byPrefix[prefix]++
+	return ""
+}
+
+// identify gives a slot acquired without a source (a connection from a load balancer) the
+// partner's address from its PROXY header and applies the source and prefix caps to it. It
+// returns the reason of the refusal when the source or its prefix is at its cap; the caller
+// then closes the connection. A slot already evicted stays out of the pool (its next read
+// reports errEvicted).
+func (sl *preSlot) identify(source netip.Addr) string {
+	p := sl.pool
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !sl.held || sl.source.IsValid() {
+		return ""
+	}
+	return p.placeLocked(sl, source)
 }
 
 // victimLocked returns the connection to evict: the longest-silent one of the first class that
@@ -182,11 +214,13 @@ func (p *preadmitPool) releaseLocked(sl *preSlot) {
 	}
 	sl.held = false
 	delete(p.slots, sl)
-	if p.bySource[sl.source]--; p.bySource[sl.source] <= 0 {
-		delete(p.bySource, sl.source)
-	}
-	if p.byPrefix[sl.prefix]--; p.byPrefix[sl.prefix] <= 0 {
-		delete(p.byPrefix, sl.prefix)
+	if sl.source.IsValid() {
+		if p.bySource[sl.source]--; p.bySource[sl.source] <= 0 {
+			delete(p.bySource, sl.source)
+		}
+		if p.byPrefix[sl.prefix]--; p.byPrefix[sl.prefix] <= 0 {
+			delete(p.byPrefix, sl.prefix)
+		}
 	}
 	p.metrics.handshakes.Dec()
 }

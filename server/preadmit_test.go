@@ -232,3 +232,39 @@ func TestSessionSlotOnAdmission(t *testing.T) {
 		}
 	}
 }
+
+// TestPreadmitIdentify: a slot acquired without a source (a load balancer's connection) counts
+// only in the total until identify gives it the partner's address, which then meets the source
+// and prefix caps like any other.
+func TestPreadmitIdentify(t *testing.T) {
+	m, _ := newMetrics(nil)
+	p := newPreadmitPool(time.Now, m)
+	lim := testLimits()
+	var slots []*preSlot
+	for range 3 { // more than the per-source cap of 2: the balancer is not a source
+		c, _ := pipeConn(t)
+		sl, reason := p.acquire(c, netip.Addr{}, lim)
+		if sl == nil {
+			t.Fatalf("acquire without a source refused: %s", reason)
+		}
+		slots = append(slots, sl)
+	}
+	if len(p.bySource) != 0 || len(p.byPrefix) != 0 {
+		t.Errorf("sourceless slots counted per source: %v %v", p.bySource, p.byPrefix)
+	}
+	src := netip.MustParseAddr("192.0.2.1")
+	for i, want := range []string{"", "", reasonPerSource} {
+		if got := slots[i].identify(src); got != want {
+			t.Errorf("identify #%d = %q, want %q", i+1, got, want)
+		}
+	}
+	if got := p.bySource[src]; got != 2 {
+		t.Errorf("bySource[%s] = %d, want 2", src, got)
+	}
+	for _, sl := range slots {
+		sl.release()
+	}
+	if p.size() != 0 || len(p.bySource) != 0 || len(p.byPrefix) != 0 {
+		t.Errorf("left after release: %d slots, %v, %v", p.size(), p.bySource, p.byPrefix)
+	}
+}

@@ -213,7 +213,7 @@ func New(cfg Config) (*Server, error) {
 		rate:        newRateLimiter(0, cfg.Now),
 		preadmit:    newPreadmitPool(cfg.Now, m),
 		events:      make(chan queuedEvent, cfg.EventQueue),
-		emitter:     event.NewEmitter(nil),
+		emitter:     event.NewEmitter(nil, 0),
 		refusals:    newRefusalLog(cfg.RefusalLogBurst, cfg.RefusalLogMax),
 		crlReported: make(map[string]bool),
 	}

@@ -34,6 +34,7 @@ const esidWriteTimeout = 5 * time.Second
 type partnerSession struct {
 	id        uint64          // process-wide session id; immutable
 	remote    string          // partner address "ip:port"; immutable
+	via       string          // the load balancer's address when PROXY protocol named remote; set before admission
 	direction string          // "incoming" or "outgoing"; immutable
 	started   time.Time       // immutable
 	ctx       context.Context // ends when the session is stopped; immutable
@@ -63,8 +64,19 @@ func (ps *partnerSession) stop(c *bridge.Stop) { ps.cancel(c) }
 func (s *Server) servePartner(raw net.Conn, pol *Policy, remote netip.AddrPort, slot *preSlot) {
 	defer raw.Close()
 	defer slot.release()
+	var via netip.AddrPort
+	if pol.ProxySources != nil {
+		var ok bool
+		if raw, remote, via, ok = s.proxyHeader(raw, pol, remote, slot); !ok {
+			return
+		}
+	}
 	ps, log, done := s.newPartnerSession(remote.String(), "incoming", "tls handshake")
 	defer done()
+	if via.IsValid() {
+		ps.via = via.String()
+		log = log.WithField("proxy_addr", ps.via)
+	}
 	a := s.admitPartner(ps, raw, pol, remote, slot, log)
 	if a == nil {
 		return
@@ -258,7 +270,7 @@ func (s *Server) openInside(ps *partnerSession, a *admitted) *tunnel.Session {
 	ps.set(func(ps *partnerSession) { ps.state = "open"; ps.tunnelSID = sess.ID() })
 	s.emitOn(tc, event.Event{Name: EventSessionStarted, Severity: infoSeverity, SessionID: sess.ID(), OdetteID: a.partner.OdetteID, RemoteAddr: ps.remote,
 		Message: "partner session admitted and opened inside"}.
-		With("local_session_id", strconv.FormatUint(ps.id, 10)).
+		With("local_session_id", strconv.FormatUint(ps.id, 10)).With("proxy_addr", ps.via).
 		With("tls_version", tls.VersionName(a.info.tlsState.Version)).
 		With("ssid_buffer_size", strconv.Itoa(a.fwdSSID.BufferSize)).
 		With("ssid_credit", strconv.Itoa(a.fwdSSID.Credit)))
@@ -304,7 +316,7 @@ func (s *Server) refuse(ps *partnerSession, pw *partnerWriter, ref *refusal) {
 	if pw != nil && ref.ssrm {
 		ev = ev.With("esid_reason", fmt.Sprintf("%02d", uint8(ref.esid)))
 	}
-	ev = ev.With("local_session_id", strconv.FormatUint(ps.id, 10))
+	ev = ev.With("local_session_id", strconv.FormatUint(ps.id, 10)).With("proxy_addr", ps.via)
 	// The event is queued for the tunnel before the partner learns of the refusal, so that it
 	// is on its way inside before anything the partner does next.
 	s.emit(ev)

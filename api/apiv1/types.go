@@ -87,6 +87,16 @@ type ConfigDocument struct {
 	// Revocation is the policy for partner certificates that no CRL covers or whose CRL is past
 	// its nextUpdate: "soft" accepts them with a warning, "hard" refuses them. If empty, "soft".
 	Revocation Revocation `json:"revocation,omitempty"`
+	// ProxyProtocol turns on PROXY protocol v2 on the partner listener; nil (absent) means off.
+	ProxyProtocol *ProxyProtocol `json:"proxy_protocol,omitempty"`
+}
+
+// ProxyProtocol is the PROXY protocol v2 setting of the partner listener, for a DMZ server
+// behind a TCP load balancer.
+type ProxyProtocol struct {
+	// AllowedSources are the IP addresses or CIDR networks of the load balancers allowed to send
+	// a header; their connections must start with one. At least one.
+	AllowedSources []string `json:"allowed_sources"`
 }
 
 // CompanyIdentity is the company's TLS identity towards partners.

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -52,6 +53,8 @@ const (
 	KindServerName
 	// KindRevocation is soft or hard.
 	KindRevocation
+	// KindSources is a comma-separated list of IP addresses and CIDR networks.
+	KindSources
 )
 
 // FromFile reports whether the admin CLI takes a file name for settings of
@@ -104,6 +107,7 @@ var SettingDefs = []SettingDef{
 	{Key: "limits.max_buffer_size", Kind: KindCount, Min: 128, Max: 99999, Doc: "cap of the SSID exchange buffer size passed on, 128 to 99999; unset: no cap"},
 	{Key: "log_level", Kind: KindLogLevel, Doc: "the DMZ server's log level: trace, debug, info, warn or error; unset: the server keeps its own"},
 	{Key: "outgoing_source_ip", Kind: KindIP, Doc: "source IP address of outgoing partner connections; unset: the system chooses"},
+	{Key: "proxy_protocol.allowed_sources", Kind: KindSources, Doc: "load balancers allowed to send a PROXY protocol v2 header, IP addresses or CIDR networks separated by commas; setting it turns PROXY protocol on for the partner listener; unset: off"},
 	{Key: "revocation", Kind: KindRevocation, Doc: "partner certificates no CRL covers or whose CRL is past its nextUpdate: soft accepts them with a warning, hard refuses them; unset: soft"},
 }
 
@@ -155,6 +159,9 @@ type Settings struct {
 	OutgoingSourceIP string
 	// Revocation is the revocation policy, "soft" or "hard"; empty: soft.
 	Revocation string
+	// ProxyProtocolSources are the load balancers allowed to send a PROXY protocol header;
+	// empty: PROXY protocol is off.
+	ProxyProtocolSources []string
 }
 
 // InternalServer is the internal OFTP2 server incoming sessions go to.
@@ -301,6 +308,8 @@ func parseSetting(def SettingDef, value string) (string, error) {
 		return "", invalid(f, "%q is not a revocation policy; want soft or hard", value)
 	case KindIP:
 		return value, checkIP(f, value)
+	case KindSources:
+		return parseSources(f, value)
 	case KindServerName:
 		return value, checkServerName(f, value)
 	}
@@ -352,7 +361,32 @@ func settingsFrom(kv map[string]string) (Settings, error) {
 	s.LogLevel = kv["log_level"]
 	s.OutgoingSourceIP = kv["outgoing_source_ip"]
 	s.Revocation = kv["revocation"]
+	if v := kv["proxy_protocol.allowed_sources"]; v != "" {
+		s.ProxyProtocolSources = strings.Split(v, ",")
+	}
 	return s, nil
+}
+
+// parseSources checks a comma-separated list of IP addresses and CIDR networks and returns it
+// without spaces.
+func parseSources(f, value string) (string, error) {
+	var out []string
+	for _, src := range strings.Split(value, ",") {
+		src = strings.TrimSpace(src)
+		if _, err := netip.ParseAddr(src); err == nil {
+			out = append(out, src)
+			continue
+		}
+		pfx, err := netip.ParsePrefix(src)
+		if err != nil {
+			return "", invalid(f, "%q is neither an IP address nor a network in CIDR notation such as 10.0.0.0/29", src)
+		}
+		if pfx != pfx.Masked() {
+			return "", invalid(f, "%q has host bits set; did you mean %s?", src, pfx.Masked())
+		}
+		out = append(out, src)
+	}
+	return strings.Join(out, ","), nil
 }
 
 // checkPair checks that a certificate chain and a private key belong

@@ -246,6 +246,7 @@ func TestSettings(t *testing.T) {
 		{"limits.handshake_timeout", "10s"},
 		{"log_level", "WARNING"},
 		{"outgoing_source_ip", "192.0.2.10"},
+		{"proxy_protocol.allowed_sources", "10.0.0.5, 2001:db8::/64"},
 	}
 	if err := s.SetSettings(ctx, good); err != nil {
 		t.Fatalf("SetSettings(good) = %v", err)
@@ -256,7 +257,7 @@ func TestSettings(t *testing.T) {
 	}
 	if got.PartnerListenAddress != "127.0.0.1:6619" || got.Limits.MaxSessions != 500 || got.Limits.PerIPRate != 2.5 ||
 		got.Limits.HandshakeTimeout != 10*time.Second || got.LogLevel != "warn" || got.CompanyKeyPEM != string(leaf.KeyPEM) ||
-		got.InternalServer.Address != "oftp.internal:3305" {
+		got.InternalServer.Address != "oftp.internal:3305" || strings.Join(got.ProxyProtocolSources, " ") != "10.0.0.5 2001:db8::/64" {
 		t.Errorf("Settings() = %+v", got)
 	}
 	rev, _ := s.Revision(ctx)
@@ -276,6 +277,8 @@ func TestSettings(t *testing.T) {
 		{"NaN rate", []SettingChange{{"limits.per_ip_rate", "NaN"}}, "limits.per_ip_rate"},
 		{"log level", []SettingChange{{"log_level", "loud"}}, "log_level"},
 		{"source IP", []SettingChange{{"outgoing_source_ip", "'; DROP TABLE settings; --"}}, "outgoing_source_ip"},
+		{"proxy protocol source name", []SettingChange{{"proxy_protocol.allowed_sources", "10.0.0.5,lb.example"}}, "proxy_protocol.allowed_sources"},
+		{"proxy protocol host bits", []SettingChange{{"proxy_protocol.allowed_sources", "10.0.0.1/29"}}, "proxy_protocol.allowed_sources"},
 		{"key of another certificate", []SettingChange{{"company_key", string(other.KeyPEM)}}, "company_key"},
 		{"certificate without its key", []SettingChange{{"company_certificate", string(other.CertPEM)}}, "company_key"},
 		{"CA as company certificate", []SettingChange{{"company_certificate", string(ca.CertPEM)}}, "company_certificate"},

@@ -47,6 +47,9 @@ func specOf(doc *apiv1.ConfigDocument, crl func(info *apiv1.CRLInfo, c *configsp
 		LogLevel:             doc.LogLevel,
 		Revocation:           string(doc.Revocation),
 	}
+	if pp := doc.ProxyProtocol; pp != nil {
+		s.ProxyProtocol = &configspec.ProxyProtocol{Field: "proxy_protocol.allowed_sources", AllowedSources: pp.AllowedSources}
+	}
 	for i, text := range doc.TrustedCACertificatesPEM {
 		s.TrustedCAs = append(s.TrustedCAs, pemBlob(fmt.Sprintf("trusted_ca_certificates_pem[%d]", i), text, true))
 	}

@@ -167,12 +167,17 @@ func partnerEnabled(cfg *tunnelv1.ConfigSnapshot, id string) (enabled, found boo
 
 func TestSyncFollowsBackend(t *testing.T) {
 	e := newEnv(t)
-	e.backend.setDoc(document(e.backend, e.files, 5))
+	first := document(e.backend, e.files, 5)
+	first.ProxyProtocol = &apiv1.ProxyProtocol{AllowedSources: []string{"10.0.0.5", "10.0.1.0/29"}}
+	e.backend.setDoc(first)
 	r := e.start(t)
 	conn := e.dmz.WaitConn(t, waitLong)
 	cfg := conn.WaitConfig(t, waitLong)
 	if cfg.GetVersion() != 5 {
 		t.Errorf("pushed version = %d, want 5 (the revision)", cfg.GetVersion())
+	}
+	if got := cfg.GetConfig().GetProxyProtocol().GetAllowedSources(); !slices.Equal(got, []string{"10.0.0.5", "10.0.1.0/29"}) {
+		t.Errorf("pushed proxy_protocol.allowed_sources = %q, want the backend's", got)
 	}
 	if crls := cfg.GetConfig().GetCrls(); len(crls) != 1 || string(crls[0].GetDer()) != string(e.files.CRL) || crls[0].GetUrl() != "http://crl.partner-ca.test/ca.crl" {
 		t.Errorf("pushed CRLs = %v, want the backend's CRL with its URL", crls)
@@ -193,6 +198,9 @@ func TestSyncFollowsBackend(t *testing.T) {
 	cfg = conn.WaitConfig(t, waitLong)
 	if en, _ := partnerEnabled(cfg, clienttest.PartnerID); cfg.GetVersion() != 6 || en {
 		t.Errorf("pushed version %d with partner enabled %v, want version 6 with the partner disabled", cfg.GetVersion(), en)
+	}
+	if pp := cfg.GetConfig().GetProxyProtocol(); pp != nil {
+		t.Errorf("pushed proxy_protocol = %v after the backend dropped it, want unset (off)", pp)
 	}
 	if got := r.client.Current().Version; got != 6 {
 		t.Errorf("client version = %d, want 6", got)

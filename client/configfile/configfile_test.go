@@ -351,6 +351,31 @@ func TestRoutes(t *testing.T) {
 	}
 }
 
+// TestProxyProtocol checks that proxy_protocol reaches the configuration sent to the server,
+// that its absence leaves PROXY protocol off, and that an empty list is refused.
+func TestProxyProtocol(t *testing.T) {
+	files, c := setup(t)
+	res, err := load(t, files.Dir, c)
+	if err != nil {
+		t.Fatalf("Load() = %v, want no error", err)
+	}
+	if pp := res.Snapshot.Security.GetProxyProtocol(); pp != nil {
+		t.Errorf("proxy_protocol without the setting = %v, want unset (off)", pp)
+	}
+	c.ProxyProtocol = &configfile.ProxyProtocol{AllowedSources: []string{"10.0.0.5", "2001:db8:1::/64"}}
+	if res, err = load(t, files.Dir, c); err != nil {
+		t.Fatalf("Load() = %v, want no error", err)
+	}
+	want := &tunnelv1.ProxyProtocol{AllowedSources: []string{"10.0.0.5", "2001:db8:1::/64"}}
+	if diff := cmp.Diff(want, res.Snapshot.Security.GetProxyProtocol(), protocmp.Transform()); diff != "" {
+		t.Errorf("proxy_protocol (-want +got):\n%s", diff)
+	}
+	c.ProxyProtocol = &configfile.ProxyProtocol{}
+	if _, err := load(t, files.Dir, c); err == nil || !strings.Contains(err.Error(), "proxy_protocol.allowed_sources") {
+		t.Errorf("Load() with an empty allowed_sources = %v, want an error on proxy_protocol.allowed_sources", err)
+	}
+}
+
 // TestSyntaxErrors feeds documents that are not a valid configuration as JSON.
 func TestSyntaxErrors(t *testing.T) {
 	tests := []struct {

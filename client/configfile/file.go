@@ -44,6 +44,16 @@ type File struct {
 	// CRL is past its nextUpdate: "soft" accepts them with a partner_crl_missing event, "hard"
 	// refuses them (partner_revocation_unknown). If empty, "soft".
 	Revocation string `json:"revocation"`
+	// ProxyProtocol turns on PROXY protocol v2 on the partner listener, for a DMZ server behind
+	// a TCP load balancer. If absent, it is off.
+	ProxyProtocol *ProxyProtocol `json:"proxy_protocol"`
+}
+
+// ProxyProtocol is the PROXY protocol v2 setting of the partner listener.
+type ProxyProtocol struct {
+	// AllowedSources are the IP addresses or CIDR networks of the load balancers allowed to send
+	// a header; their connections must start with one. At least one is required.
+	AllowedSources []string `json:"allowed_sources"`
 }
 
 // CRL is one certificate revocation list file.

@@ -63,6 +63,9 @@ func spec(f *File, dir string) *configspec.Spec {
 		MaxHandshakesPerSource: l.MaxHandshakesPerSource, MaxHandshakesPerPrefix: l.MaxHandshakesPerPrefix,
 		PrefixLengthV4: l.PrefixLengthV4, PrefixLengthV6: l.PrefixLengthV6}
 	s.OutgoingSourceIP = f.OutgoingSourceIP
+	if pp := f.ProxyProtocol; pp != nil {
+		s.ProxyProtocol = &configspec.ProxyProtocol{Field: "proxy_protocol.allowed_sources", AllowedSources: pp.AllowedSources}
+	}
 	for _, r := range f.Routes {
 		s.Routes = append(s.Routes, configspec.Route{Name: r.Name, ListenAddress: r.ListenAddress, PartnerAddress: r.PartnerAddress,
 			PartnerOdetteID: r.PartnerOdetteID, ServerName: r.ServerName})

@@ -77,6 +77,7 @@ func Build(s *Spec, now time.Time) (*Result, error) {
 	sec.LogLevel = b.logLevel("log_level", s.LogLevel)
 	sec.LogIgnoreRules = b.ignoreRules(s.LogIgnoreRules)
 	sec.RevocationPolicy = b.revocation("revocation", s.Revocation)
+	sec.ProxyProtocol = b.proxyProtocol(s.ProxyProtocol)
 	if len(b.probs) > 0 {
 		return nil, &Error{Problems: b.probs}
 	}
@@ -171,6 +172,39 @@ func (b *builder) sourceIP(field, s string) string {
 		b.problem(field, "%q is not an IP address", s)
 	}
 	return s
+}
+
+// proxyProtocol checks the PROXY protocol sources: at least one, each an IP address or a
+// network in CIDR notation without host bits.
+func (b *builder) proxyProtocol(pp *ProxyProtocol) *tunnelv1.ProxyProtocol {
+	if pp == nil {
+		return nil
+	}
+	if len(pp.AllowedSources) == 0 {
+		b.problem(pp.Field, "empty; list the load balancers' addresses, or leave proxy_protocol out to turn it off")
+		return nil
+	}
+	out := &tunnelv1.ProxyProtocol{}
+	for i, src := range pp.AllowedSources {
+		f := fmt.Sprintf("%s[%d]", pp.Field, i)
+		if _, err := netip.ParseAddr(src); err == nil {
+			out.AllowedSources = append(out.AllowedSources, src)
+			continue
+		}
+		pfx, err := netip.ParsePrefix(src)
+		switch {
+		case err != nil:
+			b.problem(f, "%q is neither an IP address nor a network in CIDR notation such as 10.0.0.0/29", src)
+		case pfx != pfx.Masked():
+			b.problem(f, "%q has host bits set; did you mean %s?", src, pfx.Masked())
+		default:
+			if pfx.Bits() == 0 {
+				b.warnf(f, "%s lets any host send a PROXY header and claim any address", src)
+			}
+			out.AllowedSources = append(out.AllowedSources, src)
+		}
+	}
+	return out
 }
 
 // ParseCertificates reads PEM ("CERTIFICATE" blocks only) or DER certificates.

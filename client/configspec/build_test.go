@@ -111,6 +111,12 @@ func TestProblemsNameTheSourceFields(t *testing.T) {
 		{"internal certificate without key", func(s *configspec.Spec) { s.InternalServer.TLS.Key.Data = nil }, []string{"internal_server.tls.private_key_pem"}},
 		{"source IP", func(s *configspec.Spec) { s.OutgoingSourceIP = "dmz-host" }, []string{"outgoing_source_ip"}},
 		{"revocation policy", func(s *configspec.Spec) { s.Revocation = "strict" }, []string{"revocation"}},
+		{"proxy protocol without sources", func(s *configspec.Spec) {
+			s.ProxyProtocol = &configspec.ProxyProtocol{Field: "proxy_protocol.allowed_sources"}
+		}, []string{"proxy_protocol.allowed_sources"}},
+		{"proxy protocol sources", func(s *configspec.Spec) {
+			s.ProxyProtocol = &configspec.ProxyProtocol{Field: "pp", AllowedSources: []string{"10.0.0.5", "lb.example", "10.0.0.1/29", "2001:db8::/64"}}
+		}, []string{"pp[1]", "pp[2]"}},
 		{"partner revocation policy", func(s *configspec.Spec) { s.Partners[0].Revocation = "maybe" }, []string{"partners[0].revocation"}},
 		{"routes", func(s *configspec.Spec) {
 			s.Routes = append(s.Routes, configspec.Route{Name: "to-partner", ListenAddress: "x", PartnerAddress: ":1", PartnerOdetteID: ""})

@@ -63,6 +63,17 @@ type Spec struct {
 	// unknown (no CRL covers them, or their CRL is past its nextUpdate): "soft" accepts them
 	// with a warning, "hard" refuses them. If empty, "soft".
 	Revocation string
+	// ProxyProtocol turns on PROXY protocol v2 on the partner listener. If nil, it is off.
+	ProxyProtocol *ProxyProtocol
+}
+
+// ProxyProtocol is the PROXY protocol v2 setting of the partner listener.
+type ProxyProtocol struct {
+	// Field is the path of AllowedSources, for its problems, e.g. "proxy_protocol.allowed_sources".
+	Field string
+	// AllowedSources are the IP addresses or CIDR networks of the load balancers allowed to send
+	// a header. At least one is required.
+	AllowedSources []string
 }
 
 // CRL is one certificate revocation list.

@@ -71,6 +71,8 @@ var defs = []Def{
 	refusal("session_refused", critical, "server", "the client refused the session (internal server unreachable, no tunnel)"),
 	refusal("protocol_violation", critical, "server", "a command in an established session broke RFC 5024; the session was ended"),
 	refusal("tunnel_client_rejected", warning, "server", "a tunnel client's certificate is not allowed"),
+	refusal("partner_proxy_refused", critical, "server", "a source that is not an allowed load balancer sent a PROXY protocol header; closed before TLS"),
+	security("partner_proxy_invalid", errorSev, "server", "an allowed load balancer's connection did not start with a valid PROXY protocol v2 header; closed before TLS (the balancer's fault: not for fail2ban)"),
 
 	// Outgoing sessions (smartproxy-server).
 	security("outgoing_connect_failed", errorSev, "server", "the TCP connect to a partner of an outgoing session failed"),

@@ -27,15 +27,51 @@ type RawPartner struct {
 // the server certificate (server name "localhost"). The handshake is done; with TLS 1.3 a
 // refused client certificate shows only on the first read.
 func DialPartner(addr string, cert *tls.Certificate, roots *x509.CertPool) (*RawPartner, error) {
+	return DialPartnerWith(addr, cert, roots, Dial{})
+}
+
+// Dial says how DialPartnerWith connects.
+type Dial struct {
+	// Local is the local IP address to connect from, e.g. "127.0.0.2"; empty: the system's
+	// choice.
+	Local string
+	// Before is written on the TCP connection before the TLS handshake (a PROXY protocol
+	// header, as a load balancer sends it).
+	Before []byte
+}
+
+// DialPartnerWith is DialPartner with the options of d.
+func DialPartnerWith(addr string, cert *tls.Certificate, roots *x509.CertPool, d Dial) (*RawPartner, error) {
 	cfg := &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS12}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
-	d := &net.Dialer{Timeout: 10 * time.Second}
-	conn, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+	nd := &net.Dialer{Timeout: 10 * time.Second}
+	if d.Local != "" {
+		ip := net.ParseIP(d.Local)
+		if ip == nil {
+			return nil, fmt.Errorf("servertest: local address %q is not an IP address", d.Local)
+		}
+		nd.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	raw, err := nd.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	if len(d.Before) > 0 {
+		raw.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := raw.Write(d.Before); err != nil {
+			raw.Close()
+			return nil, err
+		}
+	}
+	conn := tls.Client(raw, cfg)
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := conn.Handshake(); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	conn.SetDeadline(time.Time{})
 	return &RawPartner{Conn: conn, r: oftp2.NewReader(conn, 0), w: oftp2.NewWriter(conn)}, nil
 }
 

@@ -1335,8 +1335,12 @@ type SecurityConfig struct {
 	// covers it, or the CRL covering it is past its nextUpdate. REVOCATION_POLICY_UNSPECIFIED
 	// means REVOCATION_POLICY_SOFT. A partner may override it (Partner.revocation_policy).
 	RevocationPolicy RevocationPolicy `protobuf:"varint,11,opt,name=revocation_policy,json=revocationPolicy,proto3,enum=smartproxy.tunnel.v1.RevocationPolicy" json:"revocation_policy,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// PROXY protocol version 2 on the partner listener, for a server behind a TCP load balancer
+	// that passes each partner's address in a header before the TLS handshake. Unset (the
+	// default): off, and a header is an ordinary TLS failure.
+	ProxyProtocol *ProxyProtocol `protobuf:"bytes,12,opt,name=proxy_protocol,json=proxyProtocol,proto3" json:"proxy_protocol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SecurityConfig) Reset() {
@@ -1446,6 +1450,66 @@ func (x *SecurityConfig) GetRevocationPolicy() RevocationPolicy {
 	return RevocationPolicy_REVOCATION_POLICY_UNSPECIFIED
 }
 
+func (x *SecurityConfig) GetProxyProtocol() *ProxyProtocol {
+	if x != nil {
+		return x.ProxyProtocol
+	}
+	return nil
+}
+
+// ProxyProtocol turns on PROXY protocol version 2 (the binary header of the HAProxy PROXY
+// protocol specification) on the partner listener for the listed sources. A connection from an
+// allowed source must start with a header: a LOCAL header (a balancer's health check) is
+// accepted and the connection closed quietly; a PROXY header's source address replaces the
+// peer's address for every per-address limit, the pre-admission caps, the partners' allowed
+// networks, events and logs. A header from any other source, a malformed header, or no header
+// from an allowed source refuses the connection with an event.
+type ProxyProtocol struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Addresses or networks in CIDR notation of the load balancers allowed to send a header,
+	// for example "10.0.0.5" or "10.0.0.0/29". At least one is required.
+	AllowedSources []string `protobuf:"bytes,1,rep,name=allowed_sources,json=allowedSources,proto3" json:"allowed_sources,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ProxyProtocol) Reset() {
+	*x = ProxyProtocol{}
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyProtocol) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyProtocol) ProtoMessage() {}
+
+func (x *ProxyProtocol) ProtoReflect() protoreflect.Message {
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyProtocol.ProtoReflect.Descriptor instead.
+func (*ProxyProtocol) Descriptor() ([]byte, []int) {
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ProxyProtocol) GetAllowedSources() []string {
+	if x != nil {
+		return x.AllowedSources
+	}
+	return nil
+}
+
 // TlsIdentity is a certificate chain with its private key.
 type TlsIdentity struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1459,7 +1523,7 @@ type TlsIdentity struct {
 
 func (x *TlsIdentity) Reset() {
 	*x = TlsIdentity{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[8]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1535,7 @@ func (x *TlsIdentity) String() string {
 func (*TlsIdentity) ProtoMessage() {}
 
 func (x *TlsIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[8]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1548,7 @@ func (x *TlsIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TlsIdentity.ProtoReflect.Descriptor instead.
 func (*TlsIdentity) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{8}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TlsIdentity) GetCertificateChain() [][]byte {
@@ -1521,7 +1585,7 @@ type Crl struct {
 
 func (x *Crl) Reset() {
 	*x = Crl{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[9]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1533,7 +1597,7 @@ func (x *Crl) String() string {
 func (*Crl) ProtoMessage() {}
 
 func (x *Crl) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[9]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1546,7 +1610,7 @@ func (x *Crl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Crl.ProtoReflect.Descriptor instead.
 func (*Crl) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{9}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Crl) GetId() string {
@@ -1622,7 +1686,7 @@ type Partner struct {
 
 func (x *Partner) Reset() {
 	*x = Partner{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[10]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1698,7 @@ func (x *Partner) String() string {
 func (*Partner) ProtoMessage() {}
 
 func (x *Partner) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[10]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1711,7 @@ func (x *Partner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Partner.ProtoReflect.Descriptor instead.
 func (*Partner) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{10}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Partner) GetOdetteId() string {
@@ -1742,7 +1806,7 @@ type CertificateBinding struct {
 
 func (x *CertificateBinding) Reset() {
 	*x = CertificateBinding{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[11]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1754,7 +1818,7 @@ func (x *CertificateBinding) String() string {
 func (*CertificateBinding) ProtoMessage() {}
 
 func (x *CertificateBinding) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[11]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1767,7 +1831,7 @@ func (x *CertificateBinding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateBinding.ProtoReflect.Descriptor instead.
 func (*CertificateBinding) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{11}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CertificateBinding) GetSubjectSerialNumber() string {
@@ -1834,7 +1898,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[12]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1846,7 +1910,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[12]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1859,7 +1923,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{12}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Limits) GetMaxSessions() uint32 {
@@ -1980,7 +2044,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[13]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1992,7 +2056,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[13]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2005,7 +2069,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{13}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Route) GetName() string {
@@ -2060,7 +2124,7 @@ type LogIgnoreRule struct {
 
 func (x *LogIgnoreRule) Reset() {
 	*x = LogIgnoreRule{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[14]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2136,7 @@ func (x *LogIgnoreRule) String() string {
 func (*LogIgnoreRule) ProtoMessage() {}
 
 func (x *LogIgnoreRule) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[14]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2149,7 @@ func (x *LogIgnoreRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogIgnoreRule.ProtoReflect.Descriptor instead.
 func (*LogIgnoreRule) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{14}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LogIgnoreRule) GetSubstring() string {
@@ -2131,7 +2195,7 @@ type ConfigApplied struct {
 
 func (x *ConfigApplied) Reset() {
 	*x = ConfigApplied{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[15]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2143,7 +2207,7 @@ func (x *ConfigApplied) String() string {
 func (*ConfigApplied) ProtoMessage() {}
 
 func (x *ConfigApplied) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[15]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2156,7 +2220,7 @@ func (x *ConfigApplied) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigApplied.ProtoReflect.Descriptor instead.
 func (*ConfigApplied) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{15}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ConfigApplied) GetVersion() uint64 {
@@ -2193,7 +2257,7 @@ type ConfigError struct {
 
 func (x *ConfigError) Reset() {
 	*x = ConfigError{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[16]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2205,7 +2269,7 @@ func (x *ConfigError) String() string {
 func (*ConfigError) ProtoMessage() {}
 
 func (x *ConfigError) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[16]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2218,7 +2282,7 @@ func (x *ConfigError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigError.ProtoReflect.Descriptor instead.
 func (*ConfigError) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{16}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ConfigError) GetField() string {
@@ -2264,7 +2328,7 @@ type SessionOpen struct {
 
 func (x *SessionOpen) Reset() {
 	*x = SessionOpen{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[17]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2276,7 +2340,7 @@ func (x *SessionOpen) String() string {
 func (*SessionOpen) ProtoMessage() {}
 
 func (x *SessionOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[17]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2289,7 +2353,7 @@ func (x *SessionOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpen.ProtoReflect.Descriptor instead.
 func (*SessionOpen) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{17}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SessionOpen) GetSessionId() uint64 {
@@ -2369,7 +2433,7 @@ type TlsInfo struct {
 
 func (x *TlsInfo) Reset() {
 	*x = TlsInfo{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[18]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2381,7 +2445,7 @@ func (x *TlsInfo) String() string {
 func (*TlsInfo) ProtoMessage() {}
 
 func (x *TlsInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[18]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2394,7 +2458,7 @@ func (x *TlsInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TlsInfo.ProtoReflect.Descriptor instead.
 func (*TlsInfo) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{18}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TlsInfo) GetVersion() string {
@@ -2465,7 +2529,7 @@ type SessionOpened struct {
 
 func (x *SessionOpened) Reset() {
 	*x = SessionOpened{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[19]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +2541,7 @@ func (x *SessionOpened) String() string {
 func (*SessionOpened) ProtoMessage() {}
 
 func (x *SessionOpened) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[19]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +2554,7 @@ func (x *SessionOpened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpened.ProtoReflect.Descriptor instead.
 func (*SessionOpened) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{19}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SessionOpened) GetSessionId() uint64 {
@@ -2565,7 +2629,7 @@ type SessionData struct {
 
 func (x *SessionData) Reset() {
 	*x = SessionData{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[20]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2577,7 +2641,7 @@ func (x *SessionData) String() string {
 func (*SessionData) ProtoMessage() {}
 
 func (x *SessionData) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[20]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2590,7 +2654,7 @@ func (x *SessionData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionData.ProtoReflect.Descriptor instead.
 func (*SessionData) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{20}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SessionData) GetSessionId() uint64 {
@@ -2620,7 +2684,7 @@ type SessionWindow struct {
 
 func (x *SessionWindow) Reset() {
 	*x = SessionWindow{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[21]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2632,7 +2696,7 @@ func (x *SessionWindow) String() string {
 func (*SessionWindow) ProtoMessage() {}
 
 func (x *SessionWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[21]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2645,7 +2709,7 @@ func (x *SessionWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionWindow.ProtoReflect.Descriptor instead.
 func (*SessionWindow) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{21}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SessionWindow) GetSessionId() uint64 {
@@ -2674,7 +2738,7 @@ type SessionHalfClose struct {
 
 func (x *SessionHalfClose) Reset() {
 	*x = SessionHalfClose{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[22]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2686,7 +2750,7 @@ func (x *SessionHalfClose) String() string {
 func (*SessionHalfClose) ProtoMessage() {}
 
 func (x *SessionHalfClose) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[22]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2699,7 +2763,7 @@ func (x *SessionHalfClose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionHalfClose.ProtoReflect.Descriptor instead.
 func (*SessionHalfClose) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{22}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SessionHalfClose) GetSessionId() uint64 {
@@ -2728,7 +2792,7 @@ type SessionAbort struct {
 
 func (x *SessionAbort) Reset() {
 	*x = SessionAbort{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[23]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2740,7 +2804,7 @@ func (x *SessionAbort) String() string {
 func (*SessionAbort) ProtoMessage() {}
 
 func (x *SessionAbort) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[23]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2753,7 +2817,7 @@ func (x *SessionAbort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionAbort.ProtoReflect.Descriptor instead.
 func (*SessionAbort) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{23}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SessionAbort) GetSessionId() uint64 {
@@ -2801,7 +2865,7 @@ type SessionSync struct {
 
 func (x *SessionSync) Reset() {
 	*x = SessionSync{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[24]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2813,7 +2877,7 @@ func (x *SessionSync) String() string {
 func (*SessionSync) ProtoMessage() {}
 
 func (x *SessionSync) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[24]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2826,7 +2890,7 @@ func (x *SessionSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionSync.ProtoReflect.Descriptor instead.
 func (*SessionSync) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{24}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SessionSync) GetSessionIds() []uint64 {
@@ -2855,7 +2919,7 @@ type CrlUrlReport struct {
 
 func (x *CrlUrlReport) Reset() {
 	*x = CrlUrlReport{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[25]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2867,7 +2931,7 @@ func (x *CrlUrlReport) String() string {
 func (*CrlUrlReport) ProtoMessage() {}
 
 func (x *CrlUrlReport) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[25]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2880,7 +2944,7 @@ func (x *CrlUrlReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CrlUrlReport.ProtoReflect.Descriptor instead.
 func (*CrlUrlReport) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{25}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CrlUrlReport) GetUrls() []string {
@@ -2907,7 +2971,7 @@ type LicenseStatus struct {
 
 func (x *LicenseStatus) Reset() {
 	*x = LicenseStatus{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[26]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2919,7 +2983,7 @@ func (x *LicenseStatus) String() string {
 func (*LicenseStatus) ProtoMessage() {}
 
 func (x *LicenseStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[26]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2932,7 +2996,7 @@ func (x *LicenseStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LicenseStatus.ProtoReflect.Descriptor instead.
 func (*LicenseStatus) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{26}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LicenseStatus) GetProxyId() string {
@@ -2975,7 +3039,7 @@ type LicenseUpdate struct {
 
 func (x *LicenseUpdate) Reset() {
 	*x = LicenseUpdate{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[27]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2987,7 +3051,7 @@ func (x *LicenseUpdate) String() string {
 func (*LicenseUpdate) ProtoMessage() {}
 
 func (x *LicenseUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[27]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3000,7 +3064,7 @@ func (x *LicenseUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LicenseUpdate.ProtoReflect.Descriptor instead.
 func (*LicenseUpdate) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{27}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LicenseUpdate) GetLicense() []byte {
@@ -3035,7 +3099,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[28]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3047,7 +3111,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[28]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3060,7 +3124,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{28}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -3132,7 +3196,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[29]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3144,7 +3208,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[29]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3157,7 +3221,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{29}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Ping) GetNonce() uint64 {
@@ -3187,7 +3251,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[30]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3199,7 +3263,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[30]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3212,7 +3276,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{30}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Pong) GetNonce() uint64 {
@@ -3246,7 +3310,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[31]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3258,7 +3322,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[31]
+	mi := &file_smartproxy_tunnel_v1_tunnel_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3271,7 +3335,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{31}
+	return file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Drain) GetReason() string {
@@ -3352,7 +3416,7 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x15\n" +
 	"\x06crl_id\x18\x02 \x01(\tR\x05crlId\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"\xc1\x05\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"\x8d\x06\n" +
 	"\x0eSecurityConfig\x124\n" +
 	"\x16partner_listen_address\x18\x01 \x01(\tR\x14partnerListenAddress\x12L\n" +
 	"\x10company_identity\x18\x02 \x01(\v2!.smartproxy.tunnel.v1.TlsIdentityR\x0fcompanyIdentity\x126\n" +
@@ -3365,7 +3429,10 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\tlog_level\x18\t \x01(\x0e2\x1e.smartproxy.tunnel.v1.LogLevelR\blogLevel\x12M\n" +
 	"\x10log_ignore_rules\x18\n" +
 	" \x03(\v2#.smartproxy.tunnel.v1.LogIgnoreRuleR\x0elogIgnoreRules\x12S\n" +
-	"\x11revocation_policy\x18\v \x01(\x0e2&.smartproxy.tunnel.v1.RevocationPolicyR\x10revocationPolicy\"[\n" +
+	"\x11revocation_policy\x18\v \x01(\x0e2&.smartproxy.tunnel.v1.RevocationPolicyR\x10revocationPolicy\x12J\n" +
+	"\x0eproxy_protocol\x18\f \x01(\v2#.smartproxy.tunnel.v1.ProxyProtocolR\rproxyProtocol\"8\n" +
+	"\rProxyProtocol\x12'\n" +
+	"\x0fallowed_sources\x18\x01 \x03(\tR\x0eallowedSources\"[\n" +
 	"\vTlsIdentity\x12+\n" +
 	"\x11certificate_chain\x18\x01 \x03(\fR\x10certificateChain\x12\x1f\n" +
 	"\vprivate_key\x18\x02 \x01(\fR\n" +
@@ -3585,7 +3652,7 @@ func file_smartproxy_tunnel_v1_tunnel_proto_rawDescGZIP() []byte {
 }
 
 var file_smartproxy_tunnel_v1_tunnel_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_smartproxy_tunnel_v1_tunnel_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_smartproxy_tunnel_v1_tunnel_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_smartproxy_tunnel_v1_tunnel_proto_goTypes = []any{
 	(RevocationPolicy)(0),         // 0: smartproxy.tunnel.v1.RevocationPolicy
 	(DirectionPolicy)(0),          // 1: smartproxy.tunnel.v1.DirectionPolicy
@@ -3602,33 +3669,34 @@ var file_smartproxy_tunnel_v1_tunnel_proto_goTypes = []any{
 	(*ConfigSnapshot)(nil),        // 12: smartproxy.tunnel.v1.ConfigSnapshot
 	(*ConfigChunk)(nil),           // 13: smartproxy.tunnel.v1.ConfigChunk
 	(*SecurityConfig)(nil),        // 14: smartproxy.tunnel.v1.SecurityConfig
-	(*TlsIdentity)(nil),           // 15: smartproxy.tunnel.v1.TlsIdentity
-	(*Crl)(nil),                   // 16: smartproxy.tunnel.v1.Crl
-	(*Partner)(nil),               // 17: smartproxy.tunnel.v1.Partner
-	(*CertificateBinding)(nil),    // 18: smartproxy.tunnel.v1.CertificateBinding
-	(*Limits)(nil),                // 19: smartproxy.tunnel.v1.Limits
-	(*Route)(nil),                 // 20: smartproxy.tunnel.v1.Route
-	(*LogIgnoreRule)(nil),         // 21: smartproxy.tunnel.v1.LogIgnoreRule
-	(*ConfigApplied)(nil),         // 22: smartproxy.tunnel.v1.ConfigApplied
-	(*ConfigError)(nil),           // 23: smartproxy.tunnel.v1.ConfigError
-	(*SessionOpen)(nil),           // 24: smartproxy.tunnel.v1.SessionOpen
-	(*TlsInfo)(nil),               // 25: smartproxy.tunnel.v1.TlsInfo
-	(*SessionOpened)(nil),         // 26: smartproxy.tunnel.v1.SessionOpened
-	(*SessionData)(nil),           // 27: smartproxy.tunnel.v1.SessionData
-	(*SessionWindow)(nil),         // 28: smartproxy.tunnel.v1.SessionWindow
-	(*SessionHalfClose)(nil),      // 29: smartproxy.tunnel.v1.SessionHalfClose
-	(*SessionAbort)(nil),          // 30: smartproxy.tunnel.v1.SessionAbort
-	(*SessionSync)(nil),           // 31: smartproxy.tunnel.v1.SessionSync
-	(*CrlUrlReport)(nil),          // 32: smartproxy.tunnel.v1.CrlUrlReport
-	(*LicenseStatus)(nil),         // 33: smartproxy.tunnel.v1.LicenseStatus
-	(*LicenseUpdate)(nil),         // 34: smartproxy.tunnel.v1.LicenseUpdate
-	(*Event)(nil),                 // 35: smartproxy.tunnel.v1.Event
-	(*Ping)(nil),                  // 36: smartproxy.tunnel.v1.Ping
-	(*Pong)(nil),                  // 37: smartproxy.tunnel.v1.Pong
-	(*Drain)(nil),                 // 38: smartproxy.tunnel.v1.Drain
-	nil,                           // 39: smartproxy.tunnel.v1.Event.FieldsEntry
-	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*ProxyProtocol)(nil),         // 15: smartproxy.tunnel.v1.ProxyProtocol
+	(*TlsIdentity)(nil),           // 16: smartproxy.tunnel.v1.TlsIdentity
+	(*Crl)(nil),                   // 17: smartproxy.tunnel.v1.Crl
+	(*Partner)(nil),               // 18: smartproxy.tunnel.v1.Partner
+	(*CertificateBinding)(nil),    // 19: smartproxy.tunnel.v1.CertificateBinding
+	(*Limits)(nil),                // 20: smartproxy.tunnel.v1.Limits
+	(*Route)(nil),                 // 21: smartproxy.tunnel.v1.Route
+	(*LogIgnoreRule)(nil),         // 22: smartproxy.tunnel.v1.LogIgnoreRule
+	(*ConfigApplied)(nil),         // 23: smartproxy.tunnel.v1.ConfigApplied
+	(*ConfigError)(nil),           // 24: smartproxy.tunnel.v1.ConfigError
+	(*SessionOpen)(nil),           // 25: smartproxy.tunnel.v1.SessionOpen
+	(*TlsInfo)(nil),               // 26: smartproxy.tunnel.v1.TlsInfo
+	(*SessionOpened)(nil),         // 27: smartproxy.tunnel.v1.SessionOpened
+	(*SessionData)(nil),           // 28: smartproxy.tunnel.v1.SessionData
+	(*SessionWindow)(nil),         // 29: smartproxy.tunnel.v1.SessionWindow
+	(*SessionHalfClose)(nil),      // 30: smartproxy.tunnel.v1.SessionHalfClose
+	(*SessionAbort)(nil),          // 31: smartproxy.tunnel.v1.SessionAbort
+	(*SessionSync)(nil),           // 32: smartproxy.tunnel.v1.SessionSync
+	(*CrlUrlReport)(nil),          // 33: smartproxy.tunnel.v1.CrlUrlReport
+	(*LicenseStatus)(nil),         // 34: smartproxy.tunnel.v1.LicenseStatus
+	(*LicenseUpdate)(nil),         // 35: smartproxy.tunnel.v1.LicenseUpdate
+	(*Event)(nil),                 // 36: smartproxy.tunnel.v1.Event
+	(*Ping)(nil),                  // 37: smartproxy.tunnel.v1.Ping
+	(*Pong)(nil),                  // 38: smartproxy.tunnel.v1.Pong
+	(*Drain)(nil),                 // 39: smartproxy.tunnel.v1.Drain
+	nil,                           // 40: smartproxy.tunnel.v1.Event.FieldsEntry
+	(*durationpb.Duration)(nil),   // 41: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 42: google.protobuf.Timestamp
 }
 var file_smartproxy_tunnel_v1_tunnel_proto_depIdxs = []int32{
 	9,  // 0: smartproxy.tunnel.v1.ConnectRequest.frame:type_name -> smartproxy.tunnel.v1.Frame
@@ -3637,62 +3705,63 @@ var file_smartproxy_tunnel_v1_tunnel_proto_depIdxs = []int32{
 	11, // 3: smartproxy.tunnel.v1.Frame.welcome:type_name -> smartproxy.tunnel.v1.Welcome
 	12, // 4: smartproxy.tunnel.v1.Frame.config_snapshot:type_name -> smartproxy.tunnel.v1.ConfigSnapshot
 	13, // 5: smartproxy.tunnel.v1.Frame.config_chunk:type_name -> smartproxy.tunnel.v1.ConfigChunk
-	22, // 6: smartproxy.tunnel.v1.Frame.config_applied:type_name -> smartproxy.tunnel.v1.ConfigApplied
-	24, // 7: smartproxy.tunnel.v1.Frame.session_open:type_name -> smartproxy.tunnel.v1.SessionOpen
-	26, // 8: smartproxy.tunnel.v1.Frame.session_opened:type_name -> smartproxy.tunnel.v1.SessionOpened
-	27, // 9: smartproxy.tunnel.v1.Frame.session_data:type_name -> smartproxy.tunnel.v1.SessionData
-	28, // 10: smartproxy.tunnel.v1.Frame.session_window:type_name -> smartproxy.tunnel.v1.SessionWindow
-	29, // 11: smartproxy.tunnel.v1.Frame.session_half_close:type_name -> smartproxy.tunnel.v1.SessionHalfClose
-	30, // 12: smartproxy.tunnel.v1.Frame.session_abort:type_name -> smartproxy.tunnel.v1.SessionAbort
-	31, // 13: smartproxy.tunnel.v1.Frame.session_sync:type_name -> smartproxy.tunnel.v1.SessionSync
-	32, // 14: smartproxy.tunnel.v1.Frame.crl_url_report:type_name -> smartproxy.tunnel.v1.CrlUrlReport
-	33, // 15: smartproxy.tunnel.v1.Frame.license_status:type_name -> smartproxy.tunnel.v1.LicenseStatus
-	34, // 16: smartproxy.tunnel.v1.Frame.license_update:type_name -> smartproxy.tunnel.v1.LicenseUpdate
-	35, // 17: smartproxy.tunnel.v1.Frame.event:type_name -> smartproxy.tunnel.v1.Event
-	36, // 18: smartproxy.tunnel.v1.Frame.ping:type_name -> smartproxy.tunnel.v1.Ping
-	37, // 19: smartproxy.tunnel.v1.Frame.pong:type_name -> smartproxy.tunnel.v1.Pong
-	38, // 20: smartproxy.tunnel.v1.Frame.drain:type_name -> smartproxy.tunnel.v1.Drain
-	33, // 21: smartproxy.tunnel.v1.Welcome.license:type_name -> smartproxy.tunnel.v1.LicenseStatus
+	23, // 6: smartproxy.tunnel.v1.Frame.config_applied:type_name -> smartproxy.tunnel.v1.ConfigApplied
+	25, // 7: smartproxy.tunnel.v1.Frame.session_open:type_name -> smartproxy.tunnel.v1.SessionOpen
+	27, // 8: smartproxy.tunnel.v1.Frame.session_opened:type_name -> smartproxy.tunnel.v1.SessionOpened
+	28, // 9: smartproxy.tunnel.v1.Frame.session_data:type_name -> smartproxy.tunnel.v1.SessionData
+	29, // 10: smartproxy.tunnel.v1.Frame.session_window:type_name -> smartproxy.tunnel.v1.SessionWindow
+	30, // 11: smartproxy.tunnel.v1.Frame.session_half_close:type_name -> smartproxy.tunnel.v1.SessionHalfClose
+	31, // 12: smartproxy.tunnel.v1.Frame.session_abort:type_name -> smartproxy.tunnel.v1.SessionAbort
+	32, // 13: smartproxy.tunnel.v1.Frame.session_sync:type_name -> smartproxy.tunnel.v1.SessionSync
+	33, // 14: smartproxy.tunnel.v1.Frame.crl_url_report:type_name -> smartproxy.tunnel.v1.CrlUrlReport
+	34, // 15: smartproxy.tunnel.v1.Frame.license_status:type_name -> smartproxy.tunnel.v1.LicenseStatus
+	35, // 16: smartproxy.tunnel.v1.Frame.license_update:type_name -> smartproxy.tunnel.v1.LicenseUpdate
+	36, // 17: smartproxy.tunnel.v1.Frame.event:type_name -> smartproxy.tunnel.v1.Event
+	37, // 18: smartproxy.tunnel.v1.Frame.ping:type_name -> smartproxy.tunnel.v1.Ping
+	38, // 19: smartproxy.tunnel.v1.Frame.pong:type_name -> smartproxy.tunnel.v1.Pong
+	39, // 20: smartproxy.tunnel.v1.Frame.drain:type_name -> smartproxy.tunnel.v1.Drain
+	34, // 21: smartproxy.tunnel.v1.Welcome.license:type_name -> smartproxy.tunnel.v1.LicenseStatus
 	14, // 22: smartproxy.tunnel.v1.ConfigSnapshot.config:type_name -> smartproxy.tunnel.v1.SecurityConfig
-	15, // 23: smartproxy.tunnel.v1.SecurityConfig.company_identity:type_name -> smartproxy.tunnel.v1.TlsIdentity
-	16, // 24: smartproxy.tunnel.v1.SecurityConfig.crls:type_name -> smartproxy.tunnel.v1.Crl
-	17, // 25: smartproxy.tunnel.v1.SecurityConfig.partners:type_name -> smartproxy.tunnel.v1.Partner
-	19, // 26: smartproxy.tunnel.v1.SecurityConfig.limits:type_name -> smartproxy.tunnel.v1.Limits
-	20, // 27: smartproxy.tunnel.v1.SecurityConfig.outgoing_routes:type_name -> smartproxy.tunnel.v1.Route
+	16, // 23: smartproxy.tunnel.v1.SecurityConfig.company_identity:type_name -> smartproxy.tunnel.v1.TlsIdentity
+	17, // 24: smartproxy.tunnel.v1.SecurityConfig.crls:type_name -> smartproxy.tunnel.v1.Crl
+	18, // 25: smartproxy.tunnel.v1.SecurityConfig.partners:type_name -> smartproxy.tunnel.v1.Partner
+	20, // 26: smartproxy.tunnel.v1.SecurityConfig.limits:type_name -> smartproxy.tunnel.v1.Limits
+	21, // 27: smartproxy.tunnel.v1.SecurityConfig.outgoing_routes:type_name -> smartproxy.tunnel.v1.Route
 	3,  // 28: smartproxy.tunnel.v1.SecurityConfig.log_level:type_name -> smartproxy.tunnel.v1.LogLevel
-	21, // 29: smartproxy.tunnel.v1.SecurityConfig.log_ignore_rules:type_name -> smartproxy.tunnel.v1.LogIgnoreRule
+	22, // 29: smartproxy.tunnel.v1.SecurityConfig.log_ignore_rules:type_name -> smartproxy.tunnel.v1.LogIgnoreRule
 	0,  // 30: smartproxy.tunnel.v1.SecurityConfig.revocation_policy:type_name -> smartproxy.tunnel.v1.RevocationPolicy
-	18, // 31: smartproxy.tunnel.v1.Partner.certificate_bindings:type_name -> smartproxy.tunnel.v1.CertificateBinding
-	1,  // 32: smartproxy.tunnel.v1.Partner.direction_policy:type_name -> smartproxy.tunnel.v1.DirectionPolicy
-	2,  // 33: smartproxy.tunnel.v1.Partner.charset_policy:type_name -> smartproxy.tunnel.v1.CharsetPolicy
-	0,  // 34: smartproxy.tunnel.v1.Partner.revocation_policy:type_name -> smartproxy.tunnel.v1.RevocationPolicy
-	40, // 35: smartproxy.tunnel.v1.Limits.handshake_timeout:type_name -> google.protobuf.Duration
-	40, // 36: smartproxy.tunnel.v1.Limits.ssid_timeout:type_name -> google.protobuf.Duration
-	40, // 37: smartproxy.tunnel.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
-	40, // 38: smartproxy.tunnel.v1.Limits.connect_timeout:type_name -> google.protobuf.Duration
-	41, // 39: smartproxy.tunnel.v1.LogIgnoreRule.valid_from:type_name -> google.protobuf.Timestamp
-	41, // 40: smartproxy.tunnel.v1.LogIgnoreRule.valid_until:type_name -> google.protobuf.Timestamp
-	23, // 41: smartproxy.tunnel.v1.ConfigApplied.errors:type_name -> smartproxy.tunnel.v1.ConfigError
-	4,  // 42: smartproxy.tunnel.v1.SessionOpen.direction:type_name -> smartproxy.tunnel.v1.Direction
-	25, // 43: smartproxy.tunnel.v1.SessionOpen.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
-	5,  // 44: smartproxy.tunnel.v1.SessionOpened.reason:type_name -> smartproxy.tunnel.v1.AbortReason
-	25, // 45: smartproxy.tunnel.v1.SessionOpened.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
-	5,  // 46: smartproxy.tunnel.v1.SessionAbort.reason:type_name -> smartproxy.tunnel.v1.AbortReason
-	41, // 47: smartproxy.tunnel.v1.LicenseStatus.expires_at:type_name -> google.protobuf.Timestamp
-	41, // 48: smartproxy.tunnel.v1.Event.time:type_name -> google.protobuf.Timestamp
-	6,  // 49: smartproxy.tunnel.v1.Event.severity:type_name -> smartproxy.tunnel.v1.Severity
-	39, // 50: smartproxy.tunnel.v1.Event.fields:type_name -> smartproxy.tunnel.v1.Event.FieldsEntry
-	41, // 51: smartproxy.tunnel.v1.Ping.sent_at:type_name -> google.protobuf.Timestamp
-	41, // 52: smartproxy.tunnel.v1.Pong.ping_sent_at:type_name -> google.protobuf.Timestamp
-	41, // 53: smartproxy.tunnel.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
-	40, // 54: smartproxy.tunnel.v1.Drain.reconnect_after:type_name -> google.protobuf.Duration
-	7,  // 55: smartproxy.tunnel.v1.TunnelService.Connect:input_type -> smartproxy.tunnel.v1.ConnectRequest
-	8,  // 56: smartproxy.tunnel.v1.TunnelService.Connect:output_type -> smartproxy.tunnel.v1.ConnectResponse
-	56, // [56:57] is the sub-list for method output_type
-	55, // [55:56] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	15, // 31: smartproxy.tunnel.v1.SecurityConfig.proxy_protocol:type_name -> smartproxy.tunnel.v1.ProxyProtocol
+	19, // 32: smartproxy.tunnel.v1.Partner.certificate_bindings:type_name -> smartproxy.tunnel.v1.CertificateBinding
+	1,  // 33: smartproxy.tunnel.v1.Partner.direction_policy:type_name -> smartproxy.tunnel.v1.DirectionPolicy
+	2,  // 34: smartproxy.tunnel.v1.Partner.charset_policy:type_name -> smartproxy.tunnel.v1.CharsetPolicy
+	0,  // 35: smartproxy.tunnel.v1.Partner.revocation_policy:type_name -> smartproxy.tunnel.v1.RevocationPolicy
+	41, // 36: smartproxy.tunnel.v1.Limits.handshake_timeout:type_name -> google.protobuf.Duration
+	41, // 37: smartproxy.tunnel.v1.Limits.ssid_timeout:type_name -> google.protobuf.Duration
+	41, // 38: smartproxy.tunnel.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
+	41, // 39: smartproxy.tunnel.v1.Limits.connect_timeout:type_name -> google.protobuf.Duration
+	42, // 40: smartproxy.tunnel.v1.LogIgnoreRule.valid_from:type_name -> google.protobuf.Timestamp
+	42, // 41: smartproxy.tunnel.v1.LogIgnoreRule.valid_until:type_name -> google.protobuf.Timestamp
+	24, // 42: smartproxy.tunnel.v1.ConfigApplied.errors:type_name -> smartproxy.tunnel.v1.ConfigError
+	4,  // 43: smartproxy.tunnel.v1.SessionOpen.direction:type_name -> smartproxy.tunnel.v1.Direction
+	26, // 44: smartproxy.tunnel.v1.SessionOpen.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
+	5,  // 45: smartproxy.tunnel.v1.SessionOpened.reason:type_name -> smartproxy.tunnel.v1.AbortReason
+	26, // 46: smartproxy.tunnel.v1.SessionOpened.tls:type_name -> smartproxy.tunnel.v1.TlsInfo
+	5,  // 47: smartproxy.tunnel.v1.SessionAbort.reason:type_name -> smartproxy.tunnel.v1.AbortReason
+	42, // 48: smartproxy.tunnel.v1.LicenseStatus.expires_at:type_name -> google.protobuf.Timestamp
+	42, // 49: smartproxy.tunnel.v1.Event.time:type_name -> google.protobuf.Timestamp
+	6,  // 50: smartproxy.tunnel.v1.Event.severity:type_name -> smartproxy.tunnel.v1.Severity
+	40, // 51: smartproxy.tunnel.v1.Event.fields:type_name -> smartproxy.tunnel.v1.Event.FieldsEntry
+	42, // 52: smartproxy.tunnel.v1.Ping.sent_at:type_name -> google.protobuf.Timestamp
+	42, // 53: smartproxy.tunnel.v1.Pong.ping_sent_at:type_name -> google.protobuf.Timestamp
+	42, // 54: smartproxy.tunnel.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
+	41, // 55: smartproxy.tunnel.v1.Drain.reconnect_after:type_name -> google.protobuf.Duration
+	7,  // 56: smartproxy.tunnel.v1.TunnelService.Connect:input_type -> smartproxy.tunnel.v1.ConnectRequest
+	8,  // 57: smartproxy.tunnel.v1.TunnelService.Connect:output_type -> smartproxy.tunnel.v1.ConnectResponse
+	57, // [57:58] is the sub-list for method output_type
+	56, // [56:57] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_smartproxy_tunnel_v1_tunnel_proto_init() }
@@ -3727,7 +3796,7 @@ func file_smartproxy_tunnel_v1_tunnel_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_smartproxy_tunnel_v1_tunnel_proto_rawDesc), len(file_smartproxy_tunnel_v1_tunnel_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
