@@ -206,7 +206,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 				sw.status = http.StatusOK
 			}
 			s.metrics.request(r.Pattern, sw.status)
-			fields := logrus.Fields{"method": r.Method, "path": r.URL.Path, "status": sw.status, "bytes": sw.bytes,
+			fields := logrus.Fields{"method": r.Method, "path": r.URL.Path, "http_status": sw.status, "bytes": sw.bytes,
 				"duration": time.Since(start).Round(time.Microsecond).String(), "remote_addr": r.RemoteAddr}
 			if ci.name != "" {
 				fields["client"] = ci.name

@@ -175,7 +175,7 @@ func (s *Server) applySnapshot(snap *tunnelv1.ConfigSnapshot, from string) apply
 		s.metrics.configResults.WithLabelValues("rejected").Inc()
 		s.emit(event.Event{Name: EventConfigRejected, Severity: errorSeverity, Reason: "invalid",
 			Message: fmt.Sprintf("configuration version %d refused; version %d stays in force: %s", v, curVersion, joinErrs(ces))}.
-			With("config_version", strconv.FormatUint(v, 10)).With("tunnel", from))
+			With("config_version", strconv.FormatUint(v, 10)).With("from_tunnel", from))
 		return applyResult{current: curVersion, errs: ces}
 	}
 	pol.Origin = origin
@@ -185,7 +185,7 @@ func (s *Server) applySnapshot(snap *tunnelv1.ConfigSnapshot, from string) apply
 		s.emit(event.Event{Name: EventConfigOriginChanged, Severity: warnSeverity,
 			Message: fmt.Sprintf("configuration of origin %q version %d replaces origin %q version %d", origin, v, curOrigin, curVersion)}.
 			With("config_version", strconv.FormatUint(v, 10)).With("old_config_version", strconv.FormatUint(curVersion, 10)).
-			With("config_origin", origin).With("old_config_origin", curOrigin).With("tunnel", from))
+			With("config_origin", origin).With("old_config_origin", curOrigin).With("from_tunnel", from))
 	}
 	s.metrics.configVersion.Set(float64(v))
 	if pol.LogLevel != 0 && (cur == nil || cur.LogLevel != pol.LogLevel) && pol.LogLevel != s.levels.Global() {
@@ -194,7 +194,7 @@ func (s *Server) applySnapshot(snap *tunnelv1.ConfigSnapshot, from string) apply
 	s.emit(event.Event{Name: EventConfigApplied, Severity: infoSeverity,
 		Message: fmt.Sprintf("configuration version %d in force: %d partners, %d trusted CAs, %d CRLs, partner listener %s, PROXY protocol %s",
 			v, len(pol.Partners), len(pol.CAs), len(pol.CRLs), pol.ListenAddress, proxySourcesText(pol.ProxySources))}.
-		With("config_version", strconv.FormatUint(v, 10)).With("tunnel", from))
+		With("config_version", strconv.FormatUint(v, 10)).With("from_tunnel", from))
 	for _, w := range pol.Warnings {
 		s.emit(event.Event{Name: EventConfigWarning, Severity: warnSeverity, Reason: "config_warning", Message: w}.
 			With("config_version", strconv.FormatUint(v, 10)))

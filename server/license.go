@@ -124,7 +124,7 @@ func (s *Server) updateLicense(file []byte, from string) *tunnelv1.LicenseStatus
 	}
 	if err != nil {
 		s.emit(event.Event{Name: EventLicenseUpdated, Severity: errorSeverity, Reason: "refused",
-			Message: "pushed license refused; the installed license stays: " + err.Error()}.With("tunnel", from))
+			Message: "pushed license refused; the installed license stays: " + err.Error()}.With("from_tunnel", from))
 		return s.currentLicenseProto()
 	}
 	s.license.Store(&licenseState{lic: lic})
@@ -133,7 +133,7 @@ func (s *Server) updateLicense(file []byte, from string) *tunnelv1.LicenseStatus
 		where = "memory only (no license file configured)"
 	}
 	s.emit(event.Event{Name: EventLicenseUpdated, Severity: infoSeverity, Reason: "installed",
-		Message: "pushed license installed"}.With("tunnel", from).With("stored_at", where).With("customer", lic.Customer).
+		Message: "pushed license installed"}.With("from_tunnel", from).With("stored_at", where).With("customer", lic.Customer).
 		With("expires_at", lic.NotAfter.UTC().Format(time.RFC3339)))
 	s.noteLicense("license update")
 	return s.currentLicenseProto()

@@ -285,7 +285,7 @@ func (s *Server) Run(ctx context.Context) error {
 	ts.Close()
 	stopBG()
 	wg.Wait()
-	s.log.Info("smartproxy-server stopped")
+	s.log.Info("server stopped: every session and tunnel has ended")
 	return runErr
 }
 
