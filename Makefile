@@ -52,8 +52,8 @@ test-stress: ## Flake hunt (not in CI): the whole suite with -race -count=STRESS
 	  exit $$rc
 
 .PHONY: test-attack
-test-attack: ## The admission attack test (2,500 slow connections from 200 addresses), not in CI.
-	SMARTPROXY_ATTACK_TEST=1 $(GO) test -race -count=1 -run TestAdmissionUnderAttack -v ./e2e/
+test-attack: ## Only the admission attack test (2,500 slow connections from 200 addresses; also part of make test).
+	$(GO) test -race -count=1 -run TestAdmissionUnderAttack -v ./e2e/
 
 .PHONY: test-short
 test-short: ## Quick tests without the race detector.

@@ -313,26 +313,32 @@ func (ir idleReader) Read(p []byte) (int, error) {
 func (b *bridge) fromConnLoop() *outcome {
 	side := b.cfg.ConnSide
 	for {
-		buf, err := b.r.ReadBuffer()
+		// Each buffer is read into the session's memory and handed over with WriteOwned: it
+		// reaches the tunnel without a copy.
+		buf, err := b.r.ReadBufferInto(b.sess.NewBuffer)
 		if err != nil {
 			return b.connReadEnded(err)
 		}
 		if b.ending.Load() {
+			b.sess.ReleaseBuffer(buf)
 			continue // after the bridge's own ESID: dropped, never judged or forwarded
 		}
 		b.touch()
 		if o := b.judge(side, buf, true); o != nil {
+			b.sess.ReleaseBuffer(buf)
 			if o == errSkip {
 				continue
 			}
 			return o
 		}
 		b.noteESID(buf, true)
-		if err := b.sess.WriteBuffer(context.Background(), buf); err != nil {
+		b.trace(buf, true)
+		n, code := len(buf), oftp2.CommandCode(buf[0])
+		if err := b.sess.WriteOwned(context.Background(), buf); err != nil {
 			return b.sessionEnded(err)
 		}
-		b.forwarded(buf, true)
-		if oftp2.CommandCode(buf[0]) == oftp2.CodeESID {
+		b.forwarded(n, true)
+		if code == oftp2.CodeESID {
 			// Conn's peer ended the session; the other side closes after the ESID.
 			b.sess.CloseWrite()
 			return nil
@@ -436,7 +442,8 @@ func (b *bridge) fromSession(ctx context.Context) *outcome {
 			}
 			return b.connLost("writing to the " + b.cfg.ConnName + " side failed: " + err.Error())
 		}
-		b.forwarded(buf, false)
+		b.trace(buf, false)
+		b.forwarded(len(buf), false)
 		if oftp2.CommandCode(buf[0]) == oftp2.CodeESID {
 			// The other side ended the session; Conn's peer closes after the ESID.
 			b.closeConnWrite()
@@ -521,17 +528,20 @@ func (b *bridge) violation(fromConn bool, code oftp2.CommandCode, err error) *ou
 		text: text, connText: text, abortSession: true}
 }
 
-// forwarded counts a buffer.
-func (b *bridge) forwarded(buf []byte, fromConn bool) {
-	n := uint64(len(buf))
+// forwarded counts a buffer of n bytes.
+func (b *bridge) forwarded(n int, fromConn bool) {
 	if fromConn {
-		b.fromConn.Add(n)
+		b.fromConn.Add(uint64(n))
 	} else {
-		b.toConn.Add(n)
+		b.toConn.Add(uint64(n))
 	}
 	if b.cfg.OnBuffer != nil {
-		b.cfg.OnBuffer(fromConn, len(buf))
+		b.cfg.OnBuffer(fromConn, n)
 	}
+}
+
+// trace describes a buffer that passes in a trace line.
+func (b *bridge) trace(buf []byte, fromConn bool) {
 	if traceEnabled(b.cfg.Logger) {
 		from, to := b.cfg.ConnName, b.cfg.SessionName
 		if !fromConn {

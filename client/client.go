@@ -42,10 +42,13 @@ const (
 // Config configures a Client. Its zero value is not usable: Server, Credentials and Config are
 // required; every other field has a documented default.
 type Config struct {
-	// Server is the DMZ server, "host[:port]"; the port defaults to 2878. Required.
-	Server string
-	// ServerName is the name the server's tunnel certificate must carry. If empty, the host of
-	// Server.
+	// Servers are the DMZ servers, each "host[:port]"; the port defaults to 2878. At least one
+	// is required, none twice. The client keeps Streams tunnel streams to each, every one with
+	// its own reconnect loop, pushes the configuration on each and serves the sessions each
+	// server opens; an outgoing session goes out on any established stream (see pickStream).
+	Servers []string
+	// ServerName is the name every server's tunnel certificate must carry. If empty, the host
+	// of each server's address.
 	ServerName string
 	// SourceIP is the local address of the connections to the server (the product's -o). If
 	// empty, the system chooses.
@@ -53,7 +56,8 @@ type Config struct {
 	// Credentials are the client's tunnel certificate and the tunnel CA. They are asked on every
 	// handshake, so rotated files are used by the next connection. Required.
 	Credentials transport.Credentials
-	// Streams is the number of tunnel streams kept up, each on its own connection. If zero, 1.
+	// Streams is the number of tunnel streams kept up to each server, each on its own
+	// connection. If zero, 1.
 	Streams int
 	// ClientID is the identity sent in Hello. If empty, the identity of the tunnel certificate
 	// (common name, else first URI or DNS name).
@@ -108,13 +112,13 @@ type Config struct {
 // Run; its methods are safe for concurrent use.
 type Client struct {
 	// Immutable after New.
-	cfg       Config
-	log       logrus.FieldLogger
-	metrics   *metrics
-	clientID  string
-	started   time.Time
-	transport *transport.Client
-	events    *event.Emitter // the client's own events: log line, and warnings or worse to the Observer
+	cfg        Config
+	log        logrus.FieldLogger
+	metrics    *metrics
+	clientID   string
+	started    time.Time
+	transports []*transport.Client // one per server, in the order of Config.Servers
+	events     *event.Emitter      // the client's own events: log line, and warnings or worse to the Observer
 
 	// wg counts the goroutines the Client starts besides transport.Run: tunnel multiplexers
 	// and sessions. Run waits for it.
@@ -139,8 +143,8 @@ type Client struct {
 // New checks cfg and returns a Client that is not yet running.
 func New(cfg Config) (*Client, error) {
 	switch {
-	case cfg.Server == "":
-		return nil, errors.New("client: Config.Server is required")
+	case len(cfg.Servers) == 0:
+		return nil, errors.New("client: Config.Servers is required")
 	case cfg.Credentials == nil:
 		return nil, errors.New("client: Config.Credentials is required")
 	case cfg.Config == nil || cfg.Config.Security == nil:
@@ -202,19 +206,29 @@ func New(cfg Config) (*Client, error) {
 		c.clientID = identityOf(cfg.Credentials)
 	}
 	m.configVersion.Set(float64(cfg.Config.Version))
-	c.transport, err = transport.NewClient(transport.ClientConfig{
-		Address:       cfg.Server,
-		ServerName:    cfg.ServerName,
-		SourceIP:      cfg.SourceIP,
-		Credentials:   cfg.Credentials,
-		OnStream:      c.runStream,
-		Streams:       cfg.Streams,
-		Backoff:       cfg.Backoff,
-		KeepaliveTime: cfg.KeepaliveTime,
-		Logger:        log,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+	seen := make(map[string]bool, len(cfg.Servers))
+	for _, server := range cfg.Servers {
+		if seen[server] {
+			return nil, fmt.Errorf("client: server %q is listed twice in Config.Servers", server)
+		}
+		seen[server] = true
+		t, err := transport.NewClient(transport.ClientConfig{
+			Address:     server,
+			ServerName:  cfg.ServerName,
+			SourceIP:    cfg.SourceIP,
+			Credentials: cfg.Credentials,
+			OnStream: func(ctx context.Context, index int, peer transport.PeerInfo, cs transport.ConnectClient) error {
+				return c.runStream(ctx, server, index, peer, cs)
+			},
+			Streams:       cfg.Streams,
+			Backoff:       cfg.Backoff,
+			KeepaliveTime: cfg.KeepaliveTime,
+			Logger:        log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("client: server %s: %w", server, err)
+		}
+		c.transports = append(c.transports, t)
 	}
 	return c, nil
 }
@@ -246,12 +260,16 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 func (c *Client) Run(ctx context.Context) error {
 	tctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- c.transport.Run(tctx) }()
+	// One transport per server, each with its own reconnect loops; done receives the first
+	// that ends and, after the shutdown, all of them.
+	done := make(chan error, len(c.transports))
+	for _, t := range c.transports {
+		go func() { done <- t.Run(tctx) }()
+	}
 	// The route listeners close as soon as the shutdown begins: no new outgoing sessions.
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); c.runRoutes(ctx) }()
-	c.log.WithFields(logrus.Fields{"server": c.cfg.Server, "streams": c.cfg.Streams, "client_id": c.clientID,
+	c.log.WithFields(logrus.Fields{"servers": strings.Join(c.cfg.Servers, ","), "streams": c.cfg.Streams, "client_id": c.clientID,
 		"config_version": c.Current().Version}).Info("smartproxy-client running")
 
 	var err error
@@ -260,7 +278,7 @@ func (c *Client) Run(ctx context.Context) error {
 	case err = <-done:
 		// transport.Run ends only with its context; anything else is a bug worth reporting.
 		err = fmt.Errorf("client: transport ended: %w", err)
-		done <- nil
+		done <- nil // counted again below
 	}
 	c.mu.Lock()
 	c.shutdown = true
@@ -280,7 +298,9 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	scancel()
 	cancel()
-	<-done
+	for range c.transports {
+		<-done
+	}
 	c.wg.Wait()
 	return err
 }
@@ -345,19 +365,29 @@ func (c *Client) configState() (*Snapshot, <-chan struct{}) {
 	return c.snap, c.cfgChanged
 }
 
-// streamList returns the established streams ordered by index. c.mu must be held.
+// streamList returns the established streams ordered by server (as in Config.Servers) and
+// index. c.mu must be held.
 func (c *Client) streamList() []*stream {
 	out := make([]*stream, 0, len(c.streams))
 	for st := range c.streams {
 		out = append(out, st)
 	}
-	slices.SortFunc(out, func(a, b *stream) int { return a.index - b.index })
+	order := func(server string) int { return slices.Index(c.cfg.Servers, server) }
+	slices.SortFunc(out, func(a, b *stream) int {
+		if d := order(a.server) - order(b.server); d != 0 {
+			return d
+		}
+		return a.index - b.index
+	})
 	return out
 }
 
 // TunnelInfo describes one established tunnel stream.
 type TunnelInfo struct {
-	// Index is the stream's slot, 0 to Config.Streams-1 (Hello.tunnel_index).
+	// Server is the server's address as given in Config.Servers.
+	Server string
+	// Index is the stream's slot, 0 to Config.Streams-1 (Hello.tunnel_index), counted per
+	// server.
 	Index int
 	// RemoteAddr is the server's address.
 	RemoteAddr string
@@ -380,7 +410,7 @@ type TunnelInfo struct {
 	LastRTT time.Duration
 }
 
-// Tunnels describes the established tunnel streams, ordered by index.
+// Tunnels describes the established tunnel streams, ordered by server and index.
 func (c *Client) Tunnels() []TunnelInfo {
 	c.mu.Lock()
 	list := c.streamList()

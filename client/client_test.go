@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -36,7 +37,8 @@ const waitLong = 10 * time.Second
 // env is one client against one harness server, with the configuration files.
 type env struct {
 	files  *clienttest.Files
-	srv    *clienttest.Server
+	srv    *clienttest.Server   // the first of srvs
+	srvs   []*clienttest.Server // the servers the client connects to
 	loader *configfile.Loader
 	path   string
 	client *client.Client
@@ -48,6 +50,7 @@ type env struct {
 type envOptions struct {
 	internalAddr string
 	streams      int
+	servers      int // harness servers sharing one tunnel CA; if zero, 1
 	server       clienttest.ServerConfig
 	change       func(*configfile.File)
 	observer     client.Observer
@@ -59,6 +62,16 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	t.Helper()
 	e := &env{files: clienttest.NewFiles(t, t.TempDir())}
 	e.srv = clienttest.NewServer(t, opts.server)
+	e.srvs = []*clienttest.Server{e.srv}
+	addrs := []string{e.srv.Addr}
+	for range opts.servers - 1 {
+		sc := opts.server
+		sc.CA = e.srv.CA
+		sc.ProxyID = fmt.Sprintf("SPX-0000-0000-0000-000%d", len(e.srvs)+1)
+		srv := clienttest.NewServer(t, sc)
+		e.srvs = append(e.srvs, srv)
+		addrs = append(addrs, srv.Addr)
+	}
 	cfg := e.files.Config(opts.internalAddr)
 	if opts.change != nil {
 		opts.change(&cfg)
@@ -78,7 +91,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	e.hook = hook
 	e.levels = logging.NewLevels(log)
 	e.client, err = client.New(client.Config{
-		Server:          e.srv.Addr,
+		Servers:         addrs,
 		ServerName:      "localhost",
 		Credentials:     e.srv.ClientCredentials,
 		Streams:         opts.streams,
@@ -318,7 +331,7 @@ func TestChunkedCRL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(client.Config{Server: srv.Addr, ServerName: "localhost", Credentials: srv.ClientCredentials, Config: res.Snapshot})
+	c, err := client.New(client.Config{Servers: []string{srv.Addr}, ServerName: "localhost", Credentials: srv.ClientCredentials, Config: res.Snapshot})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -115,8 +115,11 @@ func (c *Client) closeRoute(rl *routeListener, why string) {
 	c.log.WithFields(logrus.Fields{"event": EventRouteClosed, "route": rl.name, "listen_address": rl.addr}).Info("route listener closed: " + why)
 }
 
-// pickStream returns the established, not draining stream with the fewest sessions, or nil.
-func (c *Client) pickStream() *stream {
+// pickStream returns the established, not draining stream with the fewest sessions, or nil:
+// among the streams of the server whose Proxy ID is preferred (Route.preferred_server) if one
+// of them qualifies, else among all, whatever server they lead to. Ties go to the first in
+// Config.Servers order.
+func (c *Client) pickStream(preferred string) *stream {
 	c.mu.Lock()
 	list := c.streamList()
 	shutdown := c.shutdown
@@ -124,15 +127,24 @@ func (c *Client) pickStream() *stream {
 	if shutdown {
 		return nil
 	}
-	var best *stream
-	bestN := 0
+	var best, bestPreferred *stream
+	bestN, bestPreferredN := 0, 0
 	for _, st := range list {
 		st.mu.Lock()
-		ok, n := st.welcome != nil && !st.draining, st.sessions
+		ok, n, proxyID := st.welcome != nil && !st.draining, st.sessions, st.welcome.GetProxyId()
 		st.mu.Unlock()
-		if ok && (best == nil || n < bestN) {
+		if !ok {
+			continue
+		}
+		if best == nil || n < bestN {
 			best, bestN = st, n
 		}
+		if preferred != "" && proxyID == preferred && (bestPreferred == nil || n < bestPreferredN) {
+			bestPreferred, bestPreferredN = st, n
+		}
+	}
+	if bestPreferred != nil {
+		return bestPreferred
 	}
 	return best
 }
@@ -144,13 +156,13 @@ func (c *Client) pickStream() *stream {
 func (c *Client) serveOutgoing(ctx context.Context, conn net.Conn, routeName string) {
 	defer conn.Close()
 	log := c.log.WithFields(logrus.Fields{"direction": "outgoing", "route": routeName, "remote_addr": conn.RemoteAddr().String()})
-	var partner string
+	var partner, preferred string
 	for _, r := range c.Current().Security.GetOutgoingRoutes() {
 		if r.GetName() == routeName {
-			partner = r.GetPartnerOdetteId()
+			partner, preferred = r.GetPartnerOdetteId(), r.GetPreferredServer()
 		}
 	}
-	st := c.pickStream()
+	st := c.pickStream(preferred)
 	if st == nil {
 		c.refuseOutgoing(conn, log, &tunnel.CloseError{Reason: tunnelv1.AbortReason_ABORT_REASON_REFUSED,
 			ESID: uint32(oftp2.ESIDResourcesNotAvailable), Text: "no tunnel to the DMZ server"})

@@ -23,6 +23,7 @@ import (
 type stream struct {
 	// Immutable after runStream set them up.
 	c           *Client
+	server      string // the address in Config.Servers
 	index       int
 	peer        transport.PeerInfo
 	ctx         context.Context // ends when the stream's connection goes away
@@ -48,7 +49,7 @@ type stream struct {
 func (st *stream) info() TunnelInfo {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	ti := TunnelInfo{Index: st.index, ConnectedAt: st.connectedAt, SentVersion: st.sent, AppliedVersion: st.applied,
+	ti := TunnelInfo{Server: st.server, Index: st.index, ConnectedAt: st.connectedAt, SentVersion: st.sent, AppliedVersion: st.applied,
 		ConfigErrors: st.cfgErrs, Draining: st.draining, Sessions: st.sessions, LastRTT: time.Duration(st.rtt.Load())}
 	if st.peer.RemoteAddr != nil {
 		ti.RemoteAddr = st.peer.RemoteAddr.String()
@@ -69,11 +70,11 @@ func (st *stream) wake() {
 // errHandshake marks a stream that ended before the server's Welcome.
 var errHandshake = errors.New("tunnel handshake failed")
 
-// runStream runs one tunnel stream (transport.ClientStreamHandler): Hello, Welcome, the
-// configuration push, then sessions until the stream ends.
-func (c *Client) runStream(ctx context.Context, index int, peer transport.PeerInfo, cs transport.ConnectClient) error {
-	st := &stream{c: c, index: index, peer: peer, ctx: ctx, connectedAt: time.Now(), notify: make(chan struct{}, 1),
-		log: c.log.WithFields(logrus.Fields{"tunnel": index, "server_addr": addrString(peer.RemoteAddr)})}
+// runStream runs one tunnel stream to server (a transport.ClientStreamHandler): Hello, Welcome,
+// the configuration push, then sessions until the stream ends.
+func (c *Client) runStream(ctx context.Context, server string, index int, peer transport.PeerInfo, cs transport.ConnectClient) error {
+	st := &stream{c: c, server: server, index: index, peer: peer, ctx: ctx, connectedAt: time.Now(), notify: make(chan struct{}, 1),
+		log: c.log.WithFields(logrus.Fields{"server": server, "tunnel": index, "server_addr": addrString(peer.RemoteAddr)})}
 	mux, err := tunnel.New(transport.ClientStream(cs), tunnel.Config{
 		Side:         tunnel.SideClient,
 		Window:       c.cfg.Window,

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"smartproxy/internal/proctest"
 	"smartproxy/oftp2"
 	"smartproxy/oftp2/endpoint"
 )
@@ -69,11 +69,11 @@ func benchProxyVsDirect(b *testing.B, buffer, credit, window int) {
 	mod := func(c *endpoint.Config) { c.BufferSize, c.Credit, c.DisableCompression = buffer, credit, true }
 	// session runs one session and returns its wall time and the CPU time the process used.
 	session := func(addr, recvDir string) (time.Duration, time.Duration) {
-		cpu0 := cpuTime(b)
+		cpu0 := proctest.CPUTime(b)
 		start := time.Now()
 		res, err := sendAs(b, fx, addr, leaf, partnerID, partnerPassword, mod, file)
 		d := time.Since(start)
-		cpu := cpuTime(b) - cpu0
+		cpu := proctest.CPUTime(b) - cpu0
 		if err != nil {
 			b.Fatalf("session to %s: %v", addr, err)
 		}
@@ -105,13 +105,4 @@ func benchProxyVsDirect(b *testing.B, buffer, credit, window int) {
 	// CPU seconds per second of the session: how many of the cores the path keeps busy.
 	b.ReportMetric(cProxy.Seconds()/tProxy.Seconds(), "proxy-cores")
 	b.ReportMetric(cDirect.Seconds()/tDirect.Seconds(), "direct-cores")
-}
-
-// cpuTime returns the user and system CPU time the process has used.
-func cpuTime(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

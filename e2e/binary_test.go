@@ -28,16 +28,15 @@ func startProc(t *testing.T, name, path string, args ...string) *proc {
 	return proctest.Start(t, name, path, args...)
 }
 
-// buildBinaries builds smartproxy-server, smartproxy-client, smartproxy-license, smartproxy-api
-// and oftp2 into a temporary directory and returns it.
+// bins are smartproxy-server, smartproxy-client, smartproxy-license, smartproxy-api and oftp2,
+// built once for the tests of this package that run the binaries (TestMain removes them).
+var bins = proctest.NewBinaries("smartproxy/cmd/smartproxy-server", "smartproxy/cmd/smartproxy-client",
+	"smartproxy/cmd/smartproxy-license", "smartproxy/cmd/smartproxy-api", "smartproxy/cmd/oftp2")
+
+// buildBinaries returns the directory of bins, building them on the first call.
 func buildBinaries(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	if err := proctest.Build(dir, "smartproxy/cmd/smartproxy-server", "smartproxy/cmd/smartproxy-client",
-		"smartproxy/cmd/smartproxy-license", "smartproxy/cmd/smartproxy-api", "smartproxy/cmd/oftp2"); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return bins.Dir(t)
 }
 
 // TestBinaries runs the real system as separate processes built from this tree: the internal

@@ -275,7 +275,7 @@ func (s *system) startClientWith(t testing.TB, tunnelAddr string, snap *client.S
 	health := admin.NewHealth(s.clientLog.log, admin.HealthClientTunnel)
 	c, err := client.New(client.Config{
 		Health:          health,
-		Server:          tunnelAddr,
+		Servers:         []string{tunnelAddr},
 		ServerName:      "localhost",
 		Credentials:     &transport.StaticCredentials{Cert: s.fx.TunnelClient.TLS, Pool: s.fx.TunnelCA.Pool()},
 		Config:          snap,

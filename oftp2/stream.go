@@ -3,6 +3,7 @@ package oftp2
 import (
 	"errors"
 	"io"
+	"net"
 )
 
 // Stream Transmission Header (RFC 5024 §8.2).
@@ -91,6 +92,23 @@ func (r *Reader) SetMax(limit int) {
 // A malformed header gives a *ProtocolError; the stream cannot be
 // resynchronised after it.
 func (r *Reader) ReadBuffer() ([]byte, error) {
+	return r.ReadBufferInto(r.own)
+}
+
+// own returns the Reader's internal buffer with length n.
+func (r *Reader) own(n int) []byte {
+	if cap(r.buf) < n {
+		r.buf = make([]byte, n)
+	}
+	r.buf = r.buf[:n]
+	return r.buf
+}
+
+// ReadBufferInto is ReadBuffer reading the exchange buffer into get(n), a
+// slice of length n that the caller provides (called once the header has
+// been checked) and keeps: the Reader holds no reference to it. A relay uses
+// it to pass buffers on without copying them.
+func (r *Reader) ReadBufferInto(get func(n int) []byte) ([]byte, error) {
 	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
 		return nil, err
 	}
@@ -98,37 +116,51 @@ func (r *Reader) ReadBuffer() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cap(r.buf) < n {
-		r.buf = make([]byte, n)
-	}
-	r.buf = r.buf[:n]
-	if _, err := io.ReadFull(r.r, r.buf); err != nil {
+	buf := get(n)
+	if _, err := io.ReadFull(r.r, buf); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return nil, err
 	}
-	return r.buf, nil
+	return buf, nil
 }
 
 // Writer writes exchange buffers as Stream Transmission Buffers (RFC 5024
 // §8). Each buffer goes to the underlying writer in exactly one Write call,
-// header included; in steady state no allocation happens. It is not safe for
-// concurrent use.
+// header included, or, on a *net.TCPConn, in one writev of the header and the
+// buffer as it is (no copy); in steady state no allocation happens. It is not
+// safe for concurrent use.
 type Writer struct {
-	w   io.Writer // immutable
-	buf []byte    // header and buffer, reused between calls
+	w    io.Writer    // immutable
+	tcp  *net.TCPConn // immutable: w, when it is a TCP connection
+	buf  []byte       // header and buffer, reused between calls
+	hdr  [STHLen]byte // header of the buffer written to tcp
+	vec  [2][]byte    // header and buffer for one writev
+	bufs net.Buffers  // vec while it is written (a field, so that writing it allocates nothing)
 }
 
 // NewWriter returns a Writer on w.
 func NewWriter(w io.Writer) *Writer {
-	return &Writer{w: w}
+	tcp, _ := w.(*net.TCPConn)
+	return &Writer{w: w, tcp: tcp}
 }
 
 // WriteBuffer writes one exchange buffer b (1–99999 octets) preceded by its
 // Stream Transmission Header in a single Write call. It does not check that
 // b is a valid command.
 func (w *Writer) WriteBuffer(b []byte) error {
+	if w.tcp != nil {
+		// A TCP connection writes header and buffer with one writev: no copy of b.
+		if _, err := AppendSTBHeader(w.hdr[:0], len(b)); err != nil {
+			return err
+		}
+		w.vec = [2][]byte{w.hdr[:], b}
+		w.bufs = w.vec[:]
+		_, err := w.bufs.WriteTo(w.tcp)
+		w.vec, w.bufs = [2][]byte{}, nil
+		return err
+	}
 	var err error
 	if w.buf, err = AppendSTBHeader(w.buf[:0], len(b)); err != nil {
 		return err

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"testing"
 	"testing/iotest"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // countingWriter records the size of each Write call.
@@ -90,6 +93,117 @@ func TestWriterDoesNotAllocate(t *testing.T) {
 		}
 	}); allocs != 0 {
 		t.Errorf("ReadBuffer allocates %v times per call in steady state, want 0", allocs)
+	}
+}
+
+// TestWriterTCP: on a TCP connection each buffer goes out as one writev of
+// header and buffer, the stream is the same as through any other writer, and
+// writing allocates nothing.
+func TestWriterTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type read struct {
+		bufs [][]byte
+		err  error
+	}
+	const n = 50
+	got := make(chan read, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- read{err: err}
+			return
+		}
+		defer c.Close()
+		r := NewReader(c, 0)
+		var res read
+		for {
+			b, err := r.ReadBuffer()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				res.err = err
+				break
+			}
+			res.bufs = append(res.bufs, bytes.Clone(b))
+		}
+		got <- res
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := NewWriter(c)
+	if w.tcp == nil {
+		t.Fatalf("NewWriter(%T) does not use writev", c)
+	}
+	var want [][]byte
+	for i := range n {
+		want = append(want, append([]byte("D"), bytes.Repeat([]byte{byte(i)}, 100*i+1)...))
+	}
+	for _, b := range want[:n-1] {
+		if err := w.WriteBuffer(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if allocs := testing.AllocsPerRun(1, func() {
+		if err := w.WriteBuffer(want[n-1]); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 0 {
+		t.Errorf("WriteBuffer on TCP allocates %v times per call, want 0", allocs)
+	}
+	c.Close()
+	res := <-got
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	// AllocsPerRun runs its function once more than asked: the last buffer twice.
+	want = append(want, want[n-1])
+	if diff := cmp.Diff(want, res.bufs); diff != "" {
+		t.Errorf("buffers received (-want +got):\n%s", diff)
+	}
+}
+
+// TestReadBufferInto: each exchange buffer lands in the slice the caller
+// provides for exactly its length, and the Reader keeps no reference to it;
+// a malformed header is refused before any slice is asked for.
+func TestReadBufferInto(t *testing.T) {
+	var stream bytes.Buffer
+	w := NewWriter(&stream)
+	want := [][]byte{[]byte("DABC"), append([]byte("D"), bytes.Repeat([]byte{7}, 9999)...), []byte("C")}
+	for _, b := range want {
+		if err := w.WriteBuffer(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream.Write([]byte{0x20, 0, 0, 9}) // version 2: refused
+	r := NewReader(&stream, 0)
+	var got [][]byte
+	var asked []int
+	get := func(n int) []byte {
+		asked = append(asked, n)
+		return make([]byte, n)
+	}
+	for range want {
+		b, err := r.ReadBufferInto(get)
+		if err != nil {
+			t.Fatalf("ReadBufferInto() = %v", err)
+		}
+		got = append(got, b)
+	}
+	if _, err := r.ReadBufferInto(get); err == nil {
+		t.Errorf("ReadBufferInto(version 2 header) = nil error, want a refusal")
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("buffers read (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]int{4, 10000, 1}, asked); diff != "" {
+		t.Errorf("lengths asked of get (-want +got):\n%s", diff)
 	}
 }
 

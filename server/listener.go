@@ -23,7 +23,7 @@ import (
 // and retried after Config.ListenRetry.
 
 // wantListener returns the address the partner listener should be bound to, or "" when it
-// should be closed.
+// should be closed: Config.PartnerListenAddress if set, else the configuration's.
 func (s *Server) wantListener() string {
 	if s.draining.Load() {
 		return ""
@@ -31,6 +31,9 @@ func (s *Server) wantListener() string {
 	pol := s.policy.Load()
 	if pol == nil || s.tunnelCount() == 0 {
 		return ""
+	}
+	if s.cfg.PartnerListenAddress != "" {
+		return s.cfg.PartnerListenAddress
 	}
 	return pol.ListenAddress
 }

@@ -19,21 +19,32 @@ import (
 //     default). A connection over the source or prefix cap is closed before TLS (event
 //     partner_source_limit): one host or one network cannot fill the pool alone.
 //   - When the pool is full, a new connection evicts the connection that has been silent
-//     longest (no byte received for the longest time), first among connections that have not
-//     sent a single byte, then among those still in the TLS handshake, and only then among
-//     connections that completed TLS: those presented a certificate of a trusted CA, which an
-//     anonymous prober cannot. The evicted connection is closed (event
-//     partner_preadmission_evicted). A partner that is actively handshaking has just sent
-//     bytes, so it is the last candidate; it is evicted only if the pool turns over completely
-//     while it is silent.
+//     longest, where silent means that the server is waiting for the peer: since the accept for
+//     a connection that has not sent a byte, else since the server began its current read. The
+//     time the server itself spends on a connection (its TLS computations, the certificate and
+//     CRL checks, waiting for a CPU on a loaded host) is not the peer's silence: a connection
+//     the server is working on is evicted only when no other is left. Connections silent for
+//     longer than evictGrace (stalled) go first, those silent for less (a partner between two
+//     of its flights) only when none is stalled; within each, connections that have not sent
+//     a single byte go first, then those still in the TLS handshake, and only then those that
+//     completed TLS: those presented a certificate of a trusted CA, which an anonymous prober
+//     cannot. The evicted connection is closed (event partner_preadmission_evicted). A real
+//     partner answers each flight within a round trip, so it is evicted only if the pool holds
+//     no stalled connection at all, that is if it turned over completely within evictGrace.
 //   - The TLS handshake and the SSID exchange have their own deadlines
 //     (Limits.HandshakeTimeout, Limits.SSIDTimeout).
 //
-// The limits of the policy: an attacker who opens new connections faster than
-// MaxHandshakes per partner round trip (the time a partner's handshake is silent between two
-// flights) turns the pool over faster than a partner can finish; the per-source rate limit,
-// the source and prefix caps and fail2ban on the event lines bound that rate per attacker
-// address. docs/operations.md describes the policy for operators.
+// The limits of the policy: an attacker who keeps MaxHandshakes connections talking, each
+// answering within evictGrace, leaves no stalled connection and turns the pool over faster than
+// a partner can finish; the per-source rate limit, the source and prefix caps and fail2ban on
+// the event lines bound that rate per attacker address. docs/operations.md describes the
+// policy for operators.
+
+// evictGrace is how long the server may wait for a peer before the peer counts as stalled
+// and goes before every connection that is merely between two flights: a partner's round trip
+// across the internet and its own processing, generously. Its value only orders the
+// candidates; a full pool always evicts one.
+const evictGrace = time.Second
 
 // errEvicted is the read error of a pre-admission connection that was evicted from the pool
 // to make room for a new one.
@@ -76,9 +87,10 @@ type preSlot struct {
 	prefix netip.Prefix // set with source; owned by pool.mu
 	lim    Limits       // the limits in force at accept; immutable
 
-	lastRead atomic.Int64 // unix nanoseconds of the last byte received, or of the accept
-	spoke    atomic.Bool  // at least one byte received
-	evicted  atomic.Bool  // set under pool.mu before the deadline that unblocks the reader
+	lastRead  atomic.Int64 // unix nanoseconds of the last byte received, or of the accept
+	waitSince atomic.Int64 // unix nanoseconds since the server waits in a read; 0 outside reads
+	spoke     atomic.Bool  // at least one byte received
+	evicted   atomic.Bool  // set under pool.mu before the deadline that unblocks the reader
 
 	trusted bool // TLS completed (a certificate of a trusted CA); owned by pool.mu
 	held    bool // counted in the pool; owned by pool.mu
@@ -94,7 +106,9 @@ type preConn struct {
 }
 
 func (c *preConn) Read(b []byte) (int, error) {
+	c.slot.waitSince.Store(c.slot.pool.now().UnixNano())
 	n, err := c.Conn.Read(b)
+	c.slot.waitSince.Store(0)
 	if n > 0 {
 		c.slot.lastRead.Store(c.slot.pool.now().UnixNano())
 		c.slot.spoke.Store(true)
@@ -181,30 +195,59 @@ func (sl *preSlot) identify(source netip.Addr) string {
 	return p.placeLocked(sl, source)
 }
 
-// victimLocked returns the connection to evict: the longest-silent one of the first class that
-// has any: connections that have not sent a single byte (the cheapest attack: a partner sends
-// its ClientHello at once), then connections still in the TLS handshake, then connections that
-// completed TLS. p.mu is held.
+// victimLocked returns the connection to evict: the one of the lowest rank, p.mu is held.
 func (p *preadmitPool) victimLocked() *preSlot {
-	var best [3]*preSlot
+	now := p.now().UnixNano()
+	var best *preSlot
+	var bestRank slotRank
 	for sl := range p.slots {
-		class := 0
-		switch {
-		case sl.trusted:
-			class = 2
-		case sl.spoke.Load():
-			class = 1
-		}
-		if b := best[class]; b == nil || sl.lastRead.Load() < b.lastRead.Load() {
-			best[class] = sl
+		if r := sl.rank(now); best == nil || r.before(bestRank) {
+			best, bestRank = sl, r
 		}
 	}
-	for _, b := range best {
-		if b != nil {
-			return b
-		}
+	return best
+}
+
+// slotRank orders the candidates for eviction: by tier, then class, then the longer silence.
+type slotRank struct {
+	tier   int   // 0 stalled (silent for evictGrace or more), 1 silent for less, 2 the server is working on it
+	class  int   // 0 not a byte received, 1 in the TLS handshake, 2 past TLS with a trusted certificate
+	silent int64 // nanoseconds the server has been waiting for the peer
+}
+
+func (a slotRank) before(b slotRank) bool {
+	if a.tier != b.tier {
+		return a.tier < b.tier
 	}
-	return nil
+	if a.class != b.class {
+		return a.class < b.class
+	}
+	return a.silent > b.silent
+}
+
+// rank returns sl's eviction rank at now (unix nanoseconds). A connection that has not sent a
+// byte is silent since its accept, whatever its goroutine is doing (it may not have run yet);
+// one that has is silent only while the server waits for it in a read. p.mu is held.
+func (sl *preSlot) rank(now int64) slotRank {
+	var r slotRank
+	since := sl.lastRead.Load() // the accept, for a connection that has not sent a byte
+	switch {
+	case sl.trusted:
+		r.class = 2
+		since = sl.waitSince.Load()
+	case sl.spoke.Load():
+		r.class = 1
+		since = sl.waitSince.Load()
+	}
+	switch {
+	case since == 0:
+		r.tier = 2
+	case now-since >= int64(evictGrace):
+		r.silent = now - since
+	default:
+		r.tier, r.silent = 1, now-since
+	}
+	return r
 }
 
 // releaseLocked takes sl out of the pool if it is still in it. p.mu is held.

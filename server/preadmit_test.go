@@ -1,9 +1,11 @@
 package server
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,10 +86,71 @@ func TestPreadmitCaps(t *testing.T) {
 	}
 }
 
+// TestPreadmitVictim: the eviction order over slots in given states. Times are seconds before
+// now; "busy" means the server is working on the connection (not waiting in a read).
+func TestPreadmitVictim(t *testing.T) {
+	type state struct {
+		class int     // 0 not a byte received, 1 in TLS, 2 past TLS (trusted)
+		since float64 // seconds the server has been waiting for the peer (for class 0: since the accept)
+		busy  bool    // the server is working on it
+	}
+	tests := []struct {
+		name  string
+		slots map[string]state
+		want  string
+	}{
+		{"not a byte before a handshake", map[string]state{"silent": {0, 3, false}, "hs": {1, 5, false}}, "silent"},
+		{"longest silent within a class", map[string]state{"a": {0, 2, false}, "b": {0, 4, false}}, "b"},
+		{"stalled anonymous before stalled trusted", map[string]state{"trusted": {2, 5, false}, "hs": {1, 1.2, false}}, "hs"},
+		{"stalled trusted before a fresh handshake and a fresh newcomer", map[string]state{"trusted": {2, 2, false}, "hs": {1, 0.2, false}, "new": {0, 0.1, false}}, "trusted"},
+		{"a fresh newcomer is spared while one is stalled", map[string]state{"new": {0, 0.05, false}, "hs": {1, 1.5, false}}, "hs"},
+		{"the server's own work is not silence", map[string]state{"verifying": {1, 10, true}, "hs": {1, 0.3, false}, "trusted": {2, 0.1, false}}, "hs"},
+		{"all fresh: by class", map[string]state{"trusted": {2, 0.5, false}, "hs": {1, 0.1, false}}, "hs"},
+		{"a busy one when nothing else is left", map[string]state{"verifying": {1, 10, true}}, "verifying"},
+		{"a newcomer the server has not read yet is silent since its accept", map[string]state{"new": {0, 1.5, true}, "hs": {1, 1.2, false}}, "new"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, _ := newMetrics(nil)
+			clk := &fakeClock{t: time.Unix(1_000_000, 0)}
+			p := newPreadmitPool(clk.now, m)
+			names := map[*preSlot]string{}
+			for name, st := range tt.slots {
+				sl := &preSlot{pool: p, held: true, trusted: st.class == 2}
+				sl.spoke.Store(st.class > 0)
+				at := clk.t.Add(-time.Duration(st.since * float64(time.Second))).UnixNano()
+				if st.class == 0 {
+					sl.lastRead.Store(at) // the accept
+				} else {
+					sl.lastRead.Store(at - int64(time.Millisecond))
+					if !st.busy {
+						sl.waitSince.Store(at)
+					}
+				}
+				p.slots[sl] = struct{}{}
+				names[sl] = name
+			}
+			p.mu.Lock()
+			got := p.victimLocked()
+			p.mu.Unlock()
+			if names[got] != tt.want {
+				t.Errorf("victim = %q, want %q", names[got], tt.want)
+			}
+		})
+	}
+}
+
+// TestPreadmitEviction drives the pool through real reads on in-memory connections: a full
+// pool evicts the connection the server has waited for longest (its blocked read returns
+// errEvicted), never one whose bytes it is working on while another is waiting, and eviction
+// keeps the counts right.
 func TestPreadmitEviction(t *testing.T) {
 	m, _ := newMetrics(nil)
 	clk := &fakeClock{t: time.Now()} // the pipes' deadlines are on the real clock
-	p := newPreadmitPool(clk.now, m)
+	var clkMu sync.Mutex
+	now := func() time.Time { clkMu.Lock(); defer clkMu.Unlock(); return clk.now() }
+	advance := func(d time.Duration) { clkMu.Lock(); clk.advance(d); clkMu.Unlock() }
+	p := newPreadmitPool(now, m)
 	lim := testLimits()
 	lim.MaxHandshakes = 3
 	lim.MaxHandshakesPerSource, lim.MaxHandshakesPerPrefix = 0, 0
@@ -95,79 +158,80 @@ func TestPreadmitEviction(t *testing.T) {
 	type conn struct {
 		sl   *preSlot
 		peer net.Conn
+		read chan error // the result of the read started by wait
 	}
-	add := func(addr string) conn {
+	add := func(addr string) *conn {
 		t.Helper()
 		c, peer := pipeConn(t)
 		sl, reason := p.acquire(c, netip.MustParseAddr(addr), lim)
 		if sl == nil {
 			t.Fatalf("acquire(%s) refused: %s; a full pool must evict", addr, reason)
 		}
-		clk.advance(time.Second)
-		return conn{sl, peer}
+		return &conn{sl: sl, peer: peer}
 	}
-	// read makes the connection receive one byte now.
-	read := func(c conn) {
+	// speak makes the connection receive one byte: the server read it and now works on it.
+	speak := func(c *conn) {
 		t.Helper()
 		go c.peer.Write([]byte{1})
 		if _, err := c.sl.conn.Read(make([]byte, 1)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	evicted := func(c conn) bool {
-		_, err := c.sl.conn.Read(make([]byte, 1))
-		return errors.Is(err, errEvicted)
+	// wait makes the server wait for the peer in a read, as its next handshake step does.
+	wait := func(c *conn) {
+		t.Helper()
+		c.read = make(chan error, 1)
+		go func() {
+			_, err := c.sl.conn.Read(make([]byte, 1))
+			c.read <- err
+		}()
+		waitFor(t, "the read to start", func() bool { return c.sl.waitSince.Load() != 0 })
+	}
+	evicted := func(c *conn) bool {
+		t.Helper()
+		select {
+		case err := <-c.read:
+			return errors.Is(err, errEvicted)
+		case <-time.After(10 * time.Second):
+			return false
+		}
 	}
 
-	a := add("192.0.2.1") // silent since t=0
+	a := add("192.0.2.1")
 	b := add("192.0.2.2")
 	c := add("192.0.2.3")
-	read(a)        // a spoke last: b is now the longest silent
-	c.sl.tlsDone() // c passed TLS: evicted only after every anonymous one
-	clk.advance(time.Second)
-	d := add("192.0.2.4")
+	speak(a) // the server works on a's bytes (its TLS computations)
+	speak(b)
+	speak(c)
+	wait(b)
+	c.sl.tlsDone()
+	wait(c) // past TLS, waiting for the SSID
+	advance(2 * time.Second)
+	d := add("192.0.2.4") // the pool is full: b, stalled in its handshake, goes first
 	if !evicted(b) {
-		t.Fatal("the longest-silent anonymous connection was not evicted")
+		t.Fatal("the stalled handshake was not evicted")
 	}
-	e := add("192.0.2.5")
-	if !evicted(d) {
-		t.Fatal("a connection that never sent a byte was not evicted before one in its handshake")
-	}
-	f0 := add("192.0.2.7")
-	if !evicted(e) {
-		t.Fatal("the connection that never sent a byte was not evicted")
-	}
-	f1 := add("192.0.2.8")
-	if !evicted(f0) {
-		t.Fatal("the connection that never sent a byte was not evicted")
-	}
-	read(f1)
-	clk.advance(time.Second)
-	d = add("192.0.2.9")
-	if !evicted(a) {
-		t.Fatal("the longest-silent connection in its handshake was not evicted")
-	}
-	e = f1
-	d.sl.tlsDone()
-	e.sl.tlsDone()
-	f := add("192.0.2.6") // every other one passed TLS: the longest-silent of them goes
+	advance(100 * time.Millisecond)
+	add("192.0.2.5") // d, a newcomer, is spared for evictGrace; c is stalled
 	if !evicted(c) {
-		t.Fatal("with only TLS-verified connections left, the longest-silent was not evicted")
+		t.Fatal("the stalled TLS-verified connection was not evicted before a fresh newcomer")
 	}
-	if p.size() != 3 {
-		t.Errorf("size() = %d, want 3", p.size())
+	wait(d)
+	advance(2 * time.Second)
+	add("192.0.2.6") // d and e never sent a byte: the older one goes; a, being worked on, stays
+	if !evicted(d) {
+		t.Fatal("the oldest connection that never sent a byte was not evicted")
 	}
-	// An evicted slot's release does not touch the counts of the others.
-	b.sl.release()
-	for _, x := range []conn{d, e, f} {
-		x.sl.admitted()
+	if got := p.size(); got != 3 {
+		t.Errorf("size() = %d, want 3", got)
 	}
-	if p.size() != 0 || len(p.bySource) != 0 {
-		t.Errorf("after admission: size %d, sources %v", p.size(), p.bySource)
+	a.sl.admitted()
+	if got, want := len(p.bySource), 2; got != want {
+		t.Errorf("sources counted after evictions and an admission: %v, want %d", p.bySource, want)
 	}
 	// After admission a connection is no longer evictable, and its reads are plain.
-	go f.peer.Close()
-	if _, err := f.sl.conn.Read(make([]byte, 1)); errors.Is(err, errEvicted) || err == nil {
+	go a.peer.Close()
+	if _, err := a.sl.conn.Read(make([]byte, 1)); errors.Is(err, errEvicted) || err == nil {
 		t.Errorf("read of an admitted connection after the peer closed = %v, want EOF", err)
 	}
 }
@@ -266,5 +330,124 @@ func TestPreadmitIdentify(t *testing.T) {
 	}
 	if p.size() != 0 || len(p.bySource) != 0 || len(p.byPrefix) != 0 {
 		t.Errorf("left after release: %d slots, %v, %v", p.size(), p.bySource, p.byPrefix)
+	}
+}
+
+// offsetClock is the real clock plus an offset the test moves forward: deadlines stay real,
+// while the pool sees time pass at once.
+type offsetClock struct {
+	mu  sync.Mutex
+	off time.Duration
+}
+
+func (c *offsetClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.off)
+}
+
+func (c *offsetClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.off += d
+	c.mu.Unlock()
+}
+
+// heldConn holds the second write on the connection (a TLS client's flight after the server's
+// ServerHello) until release is closed, and closes held when it does.
+type heldConn struct {
+	net.Conn
+	writes  int // owned by the writing goroutine
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (c *heldConn) Write(b []byte) (int, error) {
+	if c.writes++; c.writes == 2 {
+		close(c.held)
+		<-c.release
+	}
+	return c.Conn.Write(b)
+}
+
+// TestEvictionSparesAnsweringPartner: the pool is full of TLS-verified connections that have
+// not sent their SSID for two seconds and of a partner in the middle of its TLS handshake (the
+// server has sent its flight and waits for the partner's). A new connection evicts one of the
+// stalled ones, not the partner, which then completes its handshake and is admitted. (Ranking
+// by class alone evicted the partner here: a handshake went before every TLS-verified
+// connection, however long those had been silent.)
+func TestEvictionSparesAnsweringPartner(t *testing.T) {
+	p := servertest.NewPKI(t)
+	cfg := p.SecurityConfig(t, servertest.EnabledPartner("O0013PARTNER"))
+	cfg.Limits = &tunnelv1.Limits{MaxHandshakes: 4, PerIpRate: 1e6, PerIpBurst: 1e6}
+	clk := &offsetClock{}
+	env := newEnv(t, p, cfg, envOptions{logLevel: logrus.InfoLevel, config: func(c *Config) { c.Now = clk.now }})
+	addr := env.s.PartnerAddr()
+
+	attacker := p.Partner(t, "O0013ATTACKER", nil) // a trusted CA's certificate, no partner's
+	for range 3 {
+		rp, err := servertest.DialPartner(addr, &attacker.TLS, p.CompanyCA.Pool())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rp.Close()
+		if err := rp.ExpectSSRM(); err != nil { // past TLS; its SSID never comes
+			t.Fatal(err)
+		}
+	}
+	// SSRM reaches the attackers just before the server starts to read their SSIDs.
+	waitFor(t, "the server waiting for the 3 SSIDs", func() bool {
+		pool := env.s.preadmit
+		pool.mu.Lock()
+		defer pool.mu.Unlock()
+		n := 0
+		for sl := range pool.slots {
+			if sl.trusted && sl.waitSince.Load() != 0 {
+				n++
+			}
+		}
+		return n == 3
+	})
+	clk.advance(2 * time.Second)
+
+	partner := p.Partner(t, "O0013PARTNER", nil)
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	hc := &heldConn{Conn: raw, held: make(chan struct{}), release: make(chan struct{})}
+	tc := tls.Client(hc, &tls.Config{RootCAs: p.CompanyCA.Pool(), ServerName: "localhost", Certificates: []tls.Certificate{partner.TLS}})
+	handshake := make(chan error, 1)
+	go func() { handshake <- tc.Handshake() }()
+	select {
+	case <-hc.held: // the server's flight has arrived; the partner's answer is held
+	case err := <-handshake:
+		t.Fatalf("handshake ended before the partner's flight: %v", err)
+	}
+
+	newcomer, err := net.Dial("tcp", addr) // the pool is full: one must go
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newcomer.Close()
+	ev := env.logEntry(t, EventPartnerEvicted, nil)
+	if got := ev.Data["remote_addr"]; got == raw.LocalAddr().String() {
+		t.Fatalf("the partner in its handshake was evicted, want a connection stalled for 2 s: %v", ev.Data)
+	}
+
+	close(hc.release)
+	if err := <-handshake; err != nil {
+		t.Fatalf("partner handshake: %v", err)
+	}
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	r, w := oftp2.NewReader(tc, 0), oftp2.NewWriter(tc)
+	if b, err := r.ReadBuffer(); err != nil || oftp2.CommandCode(b[0]) != oftp2.CodeSSRM {
+		t.Fatalf("partner: first command %q, %v; want SSRM", b, err)
+	}
+	if err := w.WriteBuffer(servertest.SSID(t, "O0013PARTNER", "", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := r.ReadBuffer(); err != nil || oftp2.CommandCode(b[0]) != oftp2.CodeSSID {
+		t.Fatalf("partner: answer to its SSID %q, %v; want the inside's SSID (admitted)", b, err)
 	}
 }

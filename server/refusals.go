@@ -12,8 +12,8 @@ import (
 )
 
 // Refusal log summaries. Every security event that names a remote address (refused
-// connections, failed handshakes, refused SSIDs, protocol violations; not partner_crl_missing,
-// see summarised) counts against its source
+// connections, failed handshakes, refused SSIDs, protocol violations; not partner_crl_missing
+// nor partner_proxy_invalid, see summarised) counts against its source
 // (an IPv4 address or an IPv6 /64, as for the rate limit). Per source and interval the first Config.RefusalLogBurst events are logged and
 // sent to the backend one by one, so that fail2ban and an IDS see each of them; further ones
 // are only counted, and at the end of the interval one event partner_refusals_suppressed per
@@ -36,10 +36,13 @@ const (
 )
 
 // summarised reports whether security events named name count against their source's
-// threshold: every one but the summaries themselves and partner_crl_missing, which is not a
-// refusal (the connection is accepted; at most one per connection that passed TLS).
+// threshold: every one but the summaries themselves, partner_crl_missing, which is not a
+// refusal (the connection is accepted; at most one per connection that passed TLS), and
+// partner_proxy_invalid, whose source is a load balancer allowed to send PROXY headers: its
+// summary would name the balancer, and the fail2ban filter bans the sources of summaries. A
+// balancer sends it only when misconfigured, at most once per connection it relays.
 func summarised(name string) bool {
-	return name != EventPartnerRefusalsSuppressed && name != EventPartnerCRLMissing
+	return name != EventPartnerRefusalsSuppressed && name != EventPartnerCRLMissing && name != EventPartnerProxyInvalid
 }
 
 // refusalLog decides which security events are logged one by one and collects the counts of

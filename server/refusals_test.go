@@ -79,10 +79,15 @@ func TestRefusalLogLines(t *testing.T) {
 		}
 	}
 	s.emit(event.Event{Name: EventSessionStarted, Severity: infoSeverity, RemoteAddr: "198.51.100.1:1", Message: "not a refusal"})
+	// A misconfigured load balancer: its lines are neither summarised nor banned.
+	const balancerLines = 3 * burst
+	for i := range balancerLines {
+		s.emit(event.Security(EventPartnerProxyInvalid, fmt.Sprintf("10.0.0.5:%d", 3000+i), "", reasonProxyMissing, "no header"))
+	}
 	s.flushRefusals()
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	banned := map[string]int{}
-	individual, summaries, info := 0, 0, 0
+	individual, summaries, info, proxyInvalid := 0, 0, 0, 0
 	for _, line := range lines {
 		switch {
 		case strings.Contains(line, "event="+EventPartnerTLSRejected):
@@ -91,6 +96,8 @@ func TestRefusalLogLines(t *testing.T) {
 			summaries++
 		case strings.Contains(line, "event="+EventSessionStarted):
 			info++
+		case strings.Contains(line, "event="+EventPartnerProxyInvalid):
+			proxyInvalid++
 		}
 		if a := matchBan(res, line); a != "" {
 			banned[a]++
@@ -104,6 +111,10 @@ func TestRefusalLogLines(t *testing.T) {
 	}
 	if info != 1 {
 		t.Errorf("the INFO line was written %d times, want 1", info)
+	}
+	if proxyInvalid != balancerLines || banned["10.0.0.5"] != 0 {
+		t.Errorf("%d of %d partner_proxy_invalid lines written, the balancer matched %d times by the filter; want all, none",
+			proxyInvalid, balancerLines, banned["10.0.0.5"])
 	}
 	// max sources are tracked (each has a line or a summary); the rest are in the overflow line.
 	if len(banned) != max {

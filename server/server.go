@@ -38,6 +38,12 @@ type Config struct {
 	// behind its mTLS (the admin service, for example).
 	RegisterTunnelServices func(grpc.ServiceRegistrar)
 
+	// PartnerListenAddress, if not empty, is the partner listener's address, "host:port",
+	// instead of the configuration's partner_listen_address. Several DMZ servers share one
+	// configuration (docs/high-availability.md); this lets each bind an address of its own (its
+	// own IP, or its own port when two run on one host). If empty, the configuration decides.
+	PartnerListenAddress string
+
 	// ProxyID is this host's Proxy ID (license.ProxyID). Required.
 	ProxyID string
 	// LicensePath is the license file: read at start and by ReloadLicense, and replaced
@@ -152,6 +158,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.ProxyID == "" {
 		return nil, errors.New("server: Config.ProxyID is required")
+	}
+	if cfg.PartnerListenAddress != "" {
+		if _, _, err := net.SplitHostPort(cfg.PartnerListenAddress); err != nil {
+			return nil, fmt.Errorf("server: Config.PartnerListenAddress: %w", err)
+		}
 	}
 	if cfg.Version == "" {
 		cfg.Version = "dev"

@@ -171,16 +171,36 @@ func (s *Server) anyTunnel() *tunnelConn {
 	return nil
 }
 
-// pickTunnel returns the connected tunnel with the fewest open sessions, or nil.
+// pickTunnel returns the healthy tunnel with the fewest open sessions, or nil. With several
+// clients (high availability, docs/high-availability.md) this spreads new incoming sessions
+// over them by load: a tunnel's sessions are what its client, its internal OFTP2 server and
+// the tunnel's credit windows are busy with, and counting them needs no configuration, keeps
+// sessions off a client that is still busy after a reconnect, and sends everything new to a
+// client that just came back. Ties go to the oldest tunnel. A tunnel is healthy while its
+// multiplexer runs: one whose stream has just ended but is not yet unregistered is skipped, so
+// that no partner is refused for a tunnel that is already gone while another is up.
 func (s *Server) pickTunnel() *tunnelConn {
 	var best *tunnelConn
 	bestN := 0
 	for _, tc := range s.tunnelList() {
+		if !tc.healthy() {
+			continue
+		}
 		if n := len(tc.mux.Sessions()); best == nil || n < bestN {
 			best, bestN = tc, n
 		}
 	}
 	return best
+}
+
+// healthy reports whether the tunnel's multiplexer still runs.
+func (tc *tunnelConn) healthy() bool {
+	select {
+	case <-tc.mux.Done():
+		return false
+	default:
+		return true
+	}
 }
 
 // broadcast sends a control frame to every connected tunnel without waiting for slow ones.

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/proctest"
+	"smartproxy/tunnel/transport"
 )
 
 // Benchmarks of the tunnel against a plain TLS 1.3 copy on loopback, in
@@ -22,8 +24,9 @@ import (
 var benchBufSizes = []int{DefaultMaxBufferSize, 4096}
 
 // benchGRPC is the gRPC configuration the Throughput benchmark uses: the
-// recommended one (ServerOptions and DialOptions, BDP estimation left on).
-var benchGRPC = grpcOptions{tuned: true}
+// product's (ServerOptions and DialOptions, fixed windows of
+// transport.DefaultFlowWindow as NewServer and NewClient set them).
+var benchGRPC = grpcOptions{tuned: true, streamWindow: transport.DefaultFlowWindow, connWindow: transport.DefaultFlowWindow}
 
 // BenchmarkThroughput compares, for each buffer size: a mutual-TLS 1.3 TCP
 // copy (the baseline), one session through the tunnel with the default
@@ -56,7 +59,8 @@ func BenchmarkTuning(b *testing.B) {
 		opts grpcOptions
 	}{
 		{"grpc=default", grpcOptions{}},
-		{"grpc=tuned", grpcOptions{tuned: true}},
+		{"grpc=tuned+bdp", grpcOptions{tuned: true}},
+		{"grpc=tuned+win1M", grpcOptions{tuned: true, streamWindow: 1 << 20, connWindow: 1 << 20}},
 		{"grpc=tuned+win4M", grpcOptions{tuned: true, streamWindow: 4 << 20, connWindow: 4 << 20}},
 		{"grpc=tuned+win16M", grpcOptions{tuned: true, streamWindow: 16 << 20, connWindow: 16 << 20}},
 	}
@@ -110,6 +114,7 @@ func benchTLSCopy(b *testing.B, p *testPKI, size int) {
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	b.ResetTimer()
+	defer reportCPU(b, size)()
 	wg.Go(func() {
 		for range b.N {
 			if _, err := cc.Write(out); err != nil {
@@ -148,6 +153,7 @@ func benchTunnel(b *testing.B, p *testPKI, opts grpcOptions, cfg Config, size, n
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	b.ResetTimer()
+	defer reportCPU(b, size)()
 	var wg sync.WaitGroup
 	for i, pr := range pairs {
 		count := b.N / n
@@ -176,4 +182,17 @@ func benchTunnel(b *testing.B, p *testPKI, opts grpcOptions, cfg Config, size, n
 	}
 	wg.Wait()
 	b.StopTimer()
+}
+
+// reportCPU starts measuring the process's CPU time (user and system, every
+// goroutine of both ends); the function it returns reports it per GiB moved
+// in ops of size bytes, as "cpu-s/GiB". On a shared machine CPU per byte is
+// the robust figure where MB/s is not; it is the unit of the end-to-end
+// comparison with HAProxy (docs/benchmarks.md).
+func reportCPU(b *testing.B, size int) func() {
+	c0 := proctest.CPUTime(b)
+	return func() {
+		gib := float64(b.N) * float64(size) / (1 << 30)
+		b.ReportMetric((proctest.CPUTime(b)-c0).Seconds()/gib, "cpu-s/GiB")
+	}
 }

@@ -428,42 +428,63 @@ func (gt *grpcTunnel) breakConnections() {
 // TestGRPCReleaseBuffer: over the real transport, received buffers come from
 // the stream's pool (the Mux uses the stream's pool), and buffers released
 // and reused carry exactly the data of the frame they were reused for, in
-// both directions, for buffers of every size class a session uses.
+// both directions, for buffers of every size class a session uses, whether
+// sent with WriteBuffer (copied) or WriteOwned (handed over, sent by gRPC
+// from the buffer itself and reused once written).
 func TestGRPCReleaseBuffer(t *testing.T) {
 	p := newTestPKI(t)
 	acc := newAcceptor()
 	gt := newGRPCTunnel(t, p, grpcOptions{tuned: true}, Config{}, Config{Accept: acc.hook}, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := gt.client.Open(ctx, &tunnelv1.SessionOpen{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := acc.next(t)
 	bufs, _ := payload(42, 300, DefaultMaxBufferSize)
-	for _, dir := range []struct {
-		name     string
-		from, to *Session
-	}{{"client to server", c, s}, {"server to client", s, c}} {
-		errc := make(chan error, 1)
-		go func() { errc <- writeAll(ctx, dir.from, bufs) }()
-		for i, want := range bufs {
-			got, err := dir.to.ReadBuffer(ctx)
-			if err != nil {
-				t.Fatalf("%s: ReadBuffer %d: %v", dir.name, i, err)
+	// writeOwned sends each buffer as a relay does: read into the session's memory, handed over.
+	writeOwned := func(ctx context.Context, s *Session, bufs [][]byte) error {
+		for _, b := range bufs {
+			nb := s.NewBuffer(len(b))
+			copy(nb, b)
+			if err := s.WriteOwned(ctx, nb); err != nil {
+				return err
 			}
-			if !bytes.Equal(got, want) {
-				t.Fatalf("%s: buffer %d: %d bytes differing from the %d sent", dir.name, i, len(got), len(want))
-			}
-			dir.to.ReleaseBuffer(got)
 		}
-		if err := <-errc; err != nil {
-			t.Fatalf("%s: writing: %v", dir.name, err)
+		return s.CloseWrite()
+	}
+	for _, mode := range []struct {
+		name  string
+		write func(context.Context, *Session, [][]byte) error
+	}{{"WriteBuffer", writeAll}, {"WriteOwned", writeOwned}} {
+		c, err := gt.client.Open(ctx, &tunnelv1.SessionOpen{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := acc.next(t)
+		for _, dir := range []struct {
+			name     string
+			from, to *Session
+		}{{"client to server", c, s}, {"server to client", s, c}} {
+			errc := make(chan error, 1)
+			go func() { errc <- mode.write(ctx, dir.from, bufs) }()
+			for i, want := range bufs {
+				got, err := dir.to.ReadBuffer(ctx)
+				if err != nil {
+					t.Fatalf("%s, %s: ReadBuffer %d: %v", mode.name, dir.name, i, err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("%s, %s: buffer %d: %d bytes differing from the %d sent", mode.name, dir.name, i, len(got), len(want))
+				}
+				dir.to.ReleaseBuffer(got)
+			}
+			if err := <-errc; err != nil {
+				t.Fatalf("%s, %s: writing: %v", mode.name, dir.name, err)
+			}
 		}
 	}
 	for _, m := range []*Mux{gt.client, gt.server} {
 		if _, ok := m.stream.(interface{ BufferPool() *bufpool.Pool }); !ok || m.pool != m.stream.(interface{ BufferPool() *bufpool.Pool }).BufferPool() {
 			t.Errorf("the %v Mux does not use its stream's buffer pool", m.cfg.Side)
+		}
+		if m.owningSender() == nil {
+			t.Errorf("the %v Mux copies data buffers for its stream, want them handed over (OwningSender)", m.cfg.Side)
 		}
 	}
 }

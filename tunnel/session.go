@@ -368,7 +368,32 @@ func (s *Session) ReleaseBuffer(b []byte) { s.m.pool.PutSlice(b) }
 // session has ended, ErrWriteClosed after CloseWrite, and ctx.Err() if ctx
 // ends first.
 func (s *Session) WriteBuffer(ctx context.Context, b []byte) error {
+	return s.write(ctx, b, false)
+}
+
+// NewBuffer returns a buffer of n bytes, not zeroed, from the pool the
+// session's sent and received buffers come from, for WriteOwned.
+func (s *Session) NewBuffer(n int) []byte { return s.m.pool.GetSlice(n) }
+
+// WriteOwned is WriteBuffer for a buffer the session takes over instead of
+// copying it, best one from NewBuffer (or one ReadBuffer returned): it is
+// sent as it is and then reused. The caller must not touch b after the call,
+// whatever it returns. A relay that reads each buffer into NewBuffer's memory
+// and writes it with WriteOwned moves it without a copy.
+func (s *Session) WriteOwned(ctx context.Context, b []byte) error {
+	return s.write(ctx, b, true)
+}
+
+// write is WriteBuffer, and WriteOwned when owned.
+func (s *Session) write(ctx context.Context, b []byte, owned bool) (err error) {
 	m := s.m
+	if owned {
+		defer func() {
+			if err != nil {
+				m.pool.PutSlice(b)
+			}
+		}()
+	}
 	if len(b) == 0 || len(b) > m.cfg.MaxBufferSize {
 		return fmt.Errorf("tunnel: WriteBuffer: buffer of %d bytes: must be 1 to %d", len(b), m.cfg.MaxBufferSize)
 	}
@@ -389,8 +414,13 @@ func (s *Session) WriteBuffer(ctx context.Context, b []byte) error {
 		}
 		if s.sendCredit >= len(b) {
 			s.sendCredit -= len(b)
-			p := m.pool.Get(len(b))
-			copy(*p, b)
+			var p *[]byte
+			if owned {
+				p = m.pool.Hold(b)
+			} else {
+				p = m.pool.Get(len(b))
+				copy(*p, b)
+			}
 			s.outq.push(p)
 			s.outBytes += len(b)
 			s.bytesOut += uint64(len(b))

@@ -35,3 +35,15 @@ type Stream interface {
 type ControlAttacher interface {
 	AttachControl(send func(ctx context.Context, f *tunnelv1.Frame) error)
 }
+
+// OwningSender is implemented by a Stream that can send a SessionData frame
+// without copying its buffer before SendOwned returns: tunnel/transport hands
+// the buffer itself to gRPC, which writes it to the connection later. f is a
+// SessionData frame whose Buffer is *buf, a buffer from the stream's
+// BufferPool; SendOwned takes buf over and puts it back into that pool once
+// it has been written (or drops it to the garbage collector when the send
+// fails). Every other rule of Send applies. The Mux uses SendOwned only when
+// its pool is the stream's, so that buf comes back where it was taken from.
+type OwningSender interface {
+	SendOwned(f *tunnelv1.Frame, buf *[]byte) error
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/tunnel/bufpool"
 )
 
 // writer holds the frames the writer goroutine reuses for the frequent
@@ -47,6 +48,7 @@ type pick struct {
 // ABORT_REASON_TUNNEL_LOST).
 func (m *Mux) writeLoop(ctx context.Context, stop <-chan struct{}) {
 	w := newWriter()
+	owning := m.owningSender()
 	var syncC, pingC <-chan time.Time
 	if d := m.cfg.ReconcileInterval; d > 0 {
 		t := time.NewTicker(d)
@@ -82,11 +84,15 @@ func (m *Mux) writeLoop(ctx context.Context, stop <-chan struct{}) {
 			continue
 		}
 		var err error
-		if p.f != nil {
+		switch {
+		case p.buf != nil && owning != nil:
+			// The stream returns p.buf to the pool once it is written: no copy here.
+			err = owning.SendOwned(p.f, p.buf)
+		case p.f != nil:
 			err = m.stream.Send(p.f)
 		}
 		w.data.Buffer = nil
-		if p.buf != nil {
+		if p.buf != nil && owning == nil {
 			m.pool.Put(p.buf)
 		}
 		if p.item != nil && p.item.done != nil {
@@ -204,4 +210,17 @@ func (m *Mux) syncFrameLocked() *tunnelv1.Frame {
 	return &tunnelv1.Frame{Kind: &tunnelv1.Frame_SessionSync{SessionSync: &tunnelv1.SessionSync{
 		SessionIds: ids, HighestPeerSessionId: m.highestPeerID,
 	}}}
+}
+
+// owningSender returns the stream as an OwningSender when it is one and the
+// Mux's data buffers come from the stream's pool (New), else nil.
+func (m *Mux) owningSender() OwningSender {
+	o, ok := m.stream.(OwningSender)
+	if !ok {
+		return nil
+	}
+	if p, ok := m.stream.(interface{ BufferPool() *bufpool.Pool }); !ok || p.BufferPool() != m.pool {
+		return nil
+	}
+	return o
 }

@@ -290,6 +290,9 @@ type Route struct {
 	// ServerName is the name the partner's certificate is verified against. If empty, the host
 	// part of PartnerAddress.
 	ServerName string `json:"server_name"`
+	// PreferredServer is the Proxy ID of the DMZ server whose tunnels the route's outgoing
+	// sessions take while one is up (a client connected to several servers). If empty, any.
+	PreferredServer string `json:"preferred_server,omitempty"`
 }
 
 // LogIgnoreRule lowers matching events to INFO (and keeps them from being escalated) while it is

@@ -94,7 +94,7 @@ func specOf(doc *apiv1.ConfigDocument, crl func(info *apiv1.CRLInfo, c *configsp
 	}
 	for _, r := range doc.Routes {
 		s.Routes = append(s.Routes, configspec.Route{Name: r.Name, ListenAddress: r.ListenAddress, PartnerAddress: r.PartnerAddress,
-			PartnerOdetteID: r.PartnerOdetteID, ServerName: r.ServerName})
+			PartnerOdetteID: r.PartnerOdetteID, ServerName: r.ServerName, PreferredServer: r.PreferredServer})
 	}
 	for _, r := range doc.LogIgnoreRules {
 		rule := configspec.LogIgnoreRule{Substring: r.Substring, Description: r.Description}

@@ -116,7 +116,7 @@ func (e *env) start(t *testing.T) *running {
 		t.Fatalf("Initial() = %v", err)
 	}
 	c, err := client.New(client.Config{
-		Server: e.dmz.Addr, ServerName: "localhost", Credentials: e.dmz.ClientCredentials, Version: "test",
+		Servers: []string{e.dmz.Addr}, ServerName: "localhost", Credentials: e.dmz.ClientCredentials, Version: "test",
 		Config: snap, Logger: e.log, Observer: s, ShutdownTimeout: time.Second, Health: health,
 		Backoff: backoff.Exponential{Base: 20 * time.Millisecond, Cap: 100 * time.Millisecond},
 	})

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
 	"smartproxy/internal/pki"
+	"smartproxy/oftp2"
 	"smartproxy/tunnel"
 	"smartproxy/tunnel/transport"
 )
@@ -41,6 +43,8 @@ type Server struct {
 	srv *transport.Server
 	wg  sync.WaitGroup
 
+	outgoing atomic.Int64 // outgoing sessions the client opened (each refused)
+
 	mu             sync.Mutex
 	welcomeVersion uint64 // Welcome.config_version for the next connections
 	conns          chan *Conn
@@ -58,6 +62,9 @@ type ServerConfig struct {
 	Check func(*tunnelv1.ConfigSnapshot) []*tunnelv1.ConfigError
 	// Logger receives the server's log. If nil, nothing is logged.
 	Logger logrus.FieldLogger
+	// CA is the tunnel CA. If nil, a new one. Servers that share a CA accept each other's
+	// ClientCredentials: one client connected to several servers.
+	CA *pki.CA
 }
 
 // NewServer starts a Server on 127.0.0.1. It is stopped by t.Cleanup.
@@ -74,9 +81,12 @@ func NewServer(t testing.TB, cfg ServerConfig) *Server {
 		l.SetOutput(discard{})
 		cfg.Logger = l
 	}
-	ca, err := pki.NewCA("Test tunnel CA")
-	if err != nil {
-		t.Fatal(err)
+	ca := cfg.CA
+	if ca == nil {
+		var err error
+		if ca, err = pki.NewCA("Test tunnel CA"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	srvLeaf, err := ca.Issue(pki.Request{CommonName: "smartproxy-server", DNSNames: []string{"localhost"},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, Usage: pki.UsageServer})
@@ -204,6 +214,11 @@ func (s *Server) handle(ctx context.Context, peer transport.PeerInfo, stream tra
 	mux, err := tunnel.New(transport.ServerStream(stream), tunnel.Config{
 		Side:   tunnel.SideServer,
 		Logger: s.cfg.Logger,
+		// Outgoing sessions are counted and refused: the harness dials no partner.
+		Accept: func(sess *tunnel.Session) {
+			s.outgoing.Add(1)
+			sess.Reject(tunnelv1.AbortReason_ABORT_REASON_REFUSED, uint32(oftp2.ESIDResourcesNotAvailable), "clienttest dials no partner")
+		},
 		Control: func(f *tunnelv1.Frame) {
 			if h := f.GetHello(); h != nil {
 				helloOnce.Do(func() { hello <- h })
@@ -383,3 +398,9 @@ func (c *Conn) Done() <-chan struct{} { return c.done }
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// ProxyID returns the Proxy ID the server sends in Welcome.
+func (s *Server) ProxyID() string { return s.cfg.ProxyID }
+
+// Outgoing returns how many outgoing sessions the client opened on this server (all refused).
+func (s *Server) Outgoing() int { return int(s.outgoing.Load()) }

@@ -275,6 +275,10 @@ func TestFieldErrors(t *testing.T) {
 			c.Routes[0].PartnerAddress = "oftp.partner.example"
 		}, []string{"routes[0].partner_address"}, "host:port"},
 		{"route to an unknown partner", func(c *configfile.File) { c.Routes = []configfile.Route{routeTo("O0013NOBODY", 65433)} }, []string{"routes[0].partner_odette_id"}, "not one of the partners"},
+		{"route preferring no Proxy ID", func(c *configfile.File) {
+			c.Routes = []configfile.Route{routeTo(clienttest.PartnerID, 65433)}
+			c.Routes[0].PreferredServer = "dmz1.example.com"
+		}, []string{"routes[0].preferred_server"}, "not a Proxy ID"},
 		{"several problems at once", func(c *configfile.File) {
 			c.Partners[0].Direction = "x"
 			c.Partners[2].MaxCredit = 5000
@@ -331,6 +335,7 @@ func TestRoutes(t *testing.T) {
 	c.Limits.ConnectTimeout = configfile.Duration(20 * time.Second)
 	c.Routes = []configfile.Route{routeTo(clienttest.PartnerID, 65433), routeTo(clienttest.OtherPartnerID, 65434)}
 	c.Routes[1].ServerName = "edi.other.example"
+	c.Routes[1].PreferredServer = "spx-abcd-efgh-jkmn-pqrs" // normalised to the canonical form
 	res, err := load(t, files.Dir, c)
 	if err != nil {
 		t.Fatalf("Load() = %v, want no error", err)
@@ -338,7 +343,8 @@ func TestRoutes(t *testing.T) {
 	sec := res.Snapshot.Security
 	want := []*tunnelv1.Route{
 		{Name: "out-65433", ListenAddress: "127.0.0.1:65433", PartnerAddress: "oftp.partner.example:6619", PartnerOdetteId: clienttest.PartnerID},
-		{Name: "out-65434", ListenAddress: "127.0.0.1:65434", PartnerAddress: "oftp.partner.example:6619", PartnerOdetteId: clienttest.OtherPartnerID, ServerName: "edi.other.example"},
+		{Name: "out-65434", ListenAddress: "127.0.0.1:65434", PartnerAddress: "oftp.partner.example:6619", PartnerOdetteId: clienttest.OtherPartnerID, ServerName: "edi.other.example",
+			PreferredServer: "SPX-ABCD-EFGH-JKMN-PQRS"},
 	}
 	if diff := cmp.Diff(want, sec.GetOutgoingRoutes(), protocmp.Transform()); diff != "" {
 		t.Errorf("outgoing routes (-want +got):\n%s", diff)

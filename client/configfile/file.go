@@ -162,6 +162,10 @@ type Route struct {
 	// ServerName is the name the partner's server certificate must be issued for. If empty, the
 	// host of PartnerAddress.
 	ServerName string `json:"server_name"`
+	// PreferredServer is the Proxy ID (smartproxy-server -L) of the DMZ server whose tunnels
+	// the route's outgoing sessions take while one is up, for a client with several servers
+	// (-S). If empty, the least busy tunnel of any server.
+	PreferredServer string `json:"preferred_server"`
 }
 
 // InternalServer is the internal OFTP2 server.

@@ -68,7 +68,7 @@ func spec(f *File, dir string) *configspec.Spec {
 	}
 	for _, r := range f.Routes {
 		s.Routes = append(s.Routes, configspec.Route{Name: r.Name, ListenAddress: r.ListenAddress, PartnerAddress: r.PartnerAddress,
-			PartnerOdetteID: r.PartnerOdetteID, ServerName: r.ServerName})
+			PartnerOdetteID: r.PartnerOdetteID, ServerName: r.ServerName, PreferredServer: r.PreferredServer})
 	}
 	if in := f.InternalServer; in != nil {
 		s.InternalServer = &configspec.InternalServer{Address: in.Address, ConnectTimeout: time.Duration(in.ConnectTimeout),

@@ -27,6 +27,7 @@ import (
 
 	"smartproxy/client"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/license"
 	"smartproxy/internal/pki"
 	"smartproxy/internal/revocation"
 	"smartproxy/oftp2"
@@ -723,8 +724,16 @@ func (b *builder) routes(list []Route, partners []Partner) []*tunnelv1.Route {
 		} else if !known[strings.TrimRight(r.PartnerOdetteID, " ")] {
 			b.problem(field+".partner_odette_id", "%q is not one of the partners; add it to partners first", r.PartnerOdetteID)
 		}
+		preferred := ""
+		if r.PreferredServer != "" {
+			id, err := license.NormalizeProxyID(r.PreferredServer)
+			if err != nil {
+				b.problem(field+".preferred_server", "%v", err)
+			}
+			preferred = id
+		}
 		out = append(out, &tunnelv1.Route{Name: r.Name, ListenAddress: r.ListenAddress, PartnerAddress: r.PartnerAddress,
-			PartnerOdetteId: r.PartnerOdetteID, ServerName: r.ServerName})
+			PartnerOdetteId: r.PartnerOdetteID, ServerName: r.ServerName, PreferredServer: preferred})
 	}
 	return out
 }

@@ -217,6 +217,10 @@ type Route struct {
 	// ServerName is the name the partner's certificate is verified against. If empty, the host
 	// of PartnerAddress.
 	ServerName string
+	// PreferredServer is the Proxy ID of the DMZ server whose tunnels the route's outgoing
+	// sessions take while one is established (a client connected to several servers). If
+	// empty, any server's.
+	PreferredServer string
 }
 
 // LogIgnoreRule lowers matching events to INFO.

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -499,6 +500,7 @@ type sendOpts struct {
 	dataset         string
 	description     string
 	dir             string
+	sourceIP        string
 }
 
 func sendFlags(out io.Writer) (*flag.FlagSet, *sendOpts) {
@@ -516,6 +518,7 @@ func sendFlags(out io.Writer) (*flag.FlagSet, *sendOpts) {
 	fs.StringVar(&o.dataset, "dataset", "", "Virtual File dataset name (one FILE only; default: from the file name)")
 	fs.StringVar(&o.description, "description", "", "Virtual File description (SFIDDESC)")
 	fs.StringVar(&o.dir, "dir", "", "directory for files the partner sends back in the same session (default: send only)")
+	fs.StringVar(&o.sourceIP, "source-ip", "", "local IP address to connect from (default: the system chooses)")
 	fs.Usage = func() {
 		fmt.Fprintln(out, "usage: oftp2 send --connect HOST:PORT --odette-id ID [--cert FILE --key FILE] [--ca FILE | --plain] [flags] FILE...")
 		fs.PrintDefaults()
@@ -541,6 +544,13 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(o.format) != 1 || !oftp2.FileFormat(o.format[0]).Valid() {
 		return &usageError{fmt.Sprintf("send: --format %q: want U, T, F or V", o.format)}
 	}
+	var source netip.Addr
+	if o.sourceIP != "" {
+		var err error
+		if source, err = netip.ParseAddr(o.sourceIP); err != nil {
+			return &usageError{fmt.Sprintf("send: --source-ip %q: not an IP address", o.sourceIP)}
+		}
+	}
 	cfg, log, err := o.config(endpoint.Initiator, stderr)
 	if err != nil {
 		return err
@@ -561,6 +571,9 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	var conn net.Conn
 	dialer := &net.Dialer{Timeout: cfg.Timeout}
+	if source.IsValid() {
+		dialer.LocalAddr = &net.TCPAddr{IP: source.AsSlice()}
+	}
 	if o.plain {
 		conn, err = dialer.DialContext(ctx, "tcp", o.connect)
 	} else {

@@ -779,6 +779,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"send", "--connect", "x:1", "--odette-id", initID}, "no FILE"},
 		{[]string{"send", "--connect", "x:1", "--odette-id", initID, "--format", "Q", "f"}, "--format"},
 		{[]string{"send", "--connect", "x:1", "--odette-id", initID, "--dataset", "A", "f", "g"}, "exactly one FILE"},
+		{[]string{"send", "--connect", "x:1", "--odette-id", initID, "--source-ip", "eth0", "f"}, "--source-ip"},
 	}
 	for _, tc := range tests {
 		err := run(context.Background(), tc.args, io.Discard, io.Discard)

@@ -64,7 +64,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 		}
 		defer syncer.Spool().Close() // Run closes it too; this is for a failed start
 	}
-	ccfg := client.Config{Server: o.server, ServerName: o.serverName, SourceIP: o.sourceIP, Credentials: creds,
+	ccfg := client.Config{Servers: o.servers, ServerName: o.serverName, SourceIP: o.sourceIP, Credentials: creds,
 		Streams: o.streams, Version: buildinfo.Version(), Config: snap, Logger: log, Levels: d.Levels, Metrics: d.Metrics, Health: health}
 	parts := daemon.Parts{With: []func(context.Context) error{func(ctx context.Context) error { creds.Run(ctx); return nil }}}
 	if syncer != nil {
@@ -82,8 +82,8 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 		reload(log, loader, c, creds)
 		return fmt.Sprintf("reloaded; configuration version %d", c.Current().Version)
 	}
-	parts.Ready = fmt.Sprintf("connecting to %s; configuration version %d", o.server, snap.Version)
-	parts.Fields = logrus.Fields{"server": o.server, "config_source": source, "config_version": snap.Version, "internal_server": snap.Internal.Address}
+	parts.Ready = fmt.Sprintf("connecting to %s; configuration version %d", o.servers.String(), snap.Version)
+	parts.Fields = logrus.Fields{"servers": o.servers.String(), "config_source": source, "config_version": snap.Version, "internal_server": snap.Internal.Address}
 	if o.adminAddr != "" {
 		if parts.Admin, err = admin.New(admin.Config{Backend: c.Admin(), Logger: log, Health: health}); err != nil {
 			return fmt.Errorf("admin listener: %w", err)

@@ -40,7 +40,7 @@ type options struct {
 	usage         func(io.Writer) // prints the help text
 
 	backend    *backendURL // -U
-	server     string      // -S, host:port with the default port filled in
+	servers    serverList  // -S, host:port each, with the default port filled in
 	token      client.Secret
 	debug      bool   // -d
 	sourceIP   string // -o
@@ -75,8 +75,8 @@ func (o *options) String() string {
 	if o.backend != nil {
 		backend = o.backend.String()
 	}
-	return fmt.Sprintf("options{server: %s, backend: %s, token: %s, config: %q, state_dir: %q, streams: %d}",
-		o.server, backend, o.token, o.configFile, o.stateDir, o.streams)
+	return fmt.Sprintf("options{servers: %s, backend: %s, token: %s, config: %q, state_dir: %q, streams: %d}",
+		o.servers.String(), backend, o.token, o.configFile, o.stateDir, o.streams)
 }
 
 // usageError marks errors caused by a bad command line (exit status 2).
@@ -99,7 +99,9 @@ Options compatible with the original product:
   -U url       backend API, https://[user:pass@]host[:port][/path]; the configuration is
                long-polled from it, the last good one kept in --state-dir
   -S host[:port]
-               the DMZ server (smartproxy-server); port 2878 if not given
+               the DMZ server (smartproxy-server); port 2878 if not given. Several servers
+               (high availability, docs/high-availability.md): a comma list or -S repeated;
+               the client keeps a tunnel to each
   -T token     bearer token for the backend API; visible in ps: prefer --token-file or a
                systemd credential named "token" (LoadCredential=token:FILE)
   -d           debug: log to stderr at debug level (overrides --log-dir and --log-level)
@@ -115,9 +117,9 @@ func parseArgs(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("smartproxy-client", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	var backend, server, token, tokenFile, logLevel string
+	var backend, token, tokenFile, logLevel string
 	fs.StringVar(&backend, "U", "", "")
-	fs.StringVar(&server, "S", "", "")
+	fs.Var(&o.servers, "S", "")
 	fs.StringVar(&token, "T", "", "")
 	fs.BoolVar(&o.debug, "d", false, "")
 	fs.StringVar(&o.sourceIP, "o", "", "")
@@ -212,14 +214,9 @@ func parseArgs(args []string) (*options, error) {
 	if o.check {
 		return o, nil
 	}
-	if server == "" {
+	if len(o.servers) == 0 {
 		return nil, usagef("-S host[:port] is required: the DMZ server to connect to")
 	}
-	addr, err := serverAddress(server)
-	if err != nil {
-		return nil, usagef("-S: %v", err)
-	}
-	o.server = addr
 	if o.sourceIP != "" {
 		if _, err := netip.ParseAddr(o.sourceIP); err != nil {
 			return nil, usagef("-o: %q is not an IP address", o.sourceIP)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,9 +17,28 @@ var base = []string{"-S", "dmz.example.com", "--config", "c.json", "--tunnel-cer
 
 func args(extra ...string) []string { return append(append([]string(nil), base...), extra...) }
 
+// serverArgs is base with its -S replaced by the given -S values.
+func serverArgs(servers ...string) []string {
+	out := append([]string(nil), base[2:]...)
+	for _, s := range servers {
+		out = append(out, "-S", s)
+	}
+	return out
+}
+
 // backendArgs is a daemon command line with the backend instead of --config.
 func backendArgs(extra ...string) []string {
 	return append([]string{"-S", "dmz.example.com", "--tunnel-cert", "c.pem", "--tunnel-key", "k.pem", "--tunnel-ca", "ca.pem"}, extra...)
+}
+
+// wantServers checks the parsed -S list.
+func wantServers(want ...string) func(t *testing.T, o *options) {
+	return func(t *testing.T, o *options) {
+		t.Helper()
+		if got := []string(o.servers); !slices.Equal(got, want) {
+			t.Errorf("servers = %q, want %q", got, want)
+		}
+	}
 }
 
 func TestParseArgs(t *testing.T) {
@@ -28,26 +48,17 @@ func TestParseArgs(t *testing.T) {
 		check func(t *testing.T, o *options)
 	}{
 		{"defaults", args(), func(t *testing.T, o *options) {
-			if o.server != "dmz.example.com:2878" || o.streams != 1 || o.adminAddr != defaultAdminAddr || o.metricsAddr != defaultMetricsAddr ||
+			if o.servers.String() != "dmz.example.com:2878" || o.streams != 1 || o.adminAddr != defaultAdminAddr || o.metricsAddr != defaultMetricsAddr ||
 				o.logLevel != logrus.InfoLevel || o.logFormat != "text" || !strings.HasSuffix(o.pidFile, "/"+pidFileName) {
 				t.Errorf("options = %+v, want the documented defaults", o)
 			}
 		}},
-		{"server with port", args("-S", "192.0.2.1:9000"), func(t *testing.T, o *options) {
-			if o.server != "192.0.2.1:9000" {
-				t.Errorf("server = %q, want 192.0.2.1:9000", o.server)
-			}
-		}},
-		{"IPv6 server without port", args("-S", "2001:db8::1"), func(t *testing.T, o *options) {
-			if o.server != "[2001:db8::1]:2878" {
-				t.Errorf("server = %q, want [2001:db8::1]:2878", o.server)
-			}
-		}},
-		{"bracketed IPv6 server", args("-S", "[::1]"), func(t *testing.T, o *options) {
-			if o.server != "[::1]:2878" {
-				t.Errorf("server = %q, want [::1]:2878", o.server)
-			}
-		}},
+		{"server with port", serverArgs("192.0.2.1:9000"), wantServers("192.0.2.1:9000")},
+		{"IPv6 server without port", serverArgs("2001:db8::1"), wantServers("[2001:db8::1]:2878")},
+		{"bracketed IPv6 server", serverArgs("[::1]"), wantServers("[::1]:2878")},
+		{"servers as a comma list", serverArgs("dmz1, dmz2:9000"), wantServers("dmz1:2878", "dmz2:9000")},
+		{"servers as repeated flags", serverArgs("dmz1", "[2001:db8::1]"), wantServers("dmz1:2878", "[2001:db8::1]:2878")},
+		{"servers mixed", serverArgs("dmz1,dmz2", "dmz3:1"), wantServers("dmz1:2878", "dmz2:2878", "dmz3:1")},
 		{"debug", args("-d", "--log-dir", "/var/log/x", "--log-level", "warn"), func(t *testing.T, o *options) {
 			if !o.debug || o.logLevel != logrus.DebugLevel || o.logDir != "" {
 				t.Errorf("-d: level %v dir %q, want debug to stderr", o.logLevel, o.logDir)
@@ -133,6 +144,10 @@ func TestParseArgsErrors(t *testing.T) {
 		{"no server", []string{"--config", "c.json"}, "-S host[:port] is required", true},
 		{"bad server port", args("-S", "dmz:99999"), "-S: ", true},
 		{"server without host", args("-S", ":2878"), "has no host", true},
+		{"server twice", serverArgs("dmz1,dmz2", "dmz1:2878"), "dmz1:2878 is given twice", true},
+		{"server twice in one list", serverArgs("dmz1,dmz1"), "given twice", true},
+		{"empty server in a list", serverArgs("dmz1,,dmz2"), "an empty server", true},
+		{"bad server in a list", serverArgs("dmz1,dmz2:0"), "port", true},
 		{"bad source address", args("-o", "eth0"), `-o: "eth0" is not an IP address`, true},
 		{"http backend", args("-U", "http://api.example.com/"), "want https", true},
 		{"backend without host", args("-U", "https:///v1"), "no host", true},

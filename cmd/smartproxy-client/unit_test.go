@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -144,7 +145,9 @@ func TestUnitKeepsTokenOutOfArgv(t *testing.T) {
 		})
 	}
 
-	p := proctest.StartEnv(t, "smartproxy-client", []string{"CREDENTIALS_DIRECTORY=" + creds}, argv[0], argv[1:]...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "CREDENTIALS_DIRECTORY="+creds)
+	p := proctest.StartCmd(t, "smartproxy-client", cmd)
 	waitToken(p, 1)
 	if inArgv, inEnv := tokenIn(p); inArgv || inEnv {
 		t.Errorf("packaged unit's client: token in argv %v, in the environment %v; want neither", inArgv, inEnv)

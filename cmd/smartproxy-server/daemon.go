@@ -52,6 +52,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 		RegisterTunnelServices: func(r grpc.ServiceRegistrar) { admin.Register(r, svc) },
 		ProxyID:                proxyID, LicensePath: o.licenseFile, Version: buildinfo.Version(),
 		Logger: d.Log, Levels: d.Levels, Metrics: d.Metrics, DrainTimeout: drain,
+		PartnerListenAddress: o.partnerListen,
 	})
 	if err != nil {
 		return err

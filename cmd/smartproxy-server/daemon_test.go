@@ -62,6 +62,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{"unknown flag", []string{"--bogus"}, "bogus"},
 		{"extra argument", []string{"extra"}, "unexpected argument"},
 		{"bad drain timeout", []string{"--drain-timeout", "soon", "--pid-file="}, "--drain-timeout"},
+		{"partner listener without port", []string{"--partner-listen", "127.0.0.1"}, "--partner-listen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -306,13 +307,15 @@ func TestDaemonSignalsNotifyAndMetrics(t *testing.T) {
 		}
 	}
 
-	d := proctest.StartEnv(t, "smartproxy-server", []string{"NOTIFY_SOCKET=" + sockPath}, bin,
+	cmd := exec.Command(bin,
 		"-i", "127.0.0.1:0", "-l", filepath.Join(dir, "license"),
 		"--tunnel-cert", filepath.Join(dir, "pki", pki.FileServerCert),
 		"--tunnel-key", filepath.Join(dir, "pki", pki.FileServerKey),
 		"--tunnel-ca", filepath.Join(dir, "pki", pki.FileCACert),
 		"--admin", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--pprof", "--pid-file=", "--log-format", "json",
 	)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath)
+	d := proctest.StartCmd(t, "smartproxy-server", cmd)
 	d.WaitLine(t, `"msg":"started"`)
 	waitNote("READY=1")
 	m := regexp.MustCompile(`"metrics_addr":"([^"]+)"`).FindStringSubmatch(d.Stderr.String())

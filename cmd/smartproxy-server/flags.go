@@ -48,6 +48,7 @@ type options struct {
 	logDir         string
 	logRetention   *logging.Retention // --log-max-age, --log-max-files
 	drainTimeout   string
+	partnerListen  string // --partner-listen; "" means the configuration's address
 }
 
 // usageError marks errors caused by a bad command line (exit status 2).
@@ -119,6 +120,7 @@ func parseArgs(args []string) (*options, error) {
 	fs.StringVar(&logLevel, "log-level", "info", "log `LEVEL`: error, warn, info, debug or trace; SIGUSR1/SIGUSR2 change it at run time")
 	fs.StringVar(&o.logDir, "log-dir", "", "write logs to daily files in `DIR` instead of stderr")
 	o.logRetention = logging.AddRetentionFlags(fs)
+	fs.StringVar(&o.partnerListen, "partner-listen", "", "partner listener `ADDR` (host:port) instead of the configuration's partner_listen_address: for several DMZ servers sharing one configuration, each on an address of its own (docs/high-availability.md)")
 	fs.StringVar(&o.drainTimeout, "drain-timeout", "30s", "on SIGTERM, how long open partner sessions may run on before they are ended with ESID 05 (`DURATION`)")
 	o.usage = func(w io.Writer) {
 		fmt.Fprint(w, usageText)
@@ -153,6 +155,11 @@ func parseArgs(args []string) (*options, error) {
 	}
 	o.tunnelAddr = addr
 	o.allowedClients = allow
+	if o.partnerListen != "" {
+		if _, _, err := net.SplitHostPort(o.partnerListen); err != nil {
+			return nil, usagef("--partner-listen: %v", err)
+		}
+	}
 	if o.logLevel, err = logging.ParseLevel(logLevel); err != nil {
 		return nil, usagef("--log-level: %v", err)
 	}

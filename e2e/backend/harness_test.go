@@ -43,7 +43,9 @@ const (
 	otherID         = "O0013000000000OTHER"
 	otherPassword   = "OTHER"
 	strangerID      = "O0013000000000STRANGER"
-	waitTimeout     = 30 * time.Second
+	// waitTimeout bounds every wait for an eventual outcome: generous, since the whole suite
+	// runs beside it on two cores (a 1,000,001-serial CRL took 23 s to reach the DMZ there).
+	waitTimeout = 90 * time.Second
 )
 
 // proc is a running process of a built binary.

@@ -1,6 +1,6 @@
 // Package proctest runs the project's built binaries as separate processes in tests: build them
 // from this tree, start them with their output captured, wait for log lines, signal, stop and
-// measure them. It is used by the end-to-end tests only.
+// measure them. It is used by the end-to-end tests and by benchmarks (CPUTime).
 package proctest
 
 import (
@@ -60,16 +60,14 @@ type Proc struct {
 // the test failed, logs the tail of its output.
 func Start(t testing.TB, name, path string, args ...string) *Proc {
 	t.Helper()
-	return StartEnv(t, name, nil, path, args...)
+	return StartCmd(t, name, exec.Command(path, args...))
 }
 
-// StartEnv is Start with env (KEY=VALUE) added to the test's environment.
-func StartEnv(t testing.TB, name string, env []string, path string, args ...string) *Proc {
+// StartCmd starts cmd, prepared by the caller (environment, directory), like Start. Its
+// Stdout and Stderr are replaced by the Proc's buffers.
+func StartCmd(t testing.TB, name string, cmd *exec.Cmd) *Proc {
 	t.Helper()
-	p := &Proc{Name: name, Cmd: exec.Command(path, args...), done: make(chan struct{})}
-	if env != nil {
-		p.Cmd.Env = append(os.Environ(), env...)
-	}
+	p := &Proc{Name: name, Cmd: cmd, done: make(chan struct{})}
 	p.Cmd.Stdout, p.Cmd.Stderr = &p.Stdout, &p.Stderr
 	if err := p.Cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
@@ -78,7 +76,7 @@ func StartEnv(t testing.TB, name string, env []string, path string, args ...stri
 	t.Cleanup(func() {
 		p.Kill()
 		if t.Failed() {
-			t.Logf("%s %s\n--- stdout (tail) ---\n%s\n--- stderr (tail) ---\n%s", name, strings.Join(args, " "),
+			t.Logf("%s %s\n--- stdout (tail) ---\n%s\n--- stderr (tail) ---\n%s", name, strings.Join(cmd.Args[1:], " "),
 				Tail(p.Stdout.String(), 30), Tail(p.Stderr.String(), 40))
 		}
 	})
@@ -204,6 +202,16 @@ func (p *Proc) ResetPeak(t testing.TB) {
 	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.Cmd.Process.Pid), []byte("5"), 0); err != nil {
 		t.Logf("%s: resetting the peak RSS is not possible here (%v); VmHWM counts from the start", p.Name, err)
 	}
+}
+
+// CPUTime returns the user and system CPU time the calling process has used, for benchmarks
+// that report CPU per operation (robust where the machine is shared and wall-clock time is not).
+func CPUTime(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // Tail returns the last n lines of s.

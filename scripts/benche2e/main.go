@@ -75,6 +75,7 @@ type options struct {
 	scale                            float64
 	doc, svg                         string
 	hol                              bool
+	holRounds                        int
 	workloads                        string
 	profile                          string
 }
@@ -103,6 +104,7 @@ func run(args []string) error {
 	fs.StringVar(&o.doc, "doc", "", "Markdown `FILE` whose bench-e2e section is replaced with the results (none: stdout)")
 	fs.StringVar(&o.svg, "svg", "", "SVG `FILE` for the plot (none: no plot)")
 	fs.BoolVar(&o.hol, "hol", true, "run the head-of-line check too")
+	fs.IntVar(&o.holRounds, "hol-rounds", 6, "rounds of the head-of-line check (its figure is a ratio of wall-clock rates, which a shared machine disturbs most: more rounds, alternating which run goes first)")
 	fs.StringVar(&o.profile, "profile", "", "after the rounds, take 15 s CPU profiles of both daemons during one more run of the second workload on the SmartProxy path and write them into `DIR`")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -213,6 +215,7 @@ type bench struct {
 	files             map[int64]string // source file per size
 	results           []result
 	hol               []holResult
+	loads             []float64 // the 1-minute load average before each measured run
 	plainAddr         string
 	plainInbox        string
 }
@@ -398,7 +401,7 @@ func (b *bench) startSmartProxy(ctx context.Context, name, internal, inbox strin
 		TrustedCAFiles:       []string{cert("partner-ca.pem")},
 		Partners:             []map[string]any{{"odette_id": partnerID, "name": "Benchmark partner", "password": partnerPW}},
 		Limits: map[string]any{"max_sessions": 1000, "max_handshakes": 1000, "per_ip_rate": 100000, "per_ip_burst": 100000,
-			"idle_timeout": "10m"},
+			"max_handshakes_per_source": 1000, "max_handshakes_per_prefix": 1000, "idle_timeout": "10m"},
 		InternalServer: map[string]any{"address": internal, "connect_timeout": "10s", "ssrm_timeout": "30s"},
 		LogLevel:       "info",
 	}
@@ -518,6 +521,7 @@ func (b *bench) waitLog(ctx context.Context, p *proc, res ...*regexp.Regexp) (st
 // runWorkload sends w's files concurrently over p and measures the run.
 func (b *bench) runWorkload(ctx context.Context, p *path, w workload, round int) (result, error) {
 	tag := fmt.Sprintf("R%d%s%d", round+1, strings.ToUpper(p.name[:2]), w.sessions)
+	b.sampleLoad()
 	before, err := b.resetProcs(p.procs)
 	if err != nil {
 		return result{}, err
@@ -811,58 +815,89 @@ func (b *bench) headOfLine(ctx context.Context) error {
 		}
 		b.files[size] = name
 	}
-	for r := 0; r < b.o.rounds; r++ {
+	for r := 0; r < b.o.holRounds; r++ {
 		var h holResult
-		before, err := b.resetProcs(sp.procs)
-		if err != nil {
-			return err
+		alone := func() error {
+			b.sampleLoad()
+			before, err := b.resetProcs(sp.procs)
+			if err != nil {
+				return err
+			}
+			rates, wall, err := b.sendAll(ctx, sp.connect, seven, fmt.Sprintf("H%dA", r+1), nil)
+			if err != nil {
+				return err
+			}
+			_, rss, err := b.procUsage(sp.procs, before)
+			if err != nil {
+				return err
+			}
+			h.aloneMBps, h.aloneRSS, h.aloneRates = float64(seven.total())/1e6/wall.Seconds(), float64(rss)/mib, rates
+			clearInbox(b.plainInbox)
+			return nil
 		}
-		rates, wall, err := b.sendAll(ctx, sp.connect, seven, fmt.Sprintf("H%dA", r+1), nil)
-		if err != nil {
-			return err
+		beside := func() error {
+			// The eighth session goes to the frozen receiver, which stops once its file is flowing.
+			fw.arm()
+			stuck, err := b.startSender(ctx, sp.connect, size, fmt.Sprintf("H%dF", r+1))
+			if err != nil {
+				return err
+			}
+			defer func() {
+				stuck.Process.Kill()
+				stuck.Wait()
+				frozen.cmd.Process.Signal(syscall.SIGCONT)
+				clearInbox(b.plainInbox)
+				clearInbox(b.path("serve-frozen"))
+			}()
+			if err := waitUntil(ctx, time.Minute, b.all, func() bool { return fw.frozenBytes() > 4*mib }); err != nil {
+				return fmt.Errorf("frozen session: %w", err)
+			}
+			frozen.cmd.Process.Signal(syscall.SIGSTOP)
+			b.sampleLoad()
+			before, err := b.resetProcs(sp.procs)
+			if err != nil {
+				return err
+			}
+			rates, wall, err := b.sendAll(ctx, sp.connect, seven, fmt.Sprintf("H%dB", r+1), nil)
+			if err != nil {
+				return err
+			}
+			_, rss, err := b.procUsage(sp.procs, before)
+			if err != nil {
+				return err
+			}
+			h.frozenMBps, h.frozenRSS, h.withFrozen = float64(seven.total())/1e6/wall.Seconds(), float64(rss)/mib, rates
+			h.frozenBuffered = fw.frozenBytes()
+			return nil
 		}
-		_, rss, err := b.procUsage(sp.procs, before)
-		if err != nil {
-			return err
+		// Alternate which run goes first, so that a trend in the machine's load does not count
+		// for or against the frozen session.
+		runs := []func() error{alone, beside}
+		if r%2 == 1 {
+			runs[0], runs[1] = beside, alone
 		}
-		h.aloneMBps, h.aloneRSS, h.aloneRates = float64(seven.total())/1e6/wall.Seconds(), float64(rss)/mib, rates
-		clearInbox(b.plainInbox)
-
-		// The eighth session goes to the frozen receiver, which stops once its file is flowing.
-		fw.arm()
-		stuck, err := b.startSender(ctx, sp.connect, size, fmt.Sprintf("H%dF", r+1))
-		if err != nil {
-			return err
+		for _, run := range runs {
+			if err := run(); err != nil {
+				return err
+			}
 		}
-		if err := waitUntil(ctx, time.Minute, b.all, func() bool { return fw.frozenBytes() > 4*mib }); err != nil {
-			stuck.Process.Kill()
-			stuck.Wait()
-			return fmt.Errorf("frozen session: %w", err)
-		}
-		frozen.cmd.Process.Signal(syscall.SIGSTOP)
-		if before, err = b.resetProcs(sp.procs); err != nil {
-			return err
-		}
-		rates, wall, err = b.sendAll(ctx, sp.connect, seven, fmt.Sprintf("H%dB", r+1), nil)
-		if err != nil {
-			return err
-		}
-		_, rss, err = b.procUsage(sp.procs, before)
-		if err != nil {
-			return err
-		}
-		h.frozenMBps, h.frozenRSS, h.withFrozen = float64(seven.total())/1e6/wall.Seconds(), float64(rss)/mib, rates
-		h.frozenBuffered = fw.frozenBytes()
-		stuck.Process.Kill()
-		stuck.Wait()
-		frozen.cmd.Process.Signal(syscall.SIGCONT)
-		clearInbox(b.plainInbox)
-		clearInbox(b.path("serve-frozen"))
 		fmt.Fprintf(os.Stderr, "hol round %d: seven alone %.1f MB/s (RSS %.1f MiB), beside a frozen session %.1f MB/s (RSS %.1f MiB)\n",
 			r+1, h.aloneMBps, h.aloneRSS, h.frozenMBps, h.frozenRSS)
 		b.hol = append(b.hol, h)
 	}
 	return nil
+}
+
+// sampleLoad records the 1-minute load average, for the report.
+func (b *bench) sampleLoad() {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return
+	}
+	var l float64
+	if _, err := fmt.Sscan(string(data), &l); err == nil {
+		b.loads = append(b.loads, l)
+	}
 }
 
 func (b *bench) holSize() int64 { return max(int64(128*mib*b.o.scale), 8*mib) }
@@ -989,6 +1024,26 @@ func (b *bench) summaries(wls []workload) map[[2]string]*summary {
 	return m
 }
 
+// roundRatios returns, for each round that ran both workloads on path, the aggregate MB/s and
+// the CPU per GiB of workload a divided by those of workload b.
+func (b *bench) roundRatios(a, bw, path string) (mbps, cpu []float64) {
+	byRound := map[[2]any]result{}
+	for _, r := range b.results {
+		if r.path == path {
+			byRound[[2]any{r.round, r.workload}] = r
+		}
+	}
+	for round := 0; round < b.o.rounds; round++ {
+		ra, okA := byRound[[2]any{round, a}]
+		rb, okB := byRound[[2]any{round, bw}]
+		if okA && okB {
+			mbps = append(mbps, ra.mbps/rb.mbps)
+			cpu = append(cpu, ra.cpuPerGiB/rb.cpuPerGiB)
+		}
+	}
+	return mbps, cpu
+}
+
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return math.NaN()
@@ -1021,6 +1076,9 @@ func (b *bench) report(wls []workload) string {
 		cpuModel(), runtime.NumCPU(), memTotal(), runtime.Version(), haproxyVersion(b.o.haproxy))
 	fmt.Fprintln(&w, "other engineers' builds and tests, so wall-clock figures vary between rounds; CPU seconds per")
 	fmt.Fprintln(&w, "GiB and ratios within a round are the robust figures. Medians over the rounds, ranges in brackets.")
+	if len(b.loads) > 0 {
+		fmt.Fprintf(&w, "Load average (1 minute) before the measured runs: median %.1f, %s.\n", median(b.loads), rangeOf(b.loads, "%.1f"))
+	}
 	fmt.Fprintln(&w)
 	fmt.Fprintln(&w, "| workload | path | MB/s | proxy CPU s/GiB | proxy peak RSS MiB | Jain | MB/s ÷ HAProxy | CPU ÷ HAProxy | MB/s ÷ direct |")
 	fmt.Fprintln(&w, "|---|---|---|---|---|---|---|---|---|")
@@ -1053,8 +1111,12 @@ func (b *bench) report(wls []workload) string {
 	}
 	if len(wls) > 1 {
 		last, prev := wls[len(wls)-1], wls[len(wls)-2]
-		if s, p := sums[[2]string{last.name, "smartproxy"}], sums[[2]string{prev.name, "smartproxy"}]; s != nil && p != nil {
-			fmt.Fprintf(&w, "\nSmartProxy, %s aggregate ÷ %s aggregate: %.2f (medians).\n", last.name, prev.name, median(s.mbps)/median(p.mbps))
+		if mb, cpu := b.roundRatios(last.name, prev.name, "smartproxy"); len(mb) > 0 {
+			fmt.Fprintf(&w, "\nSmartProxy, %s ÷ %s, ratios within each round (median, range): aggregate MB/s %.2f (%s);\n",
+				last.name, prev.name, median(mb), rangeOf(mb, "%.2f"))
+			fmt.Fprintf(&w, "CPU per GiB %.2f (%s), the same comparison by the CPU each byte costs, which the machine's load\n",
+				median(cpu), rangeOf(cpu, "%.2f"))
+			fmt.Fprintln(&w, "distorts far less than wall-clock rates.")
 		}
 	}
 	if b.o.svg != "" {
@@ -1068,6 +1130,7 @@ func (b *bench) report(wls []workload) string {
 		fmt.Fprintln(&w, "session whose receiver (its own `oftp2 serve`) was stopped with SIGSTOP once its file was")
 		fmt.Fprintln(&w, "flowing and stayed stopped for the whole run (the client reaches both receivers through a")
 		fmt.Fprintln(&w, "small forwarder in the benchmark program). RSS is the two daemons' peak resident sets together.")
+		fmt.Fprintln(&w, "Odd rounds run the seven alone first, even rounds beside the frozen session first.")
 		fmt.Fprintln(&w)
 		fmt.Fprintln(&w, "| round | seven alone MB/s | beside the frozen one MB/s | ratio | RSS alone MiB | RSS beside MiB | Jain (beside) |")
 		fmt.Fprintln(&w, "|---|---|---|---|---|---|---|")
@@ -1077,7 +1140,11 @@ func (b *bench) report(wls []workload) string {
 			fmt.Fprintf(&w, "| %d | %.0f | %.0f | %.2f | %.0f | %.0f | %.3f |\n", i+1, h.aloneMBps, h.frozenMBps,
 				h.frozenMBps/h.aloneMBps, h.aloneRSS, h.frozenRSS, jain(h.withFrozen))
 		}
-		fmt.Fprintf(&w, "\nMedian ratio %.2f: the seven lose %.1f %% beside the frozen session.\n", median(ratios), 100*(1-median(ratios)))
+		if m := median(ratios); m < 1 {
+			fmt.Fprintf(&w, "\nMedian ratio %.2f (%s): the seven lose %.1f %% beside the frozen session.\n", m, rangeOf(ratios, "%.2f"), 100*(1-m))
+		} else {
+			fmt.Fprintf(&w, "\nMedian ratio %.2f (%s): the seven lose nothing measurable beside the frozen session.\n", m, rangeOf(ratios, "%.2f"))
+		}
 	}
 	fmt.Fprintln(&w, sectionEnd)
 	return w.String()

@@ -74,6 +74,17 @@ func (p *Pool) GetSlice(n int) []byte {
 	return b
 }
 
+// Hold wraps b, a buffer from GetSlice, in a holder for Put: a caller that kept the slice hands
+// it on to code that returns buffers with Put.
+func (p *Pool) Hold(b []byte) *[]byte {
+	h, _ := p.holders.Get().(*[]byte)
+	if h == nil {
+		h = new([]byte)
+	}
+	*h = b
+	return h
+}
+
 // PutSlice returns a buffer obtained from GetSlice (or Get). Buffers of other capacities are
 // dropped. The caller must not use b afterwards.
 func (p *Pool) PutSlice(b []byte) {
@@ -81,10 +92,5 @@ func (p *Pool) PutSlice(b []byte) {
 	if c < 0 || cap(b) != 1<<(c+minClassShift) {
 		return
 	}
-	h, _ := p.holders.Get().(*[]byte)
-	if h == nil {
-		h = new([]byte)
-	}
-	*h = b
-	p.Put(h)
+	p.Put(p.Hold(b))
 }

@@ -151,9 +151,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			grpc.MaxCallSendMsgSize(cfg.MaxMessageSize),
 		),
 	}
-	if cfg.InitialWindowSize != 0 {
-		c.opts = append(c.opts, grpc.WithInitialWindowSize(cfg.InitialWindowSize), grpc.WithInitialConnWindowSize(cfg.InitialConnWindowSize))
-	}
+	stream, conn := flowWindows(cfg.InitialWindowSize, cfg.InitialConnWindowSize)
+	c.opts = append(c.opts, grpc.WithInitialWindowSize(stream), grpc.WithInitialConnWindowSize(conn))
 	c.opts = append(c.opts, DialOptions()...)
 	return c, nil
 }

@@ -23,23 +23,28 @@ import (
 // CPU of a bulk transfer. The options below use a pool with power-of-two
 // tiers up to 1 MiB that hands out buffers without zeroing them (every user
 // overwrites the bytes it asks for: encoding, frame reads, message
-// assembly), a codec that encodes and decodes with that pool, and socket
-// buffers of 256 KiB, which cut the number of write system calls.
+// assembly), a codec that encodes and decodes with that pool, and a write
+// buffer of 256 KiB, which fills TLS records and cuts the number of write
+// system calls. They turn gRPC's read buffer off: the TLS connection below
+// already holds a decrypted record, and a buffer on top of it copied every
+// received byte once more (13 % of smartproxy-client's CPU in a bulk
+// transfer, docs/benchmarks.md); the HTTP/2 framer now reads each frame
+// straight out of the record.
 //
-// They leave gRPC's flow-control windows alone (BDP estimation stays on);
-// see docs/benchmarks.md for the comparison with fixed windows.
-const socketBufferSize = 256 << 10
+// The flow-control windows are set by NewServer and NewClient
+// (DefaultFlowWindow), not here.
+const writeBufferSize = 256 << 10
 
 // ServerOptions returns the gRPC server options of a tunnel server: the
-// tunnel's codec, its buffer pool, and the socket buffer sizes. Each call
+// tunnel's codec, its buffer pool, and the read and write buffer sizes. Each call
 // returns options sharing one pool. NewServer uses them.
 func ServerOptions() []grpc.ServerOption {
 	p := new(bufpool.Pool)
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(codec{pool: p}),
 		experimental.BufferPool(p),
-		grpc.WriteBufferSize(socketBufferSize),
-		grpc.ReadBufferSize(socketBufferSize),
+		grpc.WriteBufferSize(writeBufferSize),
+		grpc.ReadBufferSize(0),
 	}
 }
 
@@ -50,8 +55,8 @@ func DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec{pool: p})),
 		experimental.WithBufferPool(p),
-		grpc.WithWriteBufferSize(socketBufferSize),
-		grpc.WithReadBufferSize(socketBufferSize),
+		grpc.WithWriteBufferSize(writeBufferSize),
+		grpc.WithReadBufferSize(0),
 	}
 }
 
@@ -74,8 +79,19 @@ const (
 	fieldSessionDataBuffer = 2 // SessionData.buffer
 )
 
-// Marshal encodes v into one pooled buffer.
+// Marshal encodes v into one pooled buffer; a SessionData message sent with
+// Stream.SendOwned into a small header buffer followed by the exchange buffer
+// itself, which gRPC returns to its pool once written.
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
+	if o, ok := v.(*owned); ok {
+		buf := o.buf
+		o.buf = nil
+		d := sessionDataOf(o.envelope)
+		if d == nil || buf == nil {
+			return nil, errors.New("transport: codec: SendOwned without a SessionData frame and its buffer")
+		}
+		return c.marshalOwned(d.SessionId, buf, o.pool), nil
+	}
 	if d := sessionDataOf(v); d != nil {
 		return c.marshalData(d), nil
 	}
@@ -122,32 +138,75 @@ func sessionDataOf(v any) *tunnelv1.SessionData {
 // proto.Marshal does (fields in number order, zero values left out), without
 // going through reflection.
 func (c codec) marshalData(d *tunnelv1.SessionData) mem.BufferSlice {
-	dataLen := 0
-	if d.SessionId != 0 {
-		dataLen += protowire.SizeTag(fieldSessionDataID) + protowire.SizeVarint(d.SessionId)
-	}
-	if len(d.Buffer) > 0 {
-		dataLen += protowire.SizeTag(fieldSessionDataBuffer) + protowire.SizeBytes(len(d.Buffer))
-	}
-	frameLen := protowire.SizeTag(fieldFrameSessionData) + protowire.SizeBytes(dataLen)
-	total := protowire.SizeTag(fieldConnectFrame) + protowire.SizeBytes(frameLen)
+	total := dataHeaderLen(d.SessionId, len(d.Buffer)) + len(d.Buffer)
 	buf := c.pool.Get(total)
-	b := (*buf)[:0]
+	b := appendDataHeader((*buf)[:0], d.SessionId, len(d.Buffer))
+	*buf = append(b, d.Buffer...)
+	return mem.BufferSlice{mem.NewBuffer(buf, c.pool)}
+}
+
+// headerBufCap is the capacity of the buffer marshalOwned puts a header of a
+// few bytes in. gRPC wraps a buffer of at most 1 KiB (its pooling threshold)
+// in a new value instead of a pooled one, an allocation per message; a
+// 2 KiB buffer from the pool costs none.
+const headerBufCap = 2 << 10
+
+// marshalOwned encodes a Connect message carrying SessionData with session
+// id and the exchange buffer *buf, taken from pool: the header goes into a
+// buffer of its own and the exchange buffer follows as it is, so the payload
+// is not copied here (gRPC copies it once, into its write buffer). gRPC frees
+// both when the message has been written; buf then goes back to pool. A
+// buffer small enough that gRPC would not pool it is copied instead.
+func (c codec) marshalOwned(id uint64, buf *[]byte, pool *bufpool.Pool) mem.BufferSlice {
+	if mem.IsBelowBufferPoolingThreshold(cap(*buf)) {
+		out := c.marshalData(&tunnelv1.SessionData{SessionId: id, Buffer: *buf})
+		pool.Put(buf)
+		return out
+	}
+	hdr := c.pool.Get(headerBufCap)
+	*hdr = appendDataHeader((*hdr)[:0], id, len(*buf))
+	return mem.BufferSlice{mem.NewBuffer(hdr, c.pool), mem.NewBuffer(buf, pool)}
+}
+
+// dataHeaderLen is the length of the bytes that precede an exchange buffer
+// of n bytes in a Connect message carrying SessionData with session id.
+func dataHeaderLen(id uint64, n int) int {
+	dataLen := dataFieldsLen(id, n)
+	frameLen := protowire.SizeTag(fieldFrameSessionData) + protowire.SizeBytes(dataLen)
+	return protowire.SizeTag(fieldConnectFrame) + protowire.SizeBytes(frameLen) - n
+}
+
+// dataFieldsLen is the length of the encoded SessionData fields.
+func dataFieldsLen(id uint64, n int) int {
+	l := 0
+	if id != 0 {
+		l += protowire.SizeTag(fieldSessionDataID) + protowire.SizeVarint(id)
+	}
+	if n > 0 {
+		l += protowire.SizeTag(fieldSessionDataBuffer) + protowire.SizeBytes(n)
+	}
+	return l
+}
+
+// appendDataHeader appends the bytes that precede an exchange buffer of n
+// bytes in a Connect message carrying SessionData with session id, as
+// proto.Marshal lays them out.
+func appendDataHeader(b []byte, id uint64, n int) []byte {
+	dataLen := dataFieldsLen(id, n)
+	frameLen := protowire.SizeTag(fieldFrameSessionData) + protowire.SizeBytes(dataLen)
 	b = protowire.AppendTag(b, fieldConnectFrame, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(frameLen))
 	b = protowire.AppendTag(b, fieldFrameSessionData, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(dataLen))
-	if d.SessionId != 0 {
+	if id != 0 {
 		b = protowire.AppendTag(b, fieldSessionDataID, protowire.VarintType)
-		b = protowire.AppendVarint(b, d.SessionId)
+		b = protowire.AppendVarint(b, id)
 	}
-	if len(d.Buffer) > 0 {
+	if n > 0 {
 		b = protowire.AppendTag(b, fieldSessionDataBuffer, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(len(d.Buffer)))
-		b = append(b, d.Buffer...)
+		b = protowire.AppendVarint(b, uint64(n))
 	}
-	*buf = b
-	return mem.BufferSlice{mem.NewBuffer(buf, c.pool)}
+	return b
 }
 
 // Unmarshal decodes data into v. A Connect message that carries SessionData

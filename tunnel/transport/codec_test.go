@@ -91,6 +91,72 @@ func TestCodecSessionDataFastPath(t *testing.T) {
 	}
 }
 
+// TestCodecSendOwned: a SessionData message sent with Stream.SendOwned is
+// encoded as proto.Marshal encodes it, and a pooled exchange buffer is handed
+// to gRPC as it is (the payload is the caller's buffer, not a copy).
+func TestCodecSendOwned(t *testing.T) {
+	c := codec{pool: new(bufpool.Pool)}
+	var pool bufpool.Pool
+	for _, tt := range []struct {
+		name   string
+		id     uint64
+		size   int
+		copied bool // too small for gRPC to pool: encoded as one copy
+	}{
+		{"largest", 1<<40 + 3, 99999, false},
+		{"default buffer", 9, 65535, false},
+		{"4 KiB", 2, 4096, false},
+		{"id zero", 0, 2000, false},
+		{"small", 5, 300, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if mem.IsBelowBufferPoolingThreshold(headerBufCap) {
+				t.Fatalf("headerBufCap %d is below gRPC's pooling threshold", headerBufCap)
+			}
+			buf := pool.Get(tt.size)
+			for i := range *buf {
+				(*buf)[i] = byte(i*5 + 3)
+			}
+			payload := &(*buf)[0]
+			for _, env := range []envelope{new(tunnelv1.ConnectRequest), new(tunnelv1.ConnectResponse)} {
+				f := dataFrame(tt.id, *buf)
+				switch m := env.(type) {
+				case *tunnelv1.ConnectRequest:
+					m.Frame = f
+				case *tunnelv1.ConnectResponse:
+					m.Frame = f
+				}
+				want, err := proto.Marshal(env)
+				if err != nil {
+					t.Fatal(err)
+				}
+				own := &owned{envelope: env, buf: buf, pool: &pool}
+				data, err := c.Marshal(own)
+				if err != nil {
+					t.Fatalf("Marshal(owned) = %v", err)
+				}
+				if own.buf != nil {
+					t.Errorf("Marshal(owned) left the buffer in the message, want it taken over")
+				}
+				if got := data.Materialize(); !bytes.Equal(got, want) {
+					t.Fatalf("Marshal(owned) = %d bytes differing from proto.Marshal's %d", len(got), len(want))
+				}
+				aliased := len(data) == 2 && &data[1].ReadOnlyData()[0] == payload
+				if aliased == tt.copied {
+					t.Errorf("Marshal(owned) of %d bytes: payload is the caller's buffer = %v, want %v", tt.size, aliased, !tt.copied)
+				}
+				// The owned message is sent once: the second envelope takes a buffer of its own.
+				data.Free()
+				buf = pool.Get(tt.size)
+				for i := range *buf {
+					(*buf)[i] = byte(i*5 + 3)
+				}
+				payload = &(*buf)[0]
+			}
+		})
+	}
+}
+
 // TestCodecSessionDataOtherLayouts: messages that are not in proto.Marshal's
 // layout (an unknown field, fields in another order, a truncated buffer)
 // take the general path or fail, never decode wrongly.

@@ -57,15 +57,17 @@
 // (typically 5 minutes or more for established TCP), so the tunnel's NAT and
 // firewall state stays alive too.
 //
-// Flow-control windows: grpc-go estimates the bandwidth-delay product and grows
-// the HTTP/2 windows itself, but it switches that off as soon as one initial
-// window option is set. This package therefore sets neither unless both
-// ServerConfig/ClientConfig InitialWindowSize and InitialConnWindowSize are
-// given (one without the other is a configuration error). Per-session
-// backpressure does not rely on HTTP/2 windows at all: the tunnel's own credit
-// windows bound every session, so the HTTP/2 windows only need to keep the
-// single stream busy. Measurements of the options are in the tunnel
-// benchmarks (docs/benchmarks.md).
+// Flow-control windows: the HTTP/2 stream and connection windows are fixed,
+// [DefaultFlowWindow] (1 MiB) unless ServerConfig/ClientConfig
+// InitialWindowSize and InitialConnWindowSize are both given (one without the
+// other is a configuration error). grpc-go's bandwidth-delay estimation, which
+// any fixed window switches off, measured the link with PINGs and adjusted the
+// windows with WINDOW_UPDATEs several times per exchange buffer on the
+// tunnel's one busy stream, a cost in CPU per byte that the fixed windows do
+// not have. Per-session backpressure does not rely on HTTP/2 windows at all:
+// the tunnel's own credit windows bound every session, so the HTTP/2 windows
+// only need to keep the single stream busy. Measurements of the options are
+// in the tunnel benchmarks (docs/benchmarks.md).
 //
 // Message size: gRPC's default limit of 4 MiB is replaced by 8 MiB
 // ([DefaultMaxMessageSize]) in both directions. The largest OFTP2 exchange

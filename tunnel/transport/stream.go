@@ -36,6 +36,7 @@ type Stream struct {
 	s   msgStream
 	out envelope              // reused by Send
 	set func(*tunnelv1.Frame) // sets out's frame
+	own *owned                // reused by SendOwned
 	in  envelope              // reused by Recv while it carries SessionData
 	new func() envelope       // a fresh incoming message
 	// data is the SessionData frame Recv returned last, for reuse.
@@ -54,6 +55,7 @@ type Stream struct {
 func ServerStream(s ConnectServer) *Stream {
 	out := new(tunnelv1.ConnectResponse)
 	st := &Stream{s: s, out: out, set: func(f *tunnelv1.Frame) { out.Frame = f }}
+	st.own = &owned{envelope: out, pool: &st.pool}
 	st.new = func() envelope { return pooledRequest{new(tunnelv1.ConnectRequest), &st.pool} }
 	if ss, ok := s.(*serverStream); ok {
 		st.control = ss.attach
@@ -66,6 +68,7 @@ func ServerStream(s ConnectServer) *Stream {
 func ClientStream(s ConnectClient) *Stream {
 	out := new(tunnelv1.ConnectRequest)
 	st := &Stream{s: s, out: out, set: func(f *tunnelv1.Frame) { out.Frame = f }}
+	st.own = &owned{envelope: out, pool: &st.pool}
 	st.new = func() envelope { return pooledResponse{new(tunnelv1.ConnectResponse), &st.pool} }
 	return st
 }
@@ -74,6 +77,19 @@ func ClientStream(s ConnectClient) *Stream {
 func (s *Stream) Send(f *tunnelv1.Frame) error {
 	s.set(f)
 	err := s.s.SendMsg(s.out)
+	s.set(nil)
+	return err
+}
+
+// SendOwned sends a SessionData frame whose Buffer is *buf, a buffer from
+// BufferPool, and takes buf over (tunnel.OwningSender): the codec passes the
+// buffer to gRPC as the message's payload instead of copying it, and gRPC
+// puts it back into the pool once it has written it.
+func (s *Stream) SendOwned(f *tunnelv1.Frame, buf *[]byte) error {
+	s.set(f)
+	s.own.buf = buf
+	err := s.s.SendMsg(s.own)
+	s.own.buf = nil
 	s.set(nil)
 	return err
 }
@@ -125,6 +141,15 @@ type pooledRequest struct {
 
 type pooledResponse struct {
 	*tunnelv1.ConnectResponse
+	pool *bufpool.Pool
+}
+
+// owned is the Connect message SendOwned sends: the stream's outgoing message
+// (which any protobuf codec can encode) and, for the tunnel's codec, the
+// pooled exchange buffer it takes over and the pool it returns to.
+type owned struct {
+	envelope
+	buf  *[]byte // set for one SendMsg; the codec takes it and clears it
 	pool *bufpool.Pool
 }
 

@@ -2037,9 +2037,14 @@ type Route struct {
 	PartnerOdetteId string `protobuf:"bytes,4,opt,name=partner_odette_id,json=partnerOdetteId,proto3" json:"partner_odette_id,omitempty"`
 	// Name the partner's server certificate is verified against; empty means the host of
 	// partner_address.
-	ServerName    string `protobuf:"bytes,5,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ServerName string `protobuf:"bytes,5,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`
+	// Proxy ID (smartproxy-server -L, "SPX-XXXX-XXXX-XXXX-XXXX") of the DMZ server whose tunnels
+	// this route's outgoing sessions take while one of them is established, for a client
+	// connected to several servers; the least busy tunnel of any server otherwise. Empty: any
+	// server. The server ignores it.
+	PreferredServer string `protobuf:"bytes,6,opt,name=preferred_server,json=preferredServer,proto3" json:"preferred_server,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
@@ -2103,6 +2108,13 @@ func (x *Route) GetPartnerOdetteId() string {
 func (x *Route) GetServerName() string {
 	if x != nil {
 		return x.ServerName
+	}
+	return ""
+}
+
+func (x *Route) GetPreferredServer() string {
+	if x != nil {
+		return x.PreferredServer
 	}
 	return ""
 }
@@ -3478,14 +3490,15 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\x19max_handshakes_per_source\x18\v \x01(\rR\x16maxHandshakesPerSource\x129\n" +
 	"\x19max_handshakes_per_prefix\x18\f \x01(\rR\x16maxHandshakesPerPrefix\x12(\n" +
 	"\x10prefix_length_v4\x18\r \x01(\rR\x0eprefixLengthV4\x12(\n" +
-	"\x10prefix_length_v6\x18\x0e \x01(\rR\x0eprefixLengthV6\"\xb8\x01\n" +
+	"\x10prefix_length_v6\x18\x0e \x01(\rR\x0eprefixLengthV6\"\xe3\x01\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x12'\n" +
 	"\x0fpartner_address\x18\x03 \x01(\tR\x0epartnerAddress\x12*\n" +
 	"\x11partner_odette_id\x18\x04 \x01(\tR\x0fpartnerOdetteId\x12\x1f\n" +
 	"\vserver_name\x18\x05 \x01(\tR\n" +
-	"serverName\"\xc7\x01\n" +
+	"serverName\x12)\n" +
+	"\x10preferred_server\x18\x06 \x01(\tR\x0fpreferredServer\"\xc7\x01\n" +
 	"\rLogIgnoreRule\x12\x1c\n" +
 	"\tsubstring\x18\x01 \x01(\tR\tsubstring\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x129\n" +
