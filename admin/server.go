@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	adminv1 "smartproxy/gen/smartproxy/admin/v1"
+	"smartproxy/internal/diaghttp"
 	"smartproxy/internal/grpclogrus"
 )
 
@@ -102,16 +103,14 @@ func New(cfg Config) (*Server, error) {
 // address and allowNonLoopback is false. "localhost" counts as loopback; an
 // empty host (all interfaces) does not.
 func CheckAddr(addr string, allowNonLoopback bool) error {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("admin: address %q: %w", addr, err)
-	}
-	if allowNonLoopback || host == "localhost" {
+	if allowNonLoopback {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("admin: address %q: %w", addr, err)
+		}
 		return nil
 	}
-	ip := net.ParseIP(host)
-	if ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("admin: refusing to serve the unauthenticated admin API on %q, which is not a loopback address (allow it explicitly to override)", addr)
+	if err := diaghttp.CheckLoopback(addr); err != nil {
+		return fmt.Errorf("admin: %w (the admin API is unauthenticated; allow it explicitly to override)", err)
 	}
 	return nil
 }

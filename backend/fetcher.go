@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"net/http"
 	"slices"
@@ -58,6 +59,9 @@ type Fetcher struct {
 	log  logrus.FieldLogger
 	now  func() time.Time
 	wake chan struct{}
+	// fetches counts downloads by result; the Server sets it after NewFetcher. If nil,
+	// downloads are not counted.
+	fetches *prometheus.CounterVec
 }
 
 // NewFetcher checks cfg and returns a Fetcher.
@@ -199,6 +203,9 @@ func (f *Fetcher) fetchOne(ctx context.Context, u store.CRLURL, cas []*x509.Cert
 	res := f.Fetch(ctx, u, cas)
 	if ctx.Err() != nil {
 		return
+	}
+	if f.fetches != nil {
+		f.fetches.WithLabelValues(res.Status).Inc()
 	}
 	entry := f.log.WithFields(logrus.Fields{"url": u.URL, "status": res.Status})
 	switch res.Status {

@@ -253,6 +253,8 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request, c store.Clie
 	if err != nil {
 		return err
 	}
+	s.metrics.events.WithLabelValues("stored").Add(float64(len(fresh)))
+	s.metrics.events.WithLabelValues("duplicate").Add(float64(dups))
 	s.esc.Submit(fresh)
 	writeJSON(w, http.StatusOK, apiv1.EventsResponse{Accepted: len(fresh), Duplicates: dups})
 	return nil

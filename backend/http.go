@@ -205,7 +205,8 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 			if sw.status == 0 {
 				sw.status = http.StatusOK
 			}
-			fields := logrus.Fields{"method": r.Method, "path": r.URL.Path, "status": sw.status, "bytes": sw.bytes,
+			s.metrics.request(r.Pattern, sw.status)
+			fields := logrus.Fields{"method": r.Method, "path": r.URL.Path, "http_status": sw.status, "bytes": sw.bytes,
 				"duration": time.Since(start).Round(time.Microsecond).String(), "remote_addr": r.RemoteAddr}
 			if ci.name != "" {
 				fields["client"] = ci.name
@@ -252,6 +253,7 @@ func (s *Server) auth(h authHandler) http.HandlerFunc {
 			}
 		}
 		if reason != "" {
+			s.metrics.authFailures.WithLabelValues(reason).Inc()
 			s.log.WithFields(logrus.Fields{"event": "api_auth_failed", "remote_addr": r.RemoteAddr,
 				"path": r.URL.Path, "reason": reason}).Warn("API request refused")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="smartproxy-api"`)

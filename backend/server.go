@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log"
 	"net"
 	"net/http"
@@ -55,6 +56,9 @@ type Config struct {
 	// admin, which does its own authentication); the API's bearer tokens
 	// do not apply there.
 	Admin http.Handler
+	// Metrics is where the server registers its collectors. If nil, metrics
+	// are kept but not registered anywhere.
+	Metrics prometheus.Registerer
 }
 
 // AdminPath is the path below which Config.Admin is served.
@@ -71,6 +75,7 @@ type Server struct {
 	fetcher *Fetcher
 	esc     *Escalator
 	handler http.Handler
+	metrics *metrics
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed when Run begins to shut down; ends long polls
@@ -149,7 +154,12 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, now: cfg.Now, esc: esc, fetcher: fetcher,
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	fetcher.fetches = m.crlFetches
+	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, now: cfg.Now, esc: esc, fetcher: fetcher, metrics: m,
 		stopping: make(chan struct{}), touched: make(map[int64]time.Time),
 		tunnels: make(map[int64]TunnelReport), licenses: make(map[int64]apiv1.LicenseStatus)}
 	s.handler = s.routes()

@@ -191,6 +191,20 @@ func (cf *CertificateFiles) GetCertificate(*tls.ClientHelloInfo) (*tls.Certifica
 	return cf.cert, nil
 }
 
+// Reload loads the files now, whatever their modification time (SIGHUP). A pair that does not
+// load keeps the previous one in use and is returned as the error.
+func (cf *CertificateFiles) Reload() error {
+	cf.mu.Lock()
+	defer cf.mu.Unlock()
+	old := cf.cert
+	if err := cf.load(); err != nil {
+		cf.cert = old
+		return err
+	}
+	cf.checked = time.Now()
+	return nil
+}
+
 // TLSConfig returns a server TLS configuration (TLS 1.2 or newer) that uses
 // cf's certificate.
 func (cf *CertificateFiles) TLSConfig() *tls.Config {

@@ -84,8 +84,7 @@ func (a adminBackend) KillSession(_ context.Context, id uint64, text string) err
 	if text == "" {
 		text = "ended by an operator"
 	}
-	c.log.WithFields(map[string]any{"event": EventSessionKilled, "session_id": id, "partner": s.partner, "text": text}).
-		Warn("session killed by an operator")
+	c.events.Emit(c.log, s.event(EventSessionKilled, "session killed by an operator").With("text", text))
 	s.ts.Abort(tunnelv1.AbortReason_ABORT_REASON_ADMIN_KILL, uint32(oftp2.ESIDLocalEmergency), text)
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"smartproxy/internal/event"
 	"strconv"
 	"strings"
 	"sync"
@@ -117,6 +118,7 @@ type Client struct {
 	clientID   string
 	started    time.Time
 	transports []*transport.Client // one per server, in the order of Config.Servers
+	events     *event.Emitter      // the client's own events: log line, and warnings or worse to the Observer
 
 	// wg counts the goroutines the Client starts besides transport.Run: tunnel multiplexers
 	// and sessions. Run waits for it.
@@ -199,6 +201,7 @@ func New(cfg Config) (*Client, error) {
 		licChanged:    make(chan struct{}),
 		licensePushed: make(map[string][32]byte),
 	}
+	c.events = event.NewEmitter(func(e event.Event) { c.observe(func(o Observer) { o.ClientEvent(e) }) }, logrus.WarnLevel)
 	if c.clientID == "" {
 		c.clientID = identityOf(cfg.Credentials)
 	}

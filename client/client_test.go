@@ -437,9 +437,9 @@ func TestIncomingTransfer(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Errorf("received %d bytes, want the %d bytes sent, identical", len(got), len(data))
 	}
-	waitFor(t, "session_closed line", func() bool { return e.logged(client.EventSessionClosed) != nil })
-	if en := e.logged(client.EventSessionClosed); en.Data["bytes_from_partner"].(uint64) < uint64(len(data)) {
-		t.Errorf("session_closed line = %v, want at least %d bytes from the partner", en.Data, len(data))
+	waitFor(t, "session_ended line", func() bool { return e.logged(client.EventSessionEnded) != nil })
+	if en := e.logged(client.EventSessionEnded); en.Data["bytes_from_partner"].(uint64) < uint64(len(data)) {
+		t.Errorf("session_ended line = %v, want at least %d bytes from the partner", en.Data, len(data))
 	}
 }
 

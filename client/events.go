@@ -1,6 +1,7 @@
 package client
 
 import (
+	"smartproxy/internal/event"
 	"strings"
 	"time"
 
@@ -20,11 +21,23 @@ const (
 	EventCRLURLReport      = "crl_url_report"
 	EventLicenseStatus     = "license_status"
 	EventLicensePushed     = "license_pushed"
-	EventSessionOpened     = "session_opened"
-	EventSessionClosed     = "session_closed"
+	EventSessionStarted    = "session_started"
+	EventSessionEnded      = "session_ended"
 	EventSessionKilled     = "session_killed"
 	EventProtocolViolation = "internal_protocol_violation"
 )
+
+// Events returns the client's emitter: an event emitted through it is logged and, when it is a
+// warning or worse, handed to the Observer (the backend relay). The daemon's own events (a
+// refused configuration file) go through it too.
+func (c *Client) Events() *event.Emitter { return c.events }
+
+// event returns the catalogued event name about session s.
+func (s *session) event(name, msg string) event.Event {
+	e := event.New(name, msg)
+	e.SessionID, e.OdetteID, e.RemoteAddr = s.id, s.partner, s.remote
+	return e
+}
 
 // reservedEventKeys are log fields the client sets itself; an event field of the same name is
 // logged with the prefix "server_" so that neither is lost.
@@ -57,7 +70,7 @@ func logEvent(log logrus.FieldLogger, ev *tunnelv1.Event) {
 		if reservedEventKeys[k] || f[k] != nil {
 			k = "server_" + k
 		}
-		f[k] = v
+		f[k] = event.Value(k, v) // in the field's declared type, as the server logged it
 	}
 	entry := log.WithFields(f)
 	msg := ev.GetMessage()

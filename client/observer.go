@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"smartproxy/internal/event"
 
 	"github.com/sirupsen/logrus"
 
@@ -23,6 +24,8 @@ type Observer interface {
 	CRLURLs(urls []string)
 	// LicenseStatus reports a server's license state (from its Welcome and whenever it changes).
 	LicenseStatus(l *tunnelv1.LicenseStatus)
+	// ClientEvent reports one of the client's own events of WARNING or worse, as it is logged.
+	ClientEvent(e event.Event)
 }
 
 // ConfigResult is a server's answer to a configuration version.

@@ -3,13 +3,17 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"smartproxy/client"
 	"smartproxy/client/clienttest"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/event"
 )
 
 // recorder is a client.Observer that keeps what it is told.
@@ -19,6 +23,7 @@ type recorder struct {
 	events   []*tunnelv1.Event
 	urls     [][]string
 	licenses []*tunnelv1.LicenseStatus
+	own      []event.Event
 }
 
 func (r *recorder) ConfigResult(cr client.ConfigResult) {
@@ -45,11 +50,18 @@ func (r *recorder) LicenseStatus(l *tunnelv1.LicenseStatus) {
 	r.licenses = append(r.licenses, l)
 }
 
+func (r *recorder) ClientEvent(e event.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.own = append(r.own, e)
+}
+
 func (r *recorder) snapshot() recorder {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return recorder{results: append([]client.ConfigResult(nil), r.results...), events: append([]*tunnelv1.Event(nil), r.events...),
-		urls: append([][]string(nil), r.urls...), licenses: append([]*tunnelv1.LicenseStatus(nil), r.licenses...)}
+		urls: append([][]string(nil), r.urls...), licenses: append([]*tunnelv1.LicenseStatus(nil), r.licenses...),
+		own: append([]event.Event(nil), r.own...)}
 }
 
 func TestObserver(t *testing.T) {
@@ -85,6 +97,17 @@ func TestObserver(t *testing.T) {
 	}
 	if !got.licenses[1].GetValid() {
 		t.Errorf("second LicenseStatus = %v, want valid", got.licenses[1])
+	}
+	// The client's own warnings reach the Observer as it emits them; the server's events are
+	// relayed as ServerEvent only.
+	conn.Drop()
+	waitFor(t, "the client's own tunnel_down event", func() bool {
+		return slices.ContainsFunc(rec.snapshot().own, func(e event.Event) bool { return e.Name == client.EventTunnelDown })
+	})
+	for _, e := range rec.snapshot().own {
+		if e.Name == "partner_unknown" || e.Level() > logrus.WarnLevel {
+			t.Errorf("ClientEvent(%+v): want only the client's own warnings and errors", e)
+		}
 	}
 }
 

@@ -3,7 +3,9 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"smartproxy/internal/event"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -83,8 +85,8 @@ func (c *Client) openRoute(ctx context.Context, r *tunnelv1.Route) *routeListene
 	log := c.log.WithFields(logrus.Fields{"route": r.GetName(), "listen_address": r.GetListenAddress()})
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", r.GetListenAddress())
 	if err != nil {
-		log.WithFields(logrus.Fields{"event": EventRouteListenFailed, "error": err.Error()}).
-			Error("cannot listen for the route; it stays closed until the next configuration change")
+		c.events.Emit(log, event.New(EventRouteListenFailed, "cannot listen for the route; it stays closed until the next configuration change").
+			With("error", err.Error()))
 		return nil
 	}
 	rl := &routeListener{name: r.GetName(), addr: r.GetListenAddress(), ln: ln}
@@ -194,7 +196,7 @@ func (c *Client) serveOutgoing(ctx context.Context, conn net.Conn, routeName str
 	}()
 	c.metrics.opens.WithLabelValues("outgoing_accepted").Inc()
 	s.setState("open")
-	log.WithFields(logrus.Fields{"event": EventSessionOpened, "route": routeName, "partner_address": ts.Opened().GetRemoteAddr()}).
+	log.WithFields(logrus.Fields{"event": EventSessionStarted, "route": routeName, "partner_address": ts.Opened().GetRemoteAddr()}).
 		Info("outgoing session opened to the partner")
 	c.bridge(s, conn, log)
 }
@@ -208,8 +210,9 @@ func (c *Client) refuseOutgoing(conn net.Conn, log logrus.FieldLogger, ce *tunne
 	if ce.ESID > 99 || !reason.Valid() || reason == oftp2.ESIDNormal {
 		reason = oftp2.ESIDReason(tunnel.DefaultESID(ce.Reason))
 	}
-	log.WithFields(logrus.Fields{"event": EventOutgoingRefused, "reason": tunnel.ReasonString(ce.Reason), "esid_reason": uint8(reason), "text": ce.Text}).
-		Warn("outgoing session refused")
+	e := event.New(EventOutgoingRefused, "outgoing session refused").With("esid_reason", fmt.Sprintf("%02d", uint8(reason))).With("text", ce.Text)
+	e.Reason = tunnel.ReasonString(ce.Reason)
+	c.events.Emit(log, e)
 	if err := bridge.Refuse(conn, reason, ce.Text); err != nil {
 		log.WithError(err).Debug("ESID to the internal initiator not written")
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -43,18 +44,18 @@ func (c *Client) serveIncoming(st *stream, ts *tunnel.Session) {
 	shutdown := c.shutdown
 	c.mu.Unlock()
 	if shutdown {
-		c.refuse(ts, log, &OpenError{Reason: tunnelv1.AbortReason_ABORT_REASON_SHUTDOWN, ESID: oftp2.ESIDLocalEmergency,
+		c.refuse(s, log, &OpenError{Reason: tunnelv1.AbortReason_ABORT_REASON_SHUTDOWN, ESID: oftp2.ESIDLocalEmergency,
 			Event: EventPartnerRefused, Text: "smartproxy-client is shutting down"})
 		return
 	}
 	if open.GetDirection() != tunnelv1.Direction_DIRECTION_INCOMING {
-		c.refuse(ts, log, &OpenError{Reason: tunnelv1.AbortReason_ABORT_REASON_REFUSED, ESID: oftp2.ESIDResourcesNotAvailable,
+		c.refuse(s, log, &OpenError{Reason: tunnelv1.AbortReason_ABORT_REASON_REFUSED, ESID: oftp2.ESIDResourcesNotAvailable,
 			Event: EventPartnerRefused, Text: fmt.Sprintf("the server opened a session of direction %s; the client accepts only incoming sessions from it", open.GetDirection())})
 		return
 	}
 	snap := c.Current()
 	if _, oe := checkIncoming(snap, open); oe != nil {
-		c.refuse(ts, log, oe)
+		c.refuse(s, log, oe)
 		return
 	}
 	ic, err := connectInternal(st.ctx, snap.Internal, nil, open.GetSsid())
@@ -63,7 +64,7 @@ func (c *Client) serveIncoming(st *stream, ts *tunnel.Session) {
 		if !errors.As(err, &oe) {
 			oe = &OpenError{Reason: tunnelv1.AbortReason_ABORT_REASON_INTERNAL, ESID: oftp2.ESIDResourcesNotAvailable, Event: EventInternalConnectFailed, Text: "opening the session", Err: err}
 		}
-		c.refuse(ts, log, oe)
+		c.refuse(s, log, oe)
 		return
 	}
 	internalAddr := ic.conn.RemoteAddr().String()
@@ -78,7 +79,7 @@ func (c *Client) serveIncoming(st *stream, ts *tunnel.Session) {
 	}
 	c.metrics.opens.WithLabelValues("accepted").Inc()
 	s.setState("open")
-	log.WithFields(logrus.Fields{"event": EventSessionOpened, "tls_version": open.GetTls().GetVersion(),
+	log.WithFields(logrus.Fields{"event": EventSessionStarted, "tls_version": open.GetTls().GetVersion(),
 		"peer_subject": open.GetTls().GetPeerSubject()}).Info("session opened to the internal OFTP2 server")
 
 	c.bridge(s, ic.conn, log)
@@ -106,36 +107,35 @@ func (c *Client) bridge(s *session, conn net.Conn, log *logrus.Entry) {
 			}
 		},
 		OnViolation: func(v bridge.Violation) {
-			log.WithFields(logrus.Fields{"event": EventProtocolViolation, "error": v.Err.Error()}).
-				Error("the internal OFTP2 server broke the stream framing")
+			c.events.Emit(log, s.event(EventProtocolViolation, "the internal OFTP2 server broke the stream framing").With("error", v.Err.Error()))
 		},
 	})
 	s.setState("closed")
-	fields := logrus.Fields{"event": EventSessionClosed, "reason": res.Cause, "esid_reason": fmt.Sprintf("%02d", uint8(res.ESID)),
-		"bytes_from_partner": s.toInternal.Load(), "bytes_to_partner": s.fromInternal.Load(),
-		"duration": time.Since(s.started).Round(time.Millisecond).String()}
-	if res.Text != "" {
-		fields["text"] = res.Text
-	}
+	e := s.event(EventSessionEnded, "session closed").With("esid_reason", fmt.Sprintf("%02d", uint8(res.ESID))).
+		With("bytes_from_partner", strconv.FormatUint(s.toInternal.Load(), 10)).
+		With("bytes_to_partner", strconv.FormatUint(s.fromInternal.Load(), 10)).
+		With("duration", time.Since(s.started).Round(time.Millisecond).String()).With("text", res.Text)
+	e.Reason = res.Cause
 	switch {
 	case res.Normal():
-		log.WithFields(fields).Info("session closed")
 	case res.Cause == "internal_connection_lost":
-		log.WithFields(fields).Warn("connection to the internal OFTP2 server lost")
+		e.Severity, e.Message = tunnelv1.Severity_SEVERITY_WARNING, "connection to the internal OFTP2 server lost"
 	default:
-		log.WithFields(fields).Warn("session aborted")
+		e.Severity, e.Message = tunnelv1.Severity_SEVERITY_WARNING, "session aborted"
 	}
+	c.events.Emit(log, e)
 }
 
 // refuse answers a SessionOpen negatively and logs why.
-func (c *Client) refuse(ts *tunnel.Session, log logrus.FieldLogger, oe *OpenError) {
+func (c *Client) refuse(s *session, log logrus.FieldLogger, oe *OpenError) {
 	c.metrics.opens.WithLabelValues(oe.Event).Inc()
-	fields := logrus.Fields{"event": oe.Event, "reason": tunnel.ReasonString(oe.Reason), "esid_reason": uint32(oe.ESID)}
+	e := s.event(oe.Event, "session refused: "+oe.Text).With("esid_reason", fmt.Sprintf("%02d", uint8(oe.ESID)))
+	e.Reason = tunnel.ReasonString(oe.Reason)
 	if oe.Err != nil {
-		fields["error"] = oe.Err.Error()
+		e = e.With("error", oe.Err.Error())
 	}
-	log.WithFields(fields).Warn("session refused: " + oe.Text)
-	if err := ts.Reject(oe.Reason, uint32(oe.ESID), oe.Text); err != nil && !errors.Is(err, tunnel.ErrNotPending) {
+	c.events.Emit(log, e)
+	if err := s.ts.Reject(oe.Reason, uint32(oe.ESID), oe.Text); err != nil && !errors.Is(err, tunnel.ErrNotPending) {
 		var ce *tunnel.CloseError
 		if !errors.As(err, &ce) {
 			log.WithError(err).Warn("refusal not sent")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"smartproxy/internal/event"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -189,7 +190,7 @@ func (c *Client) runStream(ctx context.Context, server string, index int, peer t
 	for {
 		select {
 		case err := <-runDone:
-			st.log.WithFields(logrus.Fields{"event": EventTunnelDown, "error": errString(err)}).Warn("tunnel ended")
+			c.events.Emit(st.log, event.New(EventTunnelDown, "tunnel ended").With("error", errString(err)))
 			return err
 		case <-cfgChanged:
 			snap, cfgChanged = c.configState()
@@ -292,11 +293,11 @@ func (st *stream) control(f *tunnelv1.Frame) {
 		} else {
 			c.metrics.configResults.WithLabelValues("rejected").Inc()
 			if len(ca.GetErrors()) == 0 {
-				log.WithField("event", EventConfigRejected).Error("the server refused the configuration without naming a field")
+				c.events.Emit(log, event.New(EventConfigRejected, "the server refused the configuration without naming a field"))
 			}
 			for _, e := range ca.GetErrors() {
-				log.WithFields(logrus.Fields{"event": EventConfigRejected, "field": e.GetField(), "error": e.GetMessage()}).
-					Error("the server refused the configuration")
+				c.events.Emit(log, event.New(EventConfigRejected, "the server refused the configuration").
+					With("field", e.GetField()).With("error", e.GetMessage()))
 			}
 		}
 		st.mu.Lock()
@@ -327,14 +328,15 @@ func (st *stream) control(f *tunnelv1.Frame) {
 		st.mu.Lock()
 		st.draining = true
 		st.mu.Unlock()
-		fields := logrus.Fields{"event": EventTunnelDraining, "reason": d.GetReason()}
+		e := event.New(EventTunnelDraining, "the server is draining this tunnel; its sessions run on, new ones come on the replacement tunnel")
+		e.Reason = d.GetReason()
 		if ts := d.GetDeadline(); ts != nil {
-			fields["deadline"] = ts.AsTime().UTC().Format(time.RFC3339)
+			e = e.With("deadline", ts.AsTime().UTC().Format(time.RFC3339))
 		}
 		if ra := d.GetReconnectAfter(); ra != nil {
-			fields["reconnect_after"] = ra.AsDuration().String()
+			e = e.With("reconnect_after", ra.AsDuration().String())
 		}
-		st.log.WithFields(fields).Warn("the server is draining this tunnel; its sessions run on, new ones come on the replacement tunnel")
+		c.events.Emit(st.log, e)
 	default:
 		st.log.WithField("frame", fmt.Sprintf("%T", f.GetKind())).Warn("unexpected frame from the server ignored")
 	}

@@ -49,8 +49,8 @@ func TestInternalVanishes(t *testing.T) {
 	if !errors.As(err, &ce) || !ce.Remote || ce.Reason != tunnelv1.AbortReason_ABORT_REASON_PEER_CLOSED || ce.ESID != uint32(oftp2.ESIDLocalEmergency) {
 		t.Fatalf("ReadBuffer() after the internal server closed = %v, want an abort PEER_CLOSED with ESID 05", err)
 	}
-	waitFor(t, "the session_closed line", func() bool { return e.logged(client.EventSessionClosed) != nil })
-	if got := e.logged(client.EventSessionClosed).Data["reason"]; got != "internal_connection_lost" {
-		t.Errorf("session_closed reason = %v, want internal_connection_lost", got)
+	waitFor(t, "the session_ended line", func() bool { return e.logged(client.EventSessionEnded) != nil })
+	if got := e.logged(client.EventSessionEnded).Data["reason"]; got != "internal_connection_lost" {
+		t.Errorf("session_ended reason = %v, want internal_connection_lost", got)
 	}
 }

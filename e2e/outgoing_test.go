@@ -121,7 +121,7 @@ func TestOutgoingFormats(t *testing.T) {
 		})
 	}
 	o.serverLog.wait(t, "the server", "session_ended", map[string]string{"direction": "outgoing", "reason": "normal", "odette_id": partnerID})
-	o.clientLog.wait(t, "the client", "session_closed", map[string]string{"direction": "outgoing", "reason": "normal"})
+	o.clientLog.wait(t, "the client", "session_ended", map[string]string{"direction": "outgoing", "reason": "normal"})
 }
 
 // TestOutgoingRefused: partners that must not receive the company's files. Each ends with an

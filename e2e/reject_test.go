@@ -214,7 +214,7 @@ func checkNothingInside(t testing.TB, sys *system) {
 	if n := sys.responder.Conns(); n != 0 {
 		t.Errorf("the internal responder accepted %d connections, want 0", n)
 	}
-	for _, name := range []string{"session_opened", "session_refused_by_client", "internal_connect_failed"} {
+	for _, name := range []string{"session_started", "session_refused_by_client", "internal_connect_failed"} {
 		if es := sys.clientLog.entries(name, nil); len(es) != 0 {
 			t.Errorf("the client logged %d %s events, want none: a session reached the inside", len(es), name)
 		}

@@ -208,7 +208,7 @@ api partner list
 api route list
 
 say "Backend: smartproxy-api serve --listen 127.0.0.1:0 (HTTPS)"
-"$BIN/smartproxy-api" serve --data-dir "$API_DIR" --listen 127.0.0.1:0 --pid-file "$RUN/pid/smartproxy-api.pid" \
+"$BIN/smartproxy-api" serve --data-dir "$API_DIR" --listen 127.0.0.1:0 --metrics 127.0.0.1:0 --pid-file "$RUN/pid/smartproxy-api.pid" \
   >"$RUN/api.out" 2>"$RUN/logs/smartproxy-api.log" &
 PIDS+=($!) NAMES+=("smartproxy-api serve")
 API_PID=$!
@@ -280,7 +280,7 @@ RECEIVED_OUT=$(received "$RUN/partner-serve.out" "the partner's OFTP2 server" "$
 
 say "What the proxy logged about the sessions"
 grep -E 'event=(session_started|session_ended)' "$RUN/logs/smartproxy-server.log" | sed 's/^/  server: /'
-grep -E 'event=(session_opened|session_closed)' "$RUN/logs/smartproxy-client.log" | sed 's/^/  client: /'
+grep -E 'event=(session_started|session_ended)' "$RUN/logs/smartproxy-client.log" | sed 's/^/  client: /'
 
 say "The backend received the session's end: smartproxy-api events list --name session_ended"
 EVENTS=""

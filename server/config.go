@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"smartproxy/internal/event"
 	"strconv"
 	"strings"
 
@@ -172,31 +173,31 @@ func (s *Server) applySnapshot(snap *tunnelv1.ConfigSnapshot, from string) apply
 			ces = ConfigErrors{{Field: "config", Message: err.Error()}}
 		}
 		s.metrics.configResults.WithLabelValues("rejected").Inc()
-		s.emit(event{name: EventConfigRejected, severity: errorSeverity, reason: "invalid",
-			msg: fmt.Sprintf("configuration version %d refused; version %d stays in force: %s", v, curVersion, joinErrs(ces))}.
-			with("config_version", strconv.FormatUint(v, 10)).with("tunnel", from))
+		s.emit(event.Event{Name: EventConfigRejected, Severity: errorSeverity, Reason: "invalid",
+			Message: fmt.Sprintf("configuration version %d refused; version %d stays in force: %s", v, curVersion, joinErrs(ces))}.
+			With("config_version", strconv.FormatUint(v, 10)).With("from_tunnel", from))
 		return applyResult{current: curVersion, errs: ces}
 	}
 	pol.Origin = origin
 	s.policy.Store(pol)
 	s.metrics.configResults.WithLabelValues("applied").Inc()
 	if switched {
-		s.emit(event{name: EventConfigOriginChanged, severity: warnSeverity,
-			msg: fmt.Sprintf("configuration of origin %q version %d replaces origin %q version %d", origin, v, curOrigin, curVersion)}.
-			with("config_version", strconv.FormatUint(v, 10)).with("old_config_version", strconv.FormatUint(curVersion, 10)).
-			with("config_origin", origin).with("old_config_origin", curOrigin).with("tunnel", from))
+		s.emit(event.Event{Name: EventConfigOriginChanged, Severity: warnSeverity,
+			Message: fmt.Sprintf("configuration of origin %q version %d replaces origin %q version %d", origin, v, curOrigin, curVersion)}.
+			With("config_version", strconv.FormatUint(v, 10)).With("old_config_version", strconv.FormatUint(curVersion, 10)).
+			With("config_origin", origin).With("old_config_origin", curOrigin).With("from_tunnel", from))
 	}
 	s.metrics.configVersion.Set(float64(v))
 	if pol.LogLevel != 0 && (cur == nil || cur.LogLevel != pol.LogLevel) && pol.LogLevel != s.levels.Global() {
 		s.levels.SetGlobal(pol.LogLevel, fmt.Sprintf("configuration version %d", v))
 	}
-	s.emit(event{name: EventConfigApplied, severity: infoSeverity,
-		msg: fmt.Sprintf("configuration version %d in force: %d partners, %d trusted CAs, %d CRLs, partner listener %s, PROXY protocol %s",
+	s.emit(event.Event{Name: EventConfigApplied, Severity: infoSeverity,
+		Message: fmt.Sprintf("configuration version %d in force: %d partners, %d trusted CAs, %d CRLs, partner listener %s, PROXY protocol %s",
 			v, len(pol.Partners), len(pol.CAs), len(pol.CRLs), pol.ListenAddress, proxySourcesText(pol.ProxySources))}.
-		with("config_version", strconv.FormatUint(v, 10)).with("tunnel", from))
+		With("config_version", strconv.FormatUint(v, 10)).With("from_tunnel", from))
 	for _, w := range pol.Warnings {
-		s.emit(event{name: EventConfigWarning, severity: warnSeverity, reason: "config_warning", msg: w}.
-			with("config_version", strconv.FormatUint(v, 10)))
+		s.emit(event.Event{Name: EventConfigWarning, Severity: warnSeverity, Reason: "config_warning", Message: w}.
+			With("config_version", strconv.FormatUint(v, 10)))
 	}
 	s.kickListener()
 	return applyResult{applied: true, current: v}
@@ -219,9 +220,9 @@ func (s *Server) checkSourceIP(pol *Policy) error {
 		return nil
 	}
 	msg := fmt.Sprintf("%s is not an address of this host (%v)", ip, unwrapOpError(err))
-	s.emit(security(EventOutgoingSourceIPUnavailable, "", "", "not_local_address",
+	s.emit(event.Security(EventOutgoingSourceIPUnavailable, "", "", "not_local_address",
 		fmt.Sprintf("configuration version %d refused: outgoing_source_ip %s", pol.Version, msg)).
-		with("source_ip", ip.String()).with("config_version", strconv.FormatUint(pol.Version, 10)))
+		With("source_ip", ip.String()).With("config_version", strconv.FormatUint(pol.Version, 10)))
 	return ConfigErrors{{Field: "outgoing_source_ip", Message: msg}}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"smartproxy/internal/event"
 	"syscall"
 	"time"
 
@@ -106,11 +107,11 @@ func (s *Server) dialPartner(ctx context.Context, pol *Policy, route *Route, log
 	log.WithFields(logrus.Fields{"remote_addr": remote, "tls_version": tls.VersionName(info.tlsState.Version),
 		"cert_subject": info.leaf.Subject.String()}).Debug("partner TLS handshake done")
 	if info.noCRL {
-		s.emit(security(EventOutgoingCRLMissing, remote, route.Partner.OdetteID, "no_crl",
+		s.emit(event.Security(EventOutgoingCRLMissing, remote, route.Partner.OdetteID, "no_crl",
 			fmt.Sprintf("no configured CRL covers certificate %q of the partner dialed on route %q; accepted without revocation check",
 				info.leaf.Subject.String(), route.Name)).
-			with("cert_subject", info.leaf.Subject.String()).with("cert_serial", serialHex(info.leaf)).
-			with("route", route.Name).with("partner_address", route.PartnerAddress))
+			With("cert_subject", info.leaf.Subject.String()).With("cert_serial", serialHex(info.leaf)).
+			With("route", route.Name).With("partner_address", route.PartnerAddress))
 		s.reportCRLURLs(pol.Version, info.missing)
 	}
 	return conn, nil
@@ -209,10 +210,10 @@ func finishDialRefusal(ref *refusal, pol *Policy, route *Route, remote string) *
 
 // outgoingEvent is the event of a refused outgoing dial: one line naming the partner, its
 // address and the cause, and the same as an Event frame for the backend.
-func (r *refusal) outgoingEvent() event {
-	ev := security(r.event, r.remote, r.odette, r.reason, r.msg)
-	ev.fields = r.fields
-	return ev.with("esid_reason", fmt.Sprintf("%02d", uint8(r.esid))).with("direction", "outgoing")
+func (r *refusal) outgoingEvent() event.Event {
+	ev := event.Security(r.event, r.remote, r.odette, r.reason, r.msg)
+	ev.Fields = r.fields
+	return ev.With("esid_reason", fmt.Sprintf("%02d", uint8(r.esid))).With("direction", "outgoing")
 }
 
 func sourceIPText(a netip.Addr) string {

@@ -2,20 +2,17 @@ package server
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/event"
 )
 
 // Stable names of the server's events: the `event` field of the log line and Event.name on the
-// tunnel. docs/security-events.md describes each one with its fields. Never rename one: intrusion
+// tunnel. Each is catalogued in internal/event with its severity and class, and
+// docs/security-events.md describes each one with its fields. Never rename one: intrusion
 // detection rules and fail2ban filters match on them.
 const (
 	// EventPartnerRateLimited: a source exceeded its connection rate; closed before TLS.
@@ -126,139 +123,6 @@ const (
 	EventLicenseUpdated = "license_updated"
 )
 
-// event is one event of the server.
-type event struct {
-	name       string
-	severity   tunnelv1.Severity
-	sessionID  uint64
-	odetteID   string
-	remoteAddr string
-	reason     string // short machine-readable reason, the `reason` field
-	msg        string // human-readable message
-	fields     map[string]string
-	security   bool // a security event: logged at WARN whatever its tunnel severity
-}
-
-// security returns a security event (WARN, CRITICAL on the tunnel unless background noise).
-func security(name, remoteAddr, odetteID, reason, msg string) event {
-	sev := tunnelv1.Severity_SEVERITY_CRITICAL
-	switch name {
-	case EventPartnerRateLimited, EventPartnerOverloaded, EventPartnerTLSRejected, EventPartnerSSIDTimeout, EventPartnerCRLMissing,
-		EventPartnerSourceLimit, EventPartnerEvicted, EventPartnerRefusalsSuppressed:
-		// Background noise of every internet-facing port: worth a line for fail2ban, not a
-		// page to an operator.
-		sev = tunnelv1.Severity_SEVERITY_WARNING
-	case EventOutgoingCRLMissing:
-		// A configuration gap, like partner_crl_missing.
-		sev = tunnelv1.Severity_SEVERITY_WARNING
-	case EventLicenseInvalid, EventOutgoingConnectFailed, EventPartnerProxyInvalid:
-		// A partner that cannot be reached is an operator's problem, not an attack; so is a
-		// load balancer that does not speak PROXY protocol as configured.
-		sev = tunnelv1.Severity_SEVERITY_ERROR
-	}
-	return event{name: name, severity: sev, remoteAddr: remoteAddr, odetteID: odetteID, reason: reason, msg: msg, security: true}
-}
-
-// with returns e with one more field.
-func (e event) with(k, v string) event {
-	if v == "" {
-		return e
-	}
-	m := make(map[string]string, len(e.fields)+1)
-	for a, b := range e.fields {
-		m[a] = b
-	}
-	m[k] = v
-	e.fields = m
-	return e
-}
-
-// logLevel is the level of the event's log line: every security event logs at WARN.
-func (e event) logLevel() logrus.Level {
-	if e.security {
-		return logrus.WarnLevel
-	}
-	switch e.severity {
-	case tunnelv1.Severity_SEVERITY_DEBUG:
-		return logrus.DebugLevel
-	case tunnelv1.Severity_SEVERITY_INFO:
-		return logrus.InfoLevel
-	case tunnelv1.Severity_SEVERITY_ERROR:
-		return logrus.ErrorLevel
-	}
-	return logrus.WarnLevel
-}
-
-// line renders the event as the key=value text that log-ignore rules are matched against.
-func (e event) line() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "event=%s", e.name)
-	if e.remoteAddr != "" {
-		fmt.Fprintf(&b, " remote_addr=%s", e.remoteAddr)
-	}
-	if e.odetteID != "" {
-		fmt.Fprintf(&b, " odette_id=%q", e.odetteID)
-	}
-	if e.reason != "" {
-		fmt.Fprintf(&b, " reason=%q", e.reason)
-	}
-	if e.sessionID != 0 {
-		fmt.Fprintf(&b, " session_id=%d", e.sessionID)
-	}
-	keys := make([]string, 0, len(e.fields))
-	for k := range e.fields {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		fmt.Fprintf(&b, " %s=%q", k, e.fields[k])
-	}
-	fmt.Fprintf(&b, " msg=%q", e.msg)
-	return b.String()
-}
-
-// logFields returns the logrus fields of the event's line.
-func (e event) logFields() logrus.Fields {
-	f := logrus.Fields{"event": e.name}
-	if e.remoteAddr != "" {
-		f["remote_addr"] = e.remoteAddr
-	}
-	if e.odetteID != "" {
-		f["odette_id"] = e.odetteID
-	}
-	if e.reason != "" {
-		f["reason"] = e.reason
-	}
-	if e.sessionID != 0 {
-		f["session_id"] = e.sessionID
-	}
-	for k, v := range e.fields {
-		f[k] = v
-	}
-	return f
-}
-
-// proto returns the event as a tunnel Event frame.
-func (e event) proto(now time.Time) *tunnelv1.Frame {
-	fields := make(map[string]string, len(e.fields)+1)
-	for k, v := range e.fields {
-		fields[k] = v
-	}
-	if e.reason != "" {
-		fields["reason"] = e.reason
-	}
-	return &tunnelv1.Frame{Kind: &tunnelv1.Frame_Event{Event: &tunnelv1.Event{
-		Time:       timestamppb.New(now),
-		Severity:   e.severity,
-		Name:       e.name,
-		SessionId:  e.sessionID,
-		OdetteId:   e.odetteID,
-		RemoteAddr: e.remoteAddr,
-		Message:    e.msg,
-		Fields:     fields,
-	}}}
-}
-
 // Severities of non-security events.
 const (
 	infoSeverity  = tunnelv1.Severity_SEVERITY_INFO
@@ -273,38 +137,33 @@ type queuedEvent struct {
 }
 
 // emit logs e and queues it for a tunnel.
-func (s *Server) emit(e event) { s.emitOn(nil, e) }
+func (s *Server) emit(e event.Event) { s.emitOn(nil, e) }
 
-// emitOn logs e as one line and queues it as an Event frame, preferably on tc. A log-ignore
+// emitOn logs e as one line through the event emitter and queues it as an Event frame,
+// preferably on tc. A log-ignore
 // rule of the configuration that matches the line lowers a warning or worse to INFO, on the
 // log line and in the frame. A security event about a source past its threshold of the
 // interval is only counted, for the source's partner_refusals_suppressed summary (see
 // refusals.go). When the queue is full the frame is dropped and counted; the log line is
 // always written.
-func (s *Server) emitOn(tc *tunnelConn, e event) {
+func (s *Server) emitOn(tc *tunnelConn, e event.Event) {
 	now := s.now()
-	level := e.logLevel()
-	if e.severity >= tunnelv1.Severity_SEVERITY_WARNING {
-		if rule, ok := s.policy.Load().matchIgnore(e.line(), now); ok {
+	level := e.Level()
+	if e.Severity >= tunnelv1.Severity_SEVERITY_WARNING {
+		if rule, ok := s.policy.Load().matchIgnore(e.Line(), now); ok {
 			level = logrus.InfoLevel
-			e.severity = tunnelv1.Severity_SEVERITY_INFO
-			e = e.with("ignored_by", rule.Description).with("ignore_rule", rule.Substring)
+			e.Severity = tunnelv1.Severity_SEVERITY_INFO
+			e = e.With("ignored_by", rule.Description).With("ignore_rule", rule.Substring)
 		}
 	}
-	if e.security && level == logrus.WarnLevel && e.remoteAddr != "" && summarised(e.name) &&
-		!s.refusals.admit(e.remoteAddr, e.name) {
+	if e.Security && level == logrus.WarnLevel && e.RemoteAddr != "" && summarised(e.Name) &&
+		!s.refusals.admit(e.RemoteAddr, e.Name) {
 		s.metrics.eventsSuppressed.Inc()
 		return
 	}
-	fields := e.logFields()
-	if e.remoteAddr != "" {
-		if host, _, err := net.SplitHostPort(e.remoteAddr); err == nil {
-			fields["remote_ip"] = host
-		}
-	}
-	s.log.WithFields(fields).Log(level, e.msg)
+	s.emitter.EmitAt(s.log, e, level)
 	select {
-	case s.events <- queuedEvent{tunnel: tc, frame: e.proto(now)}:
+	case s.events <- queuedEvent{tunnel: tc, frame: e.Proto(now)}:
 	default:
 		s.metrics.eventsDropped.Inc()
 	}

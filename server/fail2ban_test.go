@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"smartproxy/internal/event"
 	"strings"
 	"testing"
 	"time"
@@ -108,27 +109,27 @@ func TestFail2banFilter(t *testing.T) {
 
 			tests := []struct {
 				name string
-				ev   event
+				ev   event.Event
 				want string // address banned; "" means no match
 			}{
-				{"unknown partner IPv4", security(EventPartnerUnknown, "192.0.2.7:50122", "O0013XYZ", "partner_unknown", "not configured"), "192.0.2.7"},
-				{"TLS rejection IPv6", security(EventPartnerTLSRejected, "[2001:db8::7]:443", "", reasonUntrusted, "x509: unknown authority"), "2001:db8::7"},
-				{"protocol violation", security(EventProtocolViolation, "198.51.100.1:1", "O1", "protocol_violation", "bad").with("side", "partner"), "198.51.100.1"},
-				{"rate limited", security(EventPartnerRateLimited, "203.0.113.9:7", "", "per_ip_rate", "flood"), "203.0.113.9"},
-				{"injected address in a peer-controlled field", security(EventPartnerUnknown, "192.0.2.8:1", `X" remote_addr="6.6.6.6:1`, "partner_unknown", `remote_addr=6.6.6.6:2 not configured`), "192.0.2.8"},
-				{"lowered by an ignore rule", security(EventPartnerUnknown, "192.0.2.9:1", "O0013SCANNER", "partner_unknown", "not configured"), ""},
-				{"source over its pre-admission cap", security(EventPartnerSourceLimit, "203.0.113.10:7", "", reasonPerSource, "cap"), "203.0.113.10"},
-				{"evicted from the pre-admission pool", security(EventPartnerEvicted, "[2001:db8::9]:7", "", reasonEvicted, "silent"), "2001:db8::9"},
-				{"refusal summary", security(EventPartnerRefusalsSuppressed, "203.0.113.11:9", "", "per_source_threshold", "42 more").with("count", "42"), "203.0.113.11"},
-				{"PROXY header from a source not allowed", security(EventPartnerProxyRefused, "198.51.100.20:5", "", reasonProxyNotAllowed, "header"), "198.51.100.20"},
-				{"the load balancer is not banned", security(EventPartnerProxyInvalid, "10.0.0.5:41000", "", reasonProxyMissing, "no header"), ""},
-				{"a proxied partner is banned by its own address", security(EventPartnerUnknown, "192.0.2.21:50122", "O0013XYZ", "partner_unknown", "not configured").with("proxy_addr", "10.0.0.5:41000"), "192.0.2.21"},
-				{"global limit is not banned", security(EventPartnerOverloaded, "192.0.2.10:1", "", "max_sessions", "limit"), ""},
-				{"missing CRL is not banned", security(EventPartnerCRLMissing, "192.0.2.11:1", "", "no_crl", "no CRL"), ""},
+				{"unknown partner IPv4", event.Security(EventPartnerUnknown, "192.0.2.7:50122", "O0013XYZ", "partner_unknown", "not configured"), "192.0.2.7"},
+				{"TLS rejection IPv6", event.Security(EventPartnerTLSRejected, "[2001:db8::7]:443", "", reasonUntrusted, "x509: unknown authority"), "2001:db8::7"},
+				{"protocol violation", event.Security(EventProtocolViolation, "198.51.100.1:1", "O1", "protocol_violation", "bad").With("side", "partner"), "198.51.100.1"},
+				{"rate limited", event.Security(EventPartnerRateLimited, "203.0.113.9:7", "", "per_ip_rate", "flood"), "203.0.113.9"},
+				{"injected address in a peer-controlled field", event.Security(EventPartnerUnknown, "192.0.2.8:1", `X" remote_addr="6.6.6.6:1`, "partner_unknown", `remote_addr=6.6.6.6:2 not configured`), "192.0.2.8"},
+				{"lowered by an ignore rule", event.Security(EventPartnerUnknown, "192.0.2.9:1", "O0013SCANNER", "partner_unknown", "not configured"), ""},
+				{"source over its pre-admission cap", event.Security(EventPartnerSourceLimit, "203.0.113.10:7", "", reasonPerSource, "cap"), "203.0.113.10"},
+				{"evicted from the pre-admission pool", event.Security(EventPartnerEvicted, "[2001:db8::9]:7", "", reasonEvicted, "silent"), "2001:db8::9"},
+				{"refusal summary", event.Security(EventPartnerRefusalsSuppressed, "203.0.113.11:9", "", "per_source_threshold", "42 more").With("count", "42"), "203.0.113.11"},
+				{"PROXY header from a source not allowed", event.Security(EventPartnerProxyRefused, "198.51.100.20:5", "", reasonProxyNotAllowed, "header"), "198.51.100.20"},
+				{"the load balancer is not banned", event.Security(EventPartnerProxyInvalid, "10.0.0.5:41000", "", reasonProxyMissing, "no header"), ""},
+				{"a proxied partner is banned by its own address", event.Security(EventPartnerUnknown, "192.0.2.21:50122", "O0013XYZ", "partner_unknown", "not configured").With("proxy_addr", "10.0.0.5:41000"), "192.0.2.21"},
+				{"global limit is not banned", event.Security(EventPartnerOverloaded, "192.0.2.10:1", "", "max_sessions", "limit"), ""},
+				{"missing CRL is not banned", event.Security(EventPartnerCRLMissing, "192.0.2.11:1", "", "no_crl", "no CRL"), ""},
 				{"a partner we call is not banned (revoked)", (&refusal{event: EventOutgoingRevoked, reason: reasonRevoked, odette: "O0013P", remote: "192.0.2.13:6619", msg: "revoked"}).outgoingEvent(), ""},
 				{"a partner we call is not banned (TLS)", (&refusal{event: EventOutgoingTLSFailed, reason: reasonUntrusted, odette: "O0013P", remote: "192.0.2.14:6619", msg: "untrusted"}).outgoingEvent(), ""},
 				{"a partner we call is not banned (mismatch)", (&refusal{event: EventOutgoingCertMismatch, reason: reasonOutgoingBinding, odette: "O0013P", remote: "192.0.2.15:6619", msg: "other ID"}).outgoingEvent(), ""},
-				{"informational event", event{name: EventSessionStarted, severity: tunnelv1.Severity_SEVERITY_INFO, remoteAddr: "192.0.2.12:1", msg: "ok"}, ""},
+				{"informational event", event.Event{Name: EventSessionStarted, Severity: tunnelv1.Severity_SEVERITY_INFO, RemoteAddr: "192.0.2.12:1", Message: "ok"}, ""},
 			}
 			for _, tt := range tests {
 				out.Reset()

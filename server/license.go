@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"smartproxy/internal/event"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -122,8 +123,8 @@ func (s *Server) updateLicense(file []byte, from string) *tunnelv1.LicenseStatus
 		_, err = license.Store(s.cfg.LicensePath, file, s.cfg.LicenseKeys)
 	}
 	if err != nil {
-		s.emit(event{name: EventLicenseUpdated, severity: errorSeverity, reason: "refused",
-			msg: "pushed license refused; the installed license stays: " + err.Error()}.with("tunnel", from))
+		s.emit(event.Event{Name: EventLicenseUpdated, Severity: errorSeverity, Reason: "refused",
+			Message: "pushed license refused; the installed license stays: " + err.Error()}.With("from_tunnel", from))
 		return s.currentLicenseProto()
 	}
 	s.license.Store(&licenseState{lic: lic})
@@ -131,9 +132,9 @@ func (s *Server) updateLicense(file []byte, from string) *tunnelv1.LicenseStatus
 	if where == "" {
 		where = "memory only (no license file configured)"
 	}
-	s.emit(event{name: EventLicenseUpdated, severity: infoSeverity, reason: "installed",
-		msg: "pushed license installed"}.with("tunnel", from).with("stored_at", where).with("customer", lic.Customer).
-		with("expires_at", lic.NotAfter.UTC().Format(time.RFC3339)))
+	s.emit(event.Event{Name: EventLicenseUpdated, Severity: infoSeverity, Reason: "installed",
+		Message: "pushed license installed"}.With("from_tunnel", from).With("stored_at", where).With("customer", lic.Customer).
+		With("expires_at", lic.NotAfter.UTC().Format(time.RFC3339)))
 	s.noteLicense("license update")
 	return s.currentLicenseProto()
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"smartproxy/admin"
+	"smartproxy/internal/event"
 	"smartproxy/oftp2"
 )
 
@@ -62,8 +63,8 @@ func (s *Server) listenerLoop(ctx context.Context) {
 		ln, boundTo = nil, ""
 		s.setListenerAddr("")
 		s.metrics.listenerOpen.Set(0)
-		s.emit(event{name: EventListenerClosed, severity: infoSeverity, reason: why,
-			msg: "partner listener closed"}.with("listen_addr", addr))
+		s.emit(event.Event{Name: EventListenerClosed, Severity: infoSeverity, Reason: why,
+			Message: "partner listener closed"}.With("listen_addr", addr))
 	}
 	defer closeLn("shutdown")
 	for {
@@ -81,8 +82,8 @@ func (s *Server) listenerLoop(ctx context.Context) {
 		if ln == nil && want != "" && retry == nil {
 			l, err := net.Listen("tcp", want)
 			if err != nil {
-				s.emit(event{name: EventListenerFailed, severity: errorSeverity, reason: "bind_failed",
-					msg: "partner listener could not bind: " + err.Error()}.with("listen_addr", want))
+				s.emit(event.Event{Name: EventListenerFailed, Severity: errorSeverity, Reason: "bind_failed",
+					Message: "partner listener could not bind: " + err.Error()}.With("listen_addr", want))
 				retryTimer = time.NewTimer(s.cfg.ListenRetry)
 				retry = retryTimer.C
 			} else {
@@ -91,8 +92,8 @@ func (s *Server) listenerLoop(ctx context.Context) {
 				s.metrics.listenerOpen.Set(1)
 				acceptWG.Add(1)
 				go func() { defer acceptWG.Done(); s.acceptLoop(l) }()
-				s.emit(event{name: EventListenerOpened, severity: infoSeverity,
-					msg: "partner listener open"}.with("listen_addr", l.Addr().String()))
+				s.emit(event.Event{Name: EventListenerOpened, Severity: infoSeverity,
+					Message: "partner listener open"}.With("listen_addr", l.Addr().String()))
 			}
 		}
 		s.updateHealth()
@@ -187,7 +188,7 @@ func (s *Server) admitConn(conn net.Conn) {
 	remote := remoteAddrPort(conn)
 	refuse := func(name, reason, msg string) {
 		conn.Close()
-		s.refuseConn(security(name, remote.String(), "", reason, msg))
+		s.refuseConn(event.Security(name, remote.String(), "", reason, msg))
 	}
 	if pol == nil {
 		conn.Close()

@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/tls"
 	"fmt"
+	"smartproxy/internal/event"
 	"strconv"
 	"strings"
 
@@ -56,8 +57,8 @@ func (s *Server) serveOutgoing(tc *tunnelConn, sess *tunnel.Session) {
 		if ref.remote == "" {
 			ref.remote = remote
 		}
-		ev := ref.outgoingEvent().with("route", open.GetRouteName()).with("local_session_id", strconv.FormatUint(ps.id, 10))
-		ev.sessionID = sess.ID()
+		ev := ref.outgoingEvent().With("route", open.GetRouteName()).With("local_session_id", strconv.FormatUint(ps.id, 10))
+		ev.SessionID = sess.ID()
 		s.emitOn(tc, ev)
 		text := ref.text
 		if text == "" {
@@ -139,12 +140,12 @@ func (s *Server) serveOutgoing(tc *tunnelConn, sess *tunnel.Session) {
 	s.metrics.admissions.WithLabelValues("outgoing_accepted").Inc()
 	state := conn.ConnectionState()
 	ps.set(func(ps *partnerSession) { ps.state = "open" })
-	s.emitOn(tc, event{name: EventSessionStarted, severity: infoSeverity, sessionID: sess.ID(), odetteID: partner.OdetteID, remoteAddr: remote,
-		msg: "outgoing session: partner dialled and verified"}.
-		with("direction", "outgoing").with("route", route.Name).
-		with("local_session_id", strconv.FormatUint(ps.id, 10)).
-		with("local_addr", conn.LocalAddr().String()).
-		with("tls_version", tls.VersionName(state.Version)))
+	s.emitOn(tc, event.Event{Name: EventSessionStarted, Severity: infoSeverity, SessionID: sess.ID(), OdetteID: partner.OdetteID, RemoteAddr: remote,
+		Message: "outgoing session: partner dialled and verified"}.
+		With("direction", "outgoing").With("route", route.Name).
+		With("local_session_id", strconv.FormatUint(ps.id, 10)).
+		With("local_addr", conn.LocalAddr().String()).
+		With("tls_version", tls.VersionName(state.Version)))
 
 	validator := newValidator(partner)
 	s.bridgePartner(ps, bridged{
@@ -157,9 +158,9 @@ func (s *Server) serveOutgoing(tc *tunnelConn, sess *tunnel.Session) {
 			ssid, _ := validator.SSID(oftp2.Responder)
 			if got := strings.TrimRight(ssid.ID, " "); got != partner.OdetteID {
 				msg := fmt.Sprintf("the partner at %s answered with Odette ID %q, the route %q names %q", route.PartnerAddress, got, route.Name, partner.OdetteID)
-				s.emitOn(tc, security(EventOutgoingIDMismatch, remote, partner.OdetteID, "ssid_id_mismatch", msg).
-					with("direction", "outgoing").with("route", route.Name).with("ssid_id", got).with("esid_reason", "03").
-					with("local_session_id", strconv.FormatUint(ps.id, 10)))
+				s.emitOn(tc, event.Security(EventOutgoingIDMismatch, remote, partner.OdetteID, "ssid_id_mismatch", msg).
+					With("direction", "outgoing").With("route", route.Name).With("ssid_id", got).With("esid_reason", "03").
+					With("local_session_id", strconv.FormatUint(ps.id, 10)))
 				return &oftp2.ProtocolError{Reason: oftp2.ESIDUserCodeNotKnown, Command: oftp2.CodeSSID, Field: "SSIDCODE", Msg: "user code not known"}
 			}
 			return nil

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 
+	"smartproxy/internal/event"
 	"smartproxy/internal/proxyproto"
 )
 
@@ -52,8 +53,8 @@ const (
 
 // refuseConn refuses a connection before it has a session (over a limit at accept, or at its
 // PROXY header): one security event and the admission metric. The caller closes the connection.
-func (s *Server) refuseConn(ev event) {
-	s.metrics.admissions.WithLabelValues(ev.name).Inc()
+func (s *Server) refuseConn(ev event.Event) {
+	s.metrics.admissions.WithLabelValues(ev.Name).Inc()
 	s.emit(ev)
 }
 
@@ -66,7 +67,7 @@ func (s *Server) proxyHeader(raw net.Conn, pol *Policy, peer netip.AddrPort, slo
 	if !pol.proxyAllowed(peer.Addr()) {
 		conn, sent := peekSignature(raw)
 		if sent {
-			s.refuseConn(security(EventPartnerProxyRefused, peer.String(), "", reasonProxyNotAllowed,
+			s.refuseConn(event.Security(EventPartnerProxyRefused, peer.String(), "", reasonProxyNotAllowed,
 				"a PROXY protocol header from a source that is not an allowed load balancer"))
 			return nil, peer, via, false
 		}
@@ -76,7 +77,7 @@ func (s *Server) proxyHeader(raw net.Conn, pol *Policy, peer netip.AddrPort, slo
 	if err != nil {
 		if errors.Is(err, errEvicted) {
 			// Without remote_addr: the address is the balancer's, which fail2ban must not ban.
-			s.refuseConn(security(EventPartnerEvicted, "", "", reasonEvicted, "no PROXY header yet: "+err.Error()).with("proxy_addr", peer.String()))
+			s.refuseConn(event.Security(EventPartnerEvicted, "", "", reasonEvicted, "no PROXY header yet: "+err.Error()).With("proxy_addr", peer.String()))
 			return nil, peer, via, false
 		}
 		if !slot.spoke.Load() && !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -99,9 +100,9 @@ func (s *Server) proxyHeader(raw net.Conn, pol *Policy, peer netip.AddrPort, slo
 		case errors.As(err, &fe):
 			reason = reasonProxyMalformed
 		}
-		ev := security(EventPartnerProxyInvalid, peer.String(), "", reason, "connection from a load balancer without a valid PROXY protocol v2 header: "+err.Error())
+		ev := event.Security(EventPartnerProxyInvalid, peer.String(), "", reason, "connection from a load balancer without a valid PROXY protocol v2 header: "+err.Error())
 		if fe != nil {
-			ev = ev.with("field", fe.Field)
+			ev = ev.With("field", fe.Field)
 		}
 		s.refuseConn(ev)
 		return nil, peer, via, false
@@ -112,7 +113,7 @@ func (s *Server) proxyHeader(raw net.Conn, pol *Policy, peer netip.AddrPort, slo
 	}
 	remote, via = h.Source, peer
 	refuse := func(name, reason, msg string) {
-		s.refuseConn(security(name, remote.String(), "", reason, msg).with("proxy_addr", via.String()))
+		s.refuseConn(event.Security(name, remote.String(), "", reason, msg).With("proxy_addr", via.String()))
 	}
 	if !s.rate.allow(remote.Addr(), pol.Limits.PerIPRate, pol.Limits.PerIPBurst) {
 		refuse(EventPartnerRateLimited, "per_ip_rate", "connection rate of the source exceeded")

@@ -3,6 +3,7 @@ package server
 import (
 	"net"
 	"net/netip"
+	"smartproxy/internal/event"
 	"sort"
 	"strconv"
 	"strings"
@@ -118,7 +119,7 @@ func (l *refusalLog) admit(remoteAddr, name string) bool {
 
 // flush ends the interval: it returns the summary events of the sources with suppressed
 // events (ordered by address) and starts a new interval.
-func (l *refusalLog) flush(interval time.Duration) []event {
+func (l *refusalLog) flush(interval time.Duration) []event.Event {
 	l.mu.Lock()
 	sources, overflow, overflowSources, more := l.sources, l.overflow, len(l.overflowSources), l.overflowMore
 	l.logged, l.overflow, l.overflowMore = 0, 0, false
@@ -126,7 +127,7 @@ func (l *refusalLog) flush(interval time.Duration) []event {
 	l.overflowSources = make(map[string]struct{})
 	l.mu.Unlock()
 
-	var out []event
+	var out []event.Event
 	for _, c := range sources {
 		if c.suppressed == 0 {
 			continue
@@ -136,19 +137,19 @@ func (l *refusalLog) flush(interval time.Duration) []event {
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		out = append(out, security(EventPartnerRefusalsSuppressed, c.lastAddr, "", "per_source_threshold",
+		out = append(out, event.Security(EventPartnerRefusalsSuppressed, c.lastAddr, "", "per_source_threshold",
 			strconv.Itoa(c.suppressed)+" more security events of this source in the last "+interval.String()+" were not logged one by one").
-			with("count", strconv.Itoa(c.suppressed)).with("interval", interval.String()).with("events", strings.Join(names, ",")))
+			With("count", strconv.Itoa(c.suppressed)).With("interval", interval.String()).With("events", strings.Join(names, ",")))
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].remoteAddr < out[j].remoteAddr })
+	sort.Slice(out, func(i, j int) bool { return out[i].RemoteAddr < out[j].RemoteAddr })
 	if overflow > 0 {
 		n := strconv.Itoa(overflowSources)
 		if more {
 			n += " or more"
 		}
-		out = append(out, security(EventPartnerRefusalsSuppressed, "", "", "too_many_sources",
+		out = append(out, event.Security(EventPartnerRefusalsSuppressed, "", "", "too_many_sources",
 			strconv.Itoa(overflow)+" security events of "+n+" further sources in the last "+interval.String()+" were not logged one by one").
-			with("count", strconv.Itoa(overflow)).with("sources", n).with("interval", interval.String()))
+			With("count", strconv.Itoa(overflow)).With("sources", n).With("interval", interval.String()))
 	}
 	return out
 }

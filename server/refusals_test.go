@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"fmt"
+	"smartproxy/internal/event"
 	"strings"
 	"testing"
 	"time"
@@ -35,20 +36,20 @@ func TestRefusalLogCounts(t *testing.T) {
 	}
 	if len(got) != len(want) {
 		for _, e := range got {
-			t.Log(e.line())
+			t.Log(e.Line())
 		}
 		t.Fatalf("flush() = %d summaries, want %d", len(got), len(want))
 	}
 	for i, w := range want {
-		if got[i].name != EventPartnerRefusalsSuppressed || got[i].remoteAddr != w.addr || got[i].fields["count"] != w.count {
-			t.Errorf("summary #%d = %s, want remote_addr %q count %s", i, got[i].line(), w.addr, w.count)
+		if got[i].Name != EventPartnerRefusalsSuppressed || got[i].RemoteAddr != w.addr || got[i].Fields["count"] != w.count {
+			t.Errorf("summary #%d = %s, want remote_addr %q count %s", i, got[i].Line(), w.addr, w.count)
 		}
 	}
-	if e := got[0]; e.fields["events"] != EventPartnerTLSRejected {
-		t.Errorf("summary events = %q, want %q", e.fields["events"], EventPartnerTLSRejected)
+	if e := got[0]; e.Fields["events"] != EventPartnerTLSRejected {
+		t.Errorf("summary events = %q, want %q", e.Fields["events"], EventPartnerTLSRejected)
 	}
-	if e := got[3]; e.fields["sources"] != "5" {
-		t.Errorf("overflow summary sources = %q, want 5", e.fields["sources"])
+	if e := got[3]; e.Fields["sources"] != "5" {
+		t.Errorf("overflow summary sources = %q, want 5", e.Fields["sources"])
 	}
 	// A new interval starts from zero.
 	if !l.admit("192.0.2.1:1", EventPartnerTLSRejected) {
@@ -74,14 +75,14 @@ func TestRefusalLogLines(t *testing.T) {
 	const sources, each = 30, 50
 	for i := range each {
 		for src := range sources {
-			s.emit(security(EventPartnerTLSRejected, fmt.Sprintf("198.51.100.%d:%d", src+1, 2000+i), "", reasonHandshakeTime, "timeout"))
+			s.emit(event.Security(EventPartnerTLSRejected, fmt.Sprintf("198.51.100.%d:%d", src+1, 2000+i), "", reasonHandshakeTime, "timeout"))
 		}
 	}
-	s.emit(event{name: EventSessionStarted, severity: infoSeverity, remoteAddr: "198.51.100.1:1", msg: "not a refusal"})
+	s.emit(event.Event{Name: EventSessionStarted, Severity: infoSeverity, RemoteAddr: "198.51.100.1:1", Message: "not a refusal"})
 	// A misconfigured load balancer: its lines are neither summarised nor banned.
 	const balancerLines = 3 * burst
 	for i := range balancerLines {
-		s.emit(security(EventPartnerProxyInvalid, fmt.Sprintf("10.0.0.5:%d", 3000+i), "", reasonProxyMissing, "no header"))
+		s.emit(event.Security(EventPartnerProxyInvalid, fmt.Sprintf("10.0.0.5:%d", 3000+i), "", reasonProxyMissing, "no header"))
 	}
 	s.flushRefusals()
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
@@ -139,7 +140,7 @@ func TestRefusalLogIPv6Prefix(t *testing.T) {
 	if logged != 2 {
 		t.Errorf("10 addresses of one /64: %d events logged one by one, want the burst 2", logged)
 	}
-	if got := l.flush(time.Second); len(got) != 1 || got[0].fields["count"] != "8" || got[0].remoteAddr != "[2001:db8:1:2::a]:443" {
+	if got := l.flush(time.Second); len(got) != 1 || got[0].Fields["count"] != "8" || got[0].RemoteAddr != "[2001:db8:1:2::a]:443" {
 		t.Errorf("flush() = %v, want one summary of 8 with the last address", got)
 	}
 }

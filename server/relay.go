@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"smartproxy/internal/event"
 	"strconv"
 	"time"
 
@@ -66,21 +67,21 @@ func (s *Server) bridgePartner(ps *partnerSession, b bridged) {
 		Inspect:     b.inspect,
 		OnViolation: func(v bridge.Violation) { s.violation(ps, tc, b.sess.ID(), b.partner, v) },
 	})
-	ev := event{name: EventSessionEnded, severity: infoSeverity, sessionID: b.sess.ID(), odetteID: b.partner.OdetteID, remoteAddr: ps.remote,
-		reason: res.Cause, msg: "partner session ended"}.
-		with("direction", ps.direction).
-		with("esid_reason", fmt.Sprintf("%02d", uint8(res.ESID))).
-		with("bytes_from_partner", strconv.FormatUint(res.FromConn, 10)).
-		with("bytes_to_partner", strconv.FormatUint(res.ToConn, 10)).
-		with("duration", s.now().Sub(ps.started).Round(time.Millisecond).String()).
-		with("local_session_id", strconv.FormatUint(ps.id, 10))
+	ev := event.Event{Name: EventSessionEnded, Severity: infoSeverity, SessionID: b.sess.ID(), OdetteID: b.partner.OdetteID, RemoteAddr: ps.remote,
+		Reason: res.Cause, Message: "partner session ended"}.
+		With("direction", ps.direction).
+		With("esid_reason", fmt.Sprintf("%02d", uint8(res.ESID))).
+		With("bytes_from_partner", strconv.FormatUint(res.FromConn, 10)).
+		With("bytes_to_partner", strconv.FormatUint(res.ToConn, 10)).
+		With("duration", s.now().Sub(ps.started).Round(time.Millisecond).String()).
+		With("local_session_id", strconv.FormatUint(ps.id, 10))
 	if res.Cause == "partner_connection_lost" {
 		// The partner vanished without ESID: an abnormal end, logged as connection lost.
-		ev.severity = warnSeverity
-		ev.msg = "partner connection lost"
+		ev.Severity = warnSeverity
+		ev.Message = "partner connection lost"
 	}
 	if res.Text != "" {
-		ev = ev.with("text", res.Text)
+		ev = ev.With("text", res.Text)
 	}
 	s.emitOn(tc, ev)
 }
@@ -106,12 +107,12 @@ func (s *Server) violation(ps *partnerSession, tc *tunnelConn, tunnelSID uint64,
 		}
 	}
 	s.metrics.violations.WithLabelValues(side, cmd).Inc()
-	ev := security(EventProtocolViolation, ps.remote, partner.OdetteID, "protocol_violation", v.Err.Error()).
-		with("side", side).with("command", cmd).with("field", field).
-		with("direction", ps.direction).
-		with("esid_reason", fmt.Sprintf("%02d", uint8(reason))).
-		with("local_session_id", strconv.FormatUint(ps.id, 10))
-	ev.sessionID = tunnelSID
+	ev := event.Security(EventProtocolViolation, ps.remote, partner.OdetteID, "protocol_violation", v.Err.Error()).
+		With("side", side).With("command", cmd).With("field", field).
+		With("direction", ps.direction).
+		With("esid_reason", fmt.Sprintf("%02d", uint8(reason))).
+		With("local_session_id", strconv.FormatUint(ps.id, 10))
+	ev.SessionID = tunnelSID
 	s.emitOn(tc, ev)
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"smartproxy/internal/event"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -133,6 +134,7 @@ type Server struct {
 	rate        *rateLimiter
 
 	events   chan queuedEvent // to the event sender
+	emitter  *event.Emitter   // writes the events' log lines; emitOn queues their frames
 	refusals *refusalLog      // which security events are logged one by one
 
 	crlMu       sync.Mutex
@@ -222,6 +224,7 @@ func New(cfg Config) (*Server, error) {
 		rate:        newRateLimiter(0, cfg.Now),
 		preadmit:    newPreadmitPool(cfg.Now, m),
 		events:      make(chan queuedEvent, cfg.EventQueue),
+		emitter:     event.NewEmitter(nil, 0),
 		refusals:    newRefusalLog(cfg.RefusalLogBurst, cfg.RefusalLogMax),
 		crlReported: make(map[string]bool),
 	}
@@ -293,7 +296,7 @@ func (s *Server) Run(ctx context.Context) error {
 	ts.Close()
 	stopBG()
 	wg.Wait()
-	s.log.Info("smartproxy-server stopped")
+	s.log.Info("server stopped: every session and tunnel has ended")
 	return runErr
 }
 

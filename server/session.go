@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"smartproxy/internal/event"
 	"strconv"
 	"strings"
 	"sync"
@@ -160,9 +161,9 @@ func (s *Server) admitPartner(ps *partnerSession, raw net.Conn, pol *Policy, rem
 	log.WithFields(logrus.Fields{"tls_version": tls.VersionName(info.tlsState.Version), "cert_subject": info.leaf.Subject.String()}).
 		Debug("partner TLS handshake done")
 	if info.noCRL {
-		s.emit(security(EventPartnerCRLMissing, ps.remote, "", "no_crl",
+		s.emit(event.Security(EventPartnerCRLMissing, ps.remote, "", "no_crl",
 			fmt.Sprintf("no configured CRL covers certificate %q; accepted without revocation check", info.leaf.Subject.String())).
-			with("cert_subject", info.leaf.Subject.String()).with("cert_serial", serialHex(info.leaf)))
+			With("cert_subject", info.leaf.Subject.String()).With("cert_serial", serialHex(info.leaf)))
 		s.reportCRLURLs(pol.Version, info.missing)
 	}
 
@@ -267,12 +268,12 @@ func (s *Server) openInside(ps *partnerSession, a *admitted) *tunnel.Session {
 	}
 	s.metrics.admissions.WithLabelValues("accepted").Inc()
 	ps.set(func(ps *partnerSession) { ps.state = "open"; ps.tunnelSID = sess.ID() })
-	s.emitOn(tc, event{name: EventSessionStarted, severity: infoSeverity, sessionID: sess.ID(), odetteID: a.partner.OdetteID, remoteAddr: ps.remote,
-		msg: "partner session admitted and opened inside"}.
-		with("local_session_id", strconv.FormatUint(ps.id, 10)).with("proxy_addr", ps.via).
-		with("tls_version", tls.VersionName(a.info.tlsState.Version)).
-		with("ssid_buffer_size", strconv.Itoa(a.fwdSSID.BufferSize)).
-		with("ssid_credit", strconv.Itoa(a.fwdSSID.Credit)))
+	s.emitOn(tc, event.Event{Name: EventSessionStarted, Severity: infoSeverity, SessionID: sess.ID(), OdetteID: a.partner.OdetteID, RemoteAddr: ps.remote,
+		Message: "partner session admitted and opened inside"}.
+		With("local_session_id", strconv.FormatUint(ps.id, 10)).With("proxy_addr", ps.via).
+		With("tls_version", tls.VersionName(a.info.tlsState.Version)).
+		With("ssid_buffer_size", strconv.Itoa(a.fwdSSID.BufferSize)).
+		With("ssid_credit", strconv.Itoa(a.fwdSSID.Credit)))
 	return sess
 }
 
@@ -310,12 +311,12 @@ func (s *Server) refuse(ps *partnerSession, pw *partnerWriter, ref *refusal) {
 		return
 	}
 	s.metrics.admissions.WithLabelValues(ref.event).Inc()
-	ev := security(ref.event, ps.remote, ref.odette, ref.reason, ref.msg)
-	ev.fields = ref.fields
+	ev := event.Security(ref.event, ps.remote, ref.odette, ref.reason, ref.msg)
+	ev.Fields = ref.fields
 	if pw != nil && ref.ssrm {
-		ev = ev.with("esid_reason", fmt.Sprintf("%02d", uint8(ref.esid)))
+		ev = ev.With("esid_reason", fmt.Sprintf("%02d", uint8(ref.esid)))
 	}
-	ev = ev.with("local_session_id", strconv.FormatUint(ps.id, 10)).with("proxy_addr", ps.via)
+	ev = ev.With("local_session_id", strconv.FormatUint(ps.id, 10)).With("proxy_addr", ps.via)
 	// The event is queued for the tunnel before the partner learns of the refusal, so that it
 	// is on its way inside before anything the partner does next.
 	s.emit(ev)

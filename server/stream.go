@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"smartproxy/internal/event"
 	"sync"
 	"time"
 
@@ -100,15 +101,15 @@ func (tc *tunnelConn) controlLoop(ctx context.Context, q *controlQueue) {
 		return
 	}
 	s.addTunnel(tc)
-	s.emitOn(tc, event{name: EventTunnelConnected, severity: infoSeverity, remoteAddr: tc.peer.RemoteAddr.String(),
-		msg: "client tunnel connected"}.
-		with("client_id", tc.clientID).with("tunnel_index", fmt.Sprint(tc.index)).
-		with("client_version", hello.GetSoftwareVersion()).with("client_config_version", fmt.Sprint(hello.GetConfigVersion())))
+	s.emitOn(tc, event.Event{Name: EventTunnelConnected, Severity: infoSeverity, RemoteAddr: tc.peer.RemoteAddr.String(),
+		Message: "client tunnel connected"}.
+		With("client_id", tc.clientID).With("tunnel_index", fmt.Sprint(tc.index)).
+		With("client_version", hello.GetSoftwareVersion()).With("client_config_version", fmt.Sprint(hello.GetConfigVersion())))
 	defer func() {
 		s.removeTunnel(tc)
-		s.emit(event{name: EventTunnelDisconnected, severity: infoSeverity, remoteAddr: tc.peer.RemoteAddr.String(),
-			msg: "client tunnel disconnected"}.with("client_id", tc.clientID).with("tunnel_index", fmt.Sprint(tc.index)).
-			with("connected_for", s.now().Sub(tc.connectedAt).Round(time.Second).String()))
+		s.emit(event.Event{Name: EventTunnelDisconnected, Severity: infoSeverity, RemoteAddr: tc.peer.RemoteAddr.String(),
+			Message: "client tunnel disconnected"}.With("client_id", tc.clientID).With("tunnel_index", fmt.Sprint(tc.index)).
+			With("connected_for", s.now().Sub(tc.connectedAt).Round(time.Second).String()))
 	}()
 	for {
 		f, err := q.pop(ctx)

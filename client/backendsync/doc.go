@@ -30,8 +30,9 @@
 //
 // # Relay
 //
-// The Syncer is the client's client.Observer: server events go into the on-disk spool (with
-// the client's own warning and error log lines that carry an event name, through Hook), CRL
+// The Syncer is the client's client.Observer: server events go into the on-disk spool, and so
+// do the client's own events of WARNING or worse, which the client and the Syncer emit through
+// their event.Emitter straight to ClientEvent (log lines are never scraped for events); CRL
 // distribution points the server reports go to POST /v1/crl-urls, the server's license state to
 // PUT /v1/license-status. GET /v1/license is polled with its ETag and a new license is handed
 // to the client, which pushes it to the servers. Observer methods never block: they queue, and

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"smartproxy/internal/event"
 	"strconv"
 	"strings"
 	"time"
@@ -150,55 +151,21 @@ func (s *Syncer) enqueue(e apiv1.Event) {
 	}
 }
 
-// Hook returns a logrus hook that spools the client's own warning and error log lines that
-// carry an event name (the event field), as events with source "client". Lines relayed from
-// the server (source=server) are not taken again, nor the spool's own lines.
-func (s *Syncer) Hook() logrus.Hook { return hook{s} }
-
-type hook struct{ s *Syncer }
-
-func (h hook) Levels() []logrus.Level {
-	return []logrus.Level{logrus.PanicLevel, logrus.FatalLevel, logrus.ErrorLevel, logrus.WarnLevel}
-}
-
-// Fire turns one log entry into an event. It runs inside the logging call and never blocks.
-func (h hook) Fire(en *logrus.Entry) error {
-	name, _ := en.Data["event"].(string)
-	if name == "" || en.Data["source"] == "server" || strings.HasPrefix(name, "spool_") || name == EventEventsDropped {
-		return nil
-	}
-	e := apiv1.Event{Time: en.Time, Name: name, Message: en.Message, Source: apiv1.SourceClient, Severity: apiv1.SeverityWarning}
-	if en.Level <= logrus.ErrorLevel {
-		e.Severity = apiv1.SeverityError
-	}
-	for k, v := range en.Data {
-		switch k {
-		case "event":
-			continue
-		case "remote_addr":
-			e.RemoteAddr = fmt.Sprint(v)
-		case "partner", "odette_id":
-			e.OdetteID = fmt.Sprint(v)
-		case "session_id":
-			if id, err := strconv.ParseUint(fmt.Sprint(v), 10, 64); err == nil {
-				e.SessionID = id
-				continue
-			}
+// ClientEvent queues one of the client's own events for the spool, with source "client". It
+// implements client.Observer; the Syncer's own emitter hands its events here too.
+func (s *Syncer) ClientEvent(ev event.Event) {
+	e := apiv1.Event{Time: s.now(), Name: ev.Name, Severity: severityOf(ev.Severity), SessionID: ev.SessionID,
+		OdetteID: ev.OdetteID, RemoteAddr: ev.RemoteAddr, Message: ev.Message, Source: apiv1.SourceClient}
+	if len(ev.Fields) > 0 || ev.Reason != "" {
+		e.Fields = make(map[string]string, len(ev.Fields)+1)
+		for k, v := range ev.Fields {
+			e.Fields[k] = v
 		}
-		if e.Fields == nil {
-			e.Fields = make(map[string]string)
-		}
-		if err, ok := v.(error); ok {
-			e.Fields[k] = err.Error()
-		} else {
-			e.Fields[k] = fmt.Sprint(v)
+		if ev.Reason != "" {
+			e.Fields["reason"] = ev.Reason
 		}
 	}
-	if e.Time.IsZero() {
-		e.Time = h.s.now()
-	}
-	h.s.enqueue(e)
-	return nil
+	s.enqueue(e)
 }
 
 // sanitize fits an event into the contract's limits, marking what it shortened, so that the

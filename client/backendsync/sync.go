@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"smartproxy/internal/event"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -160,7 +162,8 @@ type Syncer struct {
 	spool *spool.Spool
 	now   func() time.Time
 
-	events        chan apiv1.Event // Observer and Hook → eventLoop
+	events        chan apiv1.Event // Observer → eventLoop
+	emitter       *event.Emitter   // the Syncer's own events: log line, and warnings or worse to the spool
 	eventsDropped atomic.Uint64    // dropped because events was full or refused by the spool
 
 	// Owned by Initial, then by configLoop.
@@ -244,7 +247,7 @@ func New(cfg Config) (*Syncer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("backendsync: %w", err)
 	}
-	return &Syncer{
+	s := &Syncer{
 		cfg: cfg, log: log, store: st, spool: sp, now: now,
 		events:   make(chan apiv1.Event, cfg.EventQueue),
 		verified: make(map[[32]byte]string),
@@ -255,7 +258,9 @@ func New(cfg Config) (*Syncer, error) {
 		licWake:  make(chan struct{}, 1),
 
 		recovered: make(chan struct{}, 1),
-	}, nil
+	}
+	s.emitter = event.NewEmitter(s.ClientEvent, logrus.WarnLevel)
+	return s, nil
 }
 
 // Spool returns the Syncer's event spool.
@@ -274,9 +279,9 @@ func (s *Syncer) Initial(ctx context.Context) (*client.Snapshot, error) {
 		snap, err := s.buildSaved(saved)
 		if err == nil {
 			s.etag = saved.ETag
-			s.log.WithFields(logrus.Fields{"event": EventCachedConfig, "config_version": snap.Version, "revision": saved.Document.Revision,
-				"saved_at": saved.SavedAt.Format(time.RFC3339)}).
-				Warn("starting with the last good configuration from the state directory; the backend is asked next and its changes follow")
+			s.emitter.Emit(s.log, event.New(EventCachedConfig, "starting with the last good configuration from the state directory; the backend is asked next and its changes follow").
+				With("config_version", strconv.FormatUint(snap.Version, 10)).With("revision", strconv.FormatInt(saved.Document.Revision, 10)).
+				With("saved_at", saved.SavedAt.Format(time.RFC3339)))
 			return snap, nil
 		}
 		s.log.WithError(err).Error("the saved configuration is not usable; asking the backend")
@@ -384,7 +389,7 @@ func (s *Syncer) build(doc *apiv1.ConfigDocument) (*client.Snapshot, error) {
 		s.verified[sum] = caKey
 	}
 	for _, w := range res.Warnings {
-		s.log.WithFields(logrus.Fields{"event": "config_warning", "revision": doc.Revision}).Warn("configuration: " + w)
+		s.emitter.Emit(s.log, event.New("config_warning", "configuration: "+w).With("revision", strconv.FormatInt(doc.Revision, 10)))
 	}
 	files := make(map[string]string, len(doc.CRLs))
 	for _, c := range res.Snapshot.Security.GetCrls() {
@@ -484,11 +489,11 @@ func (s *Syncer) refused(doc *apiv1.ConfigDocument, etag string, ce *configspec.
 	st := &apiv1.ConfigStatus{Revision: doc.Revision, ETag: etag, Applied: false}
 	for _, p := range ce.Problems {
 		st.Errors = append(st.Errors, apiv1.ConfigError{Field: p.Field, Message: p.Msg})
-		s.log.WithFields(logrus.Fields{"event": EventConfigInvalid, "revision": doc.Revision, "field": p.Field, "error": p.Msg}).
-			Error("configuration problem")
+		s.emitter.Emit(s.log, event.New(EventConfigInvalid, "configuration problem").
+			With("revision", strconv.FormatInt(doc.Revision, 10)).With("field", p.Field).With("error", p.Msg))
 	}
-	s.log.WithFields(logrus.Fields{"event": EventConfigInvalid, "revision": doc.Revision, "problems": len(ce.Problems)}).
-		Error("the backend's configuration document is refused; the configuration in force stays")
+	s.emitter.Emit(s.log, event.New(EventConfigInvalid, "the backend's configuration document is refused; the configuration in force stays").
+		With("revision", strconv.FormatInt(doc.Revision, 10)).With("problems", strconv.Itoa(len(ce.Problems))))
 	s.queueStatus(st)
 }
 
@@ -600,17 +605,20 @@ func (s *Syncer) pollFailed(err error, bo *backoff.Exponential, state string, fi
 	if f.hint != "" {
 		d = max(d, s.cfg.OperatorRetry)
 	}
-	log := s.log.WithError(err).WithFields(fields).WithFields(logrus.Fields{"event": f.event, "retry_in": d.Round(time.Millisecond).String()})
+	e := event.New(f.event, "backend poll failed again").With("error", err.Error()).With("retry_in", d.Round(time.Millisecond).String())
+	for k, v := range fields {
+		e = e.With(k, fmt.Sprint(v))
+	}
 	first := !s.unhealthy
 	s.unhealthy = true
+	level := logrus.DebugLevel
 	switch {
 	case f.hint != "":
-		log.Errorf("backend poll failed: %s; %s", f.hint, state)
+		level, e.Message = logrus.ErrorLevel, fmt.Sprintf("backend poll failed: %s; %s", f.hint, state)
 	case first:
-		log.Warnf("backend poll failed: the backend is not reachable; %s", state)
-	default:
-		log.Debug("backend poll failed again")
+		level, e.Message = logrus.WarnLevel, "backend poll failed: the backend is not reachable; "+state
 	}
+	s.emitter.EmitAt(s.log, e, level)
 	return d
 }
 

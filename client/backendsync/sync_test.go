@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"smartproxy/internal/event"
 	"strings"
 	"sync"
 	"testing"
@@ -114,7 +115,6 @@ func (e *env) start(t *testing.T) *running {
 		s.Spool().Close()
 		t.Fatalf("Initial() = %v", err)
 	}
-	e.log.AddHook(s.Hook())
 	c, err := client.New(client.Config{
 		Servers: []string{e.dmz.Addr}, ServerName: "localhost", Credentials: e.dmz.ClientCredentials, Version: "test",
 		Config: snap, Logger: e.log, Observer: s, ShutdownTimeout: time.Second, Health: health,
@@ -363,7 +363,7 @@ func TestRelay(t *testing.T) {
 	e := newEnv(t)
 	e.backend.setDoc(document(e.backend, e.files, 1))
 	e.backend.setLicense([]byte("license for PROXY-1"))
-	e.start(t)
+	r := e.start(t)
 	conn := e.dmz.WaitConn(t, waitLong)
 	conn.WaitConfig(t, waitLong)
 
@@ -390,12 +390,15 @@ func TestRelay(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A warning of the client itself with an event name becomes a client event.
-	e.log.WithFields(logrus.Fields{"event": "internal_protocol_violation", "remote_addr": "127.0.0.1:3305", "session_id": 4}).
-		Warn("the internal server sent an invalid command")
+	// A log line is only a log line: nothing scrapes it into an event.
+	e.log.WithFields(logrus.Fields{"event": "tunnel_down", "remote_addr": "127.0.0.1:3306"}).Warn("a line, not an event")
+	// An event the client emits itself becomes a client event.
+	own := event.New("internal_protocol_violation", "the internal server sent an invalid command")
+	own.RemoteAddr, own.SessionID = "127.0.0.1:3305", 4
+	r.client.Events().Emit(e.log, own)
 
 	waitFor(t, "two events in the backend", func() bool { return len(e.backend.eventsByID()) >= 2 })
-	var server, own *apiv1.Event
+	var server, relayed *apiv1.Event
 	for id, ev := range e.backend.eventsByID() {
 		if len(id) != 32 {
 			t.Errorf("event id %q, want 32 hexadecimal digits", id)
@@ -404,7 +407,9 @@ func TestRelay(t *testing.T) {
 		case "partner_unknown":
 			server = &ev
 		case "internal_protocol_violation":
-			own = &ev
+			relayed = &ev
+		case "tunnel_down":
+			t.Errorf("a log line became an event in the backend: %+v", ev)
 		}
 	}
 	if server == nil || server.Source != apiv1.SourceServer || server.Severity != apiv1.SeverityCritical || server.OdetteID != "STRANGER" ||
@@ -412,8 +417,8 @@ func TestRelay(t *testing.T) {
 		len(server.Fields["long"]) > apiv1.MaxFieldValueLength || !strings.Contains(server.Fields["long"], "5000 bytes, shortened") {
 		t.Errorf("server event in the backend = %+v, want partner_unknown with its fields (the long one shortened and marked)", server)
 	}
-	if own == nil || own.Source != apiv1.SourceClient || own.Severity != apiv1.SeverityWarning || own.RemoteAddr != "127.0.0.1:3305" || own.SessionID != 4 {
-		t.Errorf("client event in the backend = %+v, want the warning with source client", own)
+	if relayed == nil || relayed.Source != apiv1.SourceClient || relayed.Severity != apiv1.SeverityError || relayed.RemoteAddr != "127.0.0.1:3305" || relayed.SessionID != 4 {
+		t.Errorf("client event in the backend = %+v, want the catalogued error with source client", relayed)
 	}
 	waitFor(t, "the CRL URL report", func() bool {
 		e.backend.mu.Lock()

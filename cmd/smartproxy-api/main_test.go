@@ -21,18 +21,21 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"smartproxy/api/apiv1"
 	"smartproxy/backend"
 	"smartproxy/backend/store"
 	"smartproxy/internal/license"
 	"smartproxy/internal/license/devkey"
 	"smartproxy/internal/pki"
+	"smartproxy/internal/proctest"
 	"smartproxy/internal/testwait"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// binaries holds smartproxy-api, built once for the tests that run it as a process.
+var binaries = proctest.NewBinaries("smartproxy/cmd/smartproxy-api")
+
+// TestMain removes the built binary and checks for leaked goroutines.
+func TestMain(m *testing.M) { os.Exit(binaries.Main(m)) }
 
 // syncBuffer is a bytes.Buffer safe for concurrent use.
 type syncBuffer struct {
@@ -639,7 +642,7 @@ func TestServeLongPollWokenByCLI(t *testing.T) {
 	var out, logs syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--log-level", "debug",
+		done <- run(ctx, []string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--log-level", "debug",
 			"--pid-file", filepath.Join(dir, "api.pid")}, &out, &logs)
 	}()
 	defer func() {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/sirupsen/logrus"
 	"io"
 	"net"
 	"net/http"
@@ -13,137 +14,172 @@ import (
 	"smartproxy/backend/store"
 	"smartproxy/backend/webadmin"
 	"smartproxy/internal/buildinfo"
+	"smartproxy/internal/daemon"
+	"smartproxy/internal/diaghttp"
 	"smartproxy/internal/logging"
-	"smartproxy/internal/pidfile"
-	"smartproxy/internal/sdnotify"
 )
 
-// DefaultListen is the API's default listen address.
-const DefaultListen = ":8443"
+// Defaults of serve.
+const (
+	// DefaultListen is the API's default listen address.
+	DefaultListen = ":8443"
+	// DefaultMetrics is the default address of the Prometheus /metrics listener.
+	DefaultMetrics = "127.0.0.1:2883"
+)
+
+// serveOptions is the parsed command line of serve.
+type serveOptions struct {
+	common
+	listen, certFile, keyFile string
+	hosts                     listFlag
+	events                    backend.EscalatorConfig
+	crl                       backend.FetcherConfig
+	webAdmin                  bool
+	daemon                    daemon.Options
+}
+
+// parseServe parses serve's command line.
+func parseServe(args []string, stderr io.Writer) (*serveOptions, error) {
+	fs, c := newFlags("serve", "serve [--listen ADDR] [--cert FILE --key FILE] [--host NAME]... [--event-script PATH] [--metrics ADDR] ...", stderr)
+	o := &serveOptions{daemon: daemon.Options{Name: "smartproxy-api", Log: logging.Options{Output: stderr}}}
+	fs.StringVar(&o.listen, "listen", DefaultListen, "address of the HTTPS API")
+	fs.StringVar(&o.certFile, "cert", "", "PEM certificate chain of the API (default: a self-signed one generated in DATA-DIR/tls)")
+	fs.StringVar(&o.keyFile, "key", "", "PEM private key of --cert")
+	fs.Var(&o.hosts, "host", "extra DNS name or IP address for a generated certificate (repeatable)")
+	fs.StringVar(&o.events.Script, "event-script", "", "executable run for escalated events, with the event in SMARTPROXY_EVENT_* variables")
+	fs.DurationVar(&o.events.Timeout, "event-script-timeout", 30*time.Second, "time after which a run of the event script is killed")
+	fs.IntVar(&o.events.Concurrency, "event-script-concurrency", 4, "runs of the event script at the same time")
+	scriptSeverity := fs.String("event-script-severity", "warning", "least severity that runs the event script: debug, info, warning, error or critical")
+	fs.DurationVar(&o.crl.Interval, "crl-interval", time.Hour, "how often each CRL is downloaded again (earlier when its nextUpdate comes first)")
+	fs.Int64Var(&o.crl.MaxSize, "crl-max-size", 256<<20, "largest CRL downloaded, in bytes")
+	fs.DurationVar(&o.crl.Timeout, "crl-timeout", 2*time.Minute, "time allowed for one CRL download")
+	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn or error; SIGUSR1/SIGUSR2 change it at run time")
+	fs.StringVar(&o.daemon.Log.Format, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.daemon.Log.Dir, "log-dir", "", "write logs to daily files in this directory instead of stderr")
+	retention := logging.AddRetentionFlags(fs)
+	fs.BoolVar(&o.webAdmin, "web-admin", true, "serve the web admin below /admin/ (log in with a user from \"user add\")")
+	fs.StringVar(&o.daemon.PIDFile, "pid-file", "", "write the process ID to this file (refused while another live process holds it)")
+	fs.StringVar(&o.daemon.MetricsAddr, "metrics", DefaultMetrics, "`ADDR` of the Prometheus /metrics endpoint (loopback only); empty disables it")
+	fs.BoolVar(&o.daemon.Pprof, "pprof", false, "serve Go runtime profiles at /debug/pprof/ on the --metrics listener")
+	if _, err := parseExact(fs, args, 0, ""); err != nil {
+		return nil, err
+	}
+	o.common, o.daemon.Log.Retention = *c, *retention
+	if (o.certFile == "") != (o.keyFile == "") {
+		return nil, usagef("serve: --cert and --key go together")
+	}
+	if o.events.Concurrency <= 0 || o.events.Timeout <= 0 || o.crl.Interval <= 0 || o.crl.MaxSize <= 0 || o.crl.Timeout <= 0 {
+		return nil, usagef("serve: counts, sizes and durations must be positive")
+	}
+	if o.events.MinSeverity = apiv1.Severity(*scriptSeverity); !o.events.MinSeverity.Valid() {
+		return nil, usagef("serve: --event-script-severity %q is not debug, info, warning, error or critical", *scriptSeverity)
+	}
+	var err error
+	if o.daemon.Log.Level, err = logging.ParseLevel(*logLevel); err != nil {
+		return nil, usagef("serve: --log-level: %v", err)
+	}
+	if f := o.daemon.Log.Format; f != "text" && f != "json" {
+		return nil, usagef("serve: --log-format %q: want text or json", f)
+	}
+	if o.daemon.MetricsAddr != "" {
+		if err := diaghttp.CheckLoopback(o.daemon.MetricsAddr); err != nil {
+			return nil, usagef("serve: --metrics: %v", err)
+		}
+	}
+	if o.daemon.Pprof && o.daemon.MetricsAddr == "" {
+		return nil, usagef("serve: --pprof: the profiles are served on the --metrics listener, which is disabled")
+	}
+	return o, nil
+}
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c := newFlags("serve", "serve [--listen ADDR] [--cert FILE --key FILE] [--host NAME]... [--event-script PATH] ...", stderr)
-	listen := fs.String("listen", DefaultListen, "address of the HTTPS API")
-	certFile := fs.String("cert", "", "PEM certificate chain of the API (default: a self-signed one generated in DATA-DIR/tls)")
-	keyFile := fs.String("key", "", "PEM private key of --cert")
-	var hosts listFlag
-	fs.Var(&hosts, "host", "extra DNS name or IP address for a generated certificate (repeatable)")
-	script := fs.String("event-script", "", "executable run for escalated events, with the event in SMARTPROXY_EVENT_* variables")
-	scriptTimeout := fs.Duration("event-script-timeout", 30*time.Second, "time after which a run of the event script is killed")
-	scriptConc := fs.Int("event-script-concurrency", 4, "runs of the event script at the same time")
-	scriptSeverity := fs.String("event-script-severity", "warning", "least severity that runs the event script: debug, info, warning, error or critical")
-	crlInterval := fs.Duration("crl-interval", time.Hour, "how often each CRL is downloaded again (earlier when its nextUpdate comes first)")
-	crlMax := fs.Int64("crl-max-size", 256<<20, "largest CRL downloaded, in bytes")
-	crlTimeout := fs.Duration("crl-timeout", 2*time.Minute, "time allowed for one CRL download")
-	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn or error")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	logDir := fs.String("log-dir", "", "write logs to daily files in this directory instead of stderr")
-	retention := logging.AddRetentionFlags(fs)
-	webAdmin := fs.Bool("web-admin", true, "serve the web admin below /admin/ (log in with a user from \"user add\")")
-	pidPath := fs.String("pid-file", "", "write the process ID to this file (refused while another live process holds it)")
-	if _, err := parseExact(fs, args, 0, ""); err != nil {
+	o, err := parseServe(args, stderr)
+	if err != nil {
 		return err
 	}
-	if (*certFile == "") != (*keyFile == "") {
-		return usagef("serve: --cert and --key go together")
-	}
-	if *scriptConc <= 0 || *scriptTimeout <= 0 || *crlInterval <= 0 || *crlMax <= 0 || *crlTimeout <= 0 {
-		return usagef("serve: counts, sizes and durations must be positive")
-	}
-	sev := apiv1.Severity(*scriptSeverity)
-	if !sev.Valid() {
-		return usagef("serve: --event-script-severity %q is not debug, info, warning, error or critical", *scriptSeverity)
-	}
-	level, err := logging.ParseLevel(*logLevel)
-	if err != nil {
-		return usagef("serve: --log-level: %v", err)
-	}
-	log, closer, err := logging.New(logging.Options{Format: *logFormat, Level: level, Dir: *logDir, Retention: *retention, Prefix: "smartproxy-api", Output: stderr})
-	if err != nil {
-		return usagef("serve: %v", err)
-	}
-	defer closer.Close()
-	if *pidPath != "" {
-		pf, err := pidfile.Claim(*pidPath, "smartproxy-api", log)
-		if err != nil {
-			return fmt.Errorf("serve: %w", err)
-		}
-		defer pf.Release()
-	}
+	return runDaemon(ctx, o, stdout)
+}
 
-	st, err := store.Open(ctx, c.dbPath(), store.Options{Logger: log})
+// runDaemon runs the API until ctx ends (SIGTERM, SIGINT) and returns when everything it
+// started has ended.
+func runDaemon(ctx context.Context, o *serveOptions, stdout io.Writer) error {
+	d, err := daemon.Start(o.daemon)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer d.Close()
+	st, err := store.Open(ctx, o.dbPath(), store.Options{Logger: d.Log})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	generated := false
-	if *certFile == "" {
-		if *certFile, *keyFile, generated, err = backend.EnsureSelfSigned(c.dataDir, hosts, time.Now()); err != nil {
-			return fmt.Errorf("serve: TLS certificate: %w", err)
-		}
-	}
-	certs, err := backend.LoadCertificateFiles(*certFile, *keyFile)
+	certs, generated, err := loadCertificate(o)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	// The web admin's "fetch now" runs the server's CRL downloader, and its
-	// dashboard reads the tunnel states the server received; both exist once
-	// backend.New has returned.
+	// The web admin's "fetch now" runs the server's CRL downloader, and its dashboard reads the
+	// tunnel states the server received; both exist once backend.New has returned.
 	var srv *backend.Server
 	var admin http.Handler
-	if *webAdmin {
-		if admin, err = webadmin.New(webadmin.Config{Store: st, Logger: log,
+	if o.webAdmin {
+		if admin, err = webadmin.New(webadmin.Config{Store: st, Logger: d.Log,
 			FetchCRL: func(ctx context.Context, id int64) error { return srv.FetchCRL(ctx, id) },
 			Tunnel:   func(id int64) (backend.TunnelReport, bool) { return srv.Tunnel(id) }}); err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
 	}
-	srv, err = backend.New(backend.Config{
-		Store:     st,
-		Logger:    log,
-		TLSConfig: certs.TLSConfig(),
-		Events: backend.EscalatorConfig{Script: *script, Timeout: *scriptTimeout, Concurrency: *scriptConc,
-			MinSeverity: sev},
-		CRL:   backend.FetcherConfig{Interval: *crlInterval, MaxSize: *crlMax, Timeout: *crlTimeout},
-		Admin: admin,
-	})
+	srv, err = backend.New(backend.Config{Store: st, Logger: d.Log, TLSConfig: certs.TLSConfig(), Events: o.events, CRL: o.crl,
+		Admin: admin, Metrics: d.Metrics})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
+	defer ln.Close() // Run closes it when it runs
 	leaf := certs.Leaf()
-	log.WithFields(map[string]any{
-		"version":          buildinfo.Version(),
-		"listen":           ln.Addr().String(),
-		"database":         st.Path(),
-		"certificate":      *certFile,
-		"generated":        generated,
-		"sha256":           backend.Fingerprint(leaf),
-		"certificate_till": leaf.NotAfter.UTC().Format(time.RFC3339),
-		"event_script":     *script,
-	}).Info("smartproxy-api serving")
 	fmt.Fprintf(stdout, "smartproxy-api listening on https://%s\nTLS certificate SHA-256 fingerprint: %s\n", ln.Addr(), backend.Fingerprint(leaf))
 	if admin != nil {
 		fmt.Fprintf(stdout, "web admin: https://%s%s\n", ln.Addr(), webadmin.Path)
 	}
-	sdnotify.Ready("serving on " + ln.Addr().String())
-	wctx, stopWatchdog := context.WithCancel(ctx)
-	watchdog := make(chan error, 1)
-	go func() {
-		watchdog <- sdnotify.Watchdog(wctx, func() bool {
-			_, err := st.Revision(wctx)
-			return err == nil
-		})
-	}()
-	err = srv.Run(ctx, ln)
-	sdnotify.Stopping()
-	stopWatchdog()
-	if werr := <-watchdog; werr != nil {
-		log.WithError(werr).Warn("systemd watchdog")
+	return d.Run(ctx, daemon.Parts{
+		Main:    func(ctx context.Context) error { return srv.Run(ctx, ln) },
+		Healthy: func() bool { return storeHealthy(st) },
+		Reload:  func() string { reloadCertificate(d.Log, certs); return "reloaded" },
+		Ready:   "serving on " + ln.Addr().String(),
+		Fields: logrus.Fields{"version": buildinfo.Version(), "listen": ln.Addr().String(), "database": st.Path(),
+			"certificate": o.certFile, "generated": generated, "sha256": backend.Fingerprint(leaf),
+			"certificate_till": leaf.NotAfter.UTC().Format(time.RFC3339), "event_script": o.events.Script},
+	})
+}
+
+// loadCertificate loads --cert and --key, or the self-signed certificate in the data
+// directory, generated on first use (generated true).
+func loadCertificate(o *serveOptions) (certs *backend.CertificateFiles, generated bool, err error) {
+	if o.certFile == "" {
+		if o.certFile, o.keyFile, generated, err = backend.EnsureSelfSigned(o.dataDir, o.hosts, time.Now()); err != nil {
+			return nil, false, fmt.Errorf("TLS certificate: %w", err)
+		}
 	}
-	log.Info("smartproxy-api stopped")
-	return err
+	certs, err = backend.LoadCertificateFiles(o.certFile, o.keyFile)
+	return certs, generated, err
+}
+
+// reloadCertificate loads the TLS certificate files again (SIGHUP); files that do not load leave
+// the previous certificate in use.
+func reloadCertificate(log logrus.FieldLogger, certs *backend.CertificateFiles) {
+	if err := certs.Reload(); err != nil {
+		log.WithError(err).Error("SIGHUP: TLS certificate files not reloaded; the previous ones stay in use")
+		return
+	}
+	log.WithField("sha256", backend.Fingerprint(certs.Leaf())).Info("SIGHUP: TLS certificate files reloaded")
+}
+
+// storeHealthy reports whether the database answers, for the systemd watchdog.
+func storeHealthy(st *store.Store) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := st.Revision(ctx)
+	return err == nil
 }

@@ -15,6 +15,7 @@ import (
 	"smartproxy/backend/store"
 	"smartproxy/client/clienttest"
 	tunnelv1 "smartproxy/gen/smartproxy/tunnel/v1"
+	"smartproxy/internal/proctest"
 )
 
 // refBackend is the reference backend in-process on loopback with a fresh database.
@@ -104,7 +105,7 @@ func TestRunWithBackend(t *testing.T) {
 	cert, key, ca := srv.WriteClientFiles(t, dir)
 	state := filepath.Join(dir, "state")
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuffer
+	var stderr proctest.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"-U", b.url, "-T", b.token, "--api-fingerprint", b.fingerprint, "--state-dir", state,

@@ -5,16 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"os"
-	"os/signal"
-	"sync"
-	"syscall"
-	"time"
+	"strconv"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sirupsen/logrus"
 
 	"smartproxy/admin"
@@ -23,9 +15,9 @@ import (
 	"smartproxy/client/backendsync"
 	"smartproxy/client/configfile"
 	"smartproxy/internal/buildinfo"
-	"smartproxy/internal/diaghttp"
+	"smartproxy/internal/daemon"
+	"smartproxy/internal/event"
 	"smartproxy/internal/logging"
-	"smartproxy/internal/pidfile"
 	"smartproxy/internal/sdnotify"
 	"smartproxy/tunnel/transport"
 )
@@ -40,40 +32,22 @@ const (
 // runDaemon runs the client until ctx ends (SIGTERM, SIGINT), then ends its sessions in order
 // and returns when everything it started has ended.
 func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
-	log, logCloser, err := logging.New(logging.Options{
-		Format: o.logFormat, Level: o.logLevel, Dir: o.logDir, Retention: *o.logRetention, Prefix: "smartproxy-client", Output: stderr,
-	})
+	d, err := daemon.Start(o.daemonOptions(stderr))
 	if err != nil {
 		return err
 	}
-	defer logCloser.Close()
-	levels := logging.NewLevels(log)
-
-	if o.pidFile != "" {
-		pf, err := pidfile.Claim(o.pidFile, "smartproxy-client", log)
-		if err != nil {
-			return err
-		}
-		defer pf.Release()
-	}
-	// The configuration source: the backend (-U) or the local file (--config). A local file is
-	// checked first, before anything else is set up.
-	var (
-		loader *configfile.Loader
-		syncer *backendsync.Syncer
-		snap   *client.Snapshot
-		source string
-	)
+	defer d.Close()
+	log := d.Log
+	// The configuration source: the local file (--config), checked before anything else is set
+	// up, or the backend (-U).
+	var loader *configfile.Loader
+	var snap *client.Snapshot
+	source := o.configFile
 	if o.backend == nil {
-		if loader, err = configfile.NewLoader(o.configFile, nil); err != nil {
+		if loader, snap, err = loadConfig(log, o.configFile); err != nil {
 			return err
 		}
-		res, err := loader.Load()
-		if err != nil {
-			return err
-		}
-		logWarnings(log, res.Warnings)
-		snap, source = res.Snapshot, loader.Path()
+		source = loader.Path()
 	}
 	creds, err := transport.NewCertSource(transport.CertSourceConfig{
 		CertFile: o.tunnelCert, KeyFile: o.tunnelKey, CAFile: o.tunnelCA, Logger: log,
@@ -81,184 +55,95 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("tunnel certificate: %w", err)
 	}
-	// The health parts: the tunnel, and the backend sync when there is a backend.
-	parts := []string{admin.HealthClientTunnel}
+	health := admin.NewHealth(log, healthParts(o)...)
+	var syncer *backendsync.Syncer
 	if o.backend != nil {
-		parts = append(parts, admin.HealthClientBackend)
-	}
-	health := admin.NewHealth(log, parts...)
-	if o.backend != nil {
-		if syncer, err = newSyncer(o, log, health); err != nil {
-			return err
-		}
-		log.AddHook(syncer.Hook())
 		source = o.backend.String()
-		log.WithFields(logrus.Fields{"backend": source, "state_dir": o.stateDir}).Info("configuration from the backend")
-		sdnotify.Status("waiting for the configuration from " + source)
-		if snap, err = syncer.Initial(ctx); err != nil {
-			syncer.Spool().Close()
-			if ctx.Err() != nil {
-				log.Info("stopped before a configuration arrived")
-				return nil
-			}
-			return err
+		if syncer, snap, err = startSyncer(ctx, o, log, health); syncer == nil || snap == nil {
+			return err // nil when stopped before a configuration arrived
 		}
+		defer syncer.Spool().Close() // Run closes it too; this is for a failed start
 	}
-	closeSyncer := func() {
-		if syncer != nil {
-			syncer.Spool().Close()
-		}
-	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
-	ccfg := client.Config{
-		Servers:     o.servers,
-		ServerName:  o.serverName,
-		SourceIP:    o.sourceIP,
-		Credentials: creds,
-		Streams:     o.streams,
-		Version:     buildinfo.Version(),
-		Config:      snap,
-		Logger:      log,
-		Levels:      levels,
-		Metrics:     reg,
-		Health:      health,
-	}
+	ccfg := client.Config{Servers: o.servers, ServerName: o.serverName, SourceIP: o.sourceIP, Credentials: creds,
+		Streams: o.streams, Version: buildinfo.Version(), Config: snap, Logger: log, Levels: d.Levels, Metrics: d.Metrics, Health: health}
+	parts := daemon.Parts{With: []func(context.Context) error{func(ctx context.Context) error { creds.Run(ctx); return nil }}}
 	if syncer != nil {
 		ccfg.Observer = syncer
 	}
 	c, err := client.New(ccfg)
 	if err != nil {
-		closeSyncer()
 		return err
 	}
-
-	var adminSrv *admin.Server
-	var adminLn net.Listener
+	if syncer != nil {
+		parts.After = append(parts.After, func(ctx context.Context) error { return syncer.Run(ctx, c) })
+	}
+	parts.Main = c.Run
+	parts.Reload = func() string {
+		reload(log, loader, c, creds)
+		return fmt.Sprintf("reloaded; configuration version %d", c.Current().Version)
+	}
+	parts.Ready = fmt.Sprintf("connecting to %s; configuration version %d", o.servers.String(), snap.Version)
+	parts.Fields = logrus.Fields{"servers": o.servers.String(), "config_source": source, "config_version": snap.Version, "internal_server": snap.Internal.Address}
 	if o.adminAddr != "" {
-		if adminSrv, err = admin.New(admin.Config{Backend: c.Admin(), Logger: log, Health: health}); err == nil {
-			adminLn, err = adminSrv.Listen(o.adminAddr)
-		}
-		if err != nil {
-			closeSyncer()
+		if parts.Admin, err = admin.New(admin.Config{Backend: c.Admin(), Logger: log, Health: health}); err != nil {
 			return fmt.Errorf("admin listener: %w", err)
 		}
 	}
-	var metricsSrv *http.Server
-	var metricsLn net.Listener
-	if o.metricsAddr != "" {
-		if metricsLn, err = net.Listen("tcp", o.metricsAddr); err != nil {
-			if adminLn != nil {
-				adminLn.Close()
-			}
-			closeSyncer()
-			return fmt.Errorf("metrics listener: %w", err)
+	return d.Run(ctx, parts)
+}
+
+// daemonOptions are the options of the daemon frame.
+func (o *options) daemonOptions(stderr io.Writer) daemon.Options {
+	return daemon.Options{
+		Name:    "smartproxy-client",
+		Log:     logging.Options{Format: o.logFormat, Level: o.logLevel, Dir: o.logDir, Retention: *o.logRetention, Output: stderr},
+		PIDFile: o.pidFile, AdminAddr: o.adminAddr, MetricsAddr: o.metricsAddr, Pprof: o.pprof,
+	}
+}
+
+// healthParts are the parts of the health service: the tunnel, and the backend synchronisation
+// when there is a backend.
+func healthParts(o *options) []string {
+	if o.backend != nil {
+		return []string{admin.HealthClientTunnel, admin.HealthClientBackend}
+	}
+	return []string{admin.HealthClientTunnel}
+}
+
+// loadConfig loads the local configuration file (--config) and logs its warnings.
+func loadConfig(log logrus.FieldLogger, path string) (*configfile.Loader, *client.Snapshot, error) {
+	loader, err := configfile.NewLoader(path, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := loader.Load()
+	if err != nil {
+		return nil, nil, err
+	}
+	logWarnings(log, nil, res.Warnings)
+	return loader, res.Snapshot, nil
+}
+
+// startSyncer creates the backend synchronisation (-U) and waits for the first configuration
+// (from the backend or the cached one). It returns a nil snapshot and error when ctx ended
+// first, and closes the spool whenever it returns no snapshot.
+func startSyncer(ctx context.Context, o *options, log *logrus.Logger, health *admin.Health) (*backendsync.Syncer, *client.Snapshot, error) {
+	syncer, err := newSyncer(o, log, health)
+	if err != nil {
+		return nil, nil, err
+	}
+	log.WithFields(logrus.Fields{"backend": o.backend.String(), "state_dir": o.stateDir}).Info("configuration from the backend")
+	sdnotify.Status("waiting for the configuration from " + o.backend.String())
+	snap, err := syncer.Initial(ctx)
+	if err != nil {
+		syncer.Spool().Close()
+		if ctx.Err() != nil {
+			log.Info("stopped before a configuration arrived")
+			return nil, nil, nil
 		}
-		metricsSrv = &http.Server{Handler: diaghttp.Handler(diaghttp.Config{Registry: reg, Pprof: o.pprof}), ReadHeaderTimeout: 10 * time.Second}
+		return nil, nil, err
 	}
-
-	runCtx, stopRun := context.WithCancel(context.Background())
-	defer stopRun()
-	// The backend synchronisation stops only after the client has: the client's last events
-	// (a server's Event frames that arrive while the tunnel shuts down) still reach the spool.
-	syncCtx, stopSync := context.WithCancel(context.Background())
-	defer stopSync()
-	var wg sync.WaitGroup
-	runErr := make(chan error, 1)
-	wg.Add(1)
-	go func() { defer wg.Done(); runErr <- c.Run(runCtx) }()
-	wg.Add(1)
-	go func() { defer wg.Done(); creds.Run(runCtx) }()
-	if syncer != nil {
-		// Run closes the spool when it returns.
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := syncer.Run(syncCtx, c); err != nil {
-				log.WithError(err).Error("backend synchronisation failed")
-			}
-		}()
-	}
-	if adminSrv != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, admin.ErrServerClosed) {
-				log.WithError(err).Error("admin listener failed")
-			}
-		}()
-	}
-	if metricsSrv != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := metricsSrv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.WithError(err).Error("metrics listener failed")
-			}
-		}()
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); sdnotify.Watchdog(runCtx, nil) }()
-
-	fields := logrus.Fields{"servers": o.servers.String(), "config_source": source, "config_version": snap.Version,
-		"internal_server": snap.Internal.Address}
-	if adminLn != nil {
-		fields["admin_addr"] = adminLn.Addr().String()
-	}
-	if metricsLn != nil {
-		fields["metrics_addr"] = metricsLn.Addr().String()
-	}
-	if o.pidFile != "" {
-		fields["pid_file"] = o.pidFile
-	}
-	log.WithFields(fields).Info("started")
-	sdnotify.Ready(fmt.Sprintf("connecting to %s; configuration version %d", o.servers.String(), snap.Version))
-
-	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
-	defer signal.Stop(signals)
-	var result error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			sdnotify.Stopping()
-			log.Info("shutdown requested: ending sessions")
-			break loop
-		case err := <-runErr:
-			runErr <- err // consumed again below
-			result = err
-			break loop
-		case sig := <-signals:
-			switch sig {
-			case syscall.SIGHUP:
-				sdnotify.Reloading()
-				reload(log, loader, c, creds)
-				sdnotify.Ready(fmt.Sprintf("reloaded; configuration version %d", c.Current().Version))
-			case syscall.SIGUSR1:
-				levels.Step(+1, "SIGUSR1")
-			case syscall.SIGUSR2:
-				levels.Step(-1, "SIGUSR2")
-			}
-		}
-	}
-	stopRun()
-	if err := <-runErr; err != nil && result == nil {
-		result = err
-	}
-	stopSync()
-	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if adminSrv != nil {
-		adminSrv.Shutdown(shutCtx)
-	}
-	if metricsSrv != nil {
-		metricsSrv.Shutdown(shutCtx)
-	}
-	wg.Wait()
-	log.Info("stopped")
-	return result
+	return syncer, snap, nil
 }
 
 // reload re-reads the tunnel certificate files and, with a local configuration file, that file
@@ -275,33 +160,37 @@ func reload(log logrus.FieldLogger, loader *configfile.Loader, c *client.Client,
 		return
 	}
 	res, err := loader.Load()
+	refused := func(msg string) event.Event {
+		return event.New(eventConfigRefused, msg).With("config_file", loader.Path()).
+			With("config_version", strconv.FormatUint(c.Current().Version, 10))
+	}
 	if err != nil {
-		fields := logrus.Fields{"event": eventConfigRefused, "config_file": loader.Path(), "config_version": c.Current().Version}
 		var ce *configfile.Error
 		if errors.As(err, &ce) {
 			for _, p := range ce.Problems {
-				log.WithFields(fields).WithFields(logrus.Fields{"field": p.Field, "error": p.Error()}).Error("SIGHUP: configuration problem")
+				c.Events().Emit(log, refused("SIGHUP: configuration problem").With("field", p.Field).With("error", p.Error()))
 			}
 		}
-		log.WithFields(fields).WithError(err).Error("SIGHUP: configuration file refused; the configuration in force stays")
+		c.Events().Emit(log, refused("SIGHUP: configuration file refused; the configuration in force stays").With("error", err.Error()))
 		return
 	}
-	logWarnings(log, res.Warnings)
+	logWarnings(log, c.Events(), res.Warnings)
 	if !res.Changed {
 		log.WithField("config_version", res.Snapshot.Version).Info("SIGHUP: configuration unchanged")
 		return
 	}
 	if err := c.SetConfig(res.Snapshot); err != nil {
-		log.WithError(err).WithField("event", eventConfigRefused).Error("SIGHUP: configuration not used")
+		c.Events().Emit(log, refused("SIGHUP: configuration not used").With("error", err.Error()))
 		return
 	}
 	log.WithFields(logrus.Fields{"event": eventConfigReloaded, "config_version": res.Snapshot.Version}).
 		Info("SIGHUP: configuration reloaded")
 }
 
-func logWarnings(log logrus.FieldLogger, warnings []string) {
+// logWarnings emits a configuration file's warnings; em may be nil (the log line only).
+func logWarnings(log logrus.FieldLogger, em *event.Emitter, warnings []string) {
 	for _, w := range warnings {
-		log.WithField("event", eventConfigWarning).Warn("configuration: " + w)
+		em.Emit(log, event.New(eventConfigWarning, "configuration: "+w))
 	}
 }
 

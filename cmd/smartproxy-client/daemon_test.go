@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,125 +9,45 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"smartproxy/client/clienttest"
+	"smartproxy/internal/proctest"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
+// binaries holds smartproxy-client, built once for the tests that run it.
+var binaries = proctest.NewBinaries("smartproxy/cmd/smartproxy-client")
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+func TestMain(m *testing.M) { os.Exit(binaries.Main(m)) }
 
-// binary builds smartproxy-client once per test run.
+// binary returns the built smartproxy-client.
 func binary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "smartproxy-client-test")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "smartproxy-client")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	return filepath.Join(binaries.Dir(t), "smartproxy-client")
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's writer and the test's reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// proc is a running smartproxy-client process.
-type proc struct {
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	done   chan error
-}
-
-func start(t *testing.T, bin string, args ...string) *proc {
+func start(t *testing.T, bin string, args ...string) *proctest.Proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(bin, args...), stderr: &syncBuffer{}, done: make(chan error, 1)}
-	p.cmd.Stderr = p.stderr
-	p.cmd.Stdout = p.stderr
-	if err := p.cmd.Start(); err != nil {
+	return proctest.Start(t, "smartproxy-client", bin, args...)
+}
+
+// exitCode waits for p to end and returns its exit status.
+func exitCode(t *testing.T, p *proctest.Proc) int {
+	t.Helper()
+	err := p.Wait(t, proctest.DefaultTimeout)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
-
-// waitLog waits until the process's output contains s.
-func (p *proc) waitLog(t *testing.T, s string) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(p.stderr.String(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("process output lacks %q:\n%s", s, p.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// wait waits for the process to exit and returns its exit status.
-func (p *proc) wait(t *testing.T) int {
-	t.Helper()
-	select {
-	case err := <-p.done:
-		p.done <- err // for Cleanup
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return 0
-	case <-time.After(20 * time.Second):
-		t.Fatalf("process did not exit:\n%s", p.stderr.String())
-		return -1
-	}
+	return 0
 }
 
 // TestDaemon runs the built binary against a harness server: PID file (second start refused
@@ -149,54 +68,54 @@ func TestDaemon(t *testing.T) {
 	first := start(t, bin, args...)
 	conn := srv.WaitConn(t, 15*time.Second)
 	v1 := conn.WaitConfig(t, 15*time.Second).GetVersion()
-	first.waitLog(t, "event=config_applied")
+	first.WaitLine(t, "event=config_applied")
 
 	second := start(t, bin, args...)
-	if code := second.wait(t); code != 1 {
+	if code := exitCode(t, second); code != 1 {
 		t.Errorf("second start exited with %d, want 1", code)
 	}
-	if want := fmt.Sprintf("another smartproxy-client is running with PID %d", first.cmd.Process.Pid); !strings.Contains(second.stderr.String(), want) {
-		t.Errorf("second start output = %q, want it to contain %q", second.stderr.String(), want)
+	if want := fmt.Sprintf("another smartproxy-client is running with PID %d", first.Cmd.Process.Pid); !strings.Contains(second.Stderr.String(), want) {
+		t.Errorf("second start output = %q, want it to contain %q", second.Stderr.String(), want)
 	}
 
 	// kill -9 leaves the PID file behind: the next start replaces it with a warning.
-	first.cmd.Process.Signal(syscall.SIGKILL)
-	first.wait(t)
+	first.Cmd.Process.Signal(syscall.SIGKILL)
+	exitCode(t, first)
 	if _, err := os.Stat(pidFile); err != nil {
 		t.Fatalf("PID file after kill -9: %v, want it left behind", err)
 	}
 	third := start(t, bin, args...)
-	third.waitLog(t, "replaced a stale PID file")
-	third.waitLog(t, "stale_pid="+strconv.Itoa(first.cmd.Process.Pid))
+	third.WaitLine(t, "replaced a stale PID file")
+	third.WaitLine(t, "stale_pid="+strconv.Itoa(first.Cmd.Process.Pid))
 	conn = srv.WaitConn(t, 15*time.Second)
 	conn.WaitConfig(t, 15*time.Second)
-	third.waitLog(t, "event=config_applied")
+	third.WaitLine(t, "event=config_applied")
 
 	// SIGHUP with a broken file: refused, the configuration in force stays.
 	bad := files.Config("127.0.0.1:3305")
 	bad.Partners[0].AllowedNetworks = []string{"10.0.0.1/8"}
 	clienttest.WriteConfig(t, config, bad)
-	third.cmd.Process.Signal(syscall.SIGHUP)
-	third.waitLog(t, "field=\"partners[0].allowed_networks[0]\"")
-	third.waitLog(t, "configuration file refused; the configuration in force stays")
+	third.Cmd.Process.Signal(syscall.SIGHUP)
+	third.WaitLine(t, "field=\"partners[0].allowed_networks[0]\"")
+	third.WaitLine(t, "configuration file refused; the configuration in force stays")
 
 	// SIGHUP with a good, changed file: a new version goes to the server.
 	good := files.Config("127.0.0.1:3305")
 	good.Partners = good.Partners[:1]
 	clienttest.WriteConfig(t, config, good)
-	third.cmd.Process.Signal(syscall.SIGHUP)
+	third.Cmd.Process.Signal(syscall.SIGHUP)
 	got := conn.WaitConfig(t, 15*time.Second)
 	if got.GetVersion() <= v1 || len(got.GetConfig().GetPartners()) != 1 {
 		t.Errorf("after SIGHUP: pushed version %d with %d partners, want a version above %d with 1 partner", got.GetVersion(), len(got.GetConfig().GetPartners()), v1)
 	}
 
 	// SIGUSR1 makes logging more verbose, and says so.
-	third.cmd.Process.Signal(syscall.SIGUSR1)
-	third.waitLog(t, "new_level=debug")
+	third.Cmd.Process.Signal(syscall.SIGUSR1)
+	third.WaitLine(t, "new_level=debug")
 
-	third.cmd.Process.Signal(syscall.SIGTERM)
-	if code := third.wait(t); code != 0 {
-		t.Errorf("exit status after SIGTERM = %d, want 0:\n%s", code, third.stderr.String())
+	third.Cmd.Process.Signal(syscall.SIGTERM)
+	if code := exitCode(t, third); code != 0 {
+		t.Errorf("exit status after SIGTERM = %d, want 0:\n%s", code, third.Stderr.String())
 	}
 	if _, err := os.Stat(pidFile); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("PID file after SIGTERM: %v, want it removed", err)
@@ -216,10 +135,10 @@ func TestStartFailures(t *testing.T) {
 	clienttest.WriteConfig(t, config, cfg)
 	p := start(t, bin, "-S", "127.0.0.1:1", "--config", config, "--tunnel-cert", "x", "--tunnel-key", "y", "--tunnel-ca", "z",
 		"--admin", "", "--metrics", "", "--pid-file", filepath.Join(dir, "pid"))
-	if code := p.wait(t); code != 1 {
+	if code := exitCode(t, p); code != 1 {
 		t.Errorf("start with a broken file exited with %d, want 1", code)
 	}
-	if out := p.stderr.String(); !strings.Contains(out, `partners[2].odette_id: "acme" is not a valid Odette ID`) {
+	if out := p.Stderr.String(); !strings.Contains(out, `partners[2].odette_id: "acme" is not a valid Odette ID`) {
 		t.Errorf("start output = %q, want the field named", out)
 	}
 
@@ -227,14 +146,14 @@ func TestStartFailures(t *testing.T) {
 	cert, key, ca := srv.WriteClientFiles(t, dir)
 	p = start(t, bin, "-U", "https://proxy:pw@127.0.0.1:1/", "-S", "127.0.0.1:1", "--tunnel-cert", cert, "--tunnel-key", key, "--tunnel-ca", ca,
 		"--api-ca", filepath.Join(dir, "missing-ca.pem"), "--state-dir", filepath.Join(dir, "state"), "--admin", "", "--metrics", "", "--pid-file", "")
-	if code := p.wait(t); code != 1 {
+	if code := exitCode(t, p); code != 1 {
 		t.Errorf("-U with a missing --api-ca exited with %d, want 1", code)
 	}
-	if out := p.stderr.String(); !strings.Contains(out, "missing-ca.pem") || strings.Contains(out, ":pw@") || strings.Contains(out, "pw") {
+	if out := p.Stderr.String(); !strings.Contains(out, "missing-ca.pem") || strings.Contains(out, ":pw@") || strings.Contains(out, "pw") {
 		t.Errorf("-U output = %q, want the missing file named and no password", out)
 	}
 	p = start(t, bin, "--frobnicate")
-	if code := p.wait(t); code != 2 {
+	if code := exitCode(t, p); code != 2 {
 		t.Errorf("unknown flag exited with %d, want 2", code)
 	}
 }
@@ -248,7 +167,7 @@ func TestRunContextCancel(t *testing.T) {
 	config := filepath.Join(dir, "client.json")
 	clienttest.WriteConfig(t, config, files.Config("127.0.0.1:3305"))
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuffer
+	var stderr proctest.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"-S", srv.Addr, "--tunnel-server-name", "localhost", "--config", config, "--tunnel-cert", cert,
@@ -265,7 +184,7 @@ func TestRunContextCancel(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("run() did not return after cancel")
 	}
-	if out := stderr.String(); !strings.Contains(out, "msg=stopped") {
+	if out := stderr.String(); !strings.Contains(out, `msg="smartproxy-client stopped"`) {
 		t.Errorf("run() output lacks the stop line:\n%s", out)
 	}
 }

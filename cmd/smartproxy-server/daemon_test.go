@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -15,7 +14,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +21,7 @@ import (
 	"smartproxy/internal/license"
 	"smartproxy/internal/license/devkey"
 	"smartproxy/internal/pki"
+	"smartproxy/internal/proctest"
 )
 
 func TestTunnelListenAddr(t *testing.T) {
@@ -172,129 +171,23 @@ func TestRunLicenseValidity(t *testing.T) {
 	}
 }
 
-var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
-)
+// binaries holds smartproxy-server, built once for the tests that run it.
+var binaries = proctest.NewBinaries("smartproxy/cmd/smartproxy-server")
 
-// TestMain removes the binary built by buildBinary.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if builtBin != "" {
-		os.RemoveAll(filepath.Dir(builtBin))
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(binaries.Main(m)) }
 
-// buildBinary builds smartproxy-server once per test run into a temporary directory.
+// buildBinary returns the built smartproxy-server.
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "smartproxy-server-test-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		bin := filepath.Join(dir, "smartproxy-server")
-		cmd := exec.Command("go", "build", "-o", bin, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-			os.RemoveAll(dir)
-			return
-		}
-		builtBin = bin
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtBin
+	return filepath.Join(binaries.Dir(t), "smartproxy-server")
 }
 
-// daemon is one started smartproxy-server process.
-type daemon struct {
-	cmd    *exec.Cmd
-	mu     sync.Mutex
-	stderr bytes.Buffer
-	lines  chan string
-	done   chan error
-}
-
-func startDaemon(t *testing.T, bin string, args ...string) *daemon {
+func startDaemon(t *testing.T, bin string, args ...string) *proctest.Proc {
 	t.Helper()
-	return startDaemonEnv(t, bin, nil, args...)
-}
-
-// startDaemonEnv starts the daemon with extra environment variables.
-func startDaemonEnv(t *testing.T, bin string, env []string, args ...string) *daemon {
-	t.Helper()
-	d := &daemon{cmd: exec.Command(bin, args...), lines: make(chan string, 1000), done: make(chan error, 1)}
-	d.cmd.Env = append(os.Environ(), env...)
-	pr, pw := io.Pipe()
-	d.cmd.Stderr = pw
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			d.mu.Lock()
-			d.stderr.WriteString(sc.Text() + "\n")
-			d.mu.Unlock()
-			select {
-			case d.lines <- sc.Text():
-			default:
-			}
-		}
-	}()
-	go func() { err := d.cmd.Wait(); pw.Close(); d.done <- err }()
-	t.Cleanup(func() {
-		d.cmd.Process.Kill()
-		<-d.done
-	})
-	return d
-}
-
-func (d *daemon) log() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.stderr.String()
-}
-
-// waitLine waits for a stderr line containing want.
-func (d *daemon) waitLine(t *testing.T, want string) {
-	t.Helper()
-	timeout := time.After(30 * time.Second)
-	for {
-		select {
-		case l := <-d.lines:
-			if strings.Contains(l, want) {
-				return
-			}
-		case err := <-d.done:
-			d.done <- err
-			t.Fatalf("daemon exited (%v) before logging %q:\n%s", err, want, d.log())
-		case <-timeout:
-			t.Fatalf("daemon did not log %q:\n%s", want, d.log())
-		}
-	}
-}
-
-// wait waits for the daemon to exit and returns its error.
-func (d *daemon) wait(t *testing.T) error {
-	t.Helper()
-	select {
-	case err := <-d.done:
-		d.done <- err
-		return err
-	case <-time.After(30 * time.Second):
-		t.Fatalf("daemon did not exit:\n%s", d.log())
-		return nil
-	}
+	return proctest.Start(t, "smartproxy-server", bin, args...)
 }
 
 func TestDaemonPIDFile(t *testing.T) {
@@ -313,28 +206,28 @@ func TestDaemonPIDFile(t *testing.T) {
 	}
 
 	first := startDaemon(t, bin, args...)
-	first.waitLine(t, "listening")
+	first.WaitLine(t, `msg=started`)
 	data, err := os.ReadFile(pidPath)
 	if err != nil {
 		t.Fatalf("PID file: %v", err)
 	}
-	if got, want := strings.TrimSpace(string(data)), strconv.Itoa(first.cmd.Process.Pid); got != want {
+	if got, want := strings.TrimSpace(string(data)), strconv.Itoa(first.Cmd.Process.Pid); got != want {
 		t.Errorf("PID file holds %q, want %q", got, want)
 	}
 
 	second := startDaemon(t, bin, args...)
-	err = second.wait(t)
+	err = second.Wait(t, proctest.DefaultTimeout)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 		t.Errorf("second start exited with %v, want exit status 1", err)
 	}
-	if want := fmt.Sprintf("PID %d", first.cmd.Process.Pid); !strings.Contains(second.log(), want) {
-		t.Errorf("second start's message lacks %q:\n%s", want, second.log())
+	if want := fmt.Sprintf("PID %d", first.Cmd.Process.Pid); !strings.Contains(second.Stderr.String(), want) {
+		t.Errorf("second start's message lacks %q:\n%s", want, second.Stderr.String())
 	}
 
-	first.cmd.Process.Signal(syscall.SIGTERM)
-	if err := first.wait(t); err != nil {
-		t.Errorf("SIGTERM: daemon exited with %v, want 0:\n%s", err, first.log())
+	first.Cmd.Process.Signal(syscall.SIGTERM)
+	if err := first.Wait(t, proctest.DefaultTimeout); err != nil {
+		t.Errorf("SIGTERM: daemon exited with %v, want 0:\n%s", err, first.Stderr.String())
 	}
 	if _, err := os.Stat(pidPath); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("PID file after exit: %v, want it removed", err)
@@ -345,13 +238,13 @@ func TestDaemonPIDFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	third := startDaemon(t, bin, args...)
-	third.waitLine(t, "listening")
-	if !strings.Contains(third.log(), "stale") || !strings.Contains(third.log(), "999999") {
-		t.Errorf("no stale PID file warning naming 999999:\n%s", third.log())
+	third.WaitLine(t, `msg=started`)
+	if !strings.Contains(third.Stderr.String(), "stale") || !strings.Contains(third.Stderr.String(), "999999") {
+		t.Errorf("no stale PID file warning naming 999999:\n%s", third.Stderr.String())
 	}
-	third.cmd.Process.Signal(syscall.SIGTERM)
-	if err := third.wait(t); err != nil {
-		t.Errorf("SIGTERM: daemon exited with %v:\n%s", err, third.log())
+	third.Cmd.Process.Signal(syscall.SIGTERM)
+	if err := third.Wait(t, proctest.DefaultTimeout); err != nil {
+		t.Errorf("SIGTERM: daemon exited with %v:\n%s", err, third.Stderr.String())
 	}
 }
 
@@ -414,18 +307,20 @@ func TestDaemonSignalsNotifyAndMetrics(t *testing.T) {
 		}
 	}
 
-	d := startDaemonEnv(t, bin, []string{"NOTIFY_SOCKET=" + sockPath},
+	cmd := exec.Command(bin,
 		"-i", "127.0.0.1:0", "-l", filepath.Join(dir, "license"),
 		"--tunnel-cert", filepath.Join(dir, "pki", pki.FileServerCert),
 		"--tunnel-key", filepath.Join(dir, "pki", pki.FileServerKey),
 		"--tunnel-ca", filepath.Join(dir, "pki", pki.FileCACert),
 		"--admin", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--pprof", "--pid-file=", "--log-format", "json",
 	)
-	d.waitLine(t, "listening")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath)
+	d := proctest.StartCmd(t, "smartproxy-server", cmd)
+	d.WaitLine(t, `"msg":"started"`)
 	waitNote("READY=1")
-	m := regexp.MustCompile(`"metrics_addr":"([^"]+)"`).FindStringSubmatch(d.log())
+	m := regexp.MustCompile(`"metrics_addr":"([^"]+)"`).FindStringSubmatch(d.Stderr.String())
 	if m == nil {
-		t.Fatalf("no metrics_addr in the log:\n%s", d.log())
+		t.Fatalf("no metrics_addr in the log:\n%s", d.Stderr.String())
 	}
 	resp, err := http.Get("http://" + m[1] + "/metrics")
 	if err != nil {
@@ -449,17 +344,17 @@ func TestDaemonSignalsNotifyAndMetrics(t *testing.T) {
 		t.Errorf("GET /debug/pprof/goroutine?debug=1 with --pprof = %d %.200q, want 200 with a goroutine profile", resp.StatusCode, body)
 	}
 
-	d.cmd.Process.Signal(syscall.SIGUSR1)
-	d.waitLine(t, `"new_level":"debug"`)
-	d.cmd.Process.Signal(syscall.SIGUSR2)
-	d.waitLine(t, `"new_level":"info"`)
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	d.waitLine(t, "SIGHUP: tunnel certificate files reloaded")
+	d.Cmd.Process.Signal(syscall.SIGUSR1)
+	d.WaitLine(t, `"new_level":"debug"`)
+	d.Cmd.Process.Signal(syscall.SIGUSR2)
+	d.WaitLine(t, `"new_level":"info"`)
+	d.Cmd.Process.Signal(syscall.SIGHUP)
+	d.WaitLine(t, "SIGHUP: tunnel certificate files reloaded")
 	waitNote("RELOADING=1")
 
-	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.Cmd.Process.Signal(syscall.SIGTERM)
 	waitNote("STOPPING=1")
-	if err := d.wait(t); err != nil {
-		t.Errorf("SIGTERM: exit %v:\n%s", err, d.log())
+	if err := d.Wait(t, proctest.DefaultTimeout); err != nil {
+		t.Errorf("SIGTERM: exit %v:\n%s", err, d.Stderr.String())
 	}
 }

@@ -78,7 +78,7 @@ func startBackend(t testing.TB) *backendProc {
 		t.Fatal(err)
 	}
 	cli(t, dir, "user", "add", "admin", "--password-file", pwFile)
-	b.proc = proctest.Start(t, "smartproxy-api", apiBinary(t), "serve", "--data-dir", dir, "--listen", "127.0.0.1:0",
+	b.proc = proctest.Start(t, "smartproxy-api", apiBinary(t), "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
 		"--log-level", "debug")
 	t.Cleanup(func() { b.proc.Stop(t) })
 	b.proc.WaitStdout(t, adminURLRE, 1)

@@ -9,6 +9,8 @@
 package diaghttp
 
 import (
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/pprof"
 
@@ -39,4 +41,21 @@ func Handler(cfg Config) http.Handler {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return mux
+}
+
+// CheckLoopback reports an error when addr ("host:port") is not a loopback address: the
+// daemons' unauthenticated listeners (metrics, admin) never serve another host. "localhost"
+// counts as loopback; an empty host (all interfaces) does not.
+func CheckLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("address %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("refusing to serve on %q, which is not a loopback address", addr)
+	}
+	return nil
 }

@@ -125,6 +125,13 @@ func (p *Proc) Stop(t testing.TB) {
 	}
 }
 
+// WaitLine waits up to DefaultTimeout until stderr holds the text want; it fails the test at
+// once if the process ends first.
+func (p *Proc) WaitLine(t testing.TB, want string) {
+	t.Helper()
+	p.WaitLog(t, regexp.MustCompile(regexp.QuoteMeta(want)), 1)
+}
+
 // WaitLog waits up to DefaultTimeout until stderr holds at least n lines matching re; it fails
 // the test at once if the process ends first.
 func (p *Proc) WaitLog(t testing.TB, re *regexp.Regexp, n int) {
