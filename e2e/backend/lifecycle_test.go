@@ -2,12 +2,15 @@ package backend_test
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"smartproxy/backend/store"
 )
@@ -160,7 +163,7 @@ func TestBackendOutage(t *testing.T) {
 	s.waitOutcome(t, "the partner, configured from the client's state directory", p, partnerID, partnerPassword, admitted)
 	raise(5)
 	// Kill the client without warning once the last events are on its disk.
-	waitFor(t, "the events in the client's spool", func() bool { return spoolHolds(t, s.path("client-state"), addrs[len(addrs)-1]) })
+	waitFor(t, "the events in the client's spool", func() bool { return spoolHolds(t, s.path("client-state"), "partner_unknown", addrs[len(addrs)-1]) })
 	s.client.Kill()
 	s.startClient()
 	s.client.WaitLog(t, regexp.MustCompile(`event=config_cached`), 1)
@@ -170,14 +173,23 @@ func TestBackendOutage(t *testing.T) {
 	s.startBackend()
 	ctx := context.Background()
 	var evs []store.Event
-	waitFor(t, "every outage event in the backend", func() bool {
+	// Wait for every event; on a timeout the checks below name the missing ones.
+	deadline := time.Now().Add(waitTimeout)
+	for {
 		var err error
 		evs, err = s.api.store.Events(ctx, store.EventFilter{Name: "partner_unknown", Limit: 10000})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return len(evs) >= len(addrs)
-	})
+		if len(evs) >= len(addrs) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("after %v the backend holds %d of the %d outage events", waitTimeout, len(evs), len(addrs))
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // polling the backend's store; no notification exists
+	}
 	byAddr := make(map[string]int)
 	byID := make(map[string]int)
 	for _, ev := range evs {
@@ -200,14 +212,31 @@ func TestBackendOutage(t *testing.T) {
 	t.Logf("%d events raised during the outage, %d stored once each", len(addrs), len(evs))
 }
 
-// spoolHolds reports whether a spool segment of the client's state directory holds text.
-func spoolHolds(t testing.TB, state, text string) bool {
+// spoolHolds reports whether a spool segment of the client's state directory holds a complete
+// record of the event name raised for the connection from remote. It reads the records (length,
+// CRC-32C, JSON; client/spool): another event of the same connection (partner_crl_missing comes
+// first) must not count, or the client could be killed while the awaited one is still in flight.
+func spoolHolds(t testing.TB, state, name, remote string) bool {
 	t.Helper()
 	segs, _ := filepath.Glob(filepath.Join(state, "spool", "seg-*.log"))
 	for _, seg := range segs {
 		data, err := os.ReadFile(seg)
-		if err == nil && strings.Contains(string(data), text) {
-			return true
+		if err != nil {
+			continue
+		}
+		for len(data) >= 8 {
+			n := int(binary.BigEndian.Uint32(data[0:4]))
+			if n == 0 || len(data) < 8+n {
+				break // a record being written
+			}
+			var ev struct {
+				Name       string `json:"name"`
+				RemoteAddr string `json:"remote_addr"`
+			}
+			if json.Unmarshal(data[8:8+n], &ev) == nil && ev.Name == name && ev.RemoteAddr == remote {
+				return true
+			}
+			data = data[8+n:]
 		}
 	}
 	return false
