@@ -382,7 +382,10 @@ func (c *Client) attempt(ctx context.Context, cl *call) (retry bool, wait time.D
 		retry, err := cl.handle(resp)
 		if err != nil {
 			if actx.Err() != nil && ctx.Err() == nil {
+				// The attempt's limit passed while the answer was read: a timeout like one
+				// before the answer, retried the same way.
 				err = fmt.Errorf("%w (the attempt's limit of %v passed)", err, cl.timeout)
+				retry = true
 			}
 			return retry, 0, &OpError{Op: cl.op(), Err: err}
 		}
