@@ -50,13 +50,25 @@ func TestDaemonOperates(t *testing.T) {
 	mustCLI(t, dir, "crl-url", "add", crlSrv.URL+"/ca.crl")
 
 	p := proctest.Start(t, "smartproxy-api", bin, "serve", "--data-dir", dir, "--listen", "127.0.0.1:0",
-		"--metrics", "127.0.0.1:0", "--log-format", "json")
+		"--metrics", "127.0.0.1:0", "--pprof", "--log-format", "json")
 	p.WaitLine(t, `"msg":"started"`)
 	metricsAddr := regexp.MustCompile(`"metrics_addr":"([^"]+)"`).FindStringSubmatch(p.Stderr.String())
 	p.WaitStdout(t, regexp.MustCompile(`listening on https://\S+`), 1)
 	apiAddr := regexp.MustCompile(`listening on https://(\S+)`).FindStringSubmatch(p.Stdout.String())
 	if metricsAddr == nil || apiAddr == nil {
 		t.Fatalf("no metrics_addr in the log or no API address on stdout:\n%s\n%s", p.Stderr.String(), p.Stdout.String())
+	}
+
+	// --pprof: the runtime profiles on the metrics listener (internal/daemon tests their absence
+	// without the flag).
+	if resp, err := http.Get("http://" + metricsAddr[1] + "/debug/pprof/goroutine?debug=1"); err != nil {
+		t.Errorf("GET /debug/pprof/goroutine with --pprof: %v", err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "goroutine profile:") {
+			t.Errorf("GET /debug/pprof/goroutine with --pprof = %d %.80q, want 200 and a goroutine profile", resp.StatusCode, b)
+		}
 	}
 
 	cert := loadCert(t, filepath.Join(dir, backend.GeneratedCertFile))
