@@ -39,7 +39,7 @@ func TestPoolReuse(t *testing.T) {
 		bp.Put(b)
 	})
 	// sync.Pool may drop an item when the goroutine migrates; on average nothing is allocated.
-	if allocs > 0.5 {
+	if allocs > 0.5 && !raceEnabled { // with -race, sync.Pool drops puts at random
 		t.Errorf("Get/Put of a 64 KiB buffer allocates %.1f times per run, want 0", allocs)
 	}
 }
@@ -56,7 +56,7 @@ func TestPoolSlices(t *testing.T) {
 		b[0] = 1
 		bp.PutSlice(b)
 	})
-	if allocs > 0.5 {
+	if allocs > 0.5 && !raceEnabled { // with -race, sync.Pool drops puts at random
 		t.Errorf("GetSlice/PutSlice allocates %.1f times per run, want 0", allocs)
 	}
 	bp.PutSlice(make([]byte, 1000)) // capacity 1000 is no class: dropped
