@@ -171,7 +171,7 @@ func TestHighAvailability(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("the transfers did not reach %d MiB inside", haKillAfter/mib)
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond) // polling the receiver's partial files; no notification exists
 		}
 		kill()
 		for attempt := 1; len(pending) > 0; attempt++ {
@@ -330,7 +330,7 @@ func waitListening(t *testing.T, addr string, p *proc) {
 		if time.Now().After(deadline) {
 			t.Fatalf("nothing listens at %s", addr)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // polling /proc/net/tcp for the listener; no notification exists
 	}
 }
 

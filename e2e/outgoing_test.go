@@ -408,7 +408,7 @@ func TestOutgoingTunnelCut(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the partner holds %d octets after %v", partialSize(t, partnerRecv), waitTimeout)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // polling state without a notification (files, log lines)
 	}
 	tunnelFwd.Cut()
 	sys.mu.Lock()
@@ -439,7 +439,7 @@ func TestOutgoingTunnelCut(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the new client did not listen for the route with its tunnel up")
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // polling state without a notification (files, log lines)
 	}
 	sys.waitListener(t, true) // the server holds a configuration and a tunnel
 	res, err := o.send(t, file)
