@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -218,6 +219,9 @@ func TestHandshakeAndConfigPush(t *testing.T) {
 		h := conn.Hello
 		if h.GetProtocolVersion() != 1 || h.GetClientId() != "test-client" || h.GetSoftwareVersion() != "test" || h.GetConfigVersion() != want.Version {
 			t.Errorf("Hello = %v, want protocol 1, client test-client, version test, config version %d", h, want.Version)
+		}
+		if !slices.Contains(h.GetCapabilities(), tunnel.CapabilityDataBatches) {
+			t.Errorf("Hello.capabilities = %q, want %q among them", h.GetCapabilities(), tunnel.CapabilityDataBatches)
 		}
 		seen[h.GetTunnelIndex()] = true
 		got := conn.WaitConfig(t, waitLong)

@@ -98,7 +98,8 @@ func (c *Client) runStream(ctx context.Context, server string, index int, peer t
 
 	snap, cfgChanged := c.configState()
 	hello := &tunnelv1.Hello{ProtocolVersion: ProtocolVersion, ClientId: c.clientID, SoftwareVersion: c.cfg.Version,
-		TunnelIndex: uint32(index), SessionWindow: uint32(mux.Window()), ConfigVersion: snap.Version}
+		TunnelIndex: uint32(index), SessionWindow: uint32(mux.Window()), ConfigVersion: snap.Version,
+		Capabilities: tunnel.Capabilities()}
 	hctx, hcancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
 	defer hcancel()
 	if err := mux.SendControl(hctx, &tunnelv1.Frame{Kind: &tunnelv1.Frame_Hello{Hello: hello}}); err != nil {
@@ -125,6 +126,7 @@ func (c *Client) runStream(ctx context.Context, server string, index int, peer t
 		c.metrics.tunnelConns.WithLabelValues("failed").Inc()
 		return fmt.Errorf("%w: the server speaks tunnel protocol version %d, this client %d", errHandshake, v, ProtocolVersion)
 	}
+	mux.UsePeerCapabilities(welcome.GetCapabilities())
 	c.metrics.tunnelConns.WithLabelValues("up").Inc()
 	st.mu.Lock()
 	st.applied = welcome.GetConfigVersion()

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"smartproxy/internal/testnet"
 	"smartproxy/oftp2"
 	"smartproxy/server/servertest"
+	"smartproxy/tunnel"
 )
 
 // TestSeveralClients runs two clients on one server, as in high availability: both push the
@@ -23,9 +25,18 @@ func TestSeveralClients(t *testing.T) {
 	cfg := p.SecurityConfig(t, servertest.EnabledPartner("O0013PARTNER"))
 	env := newEnv(t, p, cfg, envOptions{})
 	a := env.client
-	b := servertest.StartClient(t, servertest.ClientConfig{Addr: env.tunnel, PKI: p, Responder: env.responder.Addr, ClientID: "client-b"})
-	if w := b.WaitWelcome(t); w.GetConfigVersion() != 1 {
+	// The second client batches data; the first speaks as a client without capabilities.
+	b := servertest.StartClient(t, servertest.ClientConfig{Addr: env.tunnel, PKI: p, Responder: env.responder.Addr, ClientID: "client-b",
+		Capabilities: []string{"a_future_feature", tunnel.CapabilityDataBatches}})
+	w := b.WaitWelcome(t)
+	if w.GetConfigVersion() != 1 {
 		t.Errorf("second client's Welcome.config_version = %d, want 1", w.GetConfigVersion())
+	}
+	if got := w.GetCapabilities(); !slices.Equal(got, []string{tunnel.CapabilityDataBatches}) {
+		t.Errorf("second client's Welcome.capabilities = %q, want only %q", got, tunnel.CapabilityDataBatches)
+	}
+	if got := a.WaitWelcome(t).GetCapabilities(); len(got) != 0 {
+		t.Errorf("first client's Welcome.capabilities = %q, want none (it announced none)", got)
 	}
 	// Both follow the same backend: the same version again is confirmed, not applied again.
 	b.PushConfig(1, cfg)

@@ -96,7 +96,9 @@ func (tc *tunnelConn) controlLoop(ctx context.Context, q *controlQueue) {
 	if v := hello.GetProtocolVersion(); v != protocolVersion {
 		tc.log.WithField("protocol_version", v).Warn("tunnel: the client speaks another protocol version; answering with version 1")
 	}
-	if err := tc.sendControl(ctx, s.welcome(uint32(tc.mux.Window()))); err != nil {
+	// Sessions open only after Welcome, so the writer batches from the first SessionData on.
+	tc.mux.UsePeerCapabilities(hello.GetCapabilities())
+	if err := tc.sendControl(ctx, s.welcome(uint32(tc.mux.Window()), hello.GetCapabilities())); err != nil {
 		tc.log.WithError(err).Warn("tunnel: cannot send Welcome")
 		return
 	}

@@ -54,13 +54,14 @@ func (tc *tunnelConn) status() admin.Tunnel {
 	}
 }
 
-// welcome answers a Hello.
-func (s *Server) welcome(window uint32) *tunnelv1.Frame {
+// welcome answers a Hello whose client announced capabilities.
+func (s *Server) welcome(window uint32, capabilities []string) *tunnelv1.Frame {
 	w := &tunnelv1.Welcome{
 		ProxyId:         s.cfg.ProxyID,
 		ServerVersion:   s.cfg.Version,
 		ProtocolVersion: protocolVersion,
 		License:         s.currentLicenseProto(),
+		Capabilities:    tunnel.CommonCapabilities(capabilities),
 		SessionWindow:   window,
 	}
 	if pol := s.policy.Load(); pol != nil {

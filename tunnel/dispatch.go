@@ -53,8 +53,10 @@ func (m *Mux) dispatch(f *tunnelv1.Frame) error {
 	return nil
 }
 
-// onData queues one buffer for the session's reader, within the credit this
-// side granted.
+// onData queues the buffers of one SessionData (buffer, then more_buffers)
+// for the session's reader, within the credit this side granted. A buffer
+// that breaks the rules aborts the session; the buffers after it are
+// dropped.
 func (m *Mux) onData(d *tunnelv1.SessionData) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -64,8 +66,24 @@ func (m *Mux) onData(d *tunnelv1.SessionData) {
 		// peer learns from our SessionAbort or from reconciliation.
 		return
 	}
-	n := len(d.GetBuffer())
+	if !m.queueDataLocked(s, d.GetBuffer()) {
+		return
+	}
+	for _, b := range d.GetMoreBuffers() {
+		if !m.queueDataLocked(s, b) {
+			return
+		}
+	}
+	signal(s.recvWake)
+}
+
+// queueDataLocked queues one received buffer for s's reader, or aborts s
+// when the buffer breaks the rules (ok false).
+func (m *Mux) queueDataLocked(s *Session, b []byte) (ok bool) {
+	n := len(b)
 	switch {
+	case s.ended:
+		return false
 	case n == 0 || n > m.cfg.MaxBufferSize:
 		m.peerErrorLocked(s, tunnelv1.AbortReason_ABORT_REASON_FRAME_ERROR,
 			fmt.Sprintf("SessionData of %d bytes: must be 1 to %d", n, m.cfg.MaxBufferSize))
@@ -76,14 +94,15 @@ func (m *Mux) onData(d *tunnelv1.SessionData) {
 			fmt.Sprintf("SessionData of %d bytes with %d bytes of credit left", n, s.recvCredit))
 	default:
 		s.recvCredit -= n
-		s.inq.push(d.Buffer)
+		s.inq.push(b)
 		s.inBuffered += n
 		s.bytesIn += uint64(n)
 		if m.cfg.Metrics != nil {
 			m.cfg.Metrics.DataReceived(n)
 		}
-		signal(s.recvWake)
+		return true
 	}
+	return false
 }
 
 // peerErrorLocked aborts a session because of a frame the peer sent.

@@ -31,9 +31,14 @@
 //	Abort       ── SessionAbort{id, reason, esid} ──►  Err → *CloseError{Remote: true}
 //
 // Session ids are chosen by the opener: odd on the client side, even on the
-// server side ([Side]), increasing, never reused. One SessionData carries
-// exactly one OFTP2 exchange buffer (one command, at most 99,999 bytes), so
-// the relay on each side reads and writes whole commands.
+// server side ([Side]), increasing, never reused. Every buffer of a
+// SessionData is exactly one OFTP2 exchange buffer (one command, at most
+// 99,999 bytes), so the relay on each side reads and writes whole commands.
+// A SessionData carries one buffer, or, to a peer that announced
+// [CapabilityDataBatches] in Hello or Welcome ([Mux.UsePeerCapabilities]),
+// all the buffers a session has queued up to 512 KiB (more_buffers): the
+// writer then sends, and the peer receives and dispatches, one message for
+// several buffers, which halves the messages per byte of a bulk transfer.
 //
 // # Windows and backpressure
 //
@@ -57,10 +62,10 @@
 // [Mux.SendControl] too ([ControlAttacher]). The writer sends, in this
 // order: pending window grants; control frames in the order queued (opens,
 // answers, aborts, pongs, SessionSync, frames from [Mux.SendControl]); then
-// one buffer from each session with data waiting, round-robin. A session
-// with a long backlog therefore delays another session by at most one
-// buffer per other busy session, and a configuration push waits for at most
-// one buffer. Half-close travels behind the session's data; abort overtakes
+// one buffer (or one batch) from each session with data waiting,
+// round-robin. A session with a long backlog therefore delays another
+// session by at most one batch per other busy session, and a configuration
+// push waits for at most one batch: both bounded by the session window. Half-close travels behind the session's data; abort overtakes
 // it and drops what was not sent. The writer reuses its frames and returns
 // data buffers to a pool, so steady-state sending allocates almost nothing.
 //

@@ -335,8 +335,8 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // frameOf wraps a kind in a Frame.
-func dataFrame(id uint64, b []byte) *tunnelv1.Frame {
-	return &tunnelv1.Frame{Kind: &tunnelv1.Frame_SessionData{SessionData: &tunnelv1.SessionData{SessionId: id, Buffer: b}}}
+func dataFrame(id uint64, b []byte, more ...[]byte) *tunnelv1.Frame {
+	return &tunnelv1.Frame{Kind: &tunnelv1.Frame_SessionData{SessionData: &tunnelv1.SessionData{SessionId: id, Buffer: b, MoreBuffers: more}}}
 }
 
 func openFrame(id uint64, window uint32) *tunnelv1.Frame {

@@ -173,7 +173,8 @@ type Mux struct {
 	peerDrivenCtrl int // peer-driven items in ctrl
 	grants         queue[*Session]
 	ready          queue[*Session]
-	pongs          int // Pong frames in ctrl
+	pongs          int  // Pong frames in ctrl
+	batches        bool // the peer takes SessionData batches (UsePeerCapabilities)
 	pings          map[uint64]*pingWait
 	nextNonce      uint64
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -457,8 +458,8 @@ func TestCreditExceeded(t *testing.T) {
 	}
 	bad, good := acc.next(t), acc.next(t)
 
-	// Exactly the window is fine; one byte more is not.
-	for _, f := range []*tunnelv1.Frame{dataFrame(2, make([]byte, 60000)), dataFrame(2, make([]byte, 40000)), dataFrame(2, []byte{1})} {
+	// Exactly the window is fine; one byte more is not, also inside a batch.
+	for _, f := range []*tunnelv1.Frame{dataFrame(2, make([]byte, 60000)), dataFrame(2, make([]byte, 30000), make([]byte, 10000), []byte{1})} {
 		if err := raw.Send(f); err != nil {
 			t.Fatal(err)
 		}
@@ -509,6 +510,8 @@ func TestPeerFrameErrors(t *testing.T) {
 		{"empty data", []*tunnelv1.Frame{dataFrame(2, nil)}, tunnelv1.AbortReason_ABORT_REASON_FRAME_ERROR},
 		{"data above max buffer", []*tunnelv1.Frame{dataFrame(2, make([]byte, DefaultMaxBufferSize+1))}, tunnelv1.AbortReason_ABORT_REASON_FRAME_ERROR},
 		{"data after half-close", []*tunnelv1.Frame{hc, dataFrame(2, []byte("x"))}, tunnelv1.AbortReason_ABORT_REASON_FRAME_ERROR},
+		{"empty buffer in a batch", []*tunnelv1.Frame{dataFrame(2, []byte("x"), []byte("y"), nil)}, tunnelv1.AbortReason_ABORT_REASON_FRAME_ERROR},
+		{"batch buffer above max buffer", []*tunnelv1.Frame{dataFrame(2, []byte("x"), make([]byte, DefaultMaxBufferSize+1))}, tunnelv1.AbortReason_ABORT_REASON_FRAME_ERROR},
 		{"zero credit", []*tunnelv1.Frame{win(2, 0)}, tunnelv1.AbortReason_ABORT_REASON_FRAME_ERROR},
 		{"credit overflow", []*tunnelv1.Frame{win(2, 1<<31-1), win(2, 1<<31-1)}, tunnelv1.AbortReason_ABORT_REASON_FRAME_ERROR},
 		{"opened for a peer session", []*tunnelv1.Frame{{Kind: &tunnelv1.Frame_SessionOpened{SessionOpened: &tunnelv1.SessionOpened{SessionId: 2, Accepted: true, InitialWindow: 1 << 20}}}},
@@ -829,5 +832,91 @@ func TestAnswersPing(t *testing.T) {
 	p := recvUntil(t, raw, func(f *tunnelv1.Frame) (*tunnelv1.Pong, bool) { return f.GetPong(), f.GetPong() != nil })
 	if p.GetNonce() != 42 {
 		t.Errorf("Pong nonce = %d, want 42", p.GetNonce())
+	}
+}
+
+// TestDataBatches: a Mux takes a SessionData carrying several buffers
+// (more_buffers) as those buffers in order, within the credit; and it sends
+// a session's queued buffers as one batch only once the peer has announced
+// the capability, one per frame before.
+func TestDataBatches(t *testing.T) {
+	acc := newAcceptor()
+	m, raw := rawServer(t, Config{Accept: acc.hook})
+	ctx := context.Background()
+	if err := raw.Send(openFrame(2, DefaultWindow)); err != nil {
+		t.Fatal(err)
+	}
+	recvUntil(t, raw, getOpened)
+	s := acc.next(t)
+
+	// Receiving: one frame, three buffers, read in order.
+	if err := raw.Send(dataFrame(2, []byte("one"), []byte("two"), []byte("three"))); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"one", "two", "three"} {
+		b, err := s.ReadBuffer(ctx)
+		if err != nil || string(b) != want {
+			t.Fatalf("ReadBuffer() = %q, %v, want %q", b, err, want)
+		}
+	}
+
+	// Sending: queue three buffers while the stream is held, then let it go.
+	send := func(bufs ...string) [][]string {
+		t.Helper()
+		gate := make(chan struct{})
+		// Hold the Mux's own end: its writer waits before each Send.
+		mux := m.stream.(*pipeEnd)
+		waiting := make(chan struct{}, 1)
+		mux.mu.Lock()
+		mux.gate, mux.gateWaiting = gate, waiting
+		mux.mu.Unlock()
+		if err := s.WriteBuffer(ctx, []byte("first")); err != nil {
+			t.Fatal(err)
+		}
+		<-waiting // the writer holds "first" and waits for the gate
+		for _, b := range bufs {
+			if err := s.WriteBuffer(ctx, []byte(b)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mux.mu.Lock()
+		mux.gate, mux.gateWaiting = nil, nil
+		mux.mu.Unlock()
+		close(gate)
+		var frames [][]string
+		for n := 0; n < 1+len(bufs); {
+			d := recvUntil(t, raw, func(f *tunnelv1.Frame) (*tunnelv1.SessionData, bool) {
+				d := f.GetSessionData()
+				return d, d != nil
+			})
+			got := []string{string(d.GetBuffer())}
+			for _, b := range d.GetMoreBuffers() {
+				got = append(got, string(b))
+			}
+			frames = append(frames, got)
+			n += len(got)
+		}
+		return frames
+	}
+	if got, want := send("a", "b", "c"), [][]string{{"first"}, {"a"}, {"b"}, {"c"}}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("frames before the capability = %q, want %q", got, want)
+	}
+	m.UsePeerCapabilities([]string{"unknown", CapabilityDataBatches})
+	if got, want := send("a", "b", "c"), [][]string{{"first"}, {"a", "b", "c"}}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("frames with the capability = %q, want %q", got, want)
+	}
+	m.UsePeerCapabilities(nil)
+	if got, want := send("x", "y"), [][]string{{"first"}, {"x"}, {"y"}}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("frames after the capability was withdrawn = %q, want %q", got, want)
+	}
+}
+
+// TestCommonCapabilities: Welcome announces what both sides have.
+func TestCommonCapabilities(t *testing.T) {
+	if got := CommonCapabilities([]string{"other", CapabilityDataBatches}); !slices.Equal(got, []string{CapabilityDataBatches}) {
+		t.Errorf("CommonCapabilities(other, batches) = %q", got)
+	}
+	if got := CommonCapabilities([]string{"other"}); len(got) != 0 {
+		t.Errorf("CommonCapabilities(other) = %q, want none", got)
 	}
 }

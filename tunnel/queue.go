@@ -22,6 +22,15 @@ func (q *queue[T]) push(v T) {
 	q.items = append(q.items, v)
 }
 
+// peek returns the first item without removing it; ok is false when q is
+// empty.
+func (q *queue[T]) peek() (v T, ok bool) {
+	if q.head == len(q.items) {
+		return v, false
+	}
+	return q.items[q.head], true
+}
+
 // pop removes and returns the first item; ok is false when q is empty.
 func (q *queue[T]) pop() (v T, ok bool) {
 	if q.head == len(q.items) {

@@ -37,13 +37,15 @@ type ControlAttacher interface {
 }
 
 // OwningSender is implemented by a Stream that can send a SessionData frame
-// without copying its buffer before SendOwned returns: tunnel/transport hands
-// the buffer itself to gRPC, which writes it to the connection later. f is a
-// SessionData frame whose Buffer is *buf, a buffer from the stream's
-// BufferPool; SendOwned takes buf over and puts it back into that pool once
-// it has been written (or drops it to the garbage collector when the send
-// fails). Every other rule of Send applies. The Mux uses SendOwned only when
-// its pool is the stream's, so that buf comes back where it was taken from.
+// without copying its buffers before SendOwned returns: tunnel/transport
+// hands the buffers themselves to gRPC, which writes them to the connection
+// later. f is a SessionData frame whose Buffer is *bufs[0] and whose
+// MoreBuffers are the rest of bufs, in order, all from the stream's
+// BufferPool; SendOwned takes the buffers over and puts them back into that
+// pool once they have been written (or drops them to the garbage collector
+// when the send fails). It does not keep the slice bufs. Every other rule of
+// Send applies. The Mux uses SendOwned only when its pool is the stream's,
+// so that the buffers come back where they were taken from.
 type OwningSender interface {
-	SendOwned(f *tunnelv1.Frame, buf *[]byte) error
+	SendOwned(f *tunnelv1.Frame, bufs []*[]byte) error
 }

@@ -36,9 +36,15 @@ func newWriter() *writer {
 // pick is what the writer sends next.
 type pick struct {
 	f    *tunnelv1.Frame
-	buf  *[]byte   // pooled data buffer to return after the send
+	bufs []*[]byte // pooled data buffers of f, in order, to return after the send
 	item *ctrlItem // control item whose caller waits
 }
+
+// maxBatchBytes bounds the exchange buffers of one session that the writer
+// sends in one SessionData to a peer that takes batches: well below the
+// transport's smallest message size limit, and above the default window, so
+// that a session's whole queue usually goes at once.
+const maxBatchBytes = 512 << 10
 
 // writeLoop is the only caller of Stream.Send. It sends window grants and
 // control frames first, then one buffer of each session with data in turn.
@@ -49,6 +55,7 @@ type pick struct {
 func (m *Mux) writeLoop(ctx context.Context, stop <-chan struct{}) {
 	w := newWriter()
 	owning := m.owningSender()
+	var bufs []*[]byte // reused by next for the buffers of one pick
 	var syncC, pingC <-chan time.Time
 	if d := m.cfg.ReconcileInterval; d > 0 {
 		t := time.NewTicker(d)
@@ -61,7 +68,7 @@ func (m *Mux) writeLoop(ctx context.Context, stop <-chan struct{}) {
 		pingC = t.C
 	}
 	for {
-		p, ok := m.next(w)
+		p, ok := m.next(w, bufs[:0])
 		if !ok {
 			select {
 			case <-m.wake:
@@ -85,16 +92,22 @@ func (m *Mux) writeLoop(ctx context.Context, stop <-chan struct{}) {
 		}
 		var err error
 		switch {
-		case p.buf != nil && owning != nil:
-			// The stream returns p.buf to the pool once it is written: no copy here.
-			err = owning.SendOwned(p.f, p.buf)
+		case len(p.bufs) > 0 && owning != nil:
+			// The stream returns p.bufs to the pool once written: no copy here.
+			err = owning.SendOwned(p.f, p.bufs)
 		case p.f != nil:
 			err = m.stream.Send(p.f)
 		}
 		w.data.Buffer = nil
-		if p.buf != nil && owning == nil {
-			m.pool.Put(p.buf)
+		clear(w.data.MoreBuffers)
+		w.data.MoreBuffers = w.data.MoreBuffers[:0]
+		if owning == nil {
+			for _, b := range p.bufs {
+				m.pool.Put(b)
+			}
 		}
+		clear(p.bufs)
+		bufs = p.bufs
 		if p.item != nil && p.item.done != nil {
 			p.item.done <- err
 		}
@@ -119,9 +132,11 @@ func (m *Mux) writeLoop(ctx context.Context, stop <-chan struct{}) {
 }
 
 // next picks the next frame under the lock: window grants, then control
-// items in order, then data round-robin. ok is false when there is nothing
-// to send or the Mux has stopped.
-func (m *Mux) next(w *writer) (p pick, ok bool) {
+// items in order, then data round-robin: one buffer of each session with
+// data in turn, or, when the peer takes batches, the session's queued
+// buffers up to maxBatchBytes. The data buffers are appended to bufs. ok is
+// false when there is nothing to send or the Mux has stopped.
+func (m *Mux) next(w *writer, bufs []*[]byte) (p pick, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -173,17 +188,31 @@ func (m *Mux) next(w *writer) (p pick, ok bool) {
 			continue
 		}
 		if b, ok := s.outq.pop(); ok {
-			s.outBytes -= len(*b)
+			w.data.SessionId = s.id
+			w.data.Buffer = *b
+			bufs = append(bufs, b)
+			n := len(*b)
+			for m.batches && s.outq.len() > 0 {
+				b, _ := s.outq.peek()
+				if n+len(*b) > maxBatchBytes {
+					break
+				}
+				s.outq.pop()
+				w.data.MoreBuffers = append(w.data.MoreBuffers, *b)
+				bufs = append(bufs, b)
+				n += len(*b)
+			}
+			s.outBytes -= n
 			if s.outq.len() > 0 || (s.writeClosed && !s.hcSent) {
 				s.inReady = true
 				m.ready.push(s)
 			}
-			w.data.SessionId = s.id
-			w.data.Buffer = *b
 			if m.cfg.Metrics != nil {
-				m.cfg.Metrics.DataSent(len(*b))
+				for _, b := range bufs {
+					m.cfg.Metrics.DataSent(len(*b))
+				}
 			}
-			return pick{f: w.dataFrame, buf: b}, true
+			return pick{f: w.dataFrame, bufs: bufs}, true
 		}
 		if s.writeClosed && !s.hcSent {
 			s.hcSent = true

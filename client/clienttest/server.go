@@ -248,8 +248,10 @@ func (s *Server) handle(ctx context.Context, peer transport.PeerInfo, stream tra
 	case <-time.After(10 * time.Second):
 		return errors.New("clienttest: no Hello")
 	}
+	// As the real server: the capabilities both sides have, in use from the Welcome on.
+	mux.UsePeerCapabilities(c.Hello.GetCapabilities())
 	w := &tunnelv1.Welcome{ProxyId: s.cfg.ProxyID, ServerVersion: "clienttest", ProtocolVersion: 1, License: s.cfg.License,
-		SessionWindow: uint32(mux.Window()), ConfigVersion: welcomeVersion}
+		SessionWindow: uint32(mux.Window()), ConfigVersion: welcomeVersion, Capabilities: tunnel.CommonCapabilities(c.Hello.GetCapabilities())}
 	if err := mux.SendControl(ctx, &tunnelv1.Frame{Kind: &tunnelv1.Frame_Welcome{Welcome: w}}); err != nil {
 		return err
 	}

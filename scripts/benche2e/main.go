@@ -729,6 +729,9 @@ func (b *bench) start(name, bin string, args ...string) (*proc, error) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
+	if v := os.Getenv("BENCH_PROXY_ENV"); v != "" && strings.HasPrefix(filepath.Base(bin), "smartproxy-") {
+		cmd.Env = append(os.Environ(), strings.Fields(v)...)
+	}
 	if err := cmd.Start(); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("%s: %w", name, err)

@@ -37,6 +37,9 @@ type ClientConfig struct {
 	Refuse func(*tunnelv1.SessionOpen) *tunnel.CloseError
 	// Logger receives the client's log. If nil, logs are discarded.
 	Logger logrus.FieldLogger
+	// Capabilities are announced in Hello; the client batches data once the Welcome names
+	// tunnel.CapabilityDataBatches. If nil, none: the client speaks as one without them.
+	Capabilities []string
 }
 
 // Client plays smartproxy-client against a real smartproxy-server with the real tunnel
@@ -131,6 +134,7 @@ func (c *Client) runStream(ctx context.Context, index int, _ transport.PeerInfo,
 	c.mu.Unlock()
 	hello := &tunnelv1.Frame{Kind: &tunnelv1.Frame_Hello{Hello: &tunnelv1.Hello{
 		ProtocolVersion: 1, ClientId: c.cfg.ClientID, SoftwareVersion: "servertest", TunnelIndex: uint32(index), ConfigVersion: version,
+		Capabilities: c.cfg.Capabilities,
 	}}}
 	// The mux is current before Hello goes out, so that the Welcome (and with it the
 	// configuration push) always finds it.
@@ -159,6 +163,9 @@ func (c *Client) control(f *tunnelv1.Frame) {
 	switch k := f.GetKind().(type) {
 	case *tunnelv1.Frame_Welcome:
 		c.welcome = k.Welcome
+		if c.mux != nil {
+			c.mux.UsePeerCapabilities(k.Welcome.GetCapabilities())
+		}
 		if c.config != nil && c.mux != nil {
 			c.pushLocked()
 		}

@@ -77,6 +77,7 @@ const (
 	fieldFrameSessionData  = 8 // Frame.session_data
 	fieldSessionDataID     = 1 // SessionData.session_id
 	fieldSessionDataBuffer = 2 // SessionData.buffer
+	fieldSessionDataMore   = 3 // SessionData.more_buffers
 )
 
 // Marshal encodes v into one pooled buffer; a SessionData message sent with
@@ -84,13 +85,13 @@ const (
 // itself, which gRPC returns to its pool once written.
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	if o, ok := v.(*owned); ok {
-		buf := o.buf
-		o.buf = nil
+		bufs := o.bufs
+		o.bufs = nil
 		d := sessionDataOf(o.envelope)
-		if d == nil || buf == nil {
-			return nil, errors.New("transport: codec: SendOwned without a SessionData frame and its buffer")
+		if d == nil || len(bufs) == 0 || len(bufs) != 1+len(d.MoreBuffers) {
+			return nil, errors.New("transport: codec: SendOwned without a SessionData frame and its buffers")
 		}
-		return c.marshalOwned(d.SessionId, buf, o.pool), nil
+		return c.marshalOwned(d.SessionId, bufs, o.pool), nil
 	}
 	if d := sessionDataOf(v); d != nil {
 		return c.marshalData(d), nil
@@ -138,10 +139,18 @@ func sessionDataOf(v any) *tunnelv1.SessionData {
 // proto.Marshal does (fields in number order, zero values left out), without
 // going through reflection.
 func (c codec) marshalData(d *tunnelv1.SessionData) mem.BufferSlice {
-	total := dataHeaderLen(d.SessionId, len(d.Buffer)) + len(d.Buffer)
+	more := 0
+	for _, b := range d.MoreBuffers {
+		more += protowire.SizeTag(fieldSessionDataMore) + protowire.SizeBytes(len(b))
+	}
+	total := dataHeaderLen(d.SessionId, len(d.Buffer), more) + len(d.Buffer) + more
 	buf := c.pool.Get(total)
-	b := appendDataHeader((*buf)[:0], d.SessionId, len(d.Buffer))
-	*buf = append(b, d.Buffer...)
+	b := appendDataHeader((*buf)[:0], d.SessionId, len(d.Buffer), more)
+	b = append(b, d.Buffer...)
+	for _, m := range d.MoreBuffers {
+		b = protowire.AppendBytes(protowire.AppendTag(b, fieldSessionDataMore, protowire.BytesType), m)
+	}
+	*buf = b
 	return mem.BufferSlice{mem.NewBuffer(buf, c.pool)}
 }
 
@@ -152,31 +161,47 @@ func (c codec) marshalData(d *tunnelv1.SessionData) mem.BufferSlice {
 const headerBufCap = 2 << 10
 
 // marshalOwned encodes a Connect message carrying SessionData with session
-// id and the exchange buffer *buf, taken from pool: the header goes into a
-// buffer of its own and the exchange buffer follows as it is, so the payload
-// is not copied here (gRPC copies it once, into its write buffer). gRPC frees
-// both when the message has been written; buf then goes back to pool. A
-// buffer small enough that gRPC would not pool it is copied instead.
-func (c codec) marshalOwned(id uint64, buf *[]byte, pool *bufpool.Pool) mem.BufferSlice {
-	if mem.IsBelowBufferPoolingThreshold(cap(*buf)) {
-		out := c.marshalData(&tunnelv1.SessionData{SessionId: id, Buffer: *buf})
-		pool.Put(buf)
+// id and the exchange buffers bufs (buffer, then more_buffers), taken from
+// pool: the header and the tag and length before each further buffer go
+// into small buffers of their own, and the exchange buffers follow as they
+// are, so the payload is not copied here (gRPC copies it once, into its
+// write buffer). gRPC frees all of them when the message has been written;
+// the exchange buffers then go back to pool. A single buffer small enough
+// that gRPC would not pool it is copied instead.
+func (c codec) marshalOwned(id uint64, bufs []*[]byte, pool *bufpool.Pool) mem.BufferSlice {
+	if len(bufs) == 1 && mem.IsBelowBufferPoolingThreshold(cap(*bufs[0])) {
+		out := c.marshalData(&tunnelv1.SessionData{SessionId: id, Buffer: *bufs[0]})
+		pool.Put(bufs[0])
 		return out
 	}
+	more := 0
+	for _, b := range bufs[1:] {
+		more += protowire.SizeTag(fieldSessionDataMore) + protowire.SizeBytes(len(*b))
+	}
 	hdr := c.pool.Get(headerBufCap)
-	*hdr = appendDataHeader((*hdr)[:0], id, len(*buf))
-	return mem.BufferSlice{mem.NewBuffer(hdr, c.pool), mem.NewBuffer(buf, pool)}
+	*hdr = appendDataHeader((*hdr)[:0], id, len(*bufs[0]), more)
+	out := make(mem.BufferSlice, 0, 2*len(bufs))
+	out = append(out, mem.NewBuffer(hdr, c.pool), mem.NewBuffer(bufs[0], pool))
+	for _, b := range bufs[1:] {
+		tag := c.pool.Get(headerBufCap)
+		*tag = protowire.AppendVarint(protowire.AppendTag((*tag)[:0], fieldSessionDataMore, protowire.BytesType), uint64(len(*b)))
+		out = append(out, mem.NewBuffer(tag, c.pool), mem.NewBuffer(b, pool))
+	}
+	return out
 }
 
 // dataHeaderLen is the length of the bytes that precede an exchange buffer
-// of n bytes in a Connect message carrying SessionData with session id.
-func dataHeaderLen(id uint64, n int) int {
-	dataLen := dataFieldsLen(id, n)
+// of n bytes in a Connect message carrying SessionData with session id,
+// followed by more bytes of further buffers (their tags and lengths
+// included).
+func dataHeaderLen(id uint64, n, more int) int {
+	dataLen := dataFieldsLen(id, n) + more
 	frameLen := protowire.SizeTag(fieldFrameSessionData) + protowire.SizeBytes(dataLen)
-	return protowire.SizeTag(fieldConnectFrame) + protowire.SizeBytes(frameLen) - n
+	return protowire.SizeTag(fieldConnectFrame) + protowire.SizeBytes(frameLen) - n - more
 }
 
-// dataFieldsLen is the length of the encoded SessionData fields.
+// dataFieldsLen is the length of the encoded SessionData fields id and
+// buffer.
 func dataFieldsLen(id uint64, n int) int {
 	l := 0
 	if id != 0 {
@@ -189,10 +214,10 @@ func dataFieldsLen(id uint64, n int) int {
 }
 
 // appendDataHeader appends the bytes that precede an exchange buffer of n
-// bytes in a Connect message carrying SessionData with session id, as
-// proto.Marshal lays them out.
-func appendDataHeader(b []byte, id uint64, n int) []byte {
-	dataLen := dataFieldsLen(id, n)
+// bytes in a Connect message carrying SessionData with session id, followed
+// by more bytes of further buffers, as proto.Marshal lays them out.
+func appendDataHeader(b []byte, id uint64, n, more int) []byte {
+	dataLen := dataFieldsLen(id, n) + more
 	frameLen := protowire.SizeTag(fieldFrameSessionData) + protowire.SizeBytes(dataLen)
 	b = protowire.AppendTag(b, fieldConnectFrame, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(frameLen))
@@ -290,23 +315,16 @@ func (c codec) unmarshalData(data mem.BufferSlice, v any) (ok bool, err error) {
 		h, dataLen = h[n+m:], dataLen-(n+m)
 	}
 	n, bufLen, ok := expectBytes(h, fieldSessionDataBuffer)
-	if !ok || n+bufLen != dataLen || bufLen == 0 {
+	if !ok || n+bufLen > dataLen || bufLen == 0 {
 		return false, nil
 	}
 	// The exchange buffer starts right after the header parsed above (so
-	// within head): take the part of it already read, then the rest.
-	start := total - bufLen
-	var b []byte
-	if pool != nil {
-		b = pool.GetSlice(bufLen)
-	} else {
-		b = make([]byte, bufLen)
-	}
-	if copyAt(b, data, start) != bufLen {
-		if pool != nil {
-			pool.PutSlice(b)
-		}
-		return true, errShortData
+	// within head); the fields after it, up to the end of the message, are
+	// more_buffers.
+	start := total - dataLen + n
+	b, err := takeAt(data, start, bufLen, pool)
+	if err != nil {
+		return true, err
 	}
 	f := *frame
 	k, _ := f.GetKind().(*tunnelv1.Frame_SessionData)
@@ -315,9 +333,61 @@ func (c codec) unmarshalData(data mem.BufferSlice, v any) (ok bool, err error) {
 		f = &tunnelv1.Frame{Kind: k}
 		*frame = f
 	}
-	k.SessionData.SessionId = id
-	k.SessionData.Buffer = b
+	d := k.SessionData
+	d.SessionId = id
+	d.Buffer = b
+	clear(d.MoreBuffers)
+	d.MoreBuffers = d.MoreBuffers[:0]
+	for off := start + bufLen; off < total; {
+		var tag [1 + binaryMaxVarintLen32]byte
+		t := tag[:copyAt(tag[:min(total-off, len(tag))], data, off)]
+		n, l, ok := expectBytes(t, fieldSessionDataMore)
+		if !ok || l == 0 || off+n+l > total {
+			// Not this codec's layout: give the buffers back and take the
+			// general path.
+			putData(d, pool)
+			return false, nil
+		}
+		m, err := takeAt(data, off+n, l, pool)
+		if err != nil {
+			putData(d, pool)
+			return true, err
+		}
+		d.MoreBuffers = append(d.MoreBuffers, m)
+		off += n + l
+	}
 	return true, nil
+}
+
+// takeAt returns n bytes of data from offset off, copied into a slice from
+// pool (allocated when pool is nil).
+func takeAt(data mem.BufferSlice, off, n int, pool *bufpool.Pool) ([]byte, error) {
+	var b []byte
+	if pool != nil {
+		b = pool.GetSlice(n)
+	} else {
+		b = make([]byte, n)
+	}
+	if copyAt(b, data, off) != n {
+		if pool != nil {
+			pool.PutSlice(b)
+		}
+		return nil, errShortData
+	}
+	return b, nil
+}
+
+// putData returns the buffers of d to pool and clears them.
+func putData(d *tunnelv1.SessionData, pool *bufpool.Pool) {
+	if pool != nil {
+		pool.PutSlice(d.Buffer)
+		for _, b := range d.MoreBuffers {
+			pool.PutSlice(b)
+		}
+	}
+	d.Buffer = nil
+	clear(d.MoreBuffers)
+	d.MoreBuffers = d.MoreBuffers[:0]
 }
 
 // copyAt copies data's bytes from offset off into dst and returns how many it

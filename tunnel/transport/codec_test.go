@@ -15,8 +15,17 @@ import (
 	"smartproxy/tunnel/bufpool"
 )
 
-func dataFrame(id uint64, b []byte) *tunnelv1.Frame {
-	return &tunnelv1.Frame{Kind: &tunnelv1.Frame_SessionData{SessionData: &tunnelv1.SessionData{SessionId: id, Buffer: b}}}
+func dataFrame(id uint64, b []byte, more ...[]byte) *tunnelv1.Frame {
+	return &tunnelv1.Frame{Kind: &tunnelv1.Frame_SessionData{SessionData: &tunnelv1.SessionData{SessionId: id, Buffer: b, MoreBuffers: more}}}
+}
+
+// filled returns n bytes of a pattern that depends on seed.
+func filled(n, seed int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + seed)
+	}
+	return b
 }
 
 // split cuts b into a BufferSlice of pieces of at most n bytes, as gRPC
@@ -40,20 +49,25 @@ func TestCodecSessionDataFastPath(t *testing.T) {
 		name string
 		id   uint64
 		size int
+		more []int // sizes of more_buffers
 	}{
-		{"largest", 1<<40 + 3, 99999},
-		{"one byte", 7, 1},
-		{"id zero", 0, 300},
-		{"4 KiB", 2, 4096},
+		{"largest", 1<<40 + 3, 99999, nil},
+		{"one byte", 7, 1, nil},
+		{"id zero", 0, 300, nil},
+		{"4 KiB", 2, 4096, nil},
+		{"batch of three", 12, 99999, []int{99999, 17}},
+		{"batch of small ones", 4, 1, []int{1, 2, 300, 128}},
+		{"batch, id zero", 0, 5000, []int{65535}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			buf := make([]byte, tt.size)
-			for i := range buf {
-				buf[i] = byte(i*7 + 1)
+			buf := filled(tt.size, 1)
+			var more [][]byte
+			for i, n := range tt.more {
+				more = append(more, filled(n, i+2))
 			}
 			for _, msg := range []proto.Message{
-				&tunnelv1.ConnectRequest{Frame: dataFrame(tt.id, buf)},
-				&tunnelv1.ConnectResponse{Frame: dataFrame(tt.id, buf)},
+				&tunnelv1.ConnectRequest{Frame: dataFrame(tt.id, buf, more...)},
+				&tunnelv1.ConnectResponse{Frame: dataFrame(tt.id, buf, more...)},
 			} {
 				want, err := proto.Marshal(msg)
 				if err != nil {
@@ -69,7 +83,9 @@ func TestCodecSessionDataFastPath(t *testing.T) {
 				data.Free()
 				for _, piece := range []int{1, 3, 16, 16384, len(want)} {
 					got := msg.ProtoReflect().New().Interface()
-					reused := dataFrame(99, nil)
+					// A frame reused from a batch of four: the decoded message
+					// must not keep its buffers.
+					reused := dataFrame(99, nil, []byte("a"), []byte("b"), []byte("c"))
 					switch g := got.(type) {
 					case *tunnelv1.ConnectRequest:
 						g.Frame = reused
@@ -92,34 +108,41 @@ func TestCodecSessionDataFastPath(t *testing.T) {
 }
 
 // TestCodecSendOwned: a SessionData message sent with Stream.SendOwned is
-// encoded as proto.Marshal encodes it, and a pooled exchange buffer is handed
-// to gRPC as it is (the payload is the caller's buffer, not a copy).
+// encoded as proto.Marshal encodes it, and pooled exchange buffers are
+// handed to gRPC as they are (the payload is the caller's buffers, not
+// copies), one or a batch.
 func TestCodecSendOwned(t *testing.T) {
 	c := codec{pool: new(bufpool.Pool)}
 	var pool bufpool.Pool
 	for _, tt := range []struct {
 		name   string
 		id     uint64
-		size   int
-		copied bool // too small for gRPC to pool: encoded as one copy
+		sizes  []int
+		copied bool // one buffer too small for gRPC to pool: encoded as one copy
 	}{
-		{"largest", 1<<40 + 3, 99999, false},
-		{"default buffer", 9, 65535, false},
-		{"4 KiB", 2, 4096, false},
-		{"id zero", 0, 2000, false},
-		{"small", 5, 300, true},
+		{"largest", 1<<40 + 3, []int{99999}, false},
+		{"default buffer", 9, []int{65535}, false},
+		{"4 KiB", 2, []int{4096}, false},
+		{"id zero", 0, []int{2000}, false},
+		{"small", 5, []int{300}, true},
+		{"batch", 8, []int{99999, 99999, 4096}, false},
+		{"batch with a small buffer", 3, []int{300, 70000}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if mem.IsBelowBufferPoolingThreshold(headerBufCap) {
 				t.Fatalf("headerBufCap %d is below gRPC's pooling threshold", headerBufCap)
 			}
-			buf := pool.Get(tt.size)
-			for i := range *buf {
-				(*buf)[i] = byte(i*5 + 3)
-			}
-			payload := &(*buf)[0]
 			for _, env := range []envelope{new(tunnelv1.ConnectRequest), new(tunnelv1.ConnectResponse)} {
-				f := dataFrame(tt.id, *buf)
+				// The owned message is sent once: each envelope takes buffers of its own.
+				var bufs []*[]byte
+				var slices [][]byte
+				for i, n := range tt.sizes {
+					b := pool.Get(n)
+					copy(*b, filled(n, i+3))
+					bufs = append(bufs, b)
+					slices = append(slices, *b)
+				}
+				f := dataFrame(tt.id, slices[0], slices[1:]...)
 				switch m := env.(type) {
 				case *tunnelv1.ConnectRequest:
 					m.Frame = f
@@ -130,30 +153,40 @@ func TestCodecSendOwned(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				own := &owned{envelope: env, buf: buf, pool: &pool}
+				own := &owned{envelope: env, bufs: bufs, pool: &pool}
 				data, err := c.Marshal(own)
 				if err != nil {
 					t.Fatalf("Marshal(owned) = %v", err)
 				}
-				if own.buf != nil {
-					t.Errorf("Marshal(owned) left the buffer in the message, want it taken over")
+				if own.bufs != nil {
+					t.Errorf("Marshal(owned) left the buffers in the message, want them taken over")
 				}
 				if got := data.Materialize(); !bytes.Equal(got, want) {
 					t.Fatalf("Marshal(owned) = %d bytes differing from proto.Marshal's %d", len(got), len(want))
 				}
-				aliased := len(data) == 2 && &data[1].ReadOnlyData()[0] == payload
-				if aliased == tt.copied {
-					t.Errorf("Marshal(owned) of %d bytes: payload is the caller's buffer = %v, want %v", tt.size, aliased, !tt.copied)
+				aliased := 0
+				for _, p := range data {
+					for _, b := range slices {
+						if &p.ReadOnlyData()[0] == &b[0] {
+							aliased++
+						}
+					}
 				}
-				// The owned message is sent once: the second envelope takes a buffer of its own.
+				want1 := len(tt.sizes)
+				if tt.copied {
+					want1 = 0
+				}
+				if aliased != want1 {
+					t.Errorf("Marshal(owned) of %v bytes: %d payloads are the caller's buffers, want %d", tt.sizes, aliased, want1)
+				}
 				data.Free()
-				buf = pool.Get(tt.size)
-				for i := range *buf {
-					(*buf)[i] = byte(i*5 + 3)
-				}
-				payload = &(*buf)[0]
 			}
 		})
+	}
+	// A batch whose frame does not list every buffer is refused, not sent short.
+	env := &tunnelv1.ConnectRequest{Frame: dataFrame(1, make([]byte, 10))}
+	if _, err := c.Marshal(&owned{envelope: env, bufs: []*[]byte{pool.Get(10), pool.Get(10)}, pool: &pool}); err == nil {
+		t.Error("Marshal(owned) with two buffers for a frame of one = nil error, want an error")
 	}
 }
 
@@ -188,6 +221,23 @@ func TestCodecSessionDataOtherLayouts(t *testing.T) {
 	if d := got.GetFrame().GetSessionData(); d.GetSessionId() != 5 || string(d.GetBuffer()) != "abc" {
 		t.Errorf("Unmarshal(unknown field) = %v, want session 5, buffer abc", got)
 	}
+	// A batch followed by another field: the general path keeps every buffer.
+	batch := protowire.AppendTag(nil, fieldSessionDataID, protowire.VarintType)
+	batch = protowire.AppendVarint(batch, 6)
+	batch = protowire.AppendBytes(protowire.AppendTag(batch, fieldSessionDataBuffer, protowire.BytesType), []byte("one"))
+	batch = protowire.AppendBytes(protowire.AppendTag(batch, fieldSessionDataMore, protowire.BytesType), []byte("two"))
+	batch = protowire.AppendVarint(protowire.AppendTag(batch, 98, protowire.VarintType), 1)
+	batch = protowire.AppendBytes(protowire.AppendTag(batch, fieldSessionDataMore, protowire.BytesType), []byte("three"))
+	frame = protowire.AppendBytes(protowire.AppendTag(nil, fieldFrameSessionData, protowire.BytesType), batch)
+	msg = protowire.AppendBytes(protowire.AppendTag(nil, fieldConnectFrame, protowire.BytesType), frame)
+	got = new(tunnelv1.ConnectRequest)
+	if err := c.Unmarshal(split(msg, 3), got); err != nil {
+		t.Fatalf("Unmarshal(batch with another field) = %v", err)
+	}
+	if d := got.GetFrame().GetSessionData(); d.GetSessionId() != 6 || string(d.GetBuffer()) != "one" ||
+		len(d.GetMoreBuffers()) != 2 || string(d.GetMoreBuffers()[0]) != "two" || string(d.GetMoreBuffers()[1]) != "three" {
+		t.Errorf("Unmarshal(batch with another field) = %v, want session 6, buffers one, two, three", got)
+	}
 	// Truncated: the lengths promise more than there is.
 	full, err := proto.Marshal(&tunnelv1.ConnectRequest{Frame: dataFrame(3, make([]byte, 1000))})
 	if err != nil {
@@ -195,6 +245,13 @@ func TestCodecSessionDataOtherLayouts(t *testing.T) {
 	}
 	if err := c.Unmarshal(split(full[:len(full)-10], 100), new(tunnelv1.ConnectRequest)); err == nil {
 		t.Error("Unmarshal(truncated SessionData) = nil error, want an error")
+	}
+	full, err = proto.Marshal(&tunnelv1.ConnectRequest{Frame: dataFrame(3, make([]byte, 1000), make([]byte, 500))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Unmarshal(split(full[:len(full)-10], 100), new(tunnelv1.ConnectRequest)); err == nil {
+		t.Error("Unmarshal(truncated batch) = nil error, want an error")
 	}
 }
 

@@ -81,15 +81,16 @@ func (s *Stream) Send(f *tunnelv1.Frame) error {
 	return err
 }
 
-// SendOwned sends a SessionData frame whose Buffer is *buf, a buffer from
-// BufferPool, and takes buf over (tunnel.OwningSender): the codec passes the
-// buffer to gRPC as the message's payload instead of copying it, and gRPC
-// puts it back into the pool once it has written it.
-func (s *Stream) SendOwned(f *tunnelv1.Frame, buf *[]byte) error {
+// SendOwned sends a SessionData frame whose Buffer is *bufs[0] and whose
+// MoreBuffers are the rest of bufs, buffers from BufferPool, and takes the
+// buffers over (tunnel.OwningSender): the codec passes them to gRPC as the
+// message's payload instead of copying them, and gRPC puts them back into
+// the pool once it has written them.
+func (s *Stream) SendOwned(f *tunnelv1.Frame, bufs []*[]byte) error {
 	s.set(f)
-	s.own.buf = buf
+	s.own.bufs = bufs
 	err := s.s.SendMsg(s.own)
-	s.own.buf = nil
+	s.own.bufs = nil
 	s.set(nil)
 	return err
 }
@@ -146,10 +147,10 @@ type pooledResponse struct {
 
 // owned is the Connect message SendOwned sends: the stream's outgoing message
 // (which any protobuf codec can encode) and, for the tunnel's codec, the
-// pooled exchange buffer it takes over and the pool it returns to.
+// pooled exchange buffers it takes over and the pool they return to.
 type owned struct {
 	envelope
-	buf  *[]byte // set for one SendMsg; the codec takes it and clears it
+	bufs []*[]byte // set for one SendMsg; the codec takes them and clears it
 	pool *bufpool.Pool
 }
 

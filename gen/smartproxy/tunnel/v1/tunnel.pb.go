@@ -2625,16 +2625,21 @@ func (x *SessionOpened) GetTls() *TlsInfo {
 	return nil
 }
 
-// SessionData carries one OFTP2 exchange buffer (one command) of one session. Its length counts
-// against the sender's credit for the session; sending beyond credit aborts the session with
-// ABORT_REASON_CREDIT_EXCEEDED.
+// SessionData carries one OFTP2 exchange buffer (one command) of one session, or several in
+// order. Their lengths count against the sender's credit for the session; sending beyond credit
+// aborts the session with ABORT_REASON_CREDIT_EXCEEDED.
 type SessionData struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The session's id.
 	SessionId uint64 `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// One exchange buffer: the OFTP2 command without the 4-byte stream buffer header. Not empty;
 	// at most 99,999 bytes.
-	Buffer        []byte `protobuf:"bytes,2,opt,name=buffer,proto3" json:"buffer,omitempty"`
+	Buffer []byte `protobuf:"bytes,2,opt,name=buffer,proto3" json:"buffer,omitempty"`
+	// Further exchange buffers of the same session, in order after buffer, each under the same
+	// rules as buffer. A sender batches the buffers it has queued for a session into one message
+	// (fewer messages per byte relayed), and only to a peer that announced the capability
+	// "session_data_batches" in Hello or Welcome: a receiver without it would drop them.
+	MoreBuffers   [][]byte `protobuf:"bytes,3,rep,name=more_buffers,json=moreBuffers,proto3" json:"more_buffers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2679,6 +2684,13 @@ func (x *SessionData) GetSessionId() uint64 {
 func (x *SessionData) GetBuffer() []byte {
 	if x != nil {
 		return x.Buffer
+	}
+	return nil
+}
+
+func (x *SessionData) GetMoreBuffers() [][]byte {
+	if x != nil {
+		return x.MoreBuffers
 	}
 	return nil
 }
@@ -3544,11 +3556,12 @@ const file_smartproxy_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\x0einitial_window\x18\x06 \x01(\rR\rinitialWindow\x12\x1f\n" +
 	"\vremote_addr\x18\a \x01(\tR\n" +
 	"remoteAddr\x12/\n" +
-	"\x03tls\x18\b \x01(\v2\x1d.smartproxy.tunnel.v1.TlsInfoR\x03tls\"D\n" +
+	"\x03tls\x18\b \x01(\v2\x1d.smartproxy.tunnel.v1.TlsInfoR\x03tls\"g\n" +
 	"\vSessionData\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x16\n" +
-	"\x06buffer\x18\x02 \x01(\fR\x06buffer\"F\n" +
+	"\x06buffer\x18\x02 \x01(\fR\x06buffer\x12!\n" +
+	"\fmore_buffers\x18\x03 \x03(\fR\vmoreBuffers\"F\n" +
 	"\rSessionWindow\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x16\n" +
