@@ -13,7 +13,8 @@
 # root, else the script says how to install it and stops.
 #
 # Environment: BENCH_ROUNDS (3), BENCH_SCALE (1: file sizes factor; 0.05 for a quick trial),
-# BENCH_WORKLOADS ("1x1024,8x128,100x16": SESSIONSxMIB), BENCH_HOL (true), BENCH_HOL_ROUNDS (6), BENCH_DOC
+# BENCH_WORKLOADS ("1x1024,8x128,100x16": SESSIONSxMIB), BENCH_HOL (true), BENCH_HOL_ROUNDS (6),
+# BENCH_ONE_THREAD (true: also the pair with GOMAXPROCS=1 per daemon, path smartproxy-1t), BENCH_DOC
 # (docs/benchmarks.md; empty: print the table only), BENCH_PROFILE_DIR (empty; a directory: CPU
 # profiles of both daemons, 15 s during one more 8-session run, for `go tool pprof -top`).
 set -euo pipefail
@@ -58,7 +59,8 @@ trap 'rm -rf "$RUN"' EXIT
 
 args=(--bin "$BIN" --dir "$RUN/work" --certs "$RUN/certs" --tunnel "$RUN/tunnel" --license "$RUN/license"
   --rounds "${BENCH_ROUNDS:-3}" --scale "${BENCH_SCALE:-1}" --workloads "${BENCH_WORKLOADS:-1x1024,8x128,100x16}"
-  --hol="${BENCH_HOL:-true}" --hol-rounds "${BENCH_HOL_ROUNDS:-6}" --profile "${BENCH_PROFILE_DIR:-}")
+  --hol="${BENCH_HOL:-true}" --hol-rounds "${BENCH_HOL_ROUNDS:-6}" --one-thread="${BENCH_ONE_THREAD:-true}"
+  --profile "${BENCH_PROFILE_DIR:-}")
 if [[ -n $DOC ]]; then
   args+=(--doc "$DOC" --svg "$(dirname "$DOC")/bench-e2e.svg")
 fi

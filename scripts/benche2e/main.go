@@ -1,4 +1,4 @@
-// Command benche2e measures OFTP2 transfers end to end through three paths and writes the
+// Command benche2e measures OFTP2 transfers end to end through three paths (four with --one-thread) and writes the
 // results into docs/benchmarks.md. scripts/bench-e2e.sh (make bench-e2e) builds the binaries,
 // makes the certificates and calls it; see that script for the set-up.
 //
@@ -8,6 +8,7 @@
 //	direct     oftp2 send ──TLS──► oftp2 serve (TLS, client certificate required)
 //	haproxy    oftp2 send ──TLS──► haproxy ──TLS leg (mTLS)──► haproxy ──TCP──► oftp2 serve --plain
 //	smartproxy oftp2 send ──TLS──► smartproxy-server ══tunnel (mTLS gRPC)══ smartproxy-client ──TCP──► oftp2 serve --plain
+//	smartproxy-1t  the same with GOMAXPROCS=1 in both daemons (--one-thread)
 //
 // HAProxy relays over two TLS legs, so it does as many TLS operations per byte as the
 // SmartProxy pair (partner TLS plus the tunnel). For each path it runs three workloads — one
@@ -78,6 +79,7 @@ type options struct {
 	holRounds                        int
 	workloads                        string
 	profile                          string
+	oneThread                        bool
 }
 
 // workload is a number of concurrent sessions, each sending one file of size bytes.
@@ -105,6 +107,7 @@ func run(args []string) error {
 	fs.StringVar(&o.svg, "svg", "", "SVG `FILE` for the plot (none: no plot)")
 	fs.BoolVar(&o.hol, "hol", true, "run the head-of-line check too")
 	fs.IntVar(&o.holRounds, "hol-rounds", 6, "rounds of the head-of-line check (its figure is a ratio of wall-clock rates, which a shared machine disturbs most: more rounds, alternating which run goes first)")
+	fs.BoolVar(&o.oneThread, "one-thread", true, "also run a SmartProxy pair whose daemons run with GOMAXPROCS=1 (path smartproxy-1t): two threads of Go code for the pair, as HAProxy's two")
 	fs.StringVar(&o.profile, "profile", "", "after the rounds, take 15 s CPU profiles of both daemons during one more run of the second workload on the SmartProxy path and write them into `DIR`")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -144,7 +147,7 @@ func run(args []string) error {
 	}
 	if o.hol {
 		for _, p := range b.paths {
-			if p.name == "smartproxy" {
+			if strings.HasPrefix(p.name, "smartproxy") {
 				b.stopPath(p)
 			}
 		}
@@ -271,11 +274,18 @@ func (b *bench) setUp(ctx context.Context, wls []workload) error {
 	}
 	b.paths = append(b.paths, ha)
 
-	sp, err := b.startSmartProxy(ctx, "smartproxy", plainAddr, b.plainInbox)
+	sp, err := b.startSmartProxy(ctx, "smartproxy", plainAddr, b.plainInbox, nil)
 	if err != nil {
 		return err
 	}
 	b.paths = append(b.paths, sp)
+	if b.o.oneThread {
+		sp, err := b.startSmartProxy(ctx, "smartproxy-1t", plainAddr, b.plainInbox, []string{"GOMAXPROCS=1"})
+		if err != nil {
+			return err
+		}
+		b.paths = append(b.paths, sp)
+	}
 	return nil
 }
 
@@ -391,7 +401,8 @@ var (
 
 // startSmartProxy starts smartproxy-server and smartproxy-client (with a JSON configuration
 // whose internal server is internal) and waits until the partner listener is open.
-func (b *bench) startSmartProxy(ctx context.Context, name, internal, inbox string) (*path, error) {
+// env is added to both daemons' environment.
+func (b *bench) startSmartProxy(ctx context.Context, name, internal, inbox string, env []string) (*path, error) {
 	cert := func(n string) string { return filepath.Join(b.o.certs, n) }
 	tun := func(n string) string { return filepath.Join(b.o.tunnel, n) }
 	cfg := clientConfig{
@@ -417,7 +428,7 @@ func (b *bench) startSmartProxy(ctx context.Context, name, internal, inbox strin
 	if b.o.profile != "" {
 		metrics = []string{"--metrics", "127.0.0.1:0", "--pprof"}
 	}
-	server, err := b.start(name+"-server", filepath.Join(b.o.bin, "smartproxy-server"), append([]string{"-i", "127.0.0.1:0", "-l", b.o.license,
+	server, err := b.startEnv(name+"-server", env, filepath.Join(b.o.bin, "smartproxy-server"), append([]string{"-i", "127.0.0.1:0", "-l", b.o.license,
 		"--tunnel-cert", tun("server.pem"), "--tunnel-key", tun("server-key.pem"), "--tunnel-ca", tun("tunnel-ca.pem"),
 		"--admin=", "--pid-file="}, metrics...)...)
 	if err != nil {
@@ -427,7 +438,7 @@ func (b *bench) startSmartProxy(ctx context.Context, name, internal, inbox strin
 	if err != nil {
 		return nil, err
 	}
-	client, err := b.start(name+"-client", filepath.Join(b.o.bin, "smartproxy-client"), append([]string{"-S", tunnelAddr,
+	client, err := b.startEnv(name+"-client", env, filepath.Join(b.o.bin, "smartproxy-client"), append([]string{"-S", tunnelAddr,
 		"--tunnel-server-name", "localhost", "--config", cfgFile,
 		"--tunnel-cert", tun("client.pem"), "--tunnel-key", tun("client-key.pem"), "--tunnel-ca", tun("tunnel-ca.pem"),
 		"--admin=", "--pid-file=", "--state-dir", b.path(name + "-client-state")}, metrics...)...)
@@ -438,7 +449,7 @@ func (b *bench) startSmartProxy(ctx context.Context, name, internal, inbox strin
 	if err != nil {
 		return nil, err
 	}
-	return &path{name: "smartproxy", connect: listen, procs: []*proc{server, client}, inbox: inbox}, nil
+	return &path{name: name, connect: listen, procs: []*proc{server, client}, inbox: inbox}, nil
 }
 
 var metricsAddrRE = regexp.MustCompile(`metrics_addr="?([0-9.:\[\]]+)`)
@@ -722,6 +733,11 @@ type proc struct {
 }
 
 func (b *bench) start(name, bin string, args ...string) (*proc, error) {
+	return b.startEnv(name, nil, bin, args...)
+}
+
+// startEnv is start with env added to the process's environment.
+func (b *bench) startEnv(name string, env []string, bin string, args ...string) (*proc, error) {
 	logFile := b.path(filepath.Join("logs", name+".log"))
 	lf, err := os.Create(logFile)
 	if err != nil {
@@ -729,8 +745,8 @@ func (b *bench) start(name, bin string, args ...string) (*proc, error) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
-	if v := os.Getenv("BENCH_PROXY_ENV"); v != "" && strings.HasPrefix(filepath.Base(bin), "smartproxy-") {
-		cmd.Env = append(os.Environ(), strings.Fields(v)...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
 	}
 	if err := cmd.Start(); err != nil {
 		lf.Close()
@@ -804,7 +820,7 @@ func (b *bench) headOfLine(ctx context.Context) error {
 		return err
 	}
 	defer fw.close()
-	sp, err := b.startSmartProxy(ctx, "hol", fw.addr(), b.plainInbox)
+	sp, err := b.startSmartProxy(ctx, "hol", fw.addr(), b.plainInbox, nil)
 	if err != nil {
 		return err
 	}
@@ -1027,6 +1043,26 @@ func (b *bench) summaries(wls []workload) map[[2]string]*summary {
 	return m
 }
 
+// pathRatios returns, for each round that ran workload wl on both paths, path a's CPU per GiB
+// divided by path b's.
+func (b *bench) pathRatios(wl, a, bp string) []float64 {
+	byRound := map[[2]any]result{}
+	for _, r := range b.results {
+		if r.workload == wl {
+			byRound[[2]any{r.round, r.path}] = r
+		}
+	}
+	var cpu []float64
+	for round := 0; round < b.o.rounds; round++ {
+		ra, okA := byRound[[2]any{round, a}]
+		rb, okB := byRound[[2]any{round, bp}]
+		if okA && okB && rb.cpuPerGiB > 0 {
+			cpu = append(cpu, ra.cpuPerGiB/rb.cpuPerGiB)
+		}
+	}
+	return cpu
+}
+
 // roundRatios returns, for each round that ran both workloads on path, the aggregate MB/s and
 // the CPU per GiB of workload a divided by those of workload b.
 func (b *bench) roundRatios(a, bw, path string) (mbps, cpu []float64) {
@@ -1112,14 +1148,35 @@ func (b *bench) report(wls []workload) string {
 				median(s.mbps), rangeOf(s.mbps, "%.0f"), cpu, rss, median(s.jain), rHA, cHA, rDi)
 		}
 	}
+	fmt.Fprintln(&w, "\nCPU per GiB ÷ HAProxy's, within each round (the figure least disturbed by the machine's load):")
+	fmt.Fprintln(&w)
+	for _, wl := range wls {
+		for _, p := range b.paths {
+			if !strings.HasPrefix(p.name, "smartproxy") {
+				continue
+			}
+			if r := b.pathRatios(wl.name, p.name, "haproxy"); len(r) > 0 {
+				parts := make([]string, len(r))
+				for i, x := range r {
+					parts[i] = fmt.Sprintf("%.2f", x)
+				}
+				fmt.Fprintf(&w, "- %s, %s: median %.2f (rounds %s)\n", wl.name, p.name, median(r), strings.Join(parts, ", "))
+			}
+		}
+	}
 	if len(wls) > 1 {
 		last, prev := wls[len(wls)-1], wls[len(wls)-2]
-		if mb, cpu := b.roundRatios(last.name, prev.name, "smartproxy"); len(mb) > 0 {
-			fmt.Fprintf(&w, "\nSmartProxy, %s ÷ %s, ratios within each round (median, range): aggregate MB/s %.2f (%s);\n",
-				last.name, prev.name, median(mb), rangeOf(mb, "%.2f"))
-			fmt.Fprintf(&w, "CPU per GiB %.2f (%s), the same comparison by the CPU each byte costs, which the machine's load\n",
-				median(cpu), rangeOf(cpu, "%.2f"))
-			fmt.Fprintln(&w, "distorts far less than wall-clock rates.")
+		for _, p := range b.paths {
+			if !strings.HasPrefix(p.name, "smartproxy") {
+				continue
+			}
+			if mb, cpu := b.roundRatios(last.name, prev.name, p.name); len(mb) > 0 {
+				fmt.Fprintf(&w, "\n%s, %s ÷ %s, ratios within each round (median, range): aggregate MB/s %.2f (%s);\n",
+					p.name, last.name, prev.name, median(mb), rangeOf(mb, "%.2f"))
+				fmt.Fprintf(&w, "CPU per GiB %.2f (%s), the same comparison by the CPU each byte costs, which the machine's load\n",
+					median(cpu), rangeOf(cpu, "%.2f"))
+				fmt.Fprintln(&w, "distorts far less than wall-clock rates.")
+			}
 		}
 	}
 	if b.o.svg != "" {

@@ -9,7 +9,7 @@ import (
 // proxy's CPU seconds per GiB (the direct path has no proxy). Bars are medians over the rounds.
 func (b *bench) plot(wls []workload) string {
 	sums := b.summaries(wls)
-	colors := map[string]string{"direct": "#7f7f7f", "haproxy": "#1f77b4", "smartproxy": "#d62728"}
+	colors := map[string]string{"direct": "#7f7f7f", "haproxy": "#1f77b4", "smartproxy": "#d62728", "smartproxy-1t": "#ff9896"}
 	const (
 		panelW, panelH = 420, 260
 		left, top      = 50, 40
