@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +38,11 @@ type pipeEnd struct {
 	gateWaiting chan struct{}
 	sent        []*tunnelv1.Frame // every frame sent, if record is set
 	rec         bool
+
+	// sending counts calls of Send in progress; overlapped is set when two
+	// overlapped, which the Stream contract forbids (checked by start).
+	sending    atomic.Int32
+	overlapped atomic.Bool
 }
 
 // newPipe returns two connected Stream ends.
@@ -53,6 +59,10 @@ func newPipe(capacity int) (a, b *pipeEnd) {
 func (p *pipeEnd) close() { p.once.Do(func() { close(p.closed) }) }
 
 func (p *pipeEnd) Send(f *tunnelv1.Frame) error {
+	if p.sending.Add(1) > 1 {
+		p.overlapped.Store(true)
+	}
+	defer p.sending.Add(-1)
 	p.mu.Lock()
 	drop, gate, rec, waiting := p.drop, p.gate, p.rec, p.gateWaiting
 	p.mu.Unlock()
@@ -187,6 +197,9 @@ func start(t *testing.T, s Stream, onCancel func(), cfg Config) *running {
 		cancel()
 		r.wait(t)
 		stop()
+		if p, ok := s.(*pipeEnd); ok && p.overlapped.Load() {
+			t.Error("the Mux called Send while another Send was in progress")
+		}
 	})
 	return r
 }
