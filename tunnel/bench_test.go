@@ -30,14 +30,19 @@ var benchGRPC = grpcOptions{tuned: true, streamWindow: transport.DefaultFlowWind
 
 // BenchmarkThroughput compares, for each buffer size: a mutual-TLS 1.3 TCP
 // copy (the baseline), one session through the tunnel with the default
-// window and with a 1 MiB window, and 100 concurrent sessions through one
-// tunnel (aggregate, default window). One op moves one buffer.
+// window, the same with SessionData batches (as smartproxy-server and
+// smartproxy-client negotiate them), with a 1 MiB window, and 100 concurrent
+// sessions through one tunnel (aggregate, default window). One op moves one
+// buffer.
 func BenchmarkThroughput(b *testing.B) {
 	p := newTestPKI(b)
 	for _, size := range benchBufSizes {
 		b.Run(fmt.Sprintf("buf=%d/tls", size), func(b *testing.B) { benchTLSCopy(b, p, size) })
 		b.Run(fmt.Sprintf("buf=%d/tunnel-1", size), func(b *testing.B) {
 			benchTunnel(b, p, benchGRPC, Config{}, size, 1)
+		})
+		b.Run(fmt.Sprintf("buf=%d/tunnel-1-batches", size), func(b *testing.B) {
+			benchTunnel(b, p, benchGRPC, Config{}, size, 1, CapabilityDataBatches)
 		})
 		b.Run(fmt.Sprintf("buf=%d/tunnel-1-window1M", size), func(b *testing.B) {
 			benchTunnel(b, p, benchGRPC, Config{Window: 1 << 20}, size, 1)
@@ -133,12 +138,14 @@ func benchTLSCopy(b *testing.B, p *testPKI, size int) {
 
 // benchTunnel moves b.N buffers of size bytes from client to server through
 // a tunnel over mutual-TLS gRPC on loopback, spread over n sessions.
-func benchTunnel(b *testing.B, p *testPKI, opts grpcOptions, cfg Config, size, n int) {
+func benchTunnel(b *testing.B, p *testPKI, opts grpcOptions, cfg Config, size, n int, capabilities ...string) {
 	acc := newAcceptor()
 	cfg.ReconcileInterval, cfg.PingInterval = -1, -1
 	scfg := cfg
 	scfg.Accept = acc.hook
 	gt := newGRPCTunnel(b, p, opts, cfg, scfg, false)
+	gt.client.UsePeerCapabilities(capabilities)
+	gt.server.UsePeerCapabilities(capabilities)
 	ctx := context.Background()
 	type pairT struct{ c, s *Session }
 	pairs := make([]pairT, n)
