@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"smartproxy/internal/testwait"
 	"smartproxy/oftp2"
 	"smartproxy/oftp2/endpoint"
 )
@@ -27,20 +28,14 @@ func BenchmarkTunnels(b *testing.B) {
 	one := startSystem(b, fx, systemOptions{responder: mod})
 	two := startSystem(b, fx, systemOptions{responder: mod})
 	two.startClient(b, two.tunnelAddr)
-	deadline := time.Now().Add(waitTimeout)
-	for {
+	// The admin status has no change notification: poll it.
+	testwait.For(b, waitTimeout, "two tunnels on the second system", func() bool {
 		st, err := two.server.Admin().Status(context.Background())
 		if err != nil {
 			b.Fatal(err)
 		}
-		if len(st.Tunnels) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("the second system has %d tunnels, want 2", len(st.Tunnels))
-		}
-		time.Sleep(5 * time.Millisecond) // polling the admin status; it has no change notification
-	}
+		return len(st.Tunnels) == 2
+	})
 
 	dir := b.TempDir()
 	files := make([]testFile, haBenchSessions)

@@ -19,6 +19,7 @@ import (
 	"smartproxy/internal/pki"
 	"smartproxy/internal/proctest"
 	"smartproxy/internal/testnet"
+	"smartproxy/internal/testwait"
 	"smartproxy/oftp2"
 	"smartproxy/oftp2/endpoint"
 )
@@ -166,13 +167,10 @@ func TestHighAvailability(t *testing.T) {
 		for i, f := range files {
 			pending[i] = send(f, 1)
 		}
-		deadline := time.Now().Add(haSendTimeout)
-		for partialSize(t, recv) < haKillAfter {
-			if time.Now().After(deadline) {
-				t.Fatalf("the transfers did not reach %d MiB inside", haKillAfter/mib)
-			}
-			time.Sleep(5 * time.Millisecond) // polling the receiver's partial files; no notification exists
-		}
+		// The receiver's partial files have no notification: poll their size.
+		testwait.For(t, haSendTimeout, fmt.Sprintf("the transfers to reach %d MiB inside", haKillAfter/mib), func() bool {
+			return partialSize(t, recv) >= haKillAfter
+		})
 		kill()
 		for attempt := 1; len(pending) > 0; attempt++ {
 			if attempt > haMaxAttempts {
@@ -311,15 +309,15 @@ func waitListening(t *testing.T, addr string, p *proc) {
 	ip := ap.Addr().As4()
 	// /proc/net/tcp shows the address as one little-endian hex word, the port big-endian.
 	local := fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], ap.Port())
-	deadline := time.Now().Add(waitTimeout)
-	for {
+	// A listening socket has no notification: poll /proc/net/tcp.
+	testwait.For(t, waitTimeout, "a listener at "+addr, func() bool {
 		data, err := os.ReadFile("/proc/net/tcp")
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, line := range strings.Split(string(data), "\n") {
 			if f := strings.Fields(line); len(f) > 3 && f[1] == local && f[3] == "0A" { // TCP_LISTEN
-				return
+				return true
 			}
 		}
 		select {
@@ -327,11 +325,8 @@ func waitListening(t *testing.T, addr string, p *proc) {
 			t.Fatalf("%s ended (%v)", p.Name, p.Err())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listens at %s", addr)
-		}
-		time.Sleep(10 * time.Millisecond) // polling /proc/net/tcp for the listener; no notification exists
-	}
+		return false
+	})
 }
 
 // randomFile writes an incompressible U file of size octets from the kernel's random source

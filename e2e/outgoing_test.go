@@ -14,6 +14,7 @@ import (
 	"smartproxy/client/configfile"
 	"smartproxy/internal/pki"
 	"smartproxy/internal/testnet"
+	"smartproxy/internal/testwait"
 	"smartproxy/oftp2"
 	"smartproxy/oftp2/endpoint"
 	"smartproxy/server/servertest"
@@ -398,18 +399,15 @@ func TestOutgoingTunnelCut(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() { res, err := o.send(t, file); done <- result{res, err} }()
-	deadline := time.Now().Add(waitTimeout)
-	for partialSize(t, partnerRecv) < 20*mib {
+	// The partner's partial file has no notification: poll its size.
+	testwait.For(t, waitTimeout, "20 MiB at the partner", func() bool {
 		select {
 		case r := <-done:
 			t.Fatalf("the session ended before the cut: %v", r.err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the partner holds %d octets after %v", partialSize(t, partnerRecv), waitTimeout)
-		}
-		time.Sleep(5 * time.Millisecond) // polling state without a notification (files, log lines)
-	}
+		return partialSize(t, partnerRecv) >= 20*mib
+	})
 	tunnelFwd.Cut()
 	sys.mu.Lock()
 	old := sys.client
@@ -433,14 +431,11 @@ func TestOutgoingTunnelCut(t *testing.T) {
 	// its tunnel and for the server to hold its configuration.
 	tunnelsUp := len(sys.clientLog.entries("tunnel_up", nil))
 	sys.startClient(t, sys.tunnelAddr)
-	deadline = time.Now().Add(waitTimeout)
-	for len(sys.clientLog.entries("route_listening", map[string]string{"route": routeName})) < 2 ||
-		len(sys.clientLog.entries("tunnel_up", nil)) <= tunnelsUp {
-		if time.Now().After(deadline) {
-			t.Fatal("the new client did not listen for the route with its tunnel up")
-		}
-		time.Sleep(5 * time.Millisecond) // polling state without a notification (files, log lines)
-	}
+	// The two log lines come in either order and have no notification together: poll the log.
+	testwait.For(t, waitTimeout, "the new client listening for the route with its tunnel up", func() bool {
+		return len(sys.clientLog.entries("route_listening", map[string]string{"route": routeName})) >= 2 &&
+			len(sys.clientLog.entries("tunnel_up", nil)) > tunnelsUp
+	})
 	sys.waitListener(t, true) // the server holds a configuration and a tunnel
 	res, err := o.send(t, file)
 	if err != nil {
