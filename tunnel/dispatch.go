@@ -78,12 +78,11 @@ func (m *Mux) onData(d *tunnelv1.SessionData) {
 }
 
 // queueDataLocked queues one received buffer for s's reader, or aborts s
-// when the buffer breaks the rules (ok false).
+// when the buffer breaks the rules (ok false; s has then ended and left
+// m.sessions, so the caller drops the rest of the batch).
 func (m *Mux) queueDataLocked(s *Session, b []byte) (ok bool) {
 	n := len(b)
 	switch {
-	case s.ended:
-		return false
 	case n == 0 || n > m.cfg.MaxBufferSize:
 		m.peerErrorLocked(s, tunnelv1.AbortReason_ABORT_REASON_FRAME_ERROR,
 			fmt.Sprintf("SessionData of %d bytes: must be 1 to %d", n, m.cfg.MaxBufferSize))
