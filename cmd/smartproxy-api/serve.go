@@ -15,7 +15,6 @@ import (
 	"smartproxy/backend/webadmin"
 	"smartproxy/internal/buildinfo"
 	"smartproxy/internal/daemon"
-	"smartproxy/internal/diaghttp"
 	"smartproxy/internal/logging"
 )
 
@@ -53,18 +52,12 @@ func parseServe(args []string, stderr io.Writer) (*serveOptions, error) {
 	fs.DurationVar(&o.crl.Interval, "crl-interval", time.Hour, "how often each CRL is downloaded again (earlier when its nextUpdate comes first)")
 	fs.Int64Var(&o.crl.MaxSize, "crl-max-size", 256<<20, "largest CRL downloaded, in bytes")
 	fs.DurationVar(&o.crl.Timeout, "crl-timeout", 2*time.Minute, "time allowed for one CRL download")
-	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn or error; SIGUSR1/SIGUSR2 change it at run time")
-	fs.StringVar(&o.daemon.Log.Format, "log-format", "text", "log format: text or json")
-	fs.StringVar(&o.daemon.Log.Dir, "log-dir", "", "write logs to daily files in this directory instead of stderr")
-	retention := logging.AddRetentionFlags(fs)
+	checkDaemon := daemon.AddFlags(fs, &o.daemon, daemon.FlagDefaults{Admin: daemon.NoAdmin, Metrics: DefaultMetrics})
 	fs.BoolVar(&o.webAdmin, "web-admin", true, "serve the web admin below /admin/ (log in with a user from \"user add\")")
-	fs.StringVar(&o.daemon.PIDFile, "pid-file", "", "write the process ID to this file (refused while another live process holds it)")
-	fs.StringVar(&o.daemon.MetricsAddr, "metrics", DefaultMetrics, "`ADDR` of the Prometheus /metrics endpoint (loopback only); empty disables it")
-	fs.BoolVar(&o.daemon.Pprof, "pprof", false, "serve Go runtime profiles at /debug/pprof/ on the --metrics listener")
 	if _, err := parseExact(fs, args, 0, ""); err != nil {
 		return nil, err
 	}
-	o.common, o.daemon.Log.Retention = *c, *retention
+	o.common = *c
 	if (o.certFile == "") != (o.keyFile == "") {
 		return nil, usagef("serve: --cert and --key go together")
 	}
@@ -74,20 +67,8 @@ func parseServe(args []string, stderr io.Writer) (*serveOptions, error) {
 	if o.events.MinSeverity = apiv1.Severity(*scriptSeverity); !o.events.MinSeverity.Valid() {
 		return nil, usagef("serve: --event-script-severity %q is not debug, info, warning, error or critical", *scriptSeverity)
 	}
-	var err error
-	if o.daemon.Log.Level, err = logging.ParseLevel(*logLevel); err != nil {
-		return nil, usagef("serve: --log-level: %v", err)
-	}
-	if f := o.daemon.Log.Format; f != "text" && f != "json" {
-		return nil, usagef("serve: --log-format %q: want text or json", f)
-	}
-	if o.daemon.MetricsAddr != "" {
-		if err := diaghttp.CheckLoopback(o.daemon.MetricsAddr); err != nil {
-			return nil, usagef("serve: --metrics: %v", err)
-		}
-	}
-	if o.daemon.Pprof && o.daemon.MetricsAddr == "" {
-		return nil, usagef("serve: --pprof: the profiles are served on the --metrics listener, which is disabled")
+	if err := checkDaemon(); err != nil {
+		return nil, usagef("serve: %v", err)
 	}
 	return o, nil
 }

@@ -17,7 +17,6 @@ import (
 	"smartproxy/internal/buildinfo"
 	"smartproxy/internal/daemon"
 	"smartproxy/internal/event"
-	"smartproxy/internal/logging"
 	"smartproxy/internal/sdnotify"
 	"smartproxy/tunnel/transport"
 )
@@ -32,7 +31,7 @@ const (
 // runDaemon runs the client until ctx ends (SIGTERM, SIGINT), then ends its sessions in order
 // and returns when everything it started has ended.
 func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
-	d, err := daemon.Start(o.daemonOptions(stderr))
+	d, err := daemon.Start(o.daemon.LogTo(stderr))
 	if err != nil {
 		return err
 	}
@@ -84,21 +83,12 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	}
 	parts.Ready = fmt.Sprintf("connecting to %s; configuration version %d", o.servers.String(), snap.Version)
 	parts.Fields = logrus.Fields{"servers": o.servers.String(), "config_source": source, "config_version": snap.Version, "internal_server": snap.Internal.Address}
-	if o.adminAddr != "" {
+	if o.daemon.AdminAddr != "" {
 		if parts.Admin, err = admin.New(admin.Config{Backend: c.Admin(), Logger: log, Health: health}); err != nil {
 			return fmt.Errorf("admin listener: %w", err)
 		}
 	}
 	return d.Run(ctx, parts)
-}
-
-// daemonOptions are the options of the daemon frame.
-func (o *options) daemonOptions(stderr io.Writer) daemon.Options {
-	return daemon.Options{
-		Name:    "smartproxy-client",
-		Log:     logging.Options{Format: o.logFormat, Level: o.logLevel, Dir: o.logDir, Retention: *o.logRetention, Output: stderr},
-		PIDFile: o.pidFile, AdminAddr: o.adminAddr, MetricsAddr: o.metricsAddr, Pprof: o.pprof,
-	}
 }
 
 // healthParts are the parts of the health service: the tunnel, and the backend synchronisation

@@ -15,9 +15,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"smartproxy/admin"
 	"smartproxy/client"
-	"smartproxy/internal/logging"
+	"smartproxy/internal/daemon"
 	"smartproxy/tunnel/transport"
 )
 
@@ -54,19 +53,10 @@ type options struct {
 	tunnelCA       string
 	serverName     string
 	streams        int
-	adminAddr      string
-	// metricsAddr is the Prometheus listener; empty disables it.
-	metricsAddr string
-	// pprof serves /debug/pprof/ on the metrics listener.
-	pprof bool
 	// check makes the run check the configuration file and exit (--check).
-	check     bool
-	pidFile   string
-	logFormat string
-	logLevel  logrus.Level
-	logDir    string
-	// logRetention limits the daily files in logDir (--log-max-age, --log-max-files).
-	logRetention *logging.Retention
+	check bool
+	// daemon holds logging, the PID file and the admin and metrics listeners (daemon.AddFlags).
+	daemon daemon.Options
 }
 
 // String describes o for logs and tests without secrets (the token, the backend password).
@@ -117,7 +107,7 @@ func parseArgs(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("smartproxy-client", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	var backend, token, tokenFile, logLevel string
+	var backend, token, tokenFile string
 	fs.StringVar(&backend, "U", "", "")
 	fs.Var(&o.servers, "S", "")
 	fs.StringVar(&token, "T", "", "")
@@ -135,15 +125,9 @@ func parseArgs(args []string) (*options, error) {
 	fs.StringVar(&o.tunnelCA, "tunnel-ca", "", "PEM `FILE` with the tunnel CA the server certificate must chain to")
 	fs.StringVar(&o.serverName, "tunnel-server-name", "", "`NAME` the server certificate must carry (default: the host of -S)")
 	fs.IntVar(&o.streams, "streams", 1, "`N` parallel tunnel streams to the server, each on its own connection")
-	fs.StringVar(&o.adminAddr, "admin", defaultAdminAddr, "`ADDR` of the admin gRPC service (status, sessions, log level; loopback only); empty disables it")
-	fs.StringVar(&o.metricsAddr, "metrics", defaultMetricsAddr, "`ADDR` of the Prometheus /metrics endpoint (loopback only); empty disables it")
-	fs.BoolVar(&o.pprof, "pprof", false, "serve Go runtime profiles at /debug/pprof/ on the --metrics listener (see docs/operations.md)")
 	fs.BoolVar(&o.check, "check", false, "check the configuration file (--config) and the files it names, print a summary and exit")
-	fs.StringVar(&o.pidFile, "pid-file", "", "PID `FILE` (default: "+pidFileName+" beside the binary); empty string disables it with --pid-file=")
-	fs.StringVar(&o.logFormat, "log-format", "text", "log `FORMAT`: text or json")
-	fs.StringVar(&logLevel, "log-level", "info", "log `LEVEL`: error, warn, info, debug or trace; SIGUSR1/SIGUSR2 change it at run time")
-	fs.StringVar(&o.logDir, "log-dir", "", "write logs to daily files in `DIR` instead of stderr")
-	o.logRetention = logging.AddRetentionFlags(fs)
+	o.daemon.Name = "smartproxy-client"
+	checkDaemon := daemon.AddFlags(fs, &o.daemon, daemon.FlagDefaults{Admin: defaultAdminAddr, Metrics: defaultMetricsAddr, PIDFile: pidFileName})
 	o.usage = func(w io.Writer) {
 		fmt.Fprint(w, usageText)
 		fs.SetOutput(w)
@@ -167,8 +151,6 @@ func parseArgs(args []string) (*options, error) {
 		}
 		return nil, usagef("%v (see -h)", err)
 	}
-	pidSet := false
-	fs.Visit(func(f *flag.Flag) { pidSet = pidSet || f.Name == "pid-file" })
 	if o.help || o.version {
 		return o, nil
 	}
@@ -230,35 +212,14 @@ func parseArgs(args []string) (*options, error) {
 	if o.streams < 1 || o.streams > 64 {
 		return nil, usagef("--streams: %d is out of range 1 to 64", o.streams)
 	}
-	if o.pprof && o.metricsAddr == "" {
-		return nil, usagef("--pprof: the profiles are served on the --metrics listener, which is disabled")
+	if err := checkDaemon(); err != nil {
+		return nil, usagef("%v", err)
 	}
-	for _, a := range []struct{ flag, v string }{{"--admin", o.adminAddr}, {"--metrics", o.metricsAddr}} {
-		if a.v == "" {
-			continue
-		}
-		if err := admin.CheckAddr(a.v, false); err != nil {
-			return nil, usagef("%s: %v", a.flag, err)
-		}
-	}
-	if o.logFormat != "text" && o.logFormat != "json" {
-		return nil, usagef("--log-format: %q is not text or json", o.logFormat)
-	}
-	if o.logLevel, err = logging.ParseLevel(logLevel); err != nil {
-		return nil, usagef("--log-level: %v", err)
-	}
-	if o.logLevel < logrus.ErrorLevel {
-		return nil, usagef("--log-level: %q would hide errors; use error, warn, info, debug or trace", logLevel)
+	if l := o.daemon.Log.Level; l < logrus.ErrorLevel {
+		return nil, usagef("--log-level: %q would hide errors; use error, warn, info, debug or trace", l)
 	}
 	if o.debug {
-		o.logLevel, o.logDir = logrus.DebugLevel, ""
-	}
-	if !pidSet {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("finding the binary's directory for the default PID file (give --pid-file): %w", err)
-		}
-		o.pidFile = filepath.Join(filepath.Dir(exe), pidFileName)
+		o.daemon.Log.Level, o.daemon.Log.Dir = logrus.DebugLevel, ""
 	}
 	return o, nil
 }

@@ -48,8 +48,8 @@ func TestParseArgs(t *testing.T) {
 		check func(t *testing.T, o *options)
 	}{
 		{"defaults", args(), func(t *testing.T, o *options) {
-			if o.servers.String() != "dmz.example.com:2878" || o.streams != 1 || o.adminAddr != defaultAdminAddr || o.metricsAddr != defaultMetricsAddr ||
-				o.logLevel != logrus.InfoLevel || o.logFormat != "text" || !strings.HasSuffix(o.pidFile, "/"+pidFileName) {
+			if o.servers.String() != "dmz.example.com:2878" || o.streams != 1 || o.daemon.AdminAddr != defaultAdminAddr || o.daemon.MetricsAddr != defaultMetricsAddr ||
+				o.daemon.Log.Level != logrus.InfoLevel || o.daemon.Log.Format != "text" || !strings.HasSuffix(o.daemon.PIDFile, "/"+pidFileName) {
 				t.Errorf("options = %+v, want the documented defaults", o)
 			}
 		}},
@@ -60,8 +60,8 @@ func TestParseArgs(t *testing.T) {
 		{"servers as repeated flags", serverArgs("dmz1", "[2001:db8::1]"), wantServers("dmz1:2878", "[2001:db8::1]:2878")},
 		{"servers mixed", serverArgs("dmz1,dmz2", "dmz3:1"), wantServers("dmz1:2878", "dmz2:2878", "dmz3:1")},
 		{"debug", args("-d", "--log-dir", "/var/log/x", "--log-level", "warn"), func(t *testing.T, o *options) {
-			if !o.debug || o.logLevel != logrus.DebugLevel || o.logDir != "" {
-				t.Errorf("-d: level %v dir %q, want debug to stderr", o.logLevel, o.logDir)
+			if !o.debug || o.daemon.Log.Level != logrus.DebugLevel || o.daemon.Log.Dir != "" {
+				t.Errorf("-d: level %v dir %q, want debug to stderr", o.daemon.Log.Level, o.daemon.Log.Dir)
 			}
 		}},
 		{"source address", args("-o", "10.1.2.3"), func(t *testing.T, o *options) {
@@ -70,8 +70,8 @@ func TestParseArgs(t *testing.T) {
 			}
 		}},
 		{"pid file disabled", args("--pid-file="), func(t *testing.T, o *options) {
-			if o.pidFile != "" {
-				t.Errorf("pidFile = %q, want empty", o.pidFile)
+			if o.daemon.PIDFile != "" {
+				t.Errorf("pidFile = %q, want empty", o.daemon.PIDFile)
 			}
 		}},
 		{"backend URL with credentials", backendArgs("-U", "https://proxy:s3cret@api.example.com:8443/v1"), func(t *testing.T, o *options) {

@@ -14,7 +14,6 @@ import (
 	"smartproxy/internal/buildinfo"
 	"smartproxy/internal/daemon"
 	"smartproxy/internal/license"
-	"smartproxy/internal/logging"
 	"smartproxy/server"
 	"smartproxy/tunnel/transport"
 )
@@ -26,7 +25,7 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 	if err != nil || drain <= 0 {
 		return usagef("--drain-timeout %q: want a positive duration such as 30s", o.drainTimeout)
 	}
-	d, err := daemon.Start(o.daemonOptions(stderr))
+	d, err := daemon.Start(o.daemon.LogTo(stderr))
 	if err != nil {
 		return err
 	}
@@ -66,21 +65,12 @@ func runDaemon(ctx context.Context, o *options, stderr io.Writer) error {
 		Ready:  fmt.Sprintf("tunnel listener on %s; waiting for a client", tunnelLn.Addr()),
 		Fields: logrus.Fields{"tunnel_addr": tunnelLn.Addr().String(), "proxy_id": proxyID},
 	}
-	if o.adminAddr != "" {
+	if o.daemon.AdminAddr != "" {
 		if parts.Admin, err = admin.New(admin.Config{Backend: srv.Admin(), Logger: d.Log, Health: srv.Health()}); err != nil {
 			return fmt.Errorf("admin listener: %w", err)
 		}
 	}
 	return d.Run(ctx, parts)
-}
-
-// daemonOptions are the options of the daemon frame.
-func (o *options) daemonOptions(stderr io.Writer) daemon.Options {
-	return daemon.Options{
-		Name:    "smartproxy-server",
-		Log:     logging.Options{Format: o.logFormat, Level: o.logLevel, Dir: o.logDir, Retention: *o.logRetention, Output: stderr},
-		PIDFile: o.pidFile, AdminAddr: o.adminAddr, MetricsAddr: o.metricsAddr, Pprof: o.pprof,
-	}
 }
 
 // reload re-reads the tunnel certificate files and the license (SIGHUP). Files that do not

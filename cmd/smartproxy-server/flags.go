@@ -6,15 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
-	"github.com/sirupsen/logrus"
-
 	"smartproxy/admin"
-	"smartproxy/internal/logging"
+	"smartproxy/internal/daemon"
 	"smartproxy/tunnel/transport"
 )
 
@@ -39,14 +36,7 @@ type options struct {
 	tunnelKey      string
 	tunnelCA       string
 	allowedClients []string
-	adminAddr      string
-	metricsAddr    string
-	pprof          bool // serve /debug/pprof/ on the metrics listener
-	pidFile        string
-	logFormat      string
-	logLevel       logrus.Level
-	logDir         string
-	logRetention   *logging.Retention // --log-max-age, --log-max-files
+	daemon         daemon.Options // logging, PID file, admin and metrics listeners (daemon.AddFlags)
 	drainTimeout   string
 	partnerListen  string // --partner-listen; "" means the configuration's address
 }
@@ -100,7 +90,7 @@ func parseArgs(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("smartproxy-server", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	var tunnelAddr, logLevel string
+	var tunnelAddr string
 	var allow stringList
 	fs.BoolVar(&o.help, "h", false, "")
 	fs.BoolVar(&o.version, "v", false, "")
@@ -112,14 +102,8 @@ func parseArgs(args []string) (*options, error) {
 	fs.StringVar(&o.tunnelKey, "tunnel-key", filepath.Join(defaultTunnelDir, "server-key.pem"), "PEM `FILE` with the private key of --tunnel-cert")
 	fs.StringVar(&o.tunnelCA, "tunnel-ca", filepath.Join(defaultTunnelDir, "tunnel-ca.pem"), "PEM `FILE` with the tunnel CA client certificates must chain to")
 	fs.Var(&allow, "tunnel-allow-client", "accept only this client `ID` (certificate CN, URI or DNS SAN); repeatable; default: every certificate of the tunnel CA")
-	fs.StringVar(&o.adminAddr, "admin", admin.DefaultAddr, "`ADDR` of the admin gRPC service (loopback only); empty disables it")
-	fs.StringVar(&o.metricsAddr, "metrics", defaultMetricsAddr, "`ADDR` of the Prometheus /metrics endpoint (loopback only); empty disables it")
-	fs.BoolVar(&o.pprof, "pprof", false, "serve Go runtime profiles at /debug/pprof/ on the --metrics listener (see docs/operations.md)")
-	fs.StringVar(&o.pidFile, "pid-file", "", "PID `FILE` (default: "+pidFileName+" beside the binary); --pid-file= disables it")
-	fs.StringVar(&o.logFormat, "log-format", "text", "log `FORMAT`: text or json")
-	fs.StringVar(&logLevel, "log-level", "info", "log `LEVEL`: error, warn, info, debug or trace; SIGUSR1/SIGUSR2 change it at run time")
-	fs.StringVar(&o.logDir, "log-dir", "", "write logs to daily files in `DIR` instead of stderr")
-	o.logRetention = logging.AddRetentionFlags(fs)
+	o.daemon.Name = "smartproxy-server"
+	checkDaemon := daemon.AddFlags(fs, &o.daemon, daemon.FlagDefaults{Admin: admin.DefaultAddr, Metrics: defaultMetricsAddr, PIDFile: pidFileName})
 	fs.StringVar(&o.partnerListen, "partner-listen", "", "partner listener `ADDR` (host:port) instead of the configuration's partner_listen_address: for several DMZ servers sharing one configuration, each on an address of its own (docs/high-availability.md)")
 	fs.StringVar(&o.drainTimeout, "drain-timeout", "30s", "on SIGTERM, how long open partner sessions may run on before they are ended with ESID 05 (`DURATION`)")
 	o.usage = func(w io.Writer) {
@@ -160,41 +144,10 @@ func parseArgs(args []string) (*options, error) {
 			return nil, usagef("--partner-listen: %v", err)
 		}
 	}
-	if o.logLevel, err = logging.ParseLevel(logLevel); err != nil {
-		return nil, usagef("--log-level: %v", err)
-	}
-	if o.logFormat != "text" && o.logFormat != "json" {
-		return nil, usagef("--log-format %q: want text or json", o.logFormat)
-	}
-	if !isFlagSet(fs, "pid-file") {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("--pid-file: cannot find the binary's directory for the default: %w", err)
-		}
-		o.pidFile = filepath.Join(filepath.Dir(exe), pidFileName)
-	}
-	if o.pprof && o.metricsAddr == "" {
-		return nil, usagef("--pprof: the profiles are served on the --metrics listener, which is disabled")
-	}
-	for _, a := range []struct{ flag, v string }{{"--admin", o.adminAddr}, {"--metrics", o.metricsAddr}} {
-		if a.v == "" {
-			continue
-		}
-		if err := admin.CheckAddr(a.v, false); err != nil {
-			return nil, usagef("%s: %v", a.flag, err)
-		}
+	if err := checkDaemon(); err != nil {
+		return nil, usagef("%v", err)
 	}
 	return o, nil
-}
-
-func isFlagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == name {
-			set = true
-		}
-	})
-	return set
 }
 
 // tunnelListenAddr turns the -i argument into host:port: "" means any address on 2878, a bare
